@@ -1,0 +1,121 @@
+//! PUBLISH (§3.3).
+
+use bytes::{BufMut, Bytes};
+
+use crate::codec::error::{DecodeError, EncodeError};
+use crate::codec::primitives::{Reader, prefixed_len, put_binary};
+use crate::codec::properties::PublishProperties;
+use crate::codec::topic::TopicName;
+use crate::codec::{PacketId, PacketType, ProtocolVersion, QoS};
+
+/// PUBLISH: an application message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// DUP: this may be a re-delivery [MQTT-3.3.1-1]. Never set at QoS 0.
+    pub dup: bool,
+    /// Delivery QoS.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// Topic Name. `None` only in 5.0 when a Topic Alias stands in for it.
+    pub topic: Option<TopicName>,
+    /// Packet identifier: present exactly when QoS is 1 or 2.
+    pub packet_id: Option<PacketId>,
+    /// PUBLISH properties (5.0 only).
+    pub properties: PublishProperties,
+    /// Application payload, shared with the input buffer.
+    pub payload: Bytes,
+}
+
+impl Publish {
+    /// A QoS 0 message without properties.
+    pub fn new(topic: TopicName, payload: impl Into<Bytes>) -> Self {
+        Self {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: Some(topic),
+            packet_id: None,
+            properties: PublishProperties::default(),
+            payload: payload.into(),
+        }
+    }
+
+    pub(crate) fn decode(
+        flags: u8,
+        r: &mut Reader,
+        v: ProtocolVersion,
+    ) -> Result<Self, DecodeError> {
+        let dup = flags & 0b1000 != 0;
+        let qos = QoS::from_bits((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
+        let retain = flags & 0b0001 != 0;
+        if dup && qos == QoS::AtMostOnce {
+            return Err(DecodeError::DupOnQoS0);
+        }
+        let raw_topic = r.binary()?;
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            Some(PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?)
+        };
+        let properties = match v {
+            ProtocolVersion::V5 => PublishProperties::decode(r, PacketType::Publish)?,
+            ProtocolVersion::V311 => PublishProperties::default(),
+        };
+        let topic = if raw_topic.is_empty() && properties.topic_alias.is_some() {
+            // §3.3.2.3.4: an empty name with an alias uses the alias' topic.
+            None
+        } else {
+            Some(TopicName::decode(raw_topic)?)
+        };
+        Ok(Self {
+            dup,
+            qos,
+            retain,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        })
+    }
+
+    pub(crate) fn first_byte(&self) -> u8 {
+        ((PacketType::Publish as u8) << 4)
+            | (u8::from(self.dup) << 3)
+            | ((self.qos as u8) << 1)
+            | u8::from(self.retain)
+    }
+
+    pub(crate) fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+        if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
+            return Err(EncodeError::PacketIdMismatch);
+        }
+        let topic_len = match &self.topic {
+            Some(t) => t.len(),
+            None if v == ProtocolVersion::V5 && self.properties.topic_alias.is_some() => 0,
+            None => return Err(EncodeError::MissingTopic),
+        };
+        let mut len = prefixed_len(topic_len)? + self.payload.len();
+        if self.packet_id.is_some() {
+            len += 2;
+        }
+        if v == ProtocolVersion::V5 {
+            len += self.properties.block_len()?;
+        }
+        Ok(len)
+    }
+
+    pub(crate) fn put_body<B: BufMut>(&self, v: ProtocolVersion, b: &mut B) {
+        match &self.topic {
+            Some(t) => put_binary(b, t.as_bytes()),
+            None => b.put_u16(0),
+        }
+        if let Some(id) = self.packet_id {
+            b.put_u16(id.get());
+        }
+        if v == ProtocolVersion::V5 {
+            self.properties.put_block(b);
+        }
+        b.put_slice(&self.payload);
+    }
+}

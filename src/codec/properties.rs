@@ -1,0 +1,547 @@
+//! MQTT 5.0 properties (§2.2.2), one typed struct per packet.
+//!
+//! Each struct lists exactly the properties its packet may carry; decoding any
+//! other identifier is a Malformed Packet (§2.2.2.2), repeating one that may
+//! appear once is a Protocol Error. User Properties keep their order
+//! [MQTT-3.1.3-10] and are encoded last.
+
+use std::num::{NonZeroU16, NonZeroU32};
+
+use bytes::{BufMut, Bytes};
+
+use super::error::{DecodeError, EncodeError};
+use super::primitives::{
+    Reader, VARINT_MAX, prefixed_len, property_block_len, put_binary, put_varint, varint_len,
+};
+use super::string::MqttString;
+use super::topic::TopicName;
+use super::{PacketType, QoS};
+
+/// Property identifiers (MQTT 5.0 Table 2-4).
+pub mod id {
+    #![allow(missing_docs)]
+    pub const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
+    pub const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
+    pub const CONTENT_TYPE: u8 = 0x03;
+    pub const RESPONSE_TOPIC: u8 = 0x08;
+    pub const CORRELATION_DATA: u8 = 0x09;
+    pub const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+    pub const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+    pub const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
+    pub const SERVER_KEEP_ALIVE: u8 = 0x13;
+    pub const AUTHENTICATION_METHOD: u8 = 0x15;
+    pub const AUTHENTICATION_DATA: u8 = 0x16;
+    pub const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+    pub const WILL_DELAY_INTERVAL: u8 = 0x18;
+    pub const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+    pub const RESPONSE_INFORMATION: u8 = 0x1A;
+    pub const SERVER_REFERENCE: u8 = 0x1C;
+    pub const REASON_STRING: u8 = 0x1F;
+    pub const RECEIVE_MAXIMUM: u8 = 0x21;
+    pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+    pub const TOPIC_ALIAS: u8 = 0x23;
+    pub const MAXIMUM_QOS: u8 = 0x24;
+    pub const RETAIN_AVAILABLE: u8 = 0x25;
+    pub const USER_PROPERTY: u8 = 0x26;
+    pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+    pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
+    pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
+    pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
+
+    /// Every identifier the specification defines.
+    pub const ALL: &[u8] = &[
+        0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x11, 0x12, 0x13, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A,
+        0x1C, 0x1F, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A,
+    ];
+}
+
+/// Payload Format Indicator values (§3.3.2.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayloadFormat {
+    /// Unspecified bytes.
+    Unspecified = 0,
+    /// UTF-8 encoded character data.
+    Utf8 = 1,
+}
+
+/// A Subscription Identifier: 1 to 268,435,455 (§3.8.2.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(NonZeroU32);
+
+impl SubscriptionId {
+    /// The identifier, if `value` is in 1..=268,435,455.
+    pub const fn new(value: u32) -> Option<Self> {
+        match NonZeroU32::new(value) {
+            Some(v) if value <= VARINT_MAX => Some(Self(v)),
+            _ => None,
+        }
+    }
+
+    /// Its value.
+    pub const fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+/// One User Property: a name and a value, both UTF-8 strings (§3.1.2.11.8).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserProperty {
+    /// Its name.
+    pub key: MqttString,
+    /// Its value.
+    pub value: MqttString,
+}
+
+impl UserProperty {
+    /// A property from two literals.
+    ///
+    /// # Panics
+    /// If a literal is not a valid MQTT string: a bug in the caller.
+    pub fn from_static(key: &'static str, value: &'static str) -> Self {
+        Self {
+            key: MqttString::from_static(key),
+            value: MqttString::from_static(value),
+        }
+    }
+}
+
+/// A property value type and its wire form.
+pub(crate) trait Wire: Sized {
+    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError>;
+    fn wire_len(&self) -> Result<usize, EncodeError>;
+    fn write<B: BufMut>(&self, b: &mut B);
+}
+
+impl Wire for bool {
+    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::InvalidPropertyValue(id)),
+        }
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(1)
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        b.put_u8(u8::from(*self));
+    }
+}
+
+impl Wire for u16 {
+    fn read(r: &mut Reader, _: u8) -> Result<Self, DecodeError> {
+        r.u16()
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(2)
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        b.put_u16(*self);
+    }
+}
+
+impl Wire for NonZeroU16 {
+    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+        NonZeroU16::new(r.u16()?).ok_or(DecodeError::InvalidPropertyValue(id))
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(2)
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        b.put_u16(self.get());
+    }
+}
+
+impl Wire for u32 {
+    fn read(r: &mut Reader, _: u8) -> Result<Self, DecodeError> {
+        r.u32()
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(4)
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        b.put_u32(*self);
+    }
+}
+
+impl Wire for NonZeroU32 {
+    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+        NonZeroU32::new(r.u32()?).ok_or(DecodeError::InvalidPropertyValue(id))
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(4)
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        b.put_u32(self.get());
+    }
+}
+
+/// Only Maximum QoS has this type, and it may only say 0 or 1 (§3.2.2.3.4).
+impl Wire for QoS {
+    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            _ => Err(DecodeError::InvalidPropertyValue(id)),
+        }
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(1)
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        b.put_u8(*self as u8);
+    }
+}
+
+impl Wire for PayloadFormat {
+    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            0 => Ok(PayloadFormat::Unspecified),
+            1 => Ok(PayloadFormat::Utf8),
+            _ => Err(DecodeError::InvalidPropertyValue(id)),
+        }
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(1)
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        b.put_u8(*self as u8);
+    }
+}
+
+impl Wire for SubscriptionId {
+    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+        SubscriptionId::new(r.varint()?).ok_or(DecodeError::InvalidPropertyValue(id))
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(varint_len(self.get()))
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        put_varint(b, self.get());
+    }
+}
+
+impl Wire for MqttString {
+    fn read(r: &mut Reader, _: u8) -> Result<Self, DecodeError> {
+        r.string()
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        prefixed_len(self.len())
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        put_binary(b, self.as_bytes());
+    }
+}
+
+impl Wire for TopicName {
+    fn read(r: &mut Reader, _: u8) -> Result<Self, DecodeError> {
+        TopicName::decode(r.binary()?)
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        prefixed_len(self.len())
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        put_binary(b, self.as_bytes());
+    }
+}
+
+impl Wire for Bytes {
+    fn read(r: &mut Reader, _: u8) -> Result<Self, DecodeError> {
+        r.binary()
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        prefixed_len(self.len())
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        put_binary(b, self);
+    }
+}
+
+impl Wire for UserProperty {
+    fn read(r: &mut Reader, _: u8) -> Result<Self, DecodeError> {
+        Ok(UserProperty {
+            key: r.string()?,
+            value: r.string()?,
+        })
+    }
+    fn wire_len(&self) -> Result<usize, EncodeError> {
+        Ok(prefixed_len(self.key.len())? + prefixed_len(self.value.len())?)
+    }
+    fn write<B: BufMut>(&self, b: &mut B) {
+        put_binary(b, self.key.as_bytes());
+        put_binary(b, self.value.as_bytes());
+    }
+}
+
+/// How a property field of a struct holds its occurrences.
+pub(crate) trait Field {
+    fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError>;
+    fn field_len(&self) -> Result<usize, EncodeError>;
+    fn put<B: BufMut>(&self, id: u8, b: &mut B);
+}
+
+/// A property that may appear at most once.
+impl<T: Wire> Field for Option<T> {
+    fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
+        if self.is_some() {
+            return Err(DecodeError::DuplicateProperty(id));
+        }
+        *self = Some(T::read(r, id)?);
+        Ok(())
+    }
+    fn field_len(&self) -> Result<usize, EncodeError> {
+        match self {
+            Some(v) => Ok(1 + v.wire_len()?),
+            None => Ok(0),
+        }
+    }
+    fn put<B: BufMut>(&self, id: u8, b: &mut B) {
+        if let Some(v) = self {
+            b.put_u8(id);
+            v.write(b);
+        }
+    }
+}
+
+/// A property that may repeat, in order (User Property, Subscription Identifier in PUBLISH).
+impl<T: Wire> Field for Vec<T> {
+    fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
+        self.push(T::read(r, id)?);
+        Ok(())
+    }
+    fn field_len(&self) -> Result<usize, EncodeError> {
+        self.iter()
+            .try_fold(0, |acc, v| Ok(acc + 1 + v.wire_len()?))
+    }
+    fn put<B: BufMut>(&self, id: u8, b: &mut B) {
+        for v in self {
+            b.put_u8(id);
+            v.write(b);
+        }
+    }
+}
+
+macro_rules! properties {
+    (
+        $(#[$meta:meta])*
+        $name:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $id:path, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// Decodes a property block (its length prefix included).
+            pub(crate) fn decode(r: &mut Reader, packet_type: PacketType) -> Result<Self, DecodeError> {
+                let len = r.varint()? as usize;
+                let mut props = Self::default();
+                if len == 0 {
+                    return Ok(props);
+                }
+                let mut r = r.sub(len)?;
+                while !r.is_empty() {
+                    let raw = r.varint()?;
+                    let pid = u8::try_from(raw).map_err(|_| DecodeError::UnknownProperty(raw))?;
+                    match pid {
+                        $( $id => Field::absorb(&mut props.$field, &mut r, pid)?, )*
+                        _ if id::ALL.contains(&pid) => {
+                            return Err(DecodeError::PropertyNotAllowed { id: pid, packet_type });
+                        }
+                        _ => return Err(DecodeError::UnknownProperty(raw)),
+                    }
+                }
+                Ok(props)
+            }
+
+            /// Length of the properties, without the block's length prefix.
+            pub(crate) fn inner_len(&self) -> Result<usize, EncodeError> {
+                Ok(0 $( + Field::field_len(&self.$field)? )*)
+            }
+
+            /// Length of the whole block, its length prefix included.
+            pub(crate) fn block_len(&self) -> Result<usize, EncodeError> {
+                property_block_len(self.inner_len()?)
+            }
+
+            /// Writes the whole block; [`Self::block_len`] has validated it.
+            pub(crate) fn put_block<B: BufMut>(&self, b: &mut B) {
+                let inner = self.inner_len().expect("block_len validated these properties");
+                put_varint(b, inner as u32);
+                $( Field::put(&self.$field, $id, b); )*
+            }
+
+            /// Whether no property is set.
+            pub fn is_empty(&self) -> bool {
+                *self == Self::default()
+            }
+        }
+    };
+}
+
+use id::*;
+
+properties! {
+    /// CONNECT properties (§3.1.2.11).
+    ConnectProperties {
+        /// Seconds the session outlives the connection; absent means 0.
+        session_expiry_interval: Option<u32> = SESSION_EXPIRY_INTERVAL,
+        /// How many QoS 1/2 publishes the client accepts at once.
+        receive_maximum: Option<NonZeroU16> = RECEIVE_MAXIMUM,
+        /// Largest packet the client accepts.
+        maximum_packet_size: Option<NonZeroU32> = MAXIMUM_PACKET_SIZE,
+        /// Highest topic alias the client accepts.
+        topic_alias_maximum: Option<u16> = TOPIC_ALIAS_MAXIMUM,
+        /// Whether the client wants Response Information in CONNACK.
+        request_response_information: Option<bool> = REQUEST_RESPONSE_INFORMATION,
+        /// Whether reason strings and user properties may be sent on failures.
+        request_problem_information: Option<bool> = REQUEST_PROBLEM_INFORMATION,
+        /// Enhanced authentication method.
+        authentication_method: Option<MqttString> = AUTHENTICATION_METHOD,
+        /// Enhanced authentication data.
+        authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
+        /// User properties, in order.
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}
+
+properties! {
+    /// Will properties (§3.1.3.2).
+    WillProperties {
+        /// Seconds to wait before publishing the will.
+        will_delay_interval: Option<u32> = WILL_DELAY_INTERVAL,
+        /// Whether the will payload is UTF-8.
+        payload_format_indicator: Option<PayloadFormat> = PAYLOAD_FORMAT_INDICATOR,
+        /// Lifetime of the will message once published.
+        message_expiry_interval: Option<u32> = MESSAGE_EXPIRY_INTERVAL,
+        /// Content type of the will payload.
+        content_type: Option<MqttString> = CONTENT_TYPE,
+        /// Topic for a response to the will.
+        response_topic: Option<TopicName> = RESPONSE_TOPIC,
+        /// Correlation data for a response.
+        correlation_data: Option<Bytes> = CORRELATION_DATA,
+        /// User properties, in order [MQTT-3.1.3-10].
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}
+
+properties! {
+    /// CONNACK properties (§3.2.2.3).
+    ConnAckProperties {
+        /// Session expiry the server uses, when it differs from the request.
+        session_expiry_interval: Option<u32> = SESSION_EXPIRY_INTERVAL,
+        /// How many QoS 1/2 publishes the server accepts at once.
+        receive_maximum: Option<NonZeroU16> = RECEIVE_MAXIMUM,
+        /// Highest QoS the server supports (0 or 1; absent means 2).
+        maximum_qos: Option<QoS> = MAXIMUM_QOS,
+        /// Whether retained messages are supported.
+        retain_available: Option<bool> = RETAIN_AVAILABLE,
+        /// Largest packet the server accepts.
+        maximum_packet_size: Option<NonZeroU32> = MAXIMUM_PACKET_SIZE,
+        /// Client identifier assigned by the server.
+        assigned_client_identifier: Option<MqttString> = ASSIGNED_CLIENT_IDENTIFIER,
+        /// Highest topic alias the server accepts.
+        topic_alias_maximum: Option<u16> = TOPIC_ALIAS_MAXIMUM,
+        /// Human-readable reason.
+        reason_string: Option<MqttString> = REASON_STRING,
+        /// Whether wildcard subscriptions are supported.
+        wildcard_subscription_available: Option<bool> = WILDCARD_SUBSCRIPTION_AVAILABLE,
+        /// Whether subscription identifiers are supported.
+        subscription_identifiers_available: Option<bool> = SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        /// Whether shared subscriptions are supported.
+        shared_subscription_available: Option<bool> = SHARED_SUBSCRIPTION_AVAILABLE,
+        /// Keep alive the client must use instead of its own.
+        server_keep_alive: Option<u16> = SERVER_KEEP_ALIVE,
+        /// Basis for response topics.
+        response_information: Option<MqttString> = RESPONSE_INFORMATION,
+        /// Another server to use.
+        server_reference: Option<MqttString> = SERVER_REFERENCE,
+        /// Enhanced authentication method.
+        authentication_method: Option<MqttString> = AUTHENTICATION_METHOD,
+        /// Enhanced authentication data.
+        authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
+        /// User properties, in order.
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}
+
+properties! {
+    /// PUBLISH properties (§3.3.2.3).
+    PublishProperties {
+        /// Whether the payload is UTF-8.
+        payload_format_indicator: Option<PayloadFormat> = PAYLOAD_FORMAT_INDICATOR,
+        /// Lifetime of the message in seconds.
+        message_expiry_interval: Option<u32> = MESSAGE_EXPIRY_INTERVAL,
+        /// Topic alias standing for (or being set to) the topic name.
+        topic_alias: Option<NonZeroU16> = TOPIC_ALIAS,
+        /// Topic for a response.
+        response_topic: Option<TopicName> = RESPONSE_TOPIC,
+        /// Correlation data for a response.
+        correlation_data: Option<Bytes> = CORRELATION_DATA,
+        /// Subscription identifiers of the matching subscriptions (server to client).
+        subscription_identifiers: Vec<SubscriptionId> = SUBSCRIPTION_IDENTIFIER,
+        /// Content type of the payload.
+        content_type: Option<MqttString> = CONTENT_TYPE,
+        /// User properties, in order.
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}
+
+properties! {
+    /// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK.
+    AckProperties {
+        /// Human-readable reason.
+        reason_string: Option<MqttString> = REASON_STRING,
+        /// User properties, in order.
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}
+
+properties! {
+    /// SUBSCRIBE properties (§3.8.2.1).
+    SubscribeProperties {
+        /// Identifier attached to messages delivered through these subscriptions.
+        subscription_identifier: Option<SubscriptionId> = SUBSCRIPTION_IDENTIFIER,
+        /// User properties, in order.
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}
+
+properties! {
+    /// UNSUBSCRIBE properties (§3.10.2.1).
+    UnsubscribeProperties {
+        /// User properties, in order.
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}
+
+properties! {
+    /// DISCONNECT properties (§3.14.2.2).
+    DisconnectProperties {
+        /// New session expiry (client to server only) [MQTT-3.14.2-2].
+        session_expiry_interval: Option<u32> = SESSION_EXPIRY_INTERVAL,
+        /// Human-readable reason.
+        reason_string: Option<MqttString> = REASON_STRING,
+        /// Another server to use.
+        server_reference: Option<MqttString> = SERVER_REFERENCE,
+        /// User properties, in order.
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}
+
+properties! {
+    /// AUTH properties (§3.15.2.2).
+    AuthProperties {
+        /// Enhanced authentication method.
+        authentication_method: Option<MqttString> = AUTHENTICATION_METHOD,
+        /// Enhanced authentication data.
+        authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
+        /// Human-readable reason.
+        reason_string: Option<MqttString> = REASON_STRING,
+        /// User properties, in order.
+        user_properties: Vec<UserProperty> = USER_PROPERTY,
+    }
+}

@@ -1,0 +1,136 @@
+//! [`MqttString`]: the UTF-8 string MQTT puts on the wire, valid by construction.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::error::DecodeError;
+use super::primitives::U16_LEN_MAX;
+
+/// A UTF-8 string as MQTT defines it (§1.5.4): well-formed UTF-8, no U+0000,
+/// at most 65,535 bytes.
+///
+/// It shares the bytes of the packet it was decoded from; cloning is a
+/// reference count, not a copy.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MqttString(ByteString);
+
+/// Why a string cannot be an [`MqttString`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidString {
+    /// It contains U+0000 [MQTT-1.5.4-2].
+    #[error("string contains U+0000")]
+    NullCharacter,
+    /// It is longer than 65,535 bytes.
+    #[error("string longer than 65535 bytes")]
+    TooLong,
+}
+
+impl MqttString {
+    /// Checks `s` against the MQTT string rules.
+    ///
+    /// # Errors
+    /// [`InvalidString`] when `s` holds U+0000 or exceeds 65,535 bytes.
+    pub fn new(s: impl Into<ByteString>) -> Result<Self, InvalidString> {
+        let s = s.into();
+        if s.len() > U16_LEN_MAX {
+            return Err(InvalidString::TooLong);
+        }
+        if memchr::memchr(0, s.as_bytes()).is_some() {
+            return Err(InvalidString::NullCharacter);
+        }
+        Ok(Self(s))
+    }
+
+    /// A string from a literal.
+    ///
+    /// # Panics
+    /// If the literal breaks the MQTT string rules: a bug in the caller.
+    pub fn from_static(s: &'static str) -> Self {
+        Self::new(ByteString::from_static(s)).expect("static MQTT strings are valid")
+    }
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The shared bytes behind the string.
+    pub fn as_bytes(&self) -> &Bytes {
+        self.0.as_bytes()
+    }
+
+    /// Validates wire bytes: [MQTT-1.5.4-1] then [MQTT-1.5.4-2].
+    pub(crate) fn decode(raw: Bytes) -> Result<Self, DecodeError> {
+        let s = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)?;
+        if memchr::memchr(0, s.as_bytes()).is_some() {
+            return Err(DecodeError::NullCharacter);
+        }
+        Ok(Self(s))
+    }
+
+    /// Wraps a string already checked by a caller in this module tree.
+    pub(crate) fn from_checked(s: ByteString) -> Self {
+        Self(s)
+    }
+}
+
+impl Deref for MqttString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for MqttString {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for MqttString {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MqttString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for MqttString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<&str> for MqttString {
+    type Error = InvalidString;
+    fn try_from(s: &str) -> Result<Self, InvalidString> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for MqttString {
+    type Error = InvalidString;
+    fn try_from(s: String) -> Result<Self, InvalidString> {
+        Self::new(s)
+    }
+}
+
+impl PartialEq<str> for MqttString {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for MqttString {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}

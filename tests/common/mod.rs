@@ -1,0 +1,55 @@
+//! Helpers shared by the black-box tests.
+#![allow(dead_code)]
+
+use testament::codec::{
+    Bytes, DecodeError, Encode, MqttString, Packet, PacketId, ProtocolVersion, TopicFilter,
+    TopicName, decode_packet,
+};
+
+pub const V3: ProtocolVersion = ProtocolVersion::V311;
+pub const V5: ProtocolVersion = ProtocolVersion::V5;
+pub const MAX: u32 = 1 << 20;
+
+/// Bytes from hex text; whitespace is ignored.
+pub fn hex(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+        .collect()
+}
+
+/// Decodes exactly one whole packet from `bytes`.
+pub fn decode(bytes: &[u8], version: ProtocolVersion) -> Result<Packet, DecodeError> {
+    let input = Bytes::copy_from_slice(bytes);
+    match decode_packet(&input, Some(version), MAX)? {
+        Some((packet, used)) => {
+            assert_eq!(used, bytes.len(), "packet did not use the whole input");
+            Ok(packet)
+        }
+        None => panic!("incomplete packet: {bytes:02x?}"),
+    }
+}
+
+/// Encodes a packet, checking `encoded_len` against what was written.
+pub fn encode(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
+    let bytes = packet.to_vec(version).expect("encodable");
+    assert_eq!(bytes.len(), packet.encoded_len(version).unwrap());
+    bytes
+}
+
+pub fn s(text: &'static str) -> MqttString {
+    MqttString::from_static(text)
+}
+
+pub fn topic(text: &'static str) -> TopicName {
+    TopicName::from_static(text)
+}
+
+pub fn filter(text: &'static str) -> TopicFilter {
+    TopicFilter::from_static(text)
+}
+
+pub fn pid(id: u16) -> PacketId {
+    PacketId::new(id).unwrap()
+}
