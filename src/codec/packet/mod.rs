@@ -86,23 +86,27 @@ impl Packet {
     ) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         // Only CONNECT can be read before the version is known: it carries it.
-        let v = || version.ok_or(DecodeError::VersionUnknown(header.packet_type));
-        let packet = match header.packet_type {
-            PacketType::Connect => Self::Connect(Box::new(Connect::decode(&mut r)?)),
-            PacketType::ConnAck => Self::ConnAck(ConnAck::decode(&mut r, v()?)?),
-            PacketType::Publish => Self::Publish(Publish::decode(header.flags, &mut r, v()?)?),
-            PacketType::PubAck => Self::PubAck(PubAck::decode(&mut r, v()?)?),
-            PacketType::PubRec => Self::PubRec(PubRec::decode(&mut r, v()?)?),
-            PacketType::PubRel => Self::PubRel(PubRel::decode(&mut r, v()?)?),
-            PacketType::PubComp => Self::PubComp(PubComp::decode(&mut r, v()?)?),
-            PacketType::Subscribe => Self::Subscribe(Subscribe::decode(&mut r, v()?)?),
-            PacketType::SubAck => Self::SubAck(SubAck::decode(&mut r, v()?)?),
-            PacketType::Unsubscribe => Self::Unsubscribe(Unsubscribe::decode(&mut r, v()?)?),
-            PacketType::UnsubAck => Self::UnsubAck(UnsubAck::decode(&mut r, v()?)?),
-            PacketType::PingReq => Self::PingReq,
-            PacketType::PingResp => Self::PingResp,
-            PacketType::Disconnect => Self::Disconnect(Disconnect::decode(&mut r, v()?)?),
-            PacketType::Auth => Self::Auth(Auth::decode(&mut r, v()?)?),
+        let packet = match (header.packet_type, version) {
+            (PacketType::Connect, _) => Self::Connect(Box::new(Connect::decode(&mut r)?)),
+            (packet_type, None) => return Err(DecodeError::VersionUnknown(packet_type)),
+            (PacketType::ConnAck, Some(v)) => Self::ConnAck(ConnAck::decode(&mut r, v)?),
+            (PacketType::Publish, Some(v)) => {
+                Self::Publish(Publish::decode(header.flags, &mut r, v)?)
+            }
+            (PacketType::PubAck, Some(v)) => Self::PubAck(PubAck::decode(&mut r, v)?),
+            (PacketType::PubRec, Some(v)) => Self::PubRec(PubRec::decode(&mut r, v)?),
+            (PacketType::PubRel, Some(v)) => Self::PubRel(PubRel::decode(&mut r, v)?),
+            (PacketType::PubComp, Some(v)) => Self::PubComp(PubComp::decode(&mut r, v)?),
+            (PacketType::Subscribe, Some(v)) => Self::Subscribe(Subscribe::decode(&mut r, v)?),
+            (PacketType::SubAck, Some(v)) => Self::SubAck(SubAck::decode(&mut r, v)?),
+            (PacketType::Unsubscribe, Some(v)) => {
+                Self::Unsubscribe(Unsubscribe::decode(&mut r, v)?)
+            }
+            (PacketType::UnsubAck, Some(v)) => Self::UnsubAck(UnsubAck::decode(&mut r, v)?),
+            (PacketType::PingReq, Some(_)) => Self::PingReq,
+            (PacketType::PingResp, Some(_)) => Self::PingResp,
+            (PacketType::Disconnect, Some(v)) => Self::Disconnect(Disconnect::decode(&mut r, v)?),
+            (PacketType::Auth, Some(v)) => Self::Auth(Auth::decode(&mut r, v)?),
         };
         r.finish()?;
         Ok(packet)

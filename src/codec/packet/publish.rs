@@ -53,6 +53,13 @@ impl Publish {
             return Err(DecodeError::DupOnQoS0);
         }
         let raw_topic = r.binary()?;
+        // Checked in wire order; only an empty name waits for the properties,
+        // where a Topic Alias may stand in for it (§3.3.2.3.4).
+        let named = if raw_topic.is_empty() {
+            None
+        } else {
+            Some(TopicName::decode(raw_topic)?)
+        };
         let packet_id = if qos == QoS::AtMostOnce {
             None
         } else {
@@ -62,17 +69,14 @@ impl Publish {
             ProtocolVersion::V5 => PublishProperties::decode(r, PacketType::Publish)?,
             ProtocolVersion::V311 => PublishProperties::default(),
         };
-        let topic = if raw_topic.is_empty() && properties.topic_alias.is_some() {
-            // §3.3.2.3.4: an empty name with an alias uses the alias' topic.
-            None
-        } else {
-            Some(TopicName::decode(raw_topic)?)
-        };
+        if named.is_none() && properties.topic_alias.is_none() {
+            return Err(DecodeError::EmptyTopicName);
+        }
         Ok(Self {
             dup,
             qos,
             retain,
-            topic,
+            topic: named,
             packet_id,
             properties,
             payload: r.rest(),
