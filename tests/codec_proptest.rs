@@ -253,7 +253,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             payload,
             qos,
             retain,
-            properties,
+            properties: properties.into(),
         });
     (
         any::<bool>(),
@@ -276,7 +276,7 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     protocol: v,
                     clean_start,
                     keep_alive,
-                    properties,
+                    properties: properties.into(),
                     client_id,
                     will,
                     username,
@@ -299,7 +299,7 @@ fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Packet::ConnAck(ConnAck {
                 session_present,
                 reason_code,
-                properties,
+                properties: properties.into(),
             })
         },
     )
@@ -331,7 +331,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     retain,
                     topic,
                     packet_id: (!qos0).then_some(id),
-                    properties,
+                    properties: properties.into(),
                     payload,
                 })
             },
@@ -358,28 +358,28 @@ fn acks(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             |(packet_id, reason_code, properties)| Packet::PubAck(PubAck {
                 packet_id,
                 reason_code,
-                properties
+                properties: properties.into()
             })
         ),
         puback().prop_map(
             |(packet_id, reason_code, properties)| Packet::PubRec(PubRec {
                 packet_id,
                 reason_code,
-                properties
+                properties: properties.into()
             })
         ),
         pubrel().prop_map(
             |(packet_id, reason_code, properties)| Packet::PubRel(PubRel {
                 packet_id,
                 reason_code,
-                properties
+                properties: properties.into()
             })
         ),
         pubrel().prop_map(
             |(packet_id, reason_code, properties)| Packet::PubComp(PubComp {
                 packet_id,
                 reason_code,
-                properties
+                properties: properties.into()
             })
         ),
     ]
@@ -448,7 +448,7 @@ fn subscriptions(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         (pid(), v5_only(v, subscribe_props), vec(subscription, 1..4)).prop_map(
             |(packet_id, properties, subscriptions)| Packet::Subscribe(Subscribe {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 subscriptions
             })
         ),
@@ -456,7 +456,7 @@ fn subscriptions(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             |(packet_id, properties, reason_codes)| {
                 Packet::SubAck(SubAck {
                     packet_id,
-                    properties,
+                    properties: properties.into(),
                     reason_codes,
                 })
             }
@@ -464,7 +464,7 @@ fn subscriptions(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         (pid(), v5_only(v, unsub_props), vec(topic_filter(), 1..4)).prop_map(
             |(packet_id, properties, filters)| Packet::Unsubscribe(Unsubscribe {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 filters
             })
         ),
@@ -472,7 +472,7 @@ fn subscriptions(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             |(packet_id, properties, reason_codes)| {
                 Packet::UnsubAck(UnsubAck {
                     packet_id,
-                    properties,
+                    properties: properties.into(),
                     reason_codes,
                 })
             }
@@ -504,7 +504,7 @@ fn session_end(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .prop_map(|(reason_code, properties)| {
             Packet::Disconnect(Disconnect {
                 reason_code,
-                properties,
+                properties: properties.into(),
             })
         });
     if v == V3 {
@@ -522,7 +522,7 @@ fn session_end(v: ProtocolVersion) -> BoxedStrategy<Packet> {
     let auth = (select(AuthReasonCode::ALL), auth_props).prop_map(|(reason_code, properties)| {
         Packet::Auth(Auth {
             reason_code,
-            properties,
+            properties: properties.into(),
         })
     });
     prop_oneof![

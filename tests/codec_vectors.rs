@@ -20,7 +20,7 @@ fn will(qos: QoS, properties: WillProperties) -> LastWill {
         payload: Bytes::from_static(b"bye"),
         qos,
         retain: false,
-        properties,
+        properties: properties.into(),
     }
 }
 
@@ -250,7 +250,7 @@ fn subscribe_and_suback() {
     // 3.1.1 Figure 3.22 and Figure 3.26.
     let s311 = Subscribe {
         packet_id: pid(10),
-        properties: SubscribeProperties::default(),
+        properties: Default::default(),
         subscriptions: vec![sub("a/b", QoS::AtLeastOnce), sub("c/d", QoS::ExactlyOnce)],
     };
     both_ways(
@@ -260,7 +260,7 @@ fn subscribe_and_suback() {
     );
     let ack = SubAck {
         packet_id: pid(10),
-        properties: AckProperties::default(),
+        properties: Default::default(),
         reason_codes: vec![
             SubAckReasonCode::GrantedQoS0,
             SubAckReasonCode::GrantedQoS2,
@@ -274,7 +274,8 @@ fn subscribe_and_suback() {
         properties: SubscribeProperties {
             subscription_identifier: SubscriptionId::new(5),
             ..Default::default()
-        },
+        }
+        .into(),
         subscriptions: vec![Subscription {
             filter: filter("a/b"),
             options: SubscriptionOptions {
@@ -292,7 +293,7 @@ fn subscribe_and_suback() {
     );
     let ack5 = SubAck {
         packet_id: pid(10),
-        properties: AckProperties::default(),
+        properties: Default::default(),
         reason_codes: vec![
             SubAckReasonCode::GrantedQoS1,
             SubAckReasonCode::NotAuthorized,
@@ -306,7 +307,7 @@ fn subscribe_and_suback() {
 fn v5_suback_failure_goes_out_as_0x80_in_v311() {
     let ack = SubAck {
         packet_id: pid(1),
-        properties: AckProperties::default(),
+        properties: Default::default(),
         reason_codes: vec![SubAckReasonCode::NotAuthorized],
     };
     assert_eq!(encode(&Packet::SubAck(ack), V3), hex("90 03 00 01 80"));
@@ -316,7 +317,7 @@ fn v5_suback_failure_goes_out_as_0x80_in_v311() {
 fn unsubscribe_and_unsuback() {
     let u = Unsubscribe {
         packet_id: pid(10),
-        properties: UnsubscribeProperties::default(),
+        properties: Default::default(),
         filters: vec![filter("a/b"), filter("c/d")],
     };
     both_ways(
@@ -326,19 +327,19 @@ fn unsubscribe_and_unsuback() {
     );
     let u5 = Unsubscribe {
         packet_id: pid(10),
-        properties: UnsubscribeProperties::default(),
+        properties: Default::default(),
         filters: vec![filter("a/b")],
     };
     both_ways("A2 08 00 0A 00 00 03 61 2F 62", Packet::Unsubscribe(u5), V5);
     let ack3 = UnsubAck {
         packet_id: pid(10),
-        properties: AckProperties::default(),
+        properties: Default::default(),
         reason_codes: vec![],
     };
     both_ways("B0 02 00 0A", Packet::UnsubAck(ack3), V3);
     let ack5 = UnsubAck {
         packet_id: pid(10),
-        properties: AckProperties::default(),
+        properties: Default::default(),
         reason_codes: vec![
             UnsubAckReasonCode::Success,
             UnsubAckReasonCode::NoSubscriptionExisted,

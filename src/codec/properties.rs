@@ -105,6 +105,64 @@ impl UserProperty {
     }
 }
 
+/// A set of properties for one packet type.
+pub trait PropertySet: Default + PartialEq + 'static {
+    /// The set with no property present.
+    fn empty() -> &'static Self;
+}
+
+/// The properties of a packet, allocated only when at least one is present,
+/// so the common packet without properties stays small and allocation-free.
+///
+/// It reads like the set it holds (`p.properties.message_expiry_interval`);
+/// writing through it allocates the set on first use.
+#[derive(Clone, Default)]
+pub struct Properties<T>(Option<Box<T>>);
+
+impl<T: PropertySet> Properties<T> {
+    /// Whether no property is present.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(|p| p == T::empty())
+    }
+}
+
+impl<T: PropertySet> std::ops::Deref for Properties<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_deref().unwrap_or(T::empty())
+    }
+}
+
+impl<T: PropertySet> std::ops::DerefMut for Properties<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl<T: PropertySet> From<T> for Properties<T> {
+    fn from(set: T) -> Self {
+        if &set == T::empty() {
+            Self(None)
+        } else {
+            Self(Some(Box::new(set)))
+        }
+    }
+}
+
+impl<T: PropertySet> PartialEq for Properties<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: PropertySet + Eq> Eq for Properties<T> {}
+
+impl<T: PropertySet + std::fmt::Debug> std::fmt::Debug for Properties<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 /// A property value type and its wire form.
 pub(crate) trait Wire: Sized {
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError>;
@@ -275,6 +333,7 @@ impl Wire for UserProperty {
 
 /// How a property field of a struct holds its occurrences.
 pub(crate) trait Field {
+    const NONE: Self;
     fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError>;
     fn field_len(&self) -> Result<usize, EncodeError>;
     fn put<B: BufMut>(&self, id: u8, b: &mut B);
@@ -282,6 +341,7 @@ pub(crate) trait Field {
 
 /// A property that may appear at most once.
 impl<T: Wire> Field for Option<T> {
+    const NONE: Self = None;
     fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
         if self.is_some() {
             return Err(DecodeError::DuplicateProperty(id));
@@ -305,6 +365,7 @@ impl<T: Wire> Field for Option<T> {
 
 /// A property that may repeat, in order (User Property, Subscription Identifier in PUBLISH).
 impl<T: Wire> Field for Vec<T> {
+    const NONE: Self = Vec::new();
     fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
         self.push(T::read(r, id)?);
         Ok(())
@@ -335,13 +396,18 @@ macro_rules! properties {
         }
 
         impl $name {
-            /// Decodes a property block (its length prefix included).
-            pub(crate) fn decode(r: &mut Reader, packet_type: PacketType) -> Result<Self, DecodeError> {
+            /// Decodes a property block (its length prefix included); an
+            /// empty block allocates nothing.
+            pub(crate) fn decode(
+                r: &mut Reader,
+                packet_type: PacketType,
+            ) -> Result<Properties<Self>, DecodeError> {
                 let len = r.varint()? as usize;
-                let mut props = Self::default();
                 if len == 0 {
-                    return Ok(props);
+                    return Ok(Properties::default());
                 }
+                let mut boxed = Box::new(Self::default());
+                let props = &mut *boxed;
                 let mut r = r.sub(len)?;
                 while !r.is_empty() {
                     let raw = r.varint()?;
@@ -354,7 +420,7 @@ macro_rules! properties {
                         _ => return Err(DecodeError::UnknownProperty(raw)),
                     }
                 }
-                Ok(props)
+                Ok(Properties(Some(boxed)))
             }
 
             /// Length of the properties, without the block's length prefix.
@@ -376,7 +442,14 @@ macro_rules! properties {
 
             /// Whether no property is set.
             pub fn is_empty(&self) -> bool {
-                *self == Self::default()
+                self == <Self as PropertySet>::empty()
+            }
+        }
+
+        impl PropertySet for $name {
+            fn empty() -> &'static Self {
+                static EMPTY: $name = $name { $( $field: <$ty as Field>::NONE, )* };
+                &EMPTY
             }
         }
     };

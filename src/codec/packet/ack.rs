@@ -6,7 +6,7 @@ use bytes::BufMut;
 
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::Reader;
-use crate::codec::properties::AckProperties;
+use crate::codec::properties::{AckProperties, Properties};
 use crate::codec::reason::{PubAckReasonCode, PubRelReasonCode};
 use crate::codec::{PacketId, PacketType, ProtocolVersion};
 
@@ -24,7 +24,7 @@ macro_rules! ack_packet {
             /// The outcome (5.0 only; 3.1.1 always succeeds).
             pub reason_code: $code,
             /// Reason String and User Properties (5.0 only).
-            pub properties: AckProperties,
+            pub properties: Properties<AckProperties>,
         }
 
         impl $name {
@@ -35,7 +35,7 @@ macro_rules! ack_packet {
 
             /// An acknowledgement with this reason code and no properties.
             pub fn with_reason(packet_id: PacketId, reason_code: $code) -> Self {
-                Self { packet_id, reason_code, properties: AckProperties::default() }
+                Self { packet_id, reason_code, properties: Properties::default() }
             }
 
             pub(crate) fn decode(r: &mut Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes};
 
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::{Reader, prefixed_len, put_binary};
-use crate::codec::properties::{ConnAckProperties, ConnectProperties, WillProperties};
+use crate::codec::properties::{ConnAckProperties, ConnectProperties, Properties, WillProperties};
 use crate::codec::reason::{ConnectReasonCode, ConnectReturnCode};
 use crate::codec::string::MqttString;
 use crate::codec::topic::TopicName;
@@ -22,7 +22,7 @@ pub struct Connect {
     /// Keep alive in seconds; 0 disables it.
     pub keep_alive: u16,
     /// CONNECT properties (5.0 only; empty in 3.1.1).
-    pub properties: ConnectProperties,
+    pub properties: Properties<ConnectProperties>,
     /// Client identifier, possibly empty [MQTT-3.1.3-6].
     pub client_id: MqttString,
     /// The Last Will, when the Will Flag is set [MQTT-3.1.2-7].
@@ -45,7 +45,7 @@ pub struct LastWill {
     /// Will Retain [MQTT-3.1.2-14], [MQTT-3.1.2-15].
     pub retain: bool,
     /// Will properties (5.0 only; empty in 3.1.1).
-    pub properties: WillProperties,
+    pub properties: Properties<WillProperties>,
 }
 
 mod flag {
@@ -65,7 +65,7 @@ impl Connect {
             protocol,
             clean_start: true,
             keep_alive: 60,
-            properties: ConnectProperties::default(),
+            properties: Properties::default(),
             client_id,
             will: None,
             username: None,
@@ -108,13 +108,13 @@ impl Connect {
                 }
                 p
             }
-            ProtocolVersion::V311 => ConnectProperties::default(),
+            ProtocolVersion::V311 => Properties::default(),
         };
         let client_id = r.string()?;
         let will = if will_flag {
             let properties = match protocol {
                 ProtocolVersion::V5 => WillProperties::decode(r, PacketType::Connect)?,
-                ProtocolVersion::V311 => WillProperties::default(),
+                ProtocolVersion::V311 => Properties::default(),
             };
             let topic = TopicName::decode(r.binary()?)?;
             let payload = r.binary()?;
@@ -230,7 +230,7 @@ pub struct ConnAck {
     /// The outcome. In 3.1.1 it is sent as the nearest [`ConnectReturnCode`].
     pub reason_code: ConnectReasonCode,
     /// CONNACK properties (5.0 only).
-    pub properties: ConnAckProperties,
+    pub properties: Properties<ConnAckProperties>,
 }
 
 impl ConnAck {
@@ -239,7 +239,7 @@ impl ConnAck {
         Self {
             session_present,
             reason_code,
-            properties: ConnAckProperties::default(),
+            properties: Properties::default(),
         }
     }
 
@@ -260,7 +260,7 @@ impl ConnAck {
             ),
             ProtocolVersion::V311 => (
                 ConnectReturnCode::from_code(code).ok_or(invalid)?.into(),
-                ConnAckProperties::default(),
+                Properties::default(),
             ),
         };
         Ok(Self {

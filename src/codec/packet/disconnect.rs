@@ -5,7 +5,7 @@ use bytes::BufMut;
 
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::Reader;
-use crate::codec::properties::{AuthProperties, DisconnectProperties};
+use crate::codec::properties::{AuthProperties, DisconnectProperties, Properties};
 use crate::codec::reason::{AuthReasonCode, DisconnectReasonCode};
 use crate::codec::{PacketType, ProtocolVersion};
 
@@ -15,7 +15,7 @@ pub struct Disconnect {
     /// Why (5.0 only; 3.1.1 DISCONNECT is always a normal disconnection).
     pub reason_code: DisconnectReasonCode,
     /// DISCONNECT properties (5.0 only).
-    pub properties: DisconnectProperties,
+    pub properties: Properties<DisconnectProperties>,
 }
 
 impl Disconnect {
@@ -23,7 +23,7 @@ impl Disconnect {
     pub fn new(reason_code: DisconnectReasonCode) -> Self {
         Self {
             reason_code,
-            properties: DisconnectProperties::default(),
+            properties: Properties::default(),
         }
     }
 
@@ -77,7 +77,7 @@ pub struct Auth {
     /// Success, continue, or re-authenticate.
     pub reason_code: AuthReasonCode,
     /// AUTH properties.
-    pub properties: AuthProperties,
+    pub properties: Properties<AuthProperties>,
 }
 
 impl Auth {
@@ -85,7 +85,7 @@ impl Auth {
     pub fn new(reason_code: AuthReasonCode) -> Self {
         Self {
             reason_code,
-            properties: AuthProperties::default(),
+            properties: Properties::default(),
         }
     }
 

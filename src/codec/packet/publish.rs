@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes};
 
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::{Reader, prefixed_len, put_binary};
-use crate::codec::properties::PublishProperties;
+use crate::codec::properties::{Properties, PublishProperties};
 use crate::codec::topic::TopicName;
 use crate::codec::{PacketId, PacketType, ProtocolVersion, QoS};
 
@@ -22,7 +22,7 @@ pub struct Publish {
     /// Packet identifier: present exactly when QoS is 1 or 2.
     pub packet_id: Option<PacketId>,
     /// PUBLISH properties (5.0 only).
-    pub properties: PublishProperties,
+    pub properties: Properties<PublishProperties>,
     /// Application payload, shared with the input buffer.
     pub payload: Bytes,
 }
@@ -36,11 +36,12 @@ impl Publish {
             retain: false,
             topic: Some(topic),
             packet_id: None,
-            properties: PublishProperties::default(),
+            properties: Properties::default(),
             payload: payload.into(),
         }
     }
 
+    #[inline(always)] // built in place by the caller: the hot path of every broker
     pub(crate) fn decode(
         flags: u8,
         r: &mut Reader,
@@ -67,7 +68,7 @@ impl Publish {
         };
         let properties = match v {
             ProtocolVersion::V5 => PublishProperties::decode(r, PacketType::Publish)?,
-            ProtocolVersion::V311 => PublishProperties::default(),
+            ProtocolVersion::V311 => Properties::default(),
         };
         if named.is_none() && properties.topic_alias.is_none() {
             return Err(DecodeError::EmptyTopicName);

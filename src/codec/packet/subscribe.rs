@@ -5,7 +5,9 @@ use bytes::BufMut;
 use super::ack::read_packet_id;
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::{Reader, prefixed_len, put_binary};
-use crate::codec::properties::{AckProperties, SubscribeProperties, UnsubscribeProperties};
+use crate::codec::properties::{
+    AckProperties, Properties, SubscribeProperties, UnsubscribeProperties,
+};
 use crate::codec::reason::{SubAckReasonCode, UnsubAckReasonCode};
 use crate::codec::topic::TopicFilter;
 use crate::codec::{PacketId, PacketType, ProtocolVersion, QoS};
@@ -87,7 +89,7 @@ pub struct Subscribe {
     /// Packet identifier.
     pub packet_id: PacketId,
     /// SUBSCRIBE properties (5.0 only).
-    pub properties: SubscribeProperties,
+    pub properties: Properties<SubscribeProperties>,
     /// The filters, at least one [MQTT-3.8.3-2].
     pub subscriptions: Vec<Subscription>,
 }
@@ -97,7 +99,7 @@ impl Subscribe {
         let packet_id = read_packet_id(r)?;
         let properties = match v {
             ProtocolVersion::V5 => SubscribeProperties::decode(r, PacketType::Subscribe)?,
-            ProtocolVersion::V311 => SubscribeProperties::default(),
+            ProtocolVersion::V311 => Properties::default(),
         };
         let mut subscriptions = Vec::new();
         while !r.is_empty() {
@@ -150,7 +152,7 @@ pub struct SubAck {
     /// Packet identifier of the SUBSCRIBE.
     pub packet_id: PacketId,
     /// Reason String and User Properties (5.0 only).
-    pub properties: AckProperties,
+    pub properties: Properties<AckProperties>,
     /// Granted QoS or failure, per filter. 3.1.1 sends every failure as 0x80.
     pub reason_codes: Vec<SubAckReasonCode>,
 }
@@ -160,7 +162,7 @@ impl SubAck {
         let packet_id = read_packet_id(r)?;
         let properties = match v {
             ProtocolVersion::V5 => AckProperties::decode(r, PacketType::SubAck)?,
-            ProtocolVersion::V311 => AckProperties::default(),
+            ProtocolVersion::V311 => Properties::default(),
         };
         let mut reason_codes = Vec::with_capacity(r.remaining());
         while !r.is_empty() {
@@ -218,7 +220,7 @@ pub struct Unsubscribe {
     /// Packet identifier.
     pub packet_id: PacketId,
     /// UNSUBSCRIBE properties (5.0 only).
-    pub properties: UnsubscribeProperties,
+    pub properties: Properties<UnsubscribeProperties>,
     /// The filters, at least one [MQTT-3.10.3-2].
     pub filters: Vec<TopicFilter>,
 }
@@ -228,7 +230,7 @@ impl Unsubscribe {
         let packet_id = read_packet_id(r)?;
         let properties = match v {
             ProtocolVersion::V5 => UnsubscribeProperties::decode(r, PacketType::Unsubscribe)?,
-            ProtocolVersion::V311 => UnsubscribeProperties::default(),
+            ProtocolVersion::V311 => Properties::default(),
         };
         let mut filters = Vec::new();
         while !r.is_empty() {
@@ -275,7 +277,7 @@ pub struct UnsubAck {
     /// Packet identifier of the UNSUBSCRIBE.
     pub packet_id: PacketId,
     /// Reason String and User Properties (5.0 only).
-    pub properties: AckProperties,
+    pub properties: Properties<AckProperties>,
     /// One code per filter (5.0 only; empty when decoded from 3.1.1).
     pub reason_codes: Vec<UnsubAckReasonCode>,
 }
@@ -285,7 +287,7 @@ impl UnsubAck {
         let packet_id = read_packet_id(r)?;
         let mut ack = Self {
             packet_id,
-            properties: AckProperties::default(),
+            properties: Properties::default(),
             reason_codes: Vec::new(),
         };
         if v == ProtocolVersion::V5 {
