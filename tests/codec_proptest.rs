@@ -109,7 +109,7 @@ fn connect_properties() -> impl Strategy<Value = ConnectProperties> {
                 request_problem_information: rpi,
                 authentication_method: am,
                 authentication_data: ad,
-                user_properties: up,
+                user_properties: up.into(),
             },
         )
 }
@@ -131,7 +131,7 @@ fn will_properties() -> impl Strategy<Value = WillProperties> {
             content_type: ct,
             response_topic: rt,
             correlation_data: cd,
-            user_properties: up,
+            user_properties: up.into(),
         })
 }
 
@@ -176,7 +176,7 @@ fn connack_properties() -> impl Strategy<Value = ConnAckProperties> {
                 server_reference: sr,
                 authentication_method: am,
                 authentication_data: ad,
-                user_properties: up,
+                user_properties: up.into(),
             }
         },
     )
@@ -199,9 +199,9 @@ fn publish_properties() -> impl Strategy<Value = PublishProperties> {
             topic_alias: ta,
             response_topic: rt,
             correlation_data: cd,
-            subscription_identifiers: si,
+            subscription_identifiers: si.into(),
             content_type: ct,
-            user_properties: up,
+            user_properties: up.into(),
         })
 }
 
@@ -212,7 +212,7 @@ fn ack_properties(v: ProtocolVersion) -> BoxedStrategy<AckProperties> {
     (of(mqtt_str()), user_properties())
         .prop_map(|(rs, up)| AckProperties {
             reason_string: rs,
-            user_properties: up,
+            user_properties: up.into(),
         })
         .boxed()
 }
@@ -418,7 +418,7 @@ fn subscriptions(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let subscribe_props =
         (of(sub_id()), user_properties()).prop_map(|(id, up)| SubscribeProperties {
             subscription_identifier: id,
-            user_properties: up,
+            user_properties: up.into(),
         });
     let suback_codes = if v == V5 {
         vec(select(SubAckReasonCode::ALL), 1..4).boxed()
@@ -442,7 +442,7 @@ fn subscriptions(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         Just(Vec::new()).boxed()
     };
     let unsub_props = user_properties().prop_map(|up| UnsubscribeProperties {
-        user_properties: up,
+        user_properties: up.into(),
     });
     prop_oneof![
         (pid(), v5_only(v, subscribe_props), vec(subscription, 1..4)).prop_map(
@@ -491,7 +491,7 @@ fn session_end(v: ProtocolVersion) -> BoxedStrategy<Packet> {
             session_expiry_interval: se,
             reason_string: rs,
             server_reference: sr,
-            user_properties: up,
+            user_properties: up.into(),
         });
     let disconnect = (
         v5_code(
@@ -516,7 +516,7 @@ fn session_end(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                 authentication_method: am,
                 authentication_data: ad,
                 reason_string: rs,
-                user_properties: up,
+                user_properties: up.into(),
             }
         });
     let auth = (select(AuthReasonCode::ALL), auth_props).prop_map(|(reason_code, properties)| {

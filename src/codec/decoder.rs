@@ -3,8 +3,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::DecodeError;
-use super::packet::Packet;
-use super::primitives::parse_varint;
+use super::packet::{Packet, Publish};
+use super::primitives::{Reader, parse_varint};
 use super::{PacketType, ProtocolVersion};
 
 /// The fixed header of a frame whose length is known (§2.1).
@@ -182,9 +182,15 @@ impl Decoder {
             }
             return Ok(None);
         }
-        let mut frame = self.buf.split_to(frame_len);
-        frame.advance(header.header_len);
-        let packet = Packet::decode(&header, frame.freeze(), self.version)?;
+        let mut body = self.buf.split_to(frame_len).freeze();
+        body.advance(header.header_len);
+        // PUBLISH is most of any stream: decode it without the general
+        // dispatch, straight into the returned packet.
+        if let (PacketType::Publish, Some(v)) = (header.packet_type, self.version) {
+            let mut r = Reader::new(body);
+            return Publish::decode(header.flags, &mut r, v).map(|p| Some(Packet::Publish(p)));
+        }
+        let packet = Packet::decode(&header, body, self.version)?;
         if self.version.is_none()
             && let Packet::Connect(connect) = &packet
         {

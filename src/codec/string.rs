@@ -66,7 +66,7 @@ impl MqttString {
     /// Validates wire bytes: [MQTT-1.5.4-1] then [MQTT-1.5.4-2].
     pub(crate) fn decode(raw: Bytes) -> Result<Self, DecodeError> {
         let s = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)?;
-        if memchr::memchr(0, s.as_bytes()).is_some() {
+        if contains_nul(s.as_bytes()) {
             return Err(DecodeError::NullCharacter);
         }
         Ok(Self(s))
@@ -76,6 +76,32 @@ impl MqttString {
     pub(crate) fn from_checked(s: ByteString) -> Self {
         Self(s)
     }
+}
+
+/// Whether `raw` holds a NUL byte. Branch-free over the bytes so the compiler
+/// vectorizes it: MQTT strings are short, and a search with early exit costs
+/// more in set-up than it saves on them.
+#[inline]
+pub(crate) fn contains_nul(raw: &[u8]) -> bool {
+    any_byte(raw, |b| b == 0)
+}
+
+/// Whether any byte of `raw` satisfies `pred`, without early exit.
+#[inline]
+pub(crate) fn any_byte(raw: &[u8], pred: impl Fn(u8) -> bool) -> bool {
+    let (blocks, tail) = raw.as_chunks::<16>();
+    let mut found = 0u8;
+    for block in blocks {
+        let mut m = 0u8;
+        for &b in block {
+            m |= u8::from(pred(b));
+        }
+        found |= m;
+    }
+    for &b in tail {
+        found |= u8::from(pred(b));
+    }
+    found != 0
 }
 
 impl Deref for MqttString {
