@@ -53,3 +53,5 @@ pub fn filter(text: &'static str) -> TopicFilter {
 pub fn pid(id: u16) -> PacketId {
     PacketId::new(id).unwrap()
 }
+
+pub mod jwt;

@@ -1,0 +1,652 @@
+//! The built-in authorizer: ordered allow/deny rules over MQTT topic filters,
+//! with `%u` (principal) and `%c` (client id) substitution, plus the grants a
+//! token carries in its own `acl` claim.
+//!
+//! # Evaluation order
+//!
+//! 1. The rules, in order; the first rule whose operation, subject and
+//!    filter all match decides.
+//! 2. If no rule matched, the token's `acl` claim: an operation is allowed
+//!    when one of the claim's filters for it (or for `all`) matches. Claims
+//!    only ever allow, so an operator's deny rule always wins over a token.
+//! 3. Otherwise: deny.
+//!
+//! # Matching
+//!
+//! - A will is its own operation: it matches rules for `will` and rules for
+//!   `publish`, so wills to `status/%u` can be allowed while ordinary
+//!   publishes there are denied (with a `will` allow rule before a `publish`
+//!   deny rule), or the other way round.
+//! - Publish and will requests match a topic name against the rule's filter
+//!   with MQTT's own matching, including the rule that a leading wildcard does
+//!   not match a `$` topic [MQTT-4.7.2-1].
+//! - Subscribe requests are allowed by containment: the rule's filter must
+//!   match every topic the requested filter can match (`a/#` needs a rule
+//!   covering all of `a/#`, not merely `a/b`). A shared subscription
+//!   `$share/{group}/{filter}` is judged on its inner filter.
+//! - Substitution never widens a rule: a principal or client id that is
+//!   empty or holds `+`, `#` or `/` cannot be substituted. Allow rules that
+//!   need it do not match; deny rules that need it match (they deny).
+
+use std::fmt;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::identity::Identity;
+use crate::codec::{QoS, TopicFilter};
+
+/// What a client asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// Publish to a topic name.
+    Publish,
+    /// Subscribe with a topic filter.
+    Subscribe,
+    /// Have its will published to a topic name.
+    Will,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Will => "will",
+        })
+    }
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// The operation may proceed.
+    Allow,
+    /// It may not.
+    Deny,
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        })
+    }
+}
+
+/// The operations a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ops(u8);
+
+impl Ops {
+    /// Publish only.
+    pub const PUBLISH: Self = Self(1);
+    /// Subscribe only.
+    pub const SUBSCRIBE: Self = Self(2);
+    /// Will only.
+    pub const WILL: Self = Self(4);
+    /// Every operation.
+    pub const ALL: Self = Self(7);
+
+    /// The union of two sets.
+    #[must_use]
+    pub const fn with(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// Whether a rule for these operations applies to `op`; a will request
+    /// also matches publish rules.
+    pub const fn applies_to(self, op: Operation) -> bool {
+        match op {
+            Operation::Publish => self.0 & Self::PUBLISH.0 != 0,
+            Operation::Subscribe => self.0 & Self::SUBSCRIBE.0 != 0,
+            Operation::Will => self.0 & (Self::WILL.0 | Self::PUBLISH.0) != 0,
+        }
+    }
+}
+
+/// Who a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// Exactly this principal.
+    Principal(String),
+    /// Identities carrying this role.
+    Role(String),
+    /// Client ids matching this pattern (`*` matches any run of characters).
+    ClientId(String),
+    /// Any identity established with credentials.
+    Authenticated,
+    /// Identities of clients that presented no credentials.
+    Anonymous,
+    /// Everyone.
+    Anyone,
+}
+
+impl Subject {
+    fn matches(&self, id: &Identity) -> bool {
+        match self {
+            Self::Principal(p) => !id.is_anonymous() && id.principal == *p,
+            Self::Role(r) => id.has_role(r),
+            Self::ClientId(pattern) => glob_match(pattern, &id.client_id),
+            Self::Authenticated => !id.is_anonymous(),
+            Self::Anonymous => id.is_anonymous(),
+            Self::Anyone => true,
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Principal(p) => write!(f, "principal {p}"),
+            Self::Role(r) => write!(f, "role {r}"),
+            Self::ClientId(c) => write!(f, "client id {c}"),
+            Self::Authenticated => f.write_str("authenticated"),
+            Self::Anonymous => f.write_str("anonymous"),
+            Self::Anyone => f.write_str("anyone"),
+        }
+    }
+}
+
+/// `*`-glob matching without allocation.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: SmallVec<[&str; 4]> = parts.collect();
+    let Some(last) = parts.pop() else {
+        // No `*` at all: exact match.
+        return rest.is_empty();
+    };
+    for part in parts {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(Box<str>),
+    Principal,
+    ClientId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level {
+    Hash,
+    Plus,
+    Exact(Box<str>),
+    Template(Box<[Part]>),
+}
+
+/// A topic filter with `%u` / `%c` placeholders, validated once when the
+/// rule is built and matched without building strings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FilterTemplate {
+    source: Box<str>,
+    levels: Box<[Level]>,
+    uses_principal: bool,
+    uses_client_id: bool,
+}
+
+/// Why a filter template is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid ACL filter {filter:?}: {problem}")]
+pub struct InvalidTemplate {
+    /// The template as written.
+    pub filter: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl FilterTemplate {
+    /// Parses and validates a template such as `clients/%u/#`.
+    ///
+    /// # Errors
+    /// [`InvalidTemplate`] when the filter, with placeholders filled in, is
+    /// not a valid MQTT topic filter, or is a shared subscription.
+    pub fn new(source: &str) -> Result<Self, InvalidTemplate> {
+        let invalid = |problem: String| InvalidTemplate {
+            filter: source.to_string(),
+            problem,
+        };
+        // Placeholders stand for one safe level fragment; check the shape
+        // with a neutral value in their place.
+        let probe = source.replace("%u", "u").replace("%c", "c");
+        let filter = TopicFilter::new(probe).map_err(|e| invalid(e.to_string()))?;
+        if filter.shared().is_some() {
+            return Err(invalid("a rule cannot be a shared subscription".into()));
+        }
+        let mut uses_principal = false;
+        let mut uses_client_id = false;
+        let levels = source
+            .split('/')
+            .map(|level| match level {
+                "#" => Level::Hash,
+                "+" => Level::Plus,
+                l if !l.contains('%') => Level::Exact(l.into()),
+                l => {
+                    let parts = parse_template(l);
+                    uses_principal |= parts.contains(&Part::Principal);
+                    uses_client_id |= parts.contains(&Part::ClientId);
+                    if parts.iter().all(|p| matches!(p, Part::Lit(_))) {
+                        Level::Exact(l.into())
+                    } else {
+                        Level::Template(parts.into())
+                    }
+                }
+            })
+            .collect();
+        Ok(Self {
+            source: source.into(),
+            levels,
+            uses_principal,
+            uses_client_id,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the template matches the topic split into `levels`.
+    fn matches_topic(&self, topic: &[&str], subst: &Subst<'_>) -> bool {
+        // [MQTT-4.7.2-1]: a leading wildcard does not match a `$` topic.
+        if topic.first().is_some_and(|l| l.starts_with('$'))
+            && matches!(self.levels.first(), Some(Level::Hash | Level::Plus))
+        {
+            return false;
+        }
+        let mut t = topic.iter();
+        for level in self.levels.iter() {
+            match (level, t.next()) {
+                (Level::Hash, _) => return true,
+                (Level::Plus, Some(_)) => {}
+                (Level::Exact(e), Some(l)) if **e == **l => {}
+                (Level::Template(parts), Some(l)) if template_eq(parts, l, subst) => {}
+                _ => return false,
+            }
+        }
+        t.next().is_none()
+    }
+
+    /// Whether every topic matched by the filter split into `levels` is
+    /// matched by this template.
+    fn covers_filter(&self, filter: &[&str], subst: &Subst<'_>) -> bool {
+        if filter.first().is_some_and(|l| l.starts_with('$'))
+            && matches!(self.levels.first(), Some(Level::Hash | Level::Plus))
+        {
+            return false;
+        }
+        let mut f = filter.iter();
+        for level in self.levels.iter() {
+            match (level, f.next()) {
+                (Level::Hash, _) => return true,
+                // A `#` in the request also matches deeper levels this rule
+                // does not reach.
+                (_, Some(&"#")) => return false,
+                (Level::Plus, Some(_)) => {}
+                (_, Some(&"+")) => return false,
+                (Level::Exact(e), Some(l)) if **e == **l => {}
+                (Level::Template(parts), Some(l)) if template_eq(parts, l, subst) => {}
+                _ => return false,
+            }
+        }
+        f.next().is_none()
+    }
+
+    fn needs_unsafe_substitution(&self, subst: &Subst<'_>) -> bool {
+        (self.uses_principal && !subst.principal_safe)
+            || (self.uses_client_id && !subst.client_id_safe)
+    }
+}
+
+impl fmt::Debug for FilterTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.source, f)
+    }
+}
+
+impl fmt::Display for FilterTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+fn parse_template(level: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut chars = level.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('%', Some('u')) => {
+                chars.next();
+                flush(&mut lit, &mut parts);
+                parts.push(Part::Principal);
+            }
+            ('%', Some('c')) => {
+                chars.next();
+                flush(&mut lit, &mut parts);
+                parts.push(Part::ClientId);
+            }
+            _ => lit.push(c),
+        }
+    }
+    flush(&mut lit, &mut parts);
+    parts
+}
+
+fn flush(lit: &mut String, parts: &mut Vec<Part>) {
+    if !lit.is_empty() {
+        parts.push(Part::Lit(std::mem::take(lit).into()));
+    }
+}
+
+/// Whether the template level, with substitutions, equals `level`.
+fn template_eq(parts: &[Part], level: &str, subst: &Subst<'_>) -> bool {
+    let mut rest = level;
+    for part in parts {
+        let piece = match part {
+            Part::Lit(s) => s,
+            Part::Principal => subst.principal,
+            Part::ClientId => subst.client_id,
+        };
+        match rest.strip_prefix(piece) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// Substitution values for one request, checked once.
+struct Subst<'a> {
+    principal: &'a str,
+    client_id: &'a str,
+    principal_safe: bool,
+    client_id_safe: bool,
+}
+
+impl<'a> Subst<'a> {
+    fn new(id: &'a Identity) -> Self {
+        let safe = |s: &str| !s.is_empty() && !s.contains(['+', '#', '/']);
+        Self {
+            principal: &id.principal,
+            client_id: &id.client_id,
+            principal_safe: safe(&id.principal),
+            client_id_safe: safe(&id.client_id),
+        }
+    }
+}
+
+/// One ACL rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// A name for audit records; the index is used when absent.
+    pub name: Option<Arc<str>>,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// The operations it applies to.
+    pub ops: Ops,
+    /// Who it applies to.
+    pub subject: Subject,
+    /// The topics it covers.
+    pub filter: FilterTemplate,
+}
+
+impl Rule {
+    /// A rule without a name.
+    pub fn new(effect: Effect, ops: Ops, subject: Subject, filter: FilterTemplate) -> Self {
+        Self {
+            name: None,
+            effect,
+            ops,
+            subject,
+            filter,
+        }
+    }
+
+    /// Names the rule for audit records.
+    #[must_use]
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// Topic filters a token grants through its own `acl` claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimAcl {
+    /// Filters the token may publish (and send wills) to.
+    pub publish: Vec<FilterTemplate>,
+    /// Filters the token may subscribe within.
+    pub subscribe: Vec<FilterTemplate>,
+    /// Filters for every operation.
+    pub all: Vec<FilterTemplate>,
+}
+
+impl ClaimAcl {
+    /// Whether the claim grants nothing.
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.subscribe.is_empty() && self.all.is_empty()
+    }
+}
+
+/// Which list of a token's `acl` claim granted an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimList {
+    /// The `publish` list.
+    Publish,
+    /// The `subscribe` list.
+    Subscribe,
+    /// The `all` list.
+    All,
+}
+
+/// What decided an authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// The rule at this index (0-based) of the rule list.
+    Rule {
+        /// Its position.
+        index: usize,
+        /// Its name, if it has one.
+        name: Option<Arc<str>>,
+    },
+    /// A filter of the token's `acl` claim.
+    Claim {
+        /// The list it is in.
+        list: ClaimList,
+        /// Its position in that list.
+        index: usize,
+    },
+    /// No rule and no claim matched.
+    NoMatch,
+}
+
+impl fmt::Display for DecidedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rule {
+                index,
+                name: Some(n),
+            } => write!(f, "rule {index} ({n})"),
+            Self::Rule { index, name: None } => write!(f, "rule {index}"),
+            Self::Claim { list, index } => write!(f, "token acl claim {list:?}[{index}]"),
+            Self::NoMatch => f.write_str("no rule"),
+        }
+    }
+}
+
+/// An authorization answer and what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or deny.
+    pub effect: Effect,
+    /// The rule or claim that decided, or none.
+    pub decided_by: DecidedBy,
+}
+
+impl Decision {
+    /// Whether the operation may proceed.
+    pub fn is_allowed(&self) -> bool {
+        self.effect == Effect::Allow
+    }
+
+    /// A sentence a human understands.
+    pub fn reason(&self) -> String {
+        match (&self.effect, &self.decided_by) {
+            (_, DecidedBy::NoMatch) => "no rule or token claim allows it".into(),
+            (e, by) => format!("{e} by {by}"),
+        }
+    }
+}
+
+/// An authorization request: who wants to do what where.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthzRequest<'a> {
+    /// The identity asking (for a will: the stored snapshot).
+    pub identity: &'a Identity,
+    /// The operation.
+    pub op: Operation,
+    /// A topic name (publish, will) or a topic filter (subscribe).
+    pub topic: &'a str,
+    /// Requested QoS.
+    pub qos: QoS,
+    /// Retain flag (publish, will).
+    pub retain: bool,
+}
+
+/// The ordered rule list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    rules: Vec<Rule>,
+}
+
+impl Acl {
+    /// An ACL of these rules, in this order.
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self { rules }
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Decides a request; see the module docs for the order.
+    pub fn authorize(&self, req: &AuthzRequest<'_>) -> Decision {
+        let subst = Subst::new(req.identity);
+        // A shared subscription is judged on its inner filter.
+        let topic = match req.op {
+            Operation::Subscribe => req
+                .topic
+                .strip_prefix("$share/")
+                .and_then(|rest| rest.split_once('/'))
+                .map_or(req.topic, |(_, inner)| inner),
+            _ => req.topic,
+        };
+        let levels: SmallVec<[&str; 16]> = topic.split('/').collect();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.ops.applies_to(req.op) || !rule.subject.matches(req.identity) {
+                continue;
+            }
+            if rule.filter.needs_unsafe_substitution(&subst) {
+                if rule.effect == Effect::Deny {
+                    return Decision {
+                        effect: Effect::Deny,
+                        decided_by: DecidedBy::Rule {
+                            index,
+                            name: rule.name.clone(),
+                        },
+                    };
+                }
+                continue;
+            }
+            if rule_matches(&rule.filter, req.op, &levels, &subst) {
+                return Decision {
+                    effect: rule.effect,
+                    decided_by: DecidedBy::Rule {
+                        index,
+                        name: rule.name.clone(),
+                    },
+                };
+            }
+        }
+        if let Some(decided_by) = claim_grant(&req.identity.acl, req.op, &levels, &subst) {
+            return Decision {
+                effect: Effect::Allow,
+                decided_by,
+            };
+        }
+        Decision {
+            effect: Effect::Deny,
+            decided_by: DecidedBy::NoMatch,
+        }
+    }
+}
+
+fn rule_matches(
+    filter: &FilterTemplate,
+    op: Operation,
+    levels: &[&str],
+    subst: &Subst<'_>,
+) -> bool {
+    match op {
+        Operation::Subscribe => filter.covers_filter(levels, subst),
+        Operation::Publish | Operation::Will => filter.matches_topic(levels, subst),
+    }
+}
+
+fn claim_grant(
+    acl: &ClaimAcl,
+    op: Operation,
+    levels: &[&str],
+    subst: &Subst<'_>,
+) -> Option<DecidedBy> {
+    let own = match op {
+        Operation::Publish | Operation::Will => (ClaimList::Publish, &acl.publish),
+        Operation::Subscribe => (ClaimList::Subscribe, &acl.subscribe),
+    };
+    for (list, filters) in [own, (ClaimList::All, &acl.all)] {
+        for (index, f) in filters.iter().enumerate() {
+            if !f.needs_unsafe_substitution(subst) && rule_matches(f, op, levels, subst) {
+                return Some(DecidedBy::Claim { list, index });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("sensor-*", "sensor-1"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(!glob_match("a*b*c", "aXbY"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match("*-gw", "x-gw"));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn templates_parse_and_reject_bad_shapes() {
+        assert!(FilterTemplate::new("clients/%u/#").is_ok());
+        assert!(FilterTemplate::new("dev-%c/+/x").is_ok());
+        assert!(FilterTemplate::new("a/#/b").is_err());
+        assert!(FilterTemplate::new("$share/g/a").is_err());
+        assert!(FilterTemplate::new("a/%u#").is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! Audit records: every authentication, every authorization decision and
+//! every step of a will's life, as data the host logs. A record never holds a
+//! token or a key — at most a token's short digest.
+
+use std::fmt::{self, Display, Write as _};
+
+use super::acl::{Decision, Operation};
+use super::identity::{AuthMethod, Identity, TokenDigest};
+use super::jwt::AuthnFailure;
+use crate::codec::QoS;
+use crate::time::Timestamp;
+
+/// Why a will was triggered (§3.1.2.5 and `DESIGN.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WillTrigger {
+    /// An I/O error or network failure.
+    NetworkError,
+    /// The client closed the connection without DISCONNECT.
+    PeerClosed,
+    /// No packet within 1.5 × keep alive [MQTT-3.1.2-22].
+    KeepAliveTimeout,
+    /// The client broke the protocol and the server closed the connection.
+    ProtocolError,
+    /// The server closed the connection for another reason.
+    ServerClosed,
+    /// A new connection took the client id over [MQTT-3.1.4-3].
+    SessionTakenOver,
+    /// The client sent DISCONNECT 0x04.
+    DisconnectWithWill,
+    /// The credential expired and the expiry policy closed the connection.
+    CredentialExpired,
+    /// A re-authentication failed [MQTT-4.12.1-2].
+    ReauthenticationFailed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl Display for WillTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NetworkError => "network_error",
+            Self::PeerClosed => "peer_closed",
+            Self::KeepAliveTimeout => "keep_alive_timeout",
+            Self::ProtocolError => "protocol_error",
+            Self::ServerClosed => "server_closed",
+            Self::SessionTakenOver => "session_taken_over",
+            Self::DisconnectWithWill => "disconnect_with_will",
+            Self::CredentialExpired => "credential_expired",
+            Self::ReauthenticationFailed => "reauthentication_failed",
+            Self::Shutdown => "shutdown",
+        })
+    }
+}
+
+/// A step in the life of a will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WillOutcome {
+    /// The trigger happened; the will is due now or after its delay.
+    Triggered,
+    /// The will waits for its delay.
+    Delayed {
+        /// When it becomes due.
+        until: Timestamp,
+    },
+    /// It will not be sent, and why (DISCONNECT 0x00, the client came back…).
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+    /// It was authorized and published.
+    Delivered,
+    /// It was not authorized; nothing was published.
+    Denied {
+        /// The decision that denied it.
+        decision: Decision,
+    },
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditRecord {
+    /// A client proved who it is.
+    Authenticated {
+        /// When.
+        at: Timestamp,
+        /// The identity established.
+        principal: String,
+        /// Its client id.
+        client_id: String,
+        /// How.
+        method: AuthMethod,
+        /// The key that verified the token.
+        key_id: Option<String>,
+        /// The credential's expiry.
+        expires_at: Option<Timestamp>,
+        /// Digest of the credential.
+        token: Option<TokenDigest>,
+    },
+    /// A client failed to prove who it is.
+    AuthenticationFailed {
+        /// When.
+        at: Timestamp,
+        /// The client id it asked for.
+        client_id: String,
+        /// The user name it gave.
+        username: Option<String>,
+        /// Why, and what was learnt of the token.
+        failure: AuthnFailure,
+    },
+    /// An authorization decision.
+    Authorization {
+        /// When.
+        at: Timestamp,
+        /// Whose request.
+        principal: String,
+        /// From which client.
+        client_id: String,
+        /// What.
+        op: Operation,
+        /// Where: a topic name, or a filter for subscribe.
+        topic: String,
+        /// At which QoS.
+        qos: QoS,
+        /// With which retain flag.
+        retain: bool,
+        /// The answer.
+        decision: Decision,
+        /// For a will: what triggered it.
+        will_trigger: Option<WillTrigger>,
+    },
+    /// A step in the life of a will.
+    Will {
+        /// When.
+        at: Timestamp,
+        /// Whose will.
+        principal: String,
+        /// Of which client.
+        client_id: String,
+        /// Its topic.
+        topic: String,
+        /// What triggered it.
+        trigger: Option<WillTrigger>,
+        /// What happened.
+        outcome: WillOutcome,
+    },
+}
+
+impl AuditRecord {
+    /// The record of a successful authentication.
+    pub fn authenticated(identity: &Identity) -> Self {
+        Self::Authenticated {
+            at: identity.authenticated_at,
+            principal: identity.principal.clone(),
+            client_id: identity.client_id.clone(),
+            method: identity.method.clone(),
+            key_id: identity.key_id.clone(),
+            expires_at: identity.expires_at,
+            token: identity.token_digest,
+        }
+    }
+
+    /// The record of an authorization decision.
+    pub fn authorization(
+        at: Timestamp,
+        request: &super::acl::AuthzRequest<'_>,
+        decision: &Decision,
+        will_trigger: Option<WillTrigger>,
+    ) -> Self {
+        Self::Authorization {
+            at,
+            principal: request.identity.principal.clone(),
+            client_id: request.identity.client_id.clone(),
+            op: request.op,
+            topic: request.topic.to_string(),
+            qos: request.qos,
+            retain: request.retain,
+            decision: decision.clone(),
+            will_trigger,
+        }
+    }
+}
+
+/// Writes ` key=value`, quoting values that a reader could not split.
+fn kv(f: &mut fmt::Formatter<'_>, key: &str, value: impl Display) -> fmt::Result {
+    let mut s = String::new();
+    let _ = write!(s, "{value}");
+    if s.is_empty() || s.contains([' ', '"', '=', '\\']) || s.chars().any(char::is_control) {
+        write!(f, " {key}={s:?}")
+    } else {
+        write!(f, " {key}={s}")
+    }
+}
+
+fn opt(v: &Option<impl Display>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), ToString::to_string)
+}
+
+/// One line of `key=value` pairs, machine-readable.
+impl Display for AuditRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Authenticated {
+                at,
+                principal,
+                client_id,
+                method,
+                key_id,
+                expires_at,
+                token,
+            } => {
+                write!(f, "event=authn result=ok")?;
+                kv(f, "at", at)?;
+                kv(f, "principal", principal)?;
+                kv(f, "client_id", client_id)?;
+                kv(f, "method", method)?;
+                kv(f, "kid", opt(key_id))?;
+                kv(f, "exp", opt(expires_at))?;
+                kv(f, "token", opt(token))
+            }
+            Self::AuthenticationFailed {
+                at,
+                client_id,
+                username,
+                failure,
+            } => {
+                write!(f, "event=authn result=fail")?;
+                kv(f, "at", at)?;
+                kv(f, "client_id", client_id)?;
+                kv(f, "username", opt(username))?;
+                kv(f, "kid", opt(&failure.key_id))?;
+                kv(f, "token", opt(&failure.token))?;
+                kv(f, "reason", &failure.error)
+            }
+            Self::Authorization {
+                at,
+                principal,
+                client_id,
+                op,
+                topic,
+                qos,
+                retain,
+                decision,
+                will_trigger,
+            } => {
+                write!(f, "event=authz")?;
+                kv(f, "at", at)?;
+                kv(f, "op", op)?;
+                kv(f, "principal", principal)?;
+                kv(f, "client_id", client_id)?;
+                kv(f, "topic", topic)?;
+                kv(f, "qos", *qos as u8)?;
+                kv(f, "retain", retain)?;
+                kv(f, "decision", decision.effect)?;
+                kv(f, "by", &decision.decided_by)?;
+                if let Some(t) = will_trigger {
+                    kv(f, "trigger", t)?;
+                }
+                Ok(())
+            }
+            Self::Will {
+                at,
+                principal,
+                client_id,
+                topic,
+                trigger,
+                outcome,
+            } => {
+                write!(f, "event=will")?;
+                kv(f, "at", at)?;
+                let (name, detail) = match outcome {
+                    WillOutcome::Triggered => ("triggered", None),
+                    WillOutcome::Delayed { until } => ("delayed", Some(format!("until {until}"))),
+                    WillOutcome::Cancelled { reason } => ("cancelled", Some(reason.clone())),
+                    WillOutcome::Delivered => ("delivered", None),
+                    WillOutcome::Denied { decision } => ("denied", Some(decision.reason())),
+                };
+                kv(f, "outcome", name)?;
+                kv(f, "principal", principal)?;
+                kv(f, "client_id", client_id)?;
+                kv(f, "topic", topic)?;
+                kv(f, "trigger", opt(trigger))?;
+                if let Some(d) = detail {
+                    kv(f, "detail", d)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

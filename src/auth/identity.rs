@@ -1,0 +1,178 @@
+//! Who a session is: what a successful authentication produces and what every
+//! later decision — the will's included — is made against.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::acl::ClaimAcl;
+use crate::time::Timestamp;
+
+/// How an identity was established.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// A JWT in the CONNECT password.
+    Password,
+    /// MQTT 5.0 enhanced authentication with this Authentication Method.
+    Enhanced(String),
+    /// No credentials; allowed only where the host allows anonymous clients.
+    Anonymous,
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Password => f.write_str("password"),
+            Self::Enhanced(m) => write!(f, "enhanced:{m}"),
+            Self::Anonymous => f.write_str("anonymous"),
+        }
+    }
+}
+
+/// A short digest of a credential, so audit records can correlate uses of
+/// the same token without ever holding it: the first 8 bytes of its SHA-256.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest(pub [u8; 8]);
+
+impl TokenDigest {
+    /// The digest of `token`.
+    pub fn of(token: &[u8]) -> Self {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);
+        let mut out = [0; 8];
+        out.copy_from_slice(&d.as_ref()[..8]);
+        Self(out)
+    }
+}
+
+impl fmt::Display for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenDigest({self})")
+    }
+}
+
+/// The identity of a session, as of its last successful (re)authentication.
+///
+/// It holds no token and no key: nothing after authentication needs them,
+/// so a key rotated out of the key set never invalidates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Who: the token's principal claim, or the anonymous name.
+    pub principal: String,
+    /// The MQTT client identifier of the connection it was issued to.
+    pub client_id: String,
+    /// Roles from the configured claim, in token order.
+    pub roles: Vec<String>,
+    /// Topic filters the token itself grants (its `acl` claim).
+    pub acl: ClaimAcl,
+    /// The credential's `exp`, if it had one.
+    pub expires_at: Option<Timestamp>,
+    /// The `kid` of the key that verified the token.
+    pub key_id: Option<String>,
+    /// How it was established.
+    pub method: AuthMethod,
+    /// When it was established.
+    pub authenticated_at: Timestamp,
+    /// Digest of the credential, for audit.
+    pub token_digest: Option<TokenDigest>,
+}
+
+/// Principal name given to anonymous clients; ACL rules can name it.
+pub const ANONYMOUS: &str = "anonymous";
+
+impl Identity {
+    /// The identity of a client that presented no credentials.
+    pub fn anonymous(client_id: impl Into<String>, now: Timestamp) -> Self {
+        Self {
+            principal: ANONYMOUS.to_string(),
+            client_id: client_id.into(),
+            roles: Vec::new(),
+            acl: ClaimAcl::default(),
+            expires_at: None,
+            key_id: None,
+            method: AuthMethod::Anonymous,
+            authenticated_at: now,
+            token_digest: None,
+        }
+    }
+
+    /// Whether the client presented no credentials.
+    pub fn is_anonymous(&self) -> bool {
+        self.method == AuthMethod::Anonymous
+    }
+
+    /// Whether the identity carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the credential had expired at `now` (without leeway).
+    pub fn expired_at(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|exp| now >= exp)
+    }
+}
+
+/// What a client presented to prove who it is: the content of an
+/// authentication request. Its `Debug` never shows the secret parts.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The MQTT client identifier (after any assignment by the server).
+    pub client_id: String,
+    /// CONNECT User Name.
+    pub username: Option<String>,
+    /// CONNECT Password.
+    pub password: Option<Bytes>,
+    /// MQTT 5.0 Authentication Method.
+    pub auth_method: Option<String>,
+    /// MQTT 5.0 Authentication Data.
+    pub auth_data: Option<Bytes>,
+    /// The peer's address, as the host describes it.
+    pub peer: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |b: &Option<Bytes>| b.as_ref().map(|b| format!("<{} bytes>", b.len()));
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("auth_method", &self.auth_method)
+            .field("auth_data", &redacted(&self.auth_data))
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_debug_hides_secrets() {
+        let c = Credentials {
+            client_id: "c".into(),
+            password: Some(Bytes::from_static(b"eyJhbGciOi.secret.sig")),
+            auth_data: Some(Bytes::from_static(b"token")),
+            ..Default::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("token"),
+            "{shown}"
+        );
+        assert!(shown.contains("<21 bytes>"));
+    }
+
+    #[test]
+    fn digest_is_stable_and_short() {
+        let d = TokenDigest::of(b"abc");
+        // SHA-256("abc") starts ba7816bf8f01cfea.
+        assert_eq!(d.to_string(), "ba7816bf8f01cfea");
+    }
+}

@@ -1,0 +1,22 @@
+//! The policy side: pure components that answer the authentication and
+//! authorization requests the core emits. No IO and no clock: time is a
+//! parameter.
+//!
+//! - [`JwtAuthenticator`] verifies JWTs against a [`KeySet`] that can be
+//!   replaced at any time and produces an [`Identity`].
+//! - [`Acl`] decides publish, subscribe and will requests against an
+//!   identity; every [`Decision`] says what decided it.
+//! - [`AuditRecord`] is what the host logs about each of them.
+
+mod acl;
+mod audit;
+mod identity;
+mod jwt;
+
+pub use acl::{
+    Acl, AuthzRequest, ClaimAcl, ClaimList, DecidedBy, Decision, Effect, FilterTemplate,
+    InvalidTemplate, Operation, Ops, Rule, Subject,
+};
+pub use audit::{AuditRecord, WillOutcome, WillTrigger};
+pub use identity::{ANONYMOUS, AuthMethod, Credentials, Identity, TokenDigest};
+pub use jwt::{AuthnError, AuthnFailure, JwtAuthenticator, JwtConfig, KeySet, KeySetError};

@@ -1,0 +1,350 @@
+//! The ACL authorizer: every rule kind, first-match order, substitution
+//! (hostile principals and client ids included), subscribe containment, the
+//! will operation, token claims, and replacement at runtime.
+
+use testament::auth::*;
+use testament::codec::QoS;
+use testament::time::Timestamp;
+
+fn id(principal: &str, client_id: &str, roles: &[&str]) -> Identity {
+    Identity {
+        principal: principal.into(),
+        client_id: client_id.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        acl: ClaimAcl::default(),
+        expires_at: None,
+        key_id: Some("KEY-A".into()),
+        method: AuthMethod::Password,
+        authenticated_at: Timestamp::from_secs(1),
+        token_digest: None,
+    }
+}
+
+fn rule(effect: Effect, ops: Ops, subject: Subject, filter: &str) -> Rule {
+    Rule::new(effect, ops, subject, FilterTemplate::new(filter).unwrap())
+}
+
+fn ask(acl: &Acl, identity: &Identity, op: Operation, topic: &str) -> Decision {
+    acl.authorize(&AuthzRequest {
+        identity,
+        op,
+        topic,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    })
+}
+
+fn allowed(acl: &Acl, identity: &Identity, op: Operation, topic: &str) -> bool {
+    ask(acl, identity, op, topic).is_allowed()
+}
+
+use Effect::{Allow, Deny};
+use Operation::{Publish, Subscribe, Will};
+
+#[test]
+fn no_rule_denies() {
+    let acl = Acl::default();
+    let d = ask(&acl, &id("alice", "c1", &[]), Publish, "a");
+    assert_eq!(d.effect, Deny);
+    assert_eq!(d.decided_by, DecidedBy::NoMatch);
+    assert_eq!(d.reason(), "no rule or token claim allows it");
+}
+
+#[test]
+fn first_match_wins() {
+    let acl = Acl::new(vec![
+        rule(Deny, Ops::PUBLISH, Subject::Anyone, "secret/#").named("no-secrets"),
+        rule(Allow, Ops::PUBLISH, Subject::Anyone, "#"),
+    ]);
+    let alice = id("alice", "c1", &[]);
+    let d = ask(&acl, &alice, Publish, "secret/x");
+    assert_eq!(d.effect, Deny);
+    assert_eq!(
+        d.decided_by,
+        DecidedBy::Rule {
+            index: 0,
+            name: Some("no-secrets".into())
+        }
+    );
+    assert_eq!(d.reason(), "deny by rule 0 (no-secrets)");
+    let d = ask(&acl, &alice, Publish, "public/x");
+    assert_eq!(
+        d.decided_by,
+        DecidedBy::Rule {
+            index: 1,
+            name: None
+        }
+    );
+}
+
+#[test]
+fn every_subject_kind() {
+    let acl = Acl::new(vec![
+        rule(Allow, Ops::ALL, Subject::Principal("alice".into()), "p/#"),
+        rule(Allow, Ops::ALL, Subject::Role("ops".into()), "r/#"),
+        rule(Allow, Ops::ALL, Subject::ClientId("sensor-*".into()), "c/#"),
+        rule(Allow, Ops::ALL, Subject::Authenticated, "auth/#"),
+        rule(Allow, Ops::ALL, Subject::Anonymous, "anon/#"),
+        rule(Allow, Ops::ALL, Subject::Anyone, "any/#"),
+    ]);
+    let alice = id("alice", "c1", &[]);
+    let ops = id("bob", "c2", &["viewer", "ops"]);
+    let sensor = id("carol", "sensor-17", &[]);
+    let anon = Identity::anonymous("x", Timestamp::EPOCH);
+    let cases = [
+        (&alice, "p/1", true),
+        (&ops, "p/1", false),
+        (&ops, "r/1", true),
+        (&alice, "r/1", false),
+        (&sensor, "c/1", true),
+        (&alice, "c/1", false),
+        (&alice, "auth/1", true),
+        (&anon, "auth/1", false),
+        (&anon, "anon/1", true),
+        (&alice, "anon/1", false),
+        (&anon, "any/1", true),
+        (&alice, "any/1", true),
+    ];
+    for (who, topic, expected) in cases {
+        assert_eq!(
+            allowed(&acl, who, Publish, topic),
+            expected,
+            "{} {topic}",
+            who.principal
+        );
+    }
+    // An anonymous client cannot pose as a principal named "anonymous".
+    let posing = Acl::new(vec![rule(
+        Allow,
+        Ops::ALL,
+        Subject::Principal(ANONYMOUS.into()),
+        "#",
+    )]);
+    assert!(!allowed(&posing, &anon, Publish, "a"));
+}
+
+#[test]
+fn operations_and_the_will() {
+    let acl = Acl::new(vec![
+        // Wills to status/%u are allowed while ordinary publishes there are not.
+        rule(Allow, Ops::WILL, Subject::Authenticated, "status/%u"),
+        rule(Deny, Ops::PUBLISH, Subject::Authenticated, "status/#"),
+        // The other way round: publishes to logs, never wills.
+        rule(Deny, Ops::WILL, Subject::Authenticated, "logs/#"),
+        rule(Allow, Ops::PUBLISH, Subject::Authenticated, "logs/#"),
+        rule(Allow, Ops::SUBSCRIBE, Subject::Authenticated, "feed/#"),
+        rule(
+            Allow,
+            Ops::PUBLISH.with(Ops::SUBSCRIBE),
+            Subject::Authenticated,
+            "both/#",
+        ),
+    ]);
+    let alice = id("alice", "c1", &[]);
+    assert!(allowed(&acl, &alice, Will, "status/alice"));
+    assert!(!allowed(&acl, &alice, Publish, "status/alice"));
+    assert!(!allowed(&acl, &alice, Will, "status/bob"));
+    assert!(allowed(&acl, &alice, Publish, "logs/x"));
+    assert!(!allowed(&acl, &alice, Will, "logs/x"));
+    assert!(allowed(&acl, &alice, Subscribe, "feed/#"));
+    assert!(!allowed(&acl, &alice, Publish, "feed/x"));
+    // A will matches publish rules too.
+    assert!(allowed(&acl, &alice, Will, "both/x"));
+    assert!(allowed(&acl, &alice, Subscribe, "both/x"));
+}
+
+#[test]
+fn substitution_of_principal_and_client_id() {
+    let acl = Acl::new(vec![
+        rule(Allow, Ops::ALL, Subject::Authenticated, "clients/%u/#"),
+        rule(Allow, Ops::ALL, Subject::Authenticated, "devices/dev-%c/+"),
+    ]);
+    let alice = id("alice", "gw1", &[]);
+    assert!(allowed(&acl, &alice, Publish, "clients/alice/state"));
+    assert!(allowed(&acl, &alice, Publish, "clients/alice"));
+    assert!(!allowed(&acl, &alice, Publish, "clients/bob/state"));
+    assert!(!allowed(&acl, &alice, Publish, "clients/alicex/state"));
+    assert!(allowed(&acl, &alice, Publish, "devices/dev-gw1/temp"));
+    assert!(!allowed(&acl, &alice, Publish, "devices/dev-gw2/temp"));
+    assert!(!allowed(&acl, &alice, Publish, "devices/gw1/temp"));
+}
+
+#[test]
+fn hostile_principals_and_client_ids_never_widen_a_rule() {
+    let acl = Acl::new(vec![rule(
+        Allow,
+        Ops::ALL,
+        Subject::Authenticated,
+        "clients/%u/#",
+    )]);
+    for hostile in ["#", "+", "a/b", "", "x/#"] {
+        let who = id(hostile, "c1", &[]);
+        for topic in [
+            "clients/a/b/c",
+            "clients/x/y",
+            "clients/#",
+            "clients/+/z",
+            "clients//z",
+        ] {
+            assert!(
+                !allowed(&acl, &who, Publish, topic),
+                "principal {hostile:?} {topic}"
+            );
+        }
+        assert!(
+            !allowed(&acl, &who, Subscribe, "clients/#"),
+            "principal {hostile:?}"
+        );
+    }
+    let by_client = Acl::new(vec![rule(
+        Allow,
+        Ops::ALL,
+        Subject::Authenticated,
+        "c/%c/#",
+    )]);
+    let who = id("alice", "#", &[]);
+    assert!(!allowed(&by_client, &who, Subscribe, "c/#"));
+    assert!(!allowed(&by_client, &who, Publish, "c/x/y"));
+    // A deny rule that cannot be substituted still denies.
+    let deny = Acl::new(vec![
+        rule(Deny, Ops::ALL, Subject::Authenticated, "private/%u/#"),
+        rule(Allow, Ops::ALL, Subject::Authenticated, "#"),
+    ]);
+    let d = ask(&deny, &id("a/b", "c1", &[]), Publish, "public/x");
+    assert_eq!(d.effect, Deny);
+    assert_eq!(
+        d.decided_by,
+        DecidedBy::Rule {
+            index: 0,
+            name: None
+        }
+    );
+}
+
+#[test]
+fn subscribe_is_judged_by_containment() {
+    let acl = Acl::new(vec![
+        rule(Allow, Ops::SUBSCRIBE, Subject::Anyone, "a/b"),
+        rule(Allow, Ops::SUBSCRIBE, Subject::Anyone, "x/+/z"),
+        rule(Allow, Ops::SUBSCRIBE, Subject::Anyone, "m/#"),
+    ]);
+    let alice = id("alice", "c1", &[]);
+    let cases = [
+        ("a/b", true),
+        ("a/#", false), // `a/b` does not cover all of `a/#`
+        ("a/+", false),
+        ("x/y/z", true),
+        ("x/+/z", true),
+        ("x/#", false),
+        ("x/+/+", false),
+        ("m", true), // `m/#` covers its parent
+        ("m/#", true),
+        ("m/+/q/#", true),
+        ("#", false),
+        ("+/b", false),
+        ("$share/grp/a/b", true), // judged on its inner filter
+        ("$share/grp/a/#", false),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(
+            allowed(&acl, &alice, Subscribe, filter),
+            expected,
+            "{filter}"
+        );
+    }
+}
+
+#[test]
+fn leading_wildcards_do_not_reach_dollar_topics() {
+    // [MQTT-4.7.2-1] holds in rules too: `#` does not grant `$SYS`.
+    let acl = Acl::new(vec![rule(Allow, Ops::ALL, Subject::Anyone, "#")]);
+    let alice = id("alice", "c1", &[]);
+    assert!(allowed(&acl, &alice, Publish, "a/b"));
+    assert!(!allowed(&acl, &alice, Publish, "$SYS/x"));
+    assert!(!allowed(&acl, &alice, Subscribe, "$SYS/#"));
+    let sys = Acl::new(vec![rule(Allow, Ops::ALL, Subject::Anyone, "$SYS/#")]);
+    assert!(allowed(&sys, &alice, Subscribe, "$SYS/#"));
+}
+
+#[test]
+fn token_claims_allow_only_where_no_rule_decided() {
+    let mut alice = id("alice", "c1", &[]);
+    alice.acl = ClaimAcl {
+        publish: vec![FilterTemplate::new("fleet/%u/#").unwrap()],
+        subscribe: vec![FilterTemplate::new("fleet/+/state").unwrap()],
+        all: vec![FilterTemplate::new("shared/#").unwrap()],
+    };
+    let acl = Acl::new(vec![rule(
+        Deny,
+        Ops::ALL,
+        Subject::Anyone,
+        "fleet/alice/locked",
+    )]);
+    let d = ask(&acl, &alice, Publish, "fleet/alice/state");
+    assert_eq!(d.effect, Allow);
+    assert_eq!(
+        d.decided_by,
+        DecidedBy::Claim {
+            list: ClaimList::Publish,
+            index: 0
+        }
+    );
+    // A claim publish grant covers the will too.
+    assert!(allowed(&acl, &alice, Will, "fleet/alice/state"));
+    // The operator's deny rule wins over the token.
+    assert!(!allowed(&acl, &alice, Publish, "fleet/alice/locked"));
+    assert!(allowed(&acl, &alice, Subscribe, "fleet/+/state"));
+    assert!(!allowed(&acl, &alice, Subscribe, "fleet/#"));
+    assert!(!allowed(&acl, &alice, Subscribe, "fleet/alice/x"));
+    let d = ask(&acl, &alice, Subscribe, "shared/x/#");
+    assert_eq!(
+        d.decided_by,
+        DecidedBy::Claim {
+            list: ClaimList::All,
+            index: 0
+        }
+    );
+    assert!(!allowed(&acl, &alice, Publish, "fleet/bob/state"));
+}
+
+#[test]
+fn rules_can_be_replaced_and_decisions_follow() {
+    let alice = id("alice", "c1", &[]);
+    let mut acl = Acl::new(vec![rule(Allow, Ops::ALL, Subject::Anyone, "a/#")]);
+    assert!(allowed(&acl, &alice, Will, "a/x"));
+    acl = Acl::new(vec![rule(
+        Deny,
+        Ops::ALL,
+        Subject::Principal("alice".into()),
+        "a/#",
+    )]);
+    assert!(!allowed(&acl, &alice, Will, "a/x"));
+}
+
+#[test]
+fn authorization_audit_record_names_rule_and_trigger() {
+    let acl = Acl::new(vec![
+        rule(Deny, Ops::WILL, Subject::Anyone, "t/#").named("revoked"),
+    ]);
+    let alice = id("alice", "c1", &[]);
+    let req = AuthzRequest {
+        identity: &alice,
+        op: Will,
+        topic: "t/alice",
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    };
+    let d = acl.authorize(&req);
+    let line = AuditRecord::authorization(
+        Timestamp::from_secs(5),
+        &req,
+        &d,
+        Some(WillTrigger::KeepAliveTimeout),
+    )
+    .to_string();
+    assert_eq!(
+        line,
+        "event=authz at=5.000 op=will principal=alice client_id=c1 topic=t/alice qos=1 retain=true \
+         decision=deny by=\"rule 0 (revoked)\" trigger=keep_alive_timeout"
+    );
+}
