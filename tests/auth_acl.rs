@@ -205,20 +205,29 @@ fn hostile_principals_and_client_ids_never_widen_a_rule() {
     let who = id("alice", "#", &[]);
     assert!(!allowed(&by_client, &who, Subscribe, "c/#"));
     assert!(!allowed(&by_client, &who, Publish, "c/x/y"));
-    // A deny rule that cannot be substituted still denies.
+    // A deny rule that cannot be substituted denies all of its literal prefix.
     let deny = Acl::new(vec![
         rule(Deny, Ops::ALL, Subject::Authenticated, "private/%u/#"),
         rule(Allow, Ops::ALL, Subject::Authenticated, "#"),
     ]);
-    let d = ask(&deny, &id("a/b", "c1", &[]), Publish, "public/x");
-    assert_eq!(d.effect, Deny);
-    assert_eq!(
-        d.decided_by,
-        DecidedBy::Rule {
-            index: 0,
-            name: None
-        }
-    );
+    let hostile = id("a/b", "c1", &[]);
+    for topic in ["private/a/b/x", "private/other/x", "private"] {
+        let d = ask(&deny, &hostile, Publish, topic);
+        assert_eq!(d.effect, Deny, "{topic}");
+        assert_eq!(
+            d.decided_by,
+            DecidedBy::Rule {
+                index: 0,
+                name: None
+            }
+        );
+    }
+    assert_eq!(ask(&deny, &hostile, Subscribe, "private/#").effect, Deny);
+    assert!(allowed(&deny, &hostile, Publish, "public/x"));
+    // A well-formed principal is denied only its own subtree.
+    let alice = id("alice", "c1", &[]);
+    assert!(!allowed(&deny, &alice, Publish, "private/alice/x"));
+    assert!(allowed(&deny, &alice, Publish, "private/bob/x"));
 }
 
 #[test]
@@ -252,6 +261,46 @@ fn subscribe_is_judged_by_containment() {
             "{filter}"
         );
     }
+}
+
+#[test]
+fn a_deny_rule_refuses_any_subscription_that_overlaps_it() {
+    // Messages routed to a subscription are not re-authorized one by one,
+    // so a subscription reaching into a denied area is refused whole.
+    let acl = Acl::new(vec![
+        rule(Deny, Ops::SUBSCRIBE, Subject::Anyone, "private/#"),
+        rule(Deny, Ops::SUBSCRIBE, Subject::Anyone, "$SYS/#"),
+        rule(Deny, Ops::SUBSCRIBE, Subject::Anyone, "x/secret"),
+        rule(Allow, Ops::SUBSCRIBE, Subject::Anyone, "#"),
+    ]);
+    let alice = id("alice", "c1", &[]);
+    let cases = [
+        ("#", false),
+        ("+/#", false),
+        ("private/a", false),
+        ("+/secret", false),
+        ("x/+", false),
+        ("x/#", false),
+        ("x/public", true),
+        ("public/#", true),
+        ("public/+", true),
+        ("x/secret/deeper", true),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(
+            allowed(&acl, &alice, Subscribe, filter),
+            expected,
+            "{filter}"
+        );
+    }
+    let d = ask(&acl, &alice, Subscribe, "#");
+    assert_eq!(
+        d.decided_by,
+        DecidedBy::Rule {
+            index: 0,
+            name: None
+        }
+    );
 }
 
 #[test]
@@ -305,6 +354,54 @@ fn token_claims_allow_only_where_no_rule_decided() {
         }
     );
     assert!(!allowed(&acl, &alice, Publish, "fleet/bob/state"));
+}
+
+#[test]
+fn the_index_keeps_rule_order_across_literal_and_wildcard_rules() {
+    let acl = Acl::new(vec![
+        rule(Allow, Ops::PUBLISH, Subject::Anyone, "b/x"),
+        rule(Deny, Ops::PUBLISH, Subject::Anyone, "+/y"),
+        rule(Allow, Ops::PUBLISH, Subject::Anyone, "a/#"),
+        rule(Allow, Ops::PUBLISH, Subject::Anyone, "#"),
+        rule(Deny, Ops::PUBLISH, Subject::Anyone, "a/z"),
+    ]);
+    let alice = id("alice", "c1", &[]);
+    let by = |topic| ask(&acl, &alice, Publish, topic).decided_by;
+    assert_eq!(
+        by("b/x"),
+        DecidedBy::Rule {
+            index: 0,
+            name: None
+        }
+    );
+    assert_eq!(
+        by("a/y"),
+        DecidedBy::Rule {
+            index: 1,
+            name: None
+        }
+    );
+    assert_eq!(
+        by("a/z"),
+        DecidedBy::Rule {
+            index: 2,
+            name: None
+        }
+    );
+    assert_eq!(
+        by("c/z"),
+        DecidedBy::Rule {
+            index: 3,
+            name: None
+        }
+    );
+    assert_eq!(
+        by("b/q"),
+        DecidedBy::Rule {
+            index: 3,
+            name: None
+        }
+    );
 }
 
 #[test]

@@ -20,13 +20,20 @@
 //! - Publish and will requests match a topic name against the rule's filter
 //!   with MQTT's own matching, including the rule that a leading wildcard does
 //!   not match a `$` topic [MQTT-4.7.2-1].
-//! - Subscribe requests are allowed by containment: the rule's filter must
-//!   match every topic the requested filter can match (`a/#` needs a rule
-//!   covering all of `a/#`, not merely `a/b`). A shared subscription
-//!   `$share/{group}/{filter}` is judged on its inner filter.
-//! - Substitution never widens a rule: a principal or client id that is
-//!   empty or holds `+`, `#` or `/` cannot be substituted. Allow rules that
-//!   need it do not match; deny rules that need it match (they deny).
+//! - Subscribe requests are allowed by containment: an allow rule's filter
+//!   must match every topic the requested filter can match (`a/#` needs a
+//!   rule covering all of `a/#`, not merely `a/b`). A deny rule applies as
+//!   soon as it overlaps the request (`deny private/#` refuses a subscription
+//!   to `#`): messages routed to a subscription are not re-authorized one by
+//!   one, so a subscription is granted whole or not at all. A shared
+//!   subscription `$share/{group}/{filter}` is judged on its inner filter.
+//! - Substitution never widens a grant: a principal or client id that is
+//!   empty or holds `+`, `#` or `/` cannot be substituted. An allow rule
+//!   that needs it does not match; a deny rule that needs it matches every
+//!   topic under its literal prefix (`deny private/%u/#` denies all of
+//!   `private/` to a principal named `a/b`).
+//! - Rules are indexed by the first level of their filter; a decision looks
+//!   only at the rules that can match, in their order.
 
 use std::fmt;
 use std::sync::Arc;
@@ -191,8 +198,6 @@ enum Level {
 pub struct FilterTemplate {
     source: Box<str>,
     levels: Box<[Level]>,
-    uses_principal: bool,
-    uses_client_id: bool,
 }
 
 /// Why a filter template is invalid.
@@ -223,8 +228,6 @@ impl FilterTemplate {
         if filter.shared().is_some() {
             return Err(invalid("a rule cannot be a shared subscription".into()));
         }
-        let mut uses_principal = false;
-        let mut uses_client_id = false;
         let levels = source
             .split('/')
             .map(|level| match level {
@@ -233,8 +236,6 @@ impl FilterTemplate {
                 l if !l.contains('%') => Level::Exact(l.into()),
                 l => {
                     let parts = parse_template(l);
-                    uses_principal |= parts.contains(&Part::Principal);
-                    uses_client_id |= parts.contains(&Part::ClientId);
                     if parts.iter().all(|p| matches!(p, Part::Lit(_))) {
                         Level::Exact(l.into())
                     } else {
@@ -246,8 +247,6 @@ impl FilterTemplate {
         Ok(Self {
             source: source.into(),
             levels,
-            uses_principal,
-            uses_client_id,
         })
     }
 
@@ -256,8 +255,10 @@ impl FilterTemplate {
         &self.source
     }
 
-    /// Whether the template matches the topic split into `levels`.
-    fn matches_topic(&self, topic: &[&str], subst: &Subst<'_>) -> bool {
+    /// Whether the template matches the topic split into `levels`. With
+    /// `widen`, a level that cannot be substituted safely matches the rest of
+    /// any topic (how deny rules stay conservative).
+    fn matches_topic(&self, topic: &[&str], subst: &Subst<'_>, widen: bool) -> bool {
         // [MQTT-4.7.2-1]: a leading wildcard does not match a `$` topic.
         if topic.first().is_some_and(|l| l.starts_with('$'))
             && matches!(self.levels.first(), Some(Level::Hash | Level::Plus))
@@ -268,6 +269,7 @@ impl FilterTemplate {
         for level in self.levels.iter() {
             match (level, t.next()) {
                 (Level::Hash, _) => return true,
+                (Level::Template(parts), _) if !subst.safe_for(parts) => return widen,
                 (Level::Plus, Some(_)) => {}
                 (Level::Exact(e), Some(l)) if **e == **l => {}
                 (Level::Template(parts), Some(l)) if template_eq(parts, l, subst) => {}
@@ -278,8 +280,8 @@ impl FilterTemplate {
     }
 
     /// Whether every topic matched by the filter split into `levels` is
-    /// matched by this template.
-    fn covers_filter(&self, filter: &[&str], subst: &Subst<'_>) -> bool {
+    /// matched by this template; `widen` as for [`Self::matches_topic`].
+    fn covers_filter(&self, filter: &[&str], subst: &Subst<'_>, widen: bool) -> bool {
         if filter.first().is_some_and(|l| l.starts_with('$'))
             && matches!(self.levels.first(), Some(Level::Hash | Level::Plus))
         {
@@ -289,6 +291,7 @@ impl FilterTemplate {
         for level in self.levels.iter() {
             match (level, f.next()) {
                 (Level::Hash, _) => return true,
+                (Level::Template(parts), _) if !subst.safe_for(parts) => return widen,
                 // A `#` in the request also matches deeper levels this rule
                 // does not reach.
                 (_, Some(&"#")) => return false,
@@ -301,10 +304,35 @@ impl FilterTemplate {
         }
         f.next().is_none()
     }
+}
 
-    fn needs_unsafe_substitution(&self, subst: &Subst<'_>) -> bool {
-        (self.uses_principal && !subst.principal_safe)
-            || (self.uses_client_id && !subst.client_id_safe)
+impl FilterTemplate {
+    /// Whether some topic is matched both by this template and by the filter
+    /// split into `levels`; `widen` as for [`Self::matches_topic`].
+    fn intersects(&self, filter: &[&str], subst: &Subst<'_>, widen: bool) -> bool {
+        let rule_wild = matches!(self.levels.first(), Some(Level::Hash | Level::Plus));
+        let req_wild = matches!(filter.first(), Some(&"#" | &"+"));
+        let rule_dollar =
+            matches!(self.levels.first(), Some(Level::Exact(e)) if e.starts_with('$'));
+        let req_dollar = filter.first().is_some_and(|l| l.starts_with('$'));
+        // [MQTT-4.7.2-1]: a leading wildcard never meets a `$` topic.
+        if (rule_wild && req_dollar) || (req_wild && rule_dollar) {
+            return false;
+        }
+        let mut f = filter.iter();
+        let mut r = self.levels.iter();
+        loop {
+            match (r.next(), f.next()) {
+                (Some(Level::Hash), _) | (_, Some(&"#")) => return true,
+                (Some(Level::Template(parts)), _) if !subst.safe_for(parts) => return widen,
+                (None, None) => return true,
+                (Some(_), None) | (None, Some(_)) => return false,
+                (Some(Level::Plus), Some(_)) | (Some(_), Some(&"+")) => {}
+                (Some(Level::Exact(e)), Some(l)) if **e == **l => {}
+                (Some(Level::Template(parts)), Some(l)) if template_eq(parts, l, subst) => {}
+                _ => return false,
+            }
+        }
     }
 }
 
@@ -375,6 +403,15 @@ struct Subst<'a> {
 }
 
 impl<'a> Subst<'a> {
+    /// Whether every placeholder of a template level can be filled safely.
+    fn safe_for(&self, parts: &[Part]) -> bool {
+        parts.iter().all(|p| match p {
+            Part::Lit(_) => true,
+            Part::Principal => self.principal_safe,
+            Part::ClientId => self.client_id_safe,
+        })
+    }
+
     fn new(id: &'a Identity) -> Self {
         let safe = |s: &str| !s.is_empty() && !s.contains(['+', '#', '/']);
         Self {
@@ -524,16 +561,39 @@ pub struct AuthzRequest<'a> {
     pub retain: bool,
 }
 
-/// The ordered rule list.
+/// The ordered rule list, indexed by the first level of each rule's filter
+/// so a decision looks only at rules that can match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
     rules: Vec<Rule>,
+    /// Rules whose filter starts with a literal level, by that level
+    /// (sorted, for binary search); each list in rule order.
+    by_first_level: Vec<(Box<str>, Vec<usize>)>,
+    /// Rules whose filter starts with a wildcard or a placeholder.
+    generic: Vec<usize>,
 }
 
 impl Acl {
     /// An ACL of these rules, in this order.
     pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules }
+        let mut by_first_level: Vec<(Box<str>, Vec<usize>)> = Vec::new();
+        let mut generic = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            match rule.filter.levels.first() {
+                Some(Level::Exact(first)) => {
+                    match by_first_level.binary_search_by(|(k, _)| (**k).cmp(&**first)) {
+                        Ok(at) => by_first_level[at].1.push(i),
+                        Err(at) => by_first_level.insert(at, (first.clone(), vec![i])),
+                    }
+                }
+                _ => generic.push(i),
+            }
+        }
+        Self {
+            rules,
+            by_first_level,
+            generic,
+        }
     }
 
     /// The rules.
@@ -554,23 +614,30 @@ impl Acl {
             _ => req.topic,
         };
         let levels: SmallVec<[&str; 16]> = topic.split('/').collect();
-        for (index, rule) in self.rules.iter().enumerate() {
+        let first = levels.first().copied().unwrap_or("");
+        // A subscription starting with a wildcard overlaps rules of every
+        // first level (deny rules apply on overlap): no index then.
+        let everything: Vec<usize>;
+        let (literal, generic): (&[usize], &[usize]) =
+            if req.op == Operation::Subscribe && matches!(first, "#" | "+") {
+                everything = (0..self.rules.len()).collect();
+                (&everything, &[])
+            } else {
+                let literal = match self
+                    .by_first_level
+                    .binary_search_by(|(k, _)| (**k).cmp(first))
+                {
+                    Ok(at) => &self.by_first_level[at].1[..],
+                    Err(_) => &[],
+                };
+                (literal, &self.generic)
+            };
+        for index in merged(literal, generic) {
+            let rule = &self.rules[index];
             if !rule.ops.applies_to(req.op) || !rule.subject.matches(req.identity) {
                 continue;
             }
-            if rule.filter.needs_unsafe_substitution(&subst) {
-                if rule.effect == Effect::Deny {
-                    return Decision {
-                        effect: Effect::Deny,
-                        decided_by: DecidedBy::Rule {
-                            index,
-                            name: rule.name.clone(),
-                        },
-                    };
-                }
-                continue;
-            }
-            if rule_matches(&rule.filter, req.op, &levels, &subst) {
+            if rule_matches(&rule.filter, rule.effect, req.op, &levels, &subst) {
                 return Decision {
                     effect: rule.effect,
                     decided_by: DecidedBy::Rule {
@@ -593,15 +660,45 @@ impl Acl {
     }
 }
 
+/// The union of two ascending index lists, ascending: rule order is kept.
+fn merged<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
+        (Some(&x), Some(&y)) if x < y => {
+            i += 1;
+            Some(x)
+        }
+        (Some(_), Some(&y)) => {
+            j += 1;
+            Some(y)
+        }
+        (Some(&x), None) => {
+            i += 1;
+            Some(x)
+        }
+        (None, Some(&y)) => {
+            j += 1;
+            Some(y)
+        }
+        (None, None) => None,
+    })
+}
+
+/// Whether a rule (or claim filter) with this effect applies to the request.
+/// Deny rules are conservative: they apply to a subscription that merely
+/// overlaps them, and across a placeholder they cannot fill safely.
 fn rule_matches(
     filter: &FilterTemplate,
+    effect: Effect,
     op: Operation,
     levels: &[&str],
     subst: &Subst<'_>,
 ) -> bool {
-    match op {
-        Operation::Subscribe => filter.covers_filter(levels, subst),
-        Operation::Publish | Operation::Will => filter.matches_topic(levels, subst),
+    match (op, effect) {
+        (Operation::Subscribe, Effect::Allow) => filter.covers_filter(levels, subst, false),
+        (Operation::Subscribe, Effect::Deny) => filter.intersects(levels, subst, true),
+        (_, Effect::Allow) => filter.matches_topic(levels, subst, false),
+        (_, Effect::Deny) => filter.matches_topic(levels, subst, true),
     }
 }
 
@@ -617,7 +714,7 @@ fn claim_grant(
     };
     for (list, filters) in [own, (ClaimList::All, &acl.all)] {
         for (index, f) in filters.iter().enumerate() {
-            if !f.needs_unsafe_substitution(subst) && rule_matches(f, op, levels, subst) {
+            if rule_matches(f, Effect::Allow, op, levels, subst) {
                 return Some(DecidedBy::Claim { list, index });
             }
         }
