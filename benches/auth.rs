@@ -156,6 +156,23 @@ fn per_zone(n: usize) -> (Acl, Identity, String) {
     (Acl::new(rules), identity("server-17"), topic)
 }
 
+/// `n` rules whose filters start with a wildcard: the index cannot help,
+/// every rule is tried.
+fn unindexed(n: usize) -> (Acl, Identity, String) {
+    let rules = (0..n)
+        .map(|i| {
+            Rule::new(
+                Effect::Allow,
+                Ops::PUBLISH,
+                Subject::Authenticated,
+                FilterTemplate::new(&format!("+/zone-{i}/#")).unwrap(),
+            )
+        })
+        .collect();
+    let topic = format!("site/zone-{}/server-17/state", n - 1);
+    (Acl::new(rules), identity("server-17"), topic)
+}
+
 fn acl_case(
     name: String,
     (acl, who, topic): (Acl, Identity, String),

@@ -445,3 +445,97 @@ fn authorization_audit_record_names_rule_and_trigger() {
          decision=deny by=\"rule 0 (revoked)\" trigger=keep_alive_timeout"
     );
 }
+
+mod index_is_transparent {
+    //! The indexed ACL decides exactly as a plain first-match scan would: the
+    //! oracle asks each rule alone, in order, and takes the first that decides.
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    fn filter() -> impl Strategy<Value = String> {
+        let level = select(&["a", "b", "+", "%u", "x%c", "$s"][..]);
+        (proptest::collection::vec(level, 1..4), any::<bool>()).prop_map(|(levels, hash)| {
+            let mut f = levels.join("/");
+            if hash {
+                f.push_str("/#");
+            }
+            f
+        })
+    }
+
+    fn arb_rule() -> impl Strategy<Value = Option<Rule>> {
+        let subject = prop_oneof![
+            select(&["alice", "bob", "a/b"][..]).prop_map(|p| Subject::Principal(p.into())),
+            Just(Subject::Role("ops".into())),
+            Just(Subject::ClientId("c*".into())),
+            Just(Subject::Authenticated),
+            Just(Subject::Anonymous),
+            Just(Subject::Anyone),
+        ];
+        let ops = select(&[Ops::PUBLISH, Ops::SUBSCRIBE, Ops::WILL, Ops::ALL][..]);
+        (any::<bool>(), ops, subject, filter()).prop_map(|(allow, ops, subject, f)| {
+            let effect = if allow { Allow } else { Deny };
+            FilterTemplate::new(&f)
+                .ok()
+                .map(|t| Rule::new(effect, ops, subject, t))
+        })
+    }
+
+    /// A topic name, plus where a subscription would put wildcards.
+    fn request_topic() -> impl Strategy<Value = (String, Option<usize>, bool)> {
+        let level = select(&["a", "b", "alice", "xc1", "$s", "q"][..]);
+        (
+            proptest::collection::vec(level, 1..4),
+            proptest::option::of(0usize..4),
+            any::<bool>(),
+        )
+            .prop_map(|(l, plus, hash)| (l.join("/"), plus, hash))
+    }
+
+    fn as_filter(topic: &str, plus: Option<usize>, hash: bool) -> String {
+        let mut levels: Vec<&str> = topic.split('/').collect();
+        if let Some(i) = plus.filter(|&i| i < levels.len()) {
+            levels[i] = "+";
+        }
+        let mut f = levels.join("/");
+        if hash {
+            f.push_str("/#");
+        }
+        f
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn same_decision_as_a_plain_scan(
+            rules in proptest::collection::vec(arb_rule(), 0..12),
+            who in select(&["alice", "bob", "a/b", "#"][..]),
+            anonymous in any::<bool>(),
+            op in select(&[Publish, Subscribe, Will][..]),
+            (name, plus, hash) in request_topic(),
+        ) {
+            let rules: Vec<Rule> = rules.into_iter().flatten().collect();
+            let topic = if op == Subscribe { as_filter(&name, plus, hash) } else { name };
+            let identity = if anonymous {
+                Identity::anonymous("c1", Timestamp::EPOCH)
+            } else {
+                id(who, "c1", &["ops"])
+            };
+            let req = AuthzRequest { identity: &identity, op, topic: &topic, qos: QoS::AtMostOnce, retain: false };
+            let indexed = Acl::new(rules.clone()).authorize(&req);
+            let oracle = rules
+                .iter()
+                .enumerate()
+                .find_map(|(i, r)| {
+                    let alone = Acl::new(vec![r.clone()]).authorize(&req);
+                    matches!(alone.decided_by, DecidedBy::Rule { .. }).then(|| Decision {
+                        effect: alone.effect,
+                        decided_by: DecidedBy::Rule { index: i, name: None },
+                    })
+                })
+                .unwrap_or(Decision { effect: Deny, decided_by: DecidedBy::NoMatch });
+            prop_assert_eq!(indexed, oracle);
+        }
+    }
+}

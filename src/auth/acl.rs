@@ -561,32 +561,70 @@ pub struct AuthzRequest<'a> {
     pub retain: bool,
 }
 
+/// Rule indices of one slice of the index, split by principal so a request
+/// skips rules written for other principals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Bucket {
+    by_principal: Vec<(Box<str>, Vec<usize>)>,
+    rest: Vec<usize>,
+}
+
+impl Bucket {
+    fn push(&mut self, index: usize, rule: &Rule) {
+        match &rule.subject {
+            Subject::Principal(p) => {
+                match self.by_principal.binary_search_by(|(k, _)| (**k).cmp(p)) {
+                    Ok(at) => self.by_principal[at].1.push(index),
+                    Err(at) => self
+                        .by_principal
+                        .insert(at, (p.as_str().into(), vec![index])),
+                }
+            }
+            _ => self.rest.push(index),
+        }
+    }
+
+    fn lists<'a>(&'a self, principal: &str, out: &mut SmallVec<[&'a [usize]; 4]>) {
+        if let Ok(at) = self
+            .by_principal
+            .binary_search_by(|(k, _)| (**k).cmp(principal))
+        {
+            out.push(&self.by_principal[at].1);
+        }
+        out.push(&self.rest);
+    }
+}
+
 /// The ordered rule list, indexed by the first level of each rule's filter
-/// so a decision looks only at rules that can match.
+/// and by principal, so a decision looks only at rules that can match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
     rules: Vec<Rule>,
-    /// Rules whose filter starts with a literal level, by that level
-    /// (sorted, for binary search); each list in rule order.
-    by_first_level: Vec<(Box<str>, Vec<usize>)>,
+    /// Rules whose filter starts with a literal level, by that level (sorted,
+    /// for binary search).
+    by_first_level: Vec<(Box<str>, Bucket)>,
     /// Rules whose filter starts with a wildcard or a placeholder.
-    generic: Vec<usize>,
+    generic: Bucket,
 }
 
 impl Acl {
     /// An ACL of these rules, in this order.
     pub fn new(rules: Vec<Rule>) -> Self {
-        let mut by_first_level: Vec<(Box<str>, Vec<usize>)> = Vec::new();
-        let mut generic = Vec::new();
+        let mut by_first_level: Vec<(Box<str>, Bucket)> = Vec::new();
+        let mut generic = Bucket::default();
         for (i, rule) in rules.iter().enumerate() {
             match rule.filter.levels.first() {
                 Some(Level::Exact(first)) => {
-                    match by_first_level.binary_search_by(|(k, _)| (**k).cmp(&**first)) {
-                        Ok(at) => by_first_level[at].1.push(i),
-                        Err(at) => by_first_level.insert(at, (first.clone(), vec![i])),
-                    }
+                    let at = match by_first_level.binary_search_by(|(k, _)| (**k).cmp(&**first)) {
+                        Ok(at) => at,
+                        Err(at) => {
+                            by_first_level.insert(at, (first.clone(), Bucket::default()));
+                            at
+                        }
+                    };
+                    by_first_level[at].1.push(i, rule);
                 }
-                _ => generic.push(i),
+                _ => generic.push(i, rule),
             }
         }
         Self {
@@ -615,24 +653,22 @@ impl Acl {
         };
         let levels: SmallVec<[&str; 16]> = topic.split('/').collect();
         let first = levels.first().copied().unwrap_or("");
-        // A subscription starting with a wildcard overlaps rules of every
-        // first level (deny rules apply on overlap): no index then.
-        let everything: Vec<usize>;
-        let (literal, generic): (&[usize], &[usize]) =
-            if req.op == Operation::Subscribe && matches!(first, "#" | "+") {
-                everything = (0..self.rules.len()).collect();
-                (&everything, &[])
-            } else {
-                let literal = match self
-                    .by_first_level
-                    .binary_search_by(|(k, _)| (**k).cmp(first))
-                {
-                    Ok(at) => &self.by_first_level[at].1[..],
-                    Err(_) => &[],
-                };
-                (literal, &self.generic)
-            };
-        for index in merged(literal, generic) {
+        let principal = req.identity.principal.as_str();
+        let mut lists: SmallVec<[&[usize]; 4]> = SmallVec::new();
+        if req.op == Operation::Subscribe && matches!(first, "#" | "+") {
+            // A subscription starting with a wildcard overlaps rules of every
+            // first level (deny rules apply on overlap).
+            for (_, bucket) in &self.by_first_level {
+                bucket.lists(principal, &mut lists);
+            }
+        } else if let Ok(at) = self
+            .by_first_level
+            .binary_search_by(|(k, _)| (**k).cmp(first))
+        {
+            self.by_first_level[at].1.lists(principal, &mut lists);
+        }
+        self.generic.lists(principal, &mut lists);
+        for index in merged(lists) {
             let rule = &self.rules[index];
             if !rule.ops.applies_to(req.op) || !rule.subject.matches(req.identity) {
                 continue;
@@ -660,27 +696,16 @@ impl Acl {
     }
 }
 
-/// The union of two ascending index lists, ascending: rule order is kept.
-fn merged<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
-        (Some(&x), Some(&y)) if x < y => {
-            i += 1;
-            Some(x)
-        }
-        (Some(_), Some(&y)) => {
-            j += 1;
-            Some(y)
-        }
-        (Some(&x), None) => {
-            i += 1;
-            Some(x)
-        }
-        (None, Some(&y)) => {
-            j += 1;
-            Some(y)
-        }
-        (None, None) => None,
+/// The union of ascending, disjoint index lists, ascending: rule order is kept.
+fn merged<'a>(mut lists: SmallVec<[&'a [usize]; 4]>) -> impl Iterator<Item = usize> + 'a {
+    std::iter::from_fn(move || {
+        let (k, &next) = lists
+            .iter()
+            .enumerate()
+            .filter_map(|(k, l)| l.first().map(|v| (k, v)))
+            .min_by_key(|&(_, v)| *v)?;
+        lists[k] = &lists[k][1..];
+        Some(next)
     })
 }
 
