@@ -235,6 +235,11 @@ fn main() {
             per_zone(n),
             decisions,
         ));
+        cases.push(acl_case(
+            format!("{n} rules, leading wildcard (no index)"),
+            unindexed(n),
+            decisions,
+        ));
     }
     let results = measure(rounds, &mut cases);
     report(
