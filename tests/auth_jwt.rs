@@ -50,7 +50,7 @@ fn a_valid_token_gives_the_identity() {
 
 #[test]
 fn every_supported_algorithm_verifies() {
-    for key in [rsa_a(), ec(), ed()] {
+    for key in [rsa_a(), rsa_pss(), ec(), ec384(), ed()] {
         let a = authenticator(&[&key]);
         let token = mint(&key, &claims("alice", 60));
         assert!(
@@ -498,4 +498,43 @@ fn resigned(token: &str) -> String {
     let mut t = token.as_bytes().to_vec();
     t[at] = if t[at] == b'A' { b'B' } else { b'A' };
     String::from_utf8(t).unwrap()
+}
+
+#[test]
+fn will_audit_records_read_as_one_line_each() {
+    let decision = Decision {
+        effect: Effect::Deny,
+        decided_by: DecidedBy::Rule {
+            index: 2,
+            name: Some("revoked".into()),
+        },
+    };
+    let line = |outcome| {
+        AuditRecord::Will {
+            at: now(),
+            principal: "server-17".into(),
+            client_id: "srv-17".into(),
+            topic: "trusted/srv-17/server/state".into(),
+            trigger: Some(WillTrigger::NetworkError),
+            outcome,
+        }
+        .to_string()
+    };
+    assert_eq!(
+        line(WillOutcome::Delivered),
+        "event=will at=1800000000.000 outcome=delivered principal=server-17 client_id=srv-17 \
+         topic=trusted/srv-17/server/state trigger=network_error"
+    );
+    assert_eq!(
+        line(WillOutcome::Denied { decision }),
+        "event=will at=1800000000.000 outcome=denied principal=server-17 client_id=srv-17 \
+         topic=trusted/srv-17/server/state trigger=network_error detail=\"deny by rule 2 (revoked)\""
+    );
+    assert_eq!(
+        line(WillOutcome::Delayed {
+            until: now() + Duration::from_secs(5)
+        }),
+        "event=will at=1800000000.000 outcome=delayed principal=server-17 client_id=srv-17 \
+         topic=trusted/srv-17/server/state trigger=network_error detail=\"until 1800000005.000\""
+    );
 }

@@ -37,6 +37,7 @@ fn key(kid: &str, alg: Algorithm, enc: EncodingKey) -> TestKey {
 const RSA_A: &[u8] = include_bytes!("../fixtures/keys/rsa-a.pem");
 const RSA_B: &[u8] = include_bytes!("../fixtures/keys/rsa-b.pem");
 const EC_P256: &[u8] = include_bytes!("../fixtures/keys/ec-p256.pem");
+const EC_P384: &[u8] = include_bytes!("../fixtures/keys/ec-p384.pem");
 const ED25519: &[u8] = include_bytes!("../fixtures/keys/ed25519.pem");
 
 pub fn rsa_a() -> TestKey {
@@ -52,6 +53,22 @@ pub fn rsa_b() -> TestKey {
         "KEY-B",
         Algorithm::RS256,
         EncodingKey::from_rsa_pem(RSA_B).unwrap(),
+    )
+}
+
+pub fn rsa_pss() -> TestKey {
+    key(
+        "KEY-PS",
+        Algorithm::PS256,
+        EncodingKey::from_rsa_pem(RSA_B).unwrap(),
+    )
+}
+
+pub fn ec384() -> TestKey {
+    key(
+        "KEY-EC384",
+        Algorithm::ES384,
+        EncodingKey::from_ec_pem(EC_P384).unwrap(),
     )
 }
 
