@@ -156,9 +156,8 @@ fn per_zone(n: usize) -> (Acl, Identity, String) {
     (Acl::new(rules), identity("server-17"), topic)
 }
 
-/// `n` rules whose filters start with a wildcard: the index cannot help,
-/// every rule is tried.
-fn unindexed(n: usize) -> (Acl, Identity, String) {
+/// `n` rules whose filters start with `+`: indexed by their second level.
+fn leading_plus(n: usize) -> (Acl, Identity, String) {
     let rules = (0..n)
         .map(|i| {
             Rule::new(
@@ -171,6 +170,24 @@ fn unindexed(n: usize) -> (Acl, Identity, String) {
         .collect();
     let topic = format!("site/zone-{}/server-17/state", n - 1);
     (Acl::new(rules), identity("server-17"), topic)
+}
+
+/// `n` rules whose filters start with a placeholder: the index cannot help,
+/// every rule is tried.
+fn unindexed(n: usize) -> (Acl, Identity, String) {
+    let rules = (0..n)
+        .map(|i| {
+            Rule::new(
+                Effect::Allow,
+                Ops::PUBLISH,
+                Subject::Authenticated,
+                FilterTemplate::new(&format!("%c-{i}/#")).unwrap(),
+            )
+        })
+        .collect();
+    let who = identity("server-17");
+    let topic = format!("{}-{}/state", who.client_id, n - 1);
+    (Acl::new(rules), who, topic)
 }
 
 fn acl_case(
@@ -236,7 +253,12 @@ fn main() {
             decisions,
         ));
         cases.push(acl_case(
-            format!("{n} rules, leading wildcard (no index)"),
+            format!("{n} rules, leading +"),
+            leading_plus(n),
+            decisions,
+        ));
+        cases.push(acl_case(
+            format!("{n} rules, leading %c (not indexable)"),
             unindexed(n),
             decisions,
         ));

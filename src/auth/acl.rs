@@ -32,8 +32,9 @@
 //!   that needs it does not match; a deny rule that needs it matches every
 //!   topic under its literal prefix (`deny private/%u/#` denies all of
 //!   `private/` to a principal named `a/b`).
-//! - Rules are indexed by the first level of their filter; a decision looks
-//!   only at the rules that can match, in their order.
+//! - Rules are indexed by their first literal level (position and text) and
+//!   by principal; a decision looks only at the rules that can match, in
+//!   their order.
 
 use std::fmt;
 use std::sync::Arc;
@@ -584,7 +585,7 @@ impl Bucket {
         }
     }
 
-    fn lists<'a>(&'a self, principal: &str, out: &mut SmallVec<[&'a [usize]; 4]>) {
+    fn lists<'a>(&'a self, principal: &str, out: &mut SmallVec<[&'a [usize]; 8]>) {
         if let Ok(at) = self
             .by_principal
             .binary_search_by(|(k, _)| (**k).cmp(principal))
@@ -595,42 +596,65 @@ impl Bucket {
     }
 }
 
-/// The ordered rule list, indexed by the first level of each rule's filter
-/// and by principal, so a decision looks only at rules that can match.
+/// The ordered rule list, indexed so that a decision looks only at rules
+/// that can match: by the first literal level of each rule's filter (its
+/// position and text) and, within that, by principal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Acl {
     rules: Vec<Rule>,
-    /// Rules whose filter starts with a literal level, by that level (sorted,
-    /// for binary search).
-    by_first_level: Vec<(Box<str>, Bucket)>,
-    /// Rules whose filter starts with a wildcard or a placeholder.
-    generic: Bucket,
+    /// Rules by (position, text) of the first literal level that comes before
+    /// any `#` or placeholder; sorted for binary search.
+    by_literal: Vec<((usize, Box<str>), Bucket)>,
+    /// The distinct positions in `by_literal`, ascending.
+    positions: Vec<usize>,
+    /// Rules with no such level (`#`, `+/+`, `%u/#`…): always looked at.
+    unindexed: Bucket,
+}
+
+/// The index key of a rule: its first literal level before any `#` or
+/// placeholder. A deny rule whose placeholder cannot be filled safely matches
+/// everything past its literal prefix, so nothing after a placeholder may
+/// narrow where it is looked for.
+fn index_key(filter: &FilterTemplate) -> Option<(usize, &str)> {
+    for (position, level) in filter.levels.iter().enumerate() {
+        match level {
+            Level::Plus => {}
+            Level::Exact(text) => return Some((position, text)),
+            Level::Hash | Level::Template(_) => return None,
+        }
+    }
+    None
 }
 
 impl Acl {
     /// An ACL of these rules, in this order.
     pub fn new(rules: Vec<Rule>) -> Self {
-        let mut by_first_level: Vec<(Box<str>, Bucket)> = Vec::new();
-        let mut generic = Bucket::default();
+        let mut by_literal: Vec<((usize, Box<str>), Bucket)> = Vec::new();
+        let mut unindexed = Bucket::default();
         for (i, rule) in rules.iter().enumerate() {
-            match rule.filter.levels.first() {
-                Some(Level::Exact(first)) => {
-                    let at = match by_first_level.binary_search_by(|(k, _)| (**k).cmp(&**first)) {
+            match index_key(&rule.filter) {
+                Some((position, text)) => {
+                    let at = match by_literal
+                        .binary_search_by(|((p, t), _)| (*p, &**t).cmp(&(position, text)))
+                    {
                         Ok(at) => at,
                         Err(at) => {
-                            by_first_level.insert(at, (first.clone(), Bucket::default()));
+                            by_literal.insert(at, ((position, text.into()), Bucket::default()));
                             at
                         }
                     };
-                    by_first_level[at].1.push(i, rule);
+                    by_literal[at].1.push(i, rule);
                 }
-                _ => generic.push(i, rule),
+                None => unindexed.push(i, rule),
             }
         }
+        let mut positions: Vec<usize> = by_literal.iter().map(|((p, _), _)| *p).collect();
+        positions.dedup();
         Self {
             rules,
-            by_first_level,
-            generic,
+            by_literal,
+            positions,
+            unindexed,
         }
     }
 
@@ -652,22 +676,35 @@ impl Acl {
             _ => req.topic,
         };
         let levels: SmallVec<[&str; 16]> = topic.split('/').collect();
-        let first = levels.first().copied().unwrap_or("");
         let principal = req.identity.principal.as_str();
-        let mut lists: SmallVec<[&[usize]; 4]> = SmallVec::new();
-        if req.op == Operation::Subscribe && matches!(first, "#" | "+") {
-            // A subscription starting with a wildcard overlaps rules of every
-            // first level (deny rules apply on overlap).
-            for (_, bucket) in &self.by_first_level {
-                bucket.lists(principal, &mut lists);
+        let mut lists: SmallVec<[&[usize]; 8]> = SmallVec::new();
+        let subscribe = req.op == Operation::Subscribe;
+        // Where a subscription's `#` starts, every deeper literal overlaps it.
+        let hash_at = if subscribe {
+            levels.iter().position(|l| *l == "#")
+        } else {
+            None
+        };
+        for &position in &self.positions {
+            let wildcard = hash_at.is_some_and(|h| h <= position)
+                || (subscribe && levels.get(position) == Some(&"+"));
+            if wildcard {
+                let start = self.by_literal.partition_point(|((p, _), _)| *p < position);
+                let end = self
+                    .by_literal
+                    .partition_point(|((p, _), _)| *p <= position);
+                for (_, bucket) in &self.by_literal[start..end] {
+                    bucket.lists(principal, &mut lists);
+                }
+            } else if let Some(text) = levels.get(position)
+                && let Ok(at) = self
+                    .by_literal
+                    .binary_search_by(|((p, t), _)| (*p, &**t).cmp(&(position, *text)))
+            {
+                self.by_literal[at].1.lists(principal, &mut lists);
             }
-        } else if let Ok(at) = self
-            .by_first_level
-            .binary_search_by(|(k, _)| (**k).cmp(first))
-        {
-            self.by_first_level[at].1.lists(principal, &mut lists);
         }
-        self.generic.lists(principal, &mut lists);
+        self.unindexed.lists(principal, &mut lists);
         for index in merged(lists) {
             let rule = &self.rules[index];
             if !rule.ops.applies_to(req.op) || !rule.subject.matches(req.identity) {
@@ -697,7 +734,7 @@ impl Acl {
 }
 
 /// The union of ascending, disjoint index lists, ascending: rule order is kept.
-fn merged<'a>(mut lists: SmallVec<[&'a [usize]; 4]>) -> impl Iterator<Item = usize> + 'a {
+fn merged<'a>(mut lists: SmallVec<[&'a [usize]; 8]>) -> impl Iterator<Item = usize> + 'a {
     std::iter::from_fn(move || {
         let (k, &next) = lists
             .iter()
