@@ -121,73 +121,77 @@ fn identity(principal: &str) -> Identity {
     }
 }
 
-/// `n` rules, one per principal, each owning its own subtree; the request
-/// comes from the principal of the last rule, so every rule is looked at.
-fn per_principal(n: usize) -> (Acl, Identity, String) {
+/// `n` allow-publish rules built by `rule(i)`, and a request from `who` to
+/// `topic`, which the tests below choose so that only the last rule matches.
+fn acl_of(
+    n: usize,
+    rule: impl Fn(usize) -> (Subject, String),
+    who: Identity,
+    topic: String,
+) -> (Acl, Identity, String) {
     let rules = (0..n)
         .map(|i| {
+            let (subject, filter) = rule(i);
             Rule::new(
                 Effect::Allow,
                 Ops::PUBLISH,
-                Subject::Principal(format!("user-{i}")),
-                FilterTemplate::new(&format!("fleet/user-{i}/#")).unwrap(),
+                subject,
+                FilterTemplate::new(&filter).unwrap(),
             )
         })
         .collect();
+    (Acl::new(rules), who, topic)
+}
+
+/// One rule per principal, each owning its own subtree.
+fn per_principal(n: usize) -> (Acl, Identity, String) {
     let who = format!("user-{}", n - 1);
     let topic = format!("fleet/{who}/server/state");
-    (Acl::new(rules), identity(&who), topic)
+    acl_of(
+        n,
+        |i| {
+            (
+                Subject::Principal(format!("user-{i}")),
+                format!("fleet/user-{i}/#"),
+            )
+        },
+        identity(&who),
+        topic,
+    )
 }
 
-/// `n` rules for every authenticated client, each over another zone with
-/// `%u` substitution; the request matches the last, so every filter is tried.
+/// One rule per zone for every authenticated client, with `%u`.
 fn per_zone(n: usize) -> (Acl, Identity, String) {
-    let rules = (0..n)
-        .map(|i| {
-            Rule::new(
-                Effect::Allow,
-                Ops::PUBLISH,
-                Subject::Authenticated,
-                FilterTemplate::new(&format!("zone-{i}/%u/+/state")).unwrap(),
-            )
-        })
-        .collect();
     let topic = format!("zone-{}/server-17/dvs/state", n - 1);
-    (Acl::new(rules), identity("server-17"), topic)
+    acl_of(
+        n,
+        |i| (Subject::Authenticated, format!("zone-{i}/%u/+/state")),
+        identity("server-17"),
+        topic,
+    )
 }
 
-/// `n` rules whose filters start with `+`: indexed by their second level.
+/// Filters starting with `+`: indexed by their second level.
 fn leading_plus(n: usize) -> (Acl, Identity, String) {
-    let rules = (0..n)
-        .map(|i| {
-            Rule::new(
-                Effect::Allow,
-                Ops::PUBLISH,
-                Subject::Authenticated,
-                FilterTemplate::new(&format!("+/zone-{i}/#")).unwrap(),
-            )
-        })
-        .collect();
     let topic = format!("site/zone-{}/server-17/state", n - 1);
-    (Acl::new(rules), identity("server-17"), topic)
+    acl_of(
+        n,
+        |i| (Subject::Authenticated, format!("+/zone-{i}/#")),
+        identity("server-17"),
+        topic,
+    )
 }
 
-/// `n` rules whose filters start with a placeholder: the index cannot help,
-/// every rule is tried.
+/// Filters starting with a placeholder: the index cannot help, every rule is tried.
 fn unindexed(n: usize) -> (Acl, Identity, String) {
-    let rules = (0..n)
-        .map(|i| {
-            Rule::new(
-                Effect::Allow,
-                Ops::PUBLISH,
-                Subject::Authenticated,
-                FilterTemplate::new(&format!("%c-{i}/#")).unwrap(),
-            )
-        })
-        .collect();
     let who = identity("server-17");
     let topic = format!("{}-{}/state", who.client_id, n - 1);
-    (Acl::new(rules), who, topic)
+    acl_of(
+        n,
+        |i| (Subject::Authenticated, format!("%c-{i}/#")),
+        who,
+        topic,
+    )
 }
 
 fn acl_case(

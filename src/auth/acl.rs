@@ -256,14 +256,17 @@ impl FilterTemplate {
         &self.source
     }
 
+    /// [MQTT-4.7.2-1]: a leading wildcard does not match a `$` topic.
+    fn misses_dollar_topic(&self, levels: &[&str]) -> bool {
+        levels.first().is_some_and(|l| l.starts_with('$'))
+            && matches!(self.levels.first(), Some(Level::Hash | Level::Plus))
+    }
+
     /// Whether the template matches the topic split into `levels`. With
     /// `widen`, a level that cannot be substituted safely matches the rest of
     /// any topic (how deny rules stay conservative).
     fn matches_topic(&self, topic: &[&str], subst: &Subst<'_>, widen: bool) -> bool {
-        // [MQTT-4.7.2-1]: a leading wildcard does not match a `$` topic.
-        if topic.first().is_some_and(|l| l.starts_with('$'))
-            && matches!(self.levels.first(), Some(Level::Hash | Level::Plus))
-        {
+        if self.misses_dollar_topic(topic) {
             return false;
         }
         let mut t = topic.iter();
@@ -283,9 +286,7 @@ impl FilterTemplate {
     /// Whether every topic matched by the filter split into `levels` is
     /// matched by this template; `widen` as for [`Self::matches_topic`].
     fn covers_filter(&self, filter: &[&str], subst: &Subst<'_>, widen: bool) -> bool {
-        if filter.first().is_some_and(|l| l.starts_with('$'))
-            && matches!(self.levels.first(), Some(Level::Hash | Level::Plus))
-        {
+        if self.misses_dollar_topic(filter) {
             return false;
         }
         let mut f = filter.iter();
