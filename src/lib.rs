@@ -10,6 +10,8 @@
 //! - [`codec`]: every MQTT 3.1.1 and 5.0 packet, decoded and encoded.
 //! - [`auth`]: JWT authentication over a rotating key set, the ACL
 //!   authorizer, and audit records.
+//! - [`session`]: one connection's protocol state machine, the will
+//!   included.
 //! - [`time`]: the timestamps the host passes in.
 
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod session;
 pub mod time;
 
 #[doc(hidden)]

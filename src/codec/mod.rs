@@ -165,6 +165,9 @@ impl PacketType {
 pub struct PacketId(NonZeroU16);
 
 impl PacketId {
+    /// The smallest identifier, 1.
+    pub const MIN: Self = Self(NonZeroU16::MIN);
+
     /// The identifier, unless `value` is 0.
     pub const fn new(value: u16) -> Option<Self> {
         match NonZeroU16::new(value) {

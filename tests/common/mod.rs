@@ -55,3 +55,4 @@ pub fn pid(id: u16) -> PacketId {
 }
 
 pub mod jwt;
+pub mod session;

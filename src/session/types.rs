@@ -1,0 +1,296 @@
+//! What a session takes in and gives out besides bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{
+    AuditRecord, AuthnFailure, Credentials, Decision, Identity, Operation, WillTrigger,
+};
+use crate::codec::{
+    Bytes, DisconnectReasonCode, LastWill, Properties, PublishProperties, QoS, Subscription,
+    SubscriptionId, TopicFilter, TopicName,
+};
+
+/// An opaque handle pairing a request the session emitted with its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// What to do when a credential expires while connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialExpiry {
+    /// Close the connection at `exp` + leeway (5.0: DISCONNECT 0xA0 Maximum
+    /// connect time); clients that re-authenticate in time stay.
+    Disconnect,
+    /// Keep the connection; the identity stands.
+    Keep,
+}
+
+/// What a 3.1.1 client gets when a publish is denied (3.1.1 has no reason
+/// codes; [MQTT-3.3.5-2] allows either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeniedPublishV311 {
+    /// A positive acknowledgement; the message is dropped.
+    Acknowledge,
+    /// Close the connection.
+    Close,
+}
+
+/// Limits and capabilities of one session. Every table a session keeps is
+/// bounded by one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Largest packet accepted from the client (and announced in 5.0).
+    pub max_packet_size: u32,
+    /// Time allowed from the connection's opening to the CONNACK.
+    pub connect_timeout: Duration,
+    /// Longest client identifier accepted.
+    pub max_client_id_len: usize,
+    /// Accept only `0-9a-zA-Z` client identifiers (the set the spec requires).
+    pub strict_client_id: bool,
+    /// Caps the client's keep alive (and replaces 0); sent as Server Keep Alive.
+    pub server_keep_alive: Option<u16>,
+    /// QoS 1/2 publishes the client may have unacknowledged (5.0 Receive Maximum).
+    pub receive_maximum: u16,
+    /// Highest QoS accepted from clients.
+    pub maximum_qos: QoS,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Highest topic alias accepted from the client (0: none).
+    pub topic_alias_maximum: u16,
+    /// Cap on QoS 1/2 messages in flight to the client.
+    pub max_outbound_inflight: u16,
+    /// Messages waiting for the outbound window before new ones are refused.
+    pub max_outbound_queue: usize,
+    /// Publish/subscribe requests waiting for an authorization decision.
+    pub max_pending_authorizations: usize,
+    /// Ask for the will's authorization at CONNECT (fail fast).
+    pub check_will_at_connect: bool,
+    /// What happens when the credential expires.
+    pub credential_expiry: CredentialExpiry,
+    /// Clock skew allowed on the credential's `exp`.
+    pub credential_leeway: Duration,
+    /// How a denied 3.1.1 publish is answered.
+    pub denied_publish_v311: DeniedPublishV311,
+    /// Whether wildcard subscriptions are supported.
+    pub wildcard_subscriptions: bool,
+    /// Whether shared subscriptions are supported.
+    pub shared_subscriptions: bool,
+    /// Whether subscription identifiers are supported.
+    pub subscription_identifiers: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_client_id_len: 128,
+            strict_client_id: false,
+            server_keep_alive: None,
+            receive_maximum: 64,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            topic_alias_maximum: 16,
+            max_outbound_inflight: 64,
+            max_outbound_queue: 1000,
+            max_pending_authorizations: 64,
+            check_will_at_connect: true,
+            credential_expiry: CredentialExpiry::Disconnect,
+            credential_leeway: Duration::from_secs(30),
+            denied_publish_v311: DeniedPublishV311::Acknowledge,
+            wildcard_subscriptions: true,
+            shared_subscriptions: true,
+            subscription_identifiers: true,
+        }
+    }
+}
+
+/// The answer to an authentication request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthnOutcome {
+    /// The client is who it says.
+    Success(Identity),
+    /// It is not.
+    Failure(AuthnFailure),
+    /// Enhanced authentication wants another round: send this data in AUTH 0x18.
+    Continue(Bytes),
+}
+
+/// How the transport ended, as the host saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportClosed {
+    /// An I/O error.
+    Error,
+    /// The peer closed the connection.
+    PeerClosed,
+}
+
+/// Why the session asks the host to close the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The reason code (sent in DISCONNECT to 5.0 clients where allowed).
+    pub code: DisconnectReasonCode,
+    /// A sentence for the log.
+    pub detail: String,
+}
+
+/// An authorization request: the identity (a snapshot), what, where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzQuery {
+    /// Who asks (for a will: the identity stored with it).
+    pub identity: Arc<Identity>,
+    /// The operation.
+    pub op: Operation,
+    /// Topic name (publish, will) or filter (subscribe).
+    pub topic: String,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// For a will: what triggered it.
+    pub will_trigger: Option<WillTrigger>,
+}
+
+impl AuthzQuery {
+    /// The borrowed form an [`crate::auth::Acl`] answers.
+    pub fn as_request(&self) -> crate::auth::AuthzRequest<'_> {
+        crate::auth::AuthzRequest {
+            identity: &self.identity,
+            op: self.op,
+            topic: &self.topic,
+            qos: self.qos,
+            retain: self.retain,
+        }
+    }
+}
+
+/// An application message that passed authorization, handed up for routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The publisher's identity at the time of the decision.
+    pub identity: Arc<Identity>,
+    /// Topic (aliases resolved).
+    pub topic: TopicName,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// 5.0 properties (topic alias removed).
+    pub properties: Properties<PublishProperties>,
+}
+
+/// A subscription that passed authorization, with the QoS granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantedSubscription {
+    /// The filter and options asked for.
+    pub subscription: Subscription,
+    /// The QoS granted (capped by the server's maximum).
+    pub granted_qos: QoS,
+}
+
+/// A will handed up for delivery: authorize it against `identity` when it
+/// is due, never re-authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueWill {
+    /// The will as captured at CONNECT.
+    pub will: LastWill,
+    /// The identity of the last successful (re)authentication.
+    pub identity: Arc<Identity>,
+    /// What triggered it.
+    pub trigger: WillTrigger,
+    /// When it was triggered.
+    pub triggered_at: crate::time::Timestamp,
+    /// The session's expiry interval (the will waits for the smaller of its
+    /// delay and this, §3.1.3.2.2).
+    pub session_expiry_interval: u32,
+}
+
+/// A message the host gives a session to deliver to its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// Topic.
+    pub topic: TopicName,
+    /// Payload.
+    pub payload: Bytes,
+    /// Delivery QoS (already the minimum of publish and granted QoS).
+    pub qos: QoS,
+    /// Retain flag as delivered.
+    pub retain: bool,
+    /// 5.0 properties.
+    pub properties: Properties<PublishProperties>,
+}
+
+/// Whether a message given to [`super::Session::deliver`] was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Sent, or queued for the outbound window.
+    Accepted,
+    /// Larger than the client's Maximum Packet Size: dropped for this client
+    /// (MQTT 5.0 §3.1.2.11.4).
+    TooLarge,
+    /// The outbound queue is full: dropped.
+    QueueFull,
+    /// The session is not connected.
+    NotConnected,
+}
+
+/// One output of a session, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes to the connection.
+    Send(Bytes),
+    /// Close the connection (after writing what was sent before).
+    Close(CloseReason),
+    /// Authenticate these credentials and answer with [`super::Session::handle_authentication`].
+    Authenticate {
+        /// Pairs the answer.
+        ticket: Ticket,
+        /// What the client presented.
+        credentials: Credentials,
+        /// Whether this is a re-authentication of a connected client.
+        reauthentication: bool,
+    },
+    /// Decide this and answer with [`super::Session::handle_authorization`].
+    Authorize {
+        /// Pairs the answer.
+        ticket: Ticket,
+        /// The question.
+        query: AuthzQuery,
+    },
+    /// The client is authenticated: open or resume its session and answer
+    /// with [`super::Session::handle_open`] (Session Present).
+    Open {
+        /// Pairs the answer.
+        ticket: Ticket,
+        /// The client identifier (assigned if the client sent none).
+        client_id: String,
+        /// Clean Start.
+        clean_start: bool,
+        /// Session Expiry Interval asked for (3.1.1: 0 or "never").
+        session_expiry_interval: u32,
+        /// The identity established.
+        identity: Arc<Identity>,
+    },
+    /// An authorized publish, for routing.
+    Publish(InboundMessage),
+    /// Authorized subscriptions, for the subscription tree.
+    Subscribe {
+        /// The subscriptions, in request order.
+        granted: Vec<GrantedSubscription>,
+        /// Their Subscription Identifier (5.0).
+        subscription_identifier: Option<SubscriptionId>,
+    },
+    /// Filters to remove.
+    Unsubscribe(Vec<TopicFilter>),
+    /// The will was triggered: authorize it when due and publish it on Allow.
+    DeliverWill(DueWill),
+    /// Re-authentication replaced the identity.
+    IdentityChanged(Arc<Identity>),
+    /// A record for the audit log.
+    Audit(AuditRecord),
+}
+
+/// What the host answers to an authorization request.
+pub type AuthzAnswer = Decision;
