@@ -1,0 +1,308 @@
+//! Inbound and outbound publishes: nothing is handed up before its Allow,
+//! decisions take effect in arrival order, QoS 1/2 acknowledgements with the
+//! right codes, exactly once for QoS 2, Receive Maximum, topic aliases, and
+//! the outbound window.
+
+mod common;
+
+use common::session::*;
+use common::{V3, V5, pid};
+use testament::codec::*;
+use testament::session::*;
+
+fn peer(v: ProtocolVersion) -> Peer {
+    Peer::connected(
+        v,
+        SessionConfig::default(),
+        connect(v, "c1", None),
+        identity("alice", "c1", None),
+    )
+}
+
+fn publish(topic: &'static str, qos: QoS, id: Option<u16>) -> Packet {
+    let mut p = Publish::new(TopicName::from_static(topic), Bytes::from_static(b"hi"));
+    p.qos = qos;
+    p.packet_id = id.map(pid);
+    Packet::Publish(p)
+}
+
+#[test]
+fn qos0_is_handed_up_only_after_allow() {
+    for v in [V3, V5] {
+        let mut p = peer(v);
+        let a = p.send(publish("a/b", QoS::AtMostOnce, None));
+        assert_eq!(kinds(&a), ["authorize"]);
+        let Action::Authorize { query, .. } = &a[0] else {
+            panic!()
+        };
+        assert_eq!((query.topic.as_str(), query.qos), ("a/b", QoS::AtMostOnce));
+        let a = p.authorize(authorize_tickets(&a)[0], allow());
+        assert_eq!(kinds(&a), ["audit", "publish"]);
+        assert_eq!(published(&a)[0].topic.as_str(), "a/b");
+        let a = p.send(publish("a/b", QoS::AtMostOnce, None));
+        let a = p.authorize(authorize_tickets(&a)[0], deny());
+        assert_eq!(kinds(&a), ["audit"]);
+    }
+}
+
+#[test]
+fn qos1_acks_with_success_or_not_authorized() {
+    let mut p = peer(V5);
+    let a = p.send(publish("a", QoS::AtLeastOnce, Some(7)));
+    let a = p.authorize(authorize_tickets(&a)[0], allow());
+    assert_eq!(kinds(&a), ["audit", "publish", "send"]);
+    assert_eq!(p.packets(&a), [Packet::PubAck(PubAck::new(pid(7)))]);
+    let a = p.send(publish("a", QoS::AtLeastOnce, Some(8)));
+    let a = p.authorize(authorize_tickets(&a)[0], deny());
+    assert_eq!(
+        p.packets(&a),
+        [Packet::PubAck(PubAck::with_reason(
+            pid(8),
+            PubAckReasonCode::NotAuthorized
+        ))]
+    );
+    assert!(published(&a).is_empty());
+}
+
+#[test]
+fn v311_denied_publish_is_acknowledged_or_closes_per_config() {
+    // [MQTT-3.3.5-2]
+    let mut p = peer(V3);
+    let a = p.send(publish("a", QoS::AtLeastOnce, Some(1)));
+    let a = p.authorize(authorize_tickets(&a)[0], deny());
+    assert_eq!(p.packets(&a), [Packet::PubAck(PubAck::new(pid(1)))]);
+    let config = SessionConfig {
+        denied_publish_v311: DeniedPublishV311::Close,
+        ..Default::default()
+    };
+    let mut p = Peer::connected(
+        V3,
+        config,
+        connect(V3, "c1", None),
+        identity("alice", "c1", None),
+    );
+    let a = p.send(publish("a", QoS::AtLeastOnce, Some(1)));
+    let a = p.authorize(authorize_tickets(&a)[0], deny());
+    assert_eq!(kinds(&a), ["audit", "close"]);
+}
+
+#[test]
+fn decisions_take_effect_in_arrival_order() {
+    let mut p = peer(V5);
+    let a1 = p.send(publish("first", QoS::AtLeastOnce, Some(1)));
+    let a2 = p.send(publish("second", QoS::AtLeastOnce, Some(2)));
+    // The second decision comes first: nothing moves until the first is in.
+    let a = p.authorize(authorize_tickets(&a2)[0], allow());
+    assert!(a.is_empty());
+    let a = p.authorize(authorize_tickets(&a1)[0], allow());
+    let topics: Vec<_> = published(&a).iter().map(|m| m.topic.to_string()).collect();
+    assert_eq!(topics, ["first", "second"]);
+    assert_eq!(
+        p.packets(&a),
+        [
+            Packet::PubAck(PubAck::new(pid(1))),
+            Packet::PubAck(PubAck::new(pid(2)))
+        ]
+    );
+}
+
+#[test]
+fn qos2_is_exactly_once_even_with_dup() {
+    for v in [V3, V5] {
+        let mut p = peer(v);
+        let a = p.send(publish("a", QoS::ExactlyOnce, Some(5)));
+        // A DUP while the decision is pending is not asked again.
+        let Packet::Publish(mut dup) = publish("a", QoS::ExactlyOnce, Some(5)) else {
+            panic!()
+        };
+        dup.dup = true;
+        assert!(p.send(Packet::Publish(dup.clone())).is_empty());
+        let a = p.authorize(authorize_tickets(&a)[0], allow());
+        assert_eq!(published(&a).len(), 1);
+        assert_eq!(p.packets(&a), [Packet::PubRec(PubRec::new(pid(5)))]);
+        // A DUP after PUBREC: PUBREC again, not handed up again.
+        let a = p.send(Packet::Publish(dup));
+        assert_eq!(kinds(&a), ["send"]);
+        assert_eq!(p.packets(&a), [Packet::PubRec(PubRec::new(pid(5)))]);
+        let a = p.send(Packet::PubRel(PubRel::new(pid(5))));
+        assert_eq!(p.packets(&a), [Packet::PubComp(PubComp::new(pid(5)))]);
+        // The id is free again: a new message with it is a new message.
+        let a = p.send(publish("a", QoS::ExactlyOnce, Some(5)));
+        assert_eq!(kinds(&a), ["authorize"]);
+    }
+    // PUBREL for an unknown id: 0x92 in 5.0.
+    let mut p = peer(V5);
+    let a = p.send(Packet::PubRel(PubRel::new(pid(9))));
+    assert_eq!(
+        p.packets(&a),
+        [Packet::PubComp(PubComp::with_reason(
+            pid(9),
+            PubRelReasonCode::PacketIdentifierNotFound
+        ))]
+    );
+}
+
+#[test]
+fn receive_maximum_is_enforced_with_0x93() {
+    let config = SessionConfig {
+        receive_maximum: 2,
+        ..Default::default()
+    };
+    let mut p = Peer::connected(
+        V5,
+        config,
+        connect(V5, "c1", None),
+        identity("alice", "c1", None),
+    );
+    p.send(publish("a", QoS::AtLeastOnce, Some(1)));
+    p.send(publish("a", QoS::ExactlyOnce, Some(2)));
+    let a = p.send(publish("a", QoS::AtLeastOnce, Some(3)));
+    let packets = p.packets(&a);
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::ReceiveMaximumExceeded)
+    );
+}
+
+#[test]
+fn topic_aliases_resolve_and_are_bounded() {
+    let mut p = peer(V5);
+    let Packet::Publish(mut first) = publish("fleet/srv-17/state", QoS::AtMostOnce, None) else {
+        panic!()
+    };
+    first.properties.topic_alias = std::num::NonZeroU16::new(3);
+    let a = p.send(Packet::Publish(first));
+    let a = p.authorize(authorize_tickets(&a)[0], allow());
+    assert!(published(&a)[0].properties.topic_alias.is_none());
+    let mut aliased = Publish::new(TopicName::from_static("x"), Bytes::from_static(b"2"));
+    aliased.topic = None;
+    aliased.properties.topic_alias = std::num::NonZeroU16::new(3);
+    let a = p.send(Packet::Publish(aliased.clone()));
+    let Action::Authorize { query, .. } = &a[0] else {
+        panic!("{a:?}")
+    };
+    assert_eq!(query.topic, "fleet/srv-17/state");
+    // Beyond Topic Alias Maximum (16): 0x94.
+    aliased.properties.topic_alias = std::num::NonZeroU16::new(17);
+    let a = p.send(Packet::Publish(aliased));
+    let packets = p.packets(&a);
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::TopicAliasInvalid)
+    );
+}
+
+#[test]
+fn a_client_may_not_send_subscription_identifiers_or_qos_above_maximum() {
+    let mut p = peer(V5);
+    let Packet::Publish(mut x) = publish("a", QoS::AtMostOnce, None) else {
+        panic!()
+    };
+    x.properties
+        .subscription_identifiers
+        .push(SubscriptionId::new(1).unwrap());
+    let packets = {
+        let a = p.send(Packet::Publish(x));
+        p.packets(&a)
+    };
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::ProtocolError)
+    );
+    let config = SessionConfig {
+        maximum_qos: QoS::AtLeastOnce,
+        ..Default::default()
+    };
+    let mut p = Peer::connected(
+        V5,
+        config,
+        connect(V5, "c1", None),
+        identity("alice", "c1", None),
+    );
+    let a = p.send(publish("a", QoS::ExactlyOnce, Some(1)));
+    let packets = p.packets(&a);
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::QoSNotSupported)
+    );
+}
+
+fn outbound(qos: QoS) -> OutboundMessage {
+    OutboundMessage {
+        topic: TopicName::from_static("t"),
+        payload: Bytes::from_static(b"m"),
+        qos,
+        retain: false,
+        properties: Default::default(),
+    }
+}
+
+#[test]
+fn outbound_qos1_uses_the_window_and_queues_the_rest() {
+    let mut c = connect(V5, "c1", None);
+    c.properties.receive_maximum = std::num::NonZeroU16::new(2);
+    let mut p = Peer::connected(
+        V5,
+        SessionConfig::default(),
+        c,
+        identity("alice", "c1", None),
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            p.session.deliver(p.now, outbound(QoS::AtLeastOnce)),
+            Delivery::Accepted
+        );
+    }
+    let a = p.drain();
+    let ids: Vec<_> = p
+        .packets(&a)
+        .iter()
+        .map(|x| match x {
+            Packet::Publish(p) => p.packet_id.unwrap().get(),
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(ids, [1, 2], "the third waits for the window");
+    let a = p.send(Packet::PubAck(PubAck::new(pid(1))));
+    let ids: Vec<_> = p
+        .packets(&a)
+        .iter()
+        .map(|x| match x {
+            Packet::Publish(p) => p.packet_id.unwrap().get(),
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(ids, [3]);
+}
+
+#[test]
+fn outbound_qos2_runs_the_four_way_handshake() {
+    let mut p = peer(V5);
+    assert_eq!(
+        p.session.deliver(p.now, outbound(QoS::ExactlyOnce)),
+        Delivery::Accepted
+    );
+    let a = p.drain();
+    assert!(matches!(&p.packets(&a)[..], [Packet::Publish(x)] if x.qos == QoS::ExactlyOnce));
+    let a = p.send(Packet::PubRec(PubRec::new(pid(1))));
+    assert_eq!(p.packets(&a), [Packet::PubRel(PubRel::new(pid(1)))]);
+    let a = p.send(Packet::PubComp(PubComp::new(pid(1))));
+    assert!(a.is_empty());
+}
+
+#[test]
+fn outbound_respects_the_client_maximum_packet_size() {
+    let mut c = connect(V5, "c1", None);
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(10);
+    let mut p = Peer::connected(
+        V5,
+        SessionConfig::default(),
+        c,
+        identity("alice", "c1", None),
+    );
+    let mut big = outbound(QoS::AtMostOnce);
+    big.payload = Bytes::from_static(&[0; 20]);
+    assert_eq!(p.session.deliver(p.now, big), Delivery::TooLarge);
+    assert!(p.drain().is_empty());
+    let mut fresh = Peer::new(V5, SessionConfig::default());
+    assert_eq!(
+        fresh.session.deliver(fresh.now, outbound(QoS::AtMostOnce)),
+        Delivery::NotConnected
+    );
+}

@@ -1,0 +1,203 @@
+//! SUBSCRIBE and UNSUBSCRIBE: one authorization per filter, SUBACK codes in
+//! order, granted QoS capped, unsupported features refused per filter; keep
+//! alive and PINGREQ.
+
+mod common;
+
+use common::session::*;
+use common::{V3, V5, filter, pid};
+use testament::codec::*;
+use testament::session::*;
+
+fn sub(f: &'static str, qos: QoS) -> Subscription {
+    Subscription {
+        filter: filter(f),
+        options: SubscriptionOptions {
+            qos,
+            ..Default::default()
+        },
+    }
+}
+
+fn subscribe(subs: Vec<Subscription>) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: pid(4),
+        properties: Default::default(),
+        subscriptions: subs,
+    })
+}
+
+#[test]
+fn one_authorization_per_filter_and_suback_in_order() {
+    for v in [V3, V5] {
+        let config = SessionConfig {
+            maximum_qos: QoS::AtLeastOnce,
+            ..Default::default()
+        };
+        let mut p = Peer::connected(
+            v,
+            config,
+            connect(v, "c1", None),
+            identity("alice", "c1", None),
+        );
+        let a = p.send(subscribe(vec![
+            sub("a/#", QoS::ExactlyOnce),
+            sub("b", QoS::AtMostOnce),
+            sub("c", QoS::AtLeastOnce),
+        ]));
+        assert_eq!(kinds(&a), ["authorize", "authorize", "authorize"]);
+        let t = authorize_tickets(&a);
+        let Action::Authorize { query, .. } = &a[0] else {
+            panic!()
+        };
+        assert_eq!(
+            query.qos,
+            QoS::AtLeastOnce,
+            "requested QoS 2 is capped at the maximum"
+        );
+        assert!(p.authorize(t[2], allow()).is_empty());
+        assert!(p.authorize(t[0], allow()).is_empty());
+        let a = p.authorize(t[1], deny());
+        assert_eq!(kinds(&a), ["audit", "audit", "audit", "send", "subscribe"]);
+        let packets = p.packets(&a);
+        let [Packet::SubAck(ack)] = &packets[..] else {
+            panic!()
+        };
+        let expected = if v == V5 {
+            vec![
+                SubAckReasonCode::GrantedQoS1,
+                SubAckReasonCode::NotAuthorized,
+                SubAckReasonCode::GrantedQoS1,
+            ]
+        } else {
+            // 3.1.1 reads every failure as 0x80.
+            vec![
+                SubAckReasonCode::GrantedQoS1,
+                SubAckReasonCode::UnspecifiedError,
+                SubAckReasonCode::GrantedQoS1,
+            ]
+        };
+        assert_eq!(ack.reason_codes, expected);
+        let Some(Action::Subscribe { granted, .. }) = a.last() else {
+            panic!()
+        };
+        let filters: Vec<_> = granted
+            .iter()
+            .map(|g| g.subscription.filter.to_string())
+            .collect();
+        assert_eq!(filters, ["a/#", "c"]);
+    }
+}
+
+#[test]
+fn unsupported_features_are_refused_per_filter_without_asking() {
+    let config = SessionConfig {
+        shared_subscriptions: false,
+        wildcard_subscriptions: false,
+        ..Default::default()
+    };
+    let mut p = Peer::connected(
+        V5,
+        config,
+        connect(V5, "c1", None),
+        identity("alice", "c1", None),
+    );
+    let a = p.send(subscribe(vec![
+        sub("$share/g/a", QoS::AtMostOnce),
+        sub("a/+", QoS::AtMostOnce),
+        sub("a/b", QoS::AtMostOnce),
+    ]));
+    assert_eq!(kinds(&a), ["authorize"]);
+    let a = p.authorize(authorize_tickets(&a)[0], allow());
+    let packets = p.packets(&a);
+    let [Packet::SubAck(ack)] = &packets[..] else {
+        panic!()
+    };
+    assert_eq!(
+        ack.reason_codes,
+        [
+            SubAckReasonCode::SharedSubscriptionsNotSupported,
+            SubAckReasonCode::WildcardSubscriptionsNotSupported,
+            SubAckReasonCode::GrantedQoS0
+        ]
+    );
+}
+
+#[test]
+fn unsubscribe_is_acknowledged_and_handed_up() {
+    let mut p = Peer::connected(
+        V5,
+        SessionConfig::default(),
+        connect(V5, "c1", None),
+        identity("alice", "c1", None),
+    );
+    let a = p.send(Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(9),
+        properties: Default::default(),
+        filters: vec![filter("a/#")],
+    }));
+    assert_eq!(kinds(&a), ["send", "unsubscribe"]);
+    let packets = p.packets(&a);
+    assert!(
+        matches!(&packets[..], [Packet::UnsubAck(u)] if u.packet_id == pid(9) && u.reason_codes == [UnsubAckReasonCode::Success])
+    );
+}
+
+#[test]
+fn pingreq_gets_pingresp_and_resets_keep_alive() {
+    for v in [V3, V5] {
+        let mut p = Peer::connected(
+            v,
+            SessionConfig::default(),
+            connect(v, "c1", None),
+            identity("alice", "c1", None),
+        );
+        assert!(p.advance(14_000).is_empty());
+        let a = p.send(Packet::PingReq);
+        assert_eq!(p.packets(&a), [Packet::PingResp]);
+        assert!(
+            p.advance(14_000).is_empty(),
+            "the ping reset the 15 s deadline"
+        );
+        assert_eq!(closes(&p.advance(1_000)).len(), 1);
+    }
+}
+
+#[test]
+fn server_keep_alive_caps_the_client_and_is_announced() {
+    // [MQTT-3.2.2-21]
+    let config = SessionConfig {
+        server_keep_alive: Some(5),
+        ..Default::default()
+    };
+    let mut p = Peer::new(V5, config);
+    let a = p.send(Packet::Connect(Box::new(connect(V5, "c1", None))));
+    let a = p.authenticate(
+        authenticate_ticket(&a),
+        AuthnOutcome::Success(identity("alice", "c1", None)),
+    );
+    let a = p.open(open_ticket(&a), false);
+    let packets = p.packets(&a);
+    let [Packet::ConnAck(ack)] = &packets[..] else {
+        panic!()
+    };
+    assert_eq!(ack.properties.server_keep_alive, Some(5));
+    assert!(p.advance(7_499).is_empty());
+    assert_eq!(closes(&p.advance(1)).len(), 1);
+}
+
+#[test]
+fn deadlines_move_forward_after_handle_timeout() {
+    let mut p = Peer::connected(
+        V5,
+        SessionConfig::default(),
+        connect(V5, "c1", None),
+        identity("alice", "c1", None),
+    );
+    for step in [1u64, 500, 7_000, 7_498] {
+        p.advance(step);
+        if let Some(next) = p.session.poll_timeout() {
+            assert!(next > p.now, "deadline {next} not after {}", p.now);
+        }
+    }
+}
