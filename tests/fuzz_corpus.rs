@@ -32,3 +32,8 @@ fn decode_corpus() {
 fn roundtrip_corpus() {
     replay("roundtrip", testament::fuzzing::roundtrip);
 }
+
+#[test]
+fn session_corpus() {
+    replay("session", testament::fuzzing::session);
+}
