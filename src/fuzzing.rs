@@ -303,7 +303,7 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
             match &action {
                 Action::Authenticate { ticket, .. } => open.push(Req::Authn(*ticket)),
                 Action::Authorize { ticket, query } => {
-                    open.push(Req::Authz(*ticket, query.topic.clone(), query.op));
+                    open.push(Req::Authz(*ticket, query.topic.to_string(), query.op));
                 }
                 Action::Open { ticket, .. } => open.push(Req::Open(*ticket)),
                 Action::Send(bytes) => {

@@ -423,22 +423,16 @@ fn authorization_audit_record_names_rule_and_trigger() {
     let acl = Acl::new(vec![
         rule(Deny, Ops::WILL, Subject::Anyone, "t/#").named("revoked"),
     ]);
-    let alice = id("alice", "c1", &[]);
-    let req = AuthzRequest {
-        identity: &alice,
+    let query = AuthzQuery {
+        identity: std::sync::Arc::new(id("alice", "c1", &[])),
         op: Will,
-        topic: "t/alice",
+        topic: testament::codec::MqttString::from_static("t/alice"),
         qos: QoS::AtLeastOnce,
         retain: true,
+        will_trigger: Some(WillTrigger::KeepAliveTimeout),
     };
-    let d = acl.authorize(&req);
-    let line = AuditRecord::authorization(
-        Timestamp::from_secs(5),
-        &req,
-        &d,
-        Some(WillTrigger::KeepAliveTimeout),
-    )
-    .to_string();
+    let d = acl.authorize(&query.as_request());
+    let line = AuditRecord::authorization(Timestamp::from_secs(5), query, d).to_string();
     assert_eq!(
         line,
         "event=authz at=5.000 op=will principal=alice client_id=c1 topic=t/alice qos=1 retain=true \

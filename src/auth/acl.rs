@@ -42,7 +42,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::identity::Identity;
-use crate::codec::{QoS, TopicFilter};
+use crate::codec::{MqttString, QoS, TopicFilter};
 
 /// What a client asks to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -594,6 +594,37 @@ impl Bucket {
             out.push(&self.by_principal[at].1);
         }
         out.push(&self.rest);
+    }
+}
+
+/// An owned authorization request, as the core emits it and audit records
+/// keep it: the identity snapshot, what, where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzQuery {
+    /// Who asks (for a will: the identity stored with it).
+    pub identity: Arc<Identity>,
+    /// The operation.
+    pub op: Operation,
+    /// Topic name (publish, will) or filter (subscribe), shared with the packet.
+    pub topic: MqttString,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// For a will: what triggered it.
+    pub will_trigger: Option<super::audit::WillTrigger>,
+}
+
+impl AuthzQuery {
+    /// The borrowed form [`Acl::authorize`] answers.
+    pub fn as_request(&self) -> AuthzRequest<'_> {
+        AuthzRequest {
+            identity: &self.identity,
+            op: self.op,
+            topic: &self.topic,
+            qos: self.qos,
+            retain: self.retain,
+        }
     }
 }
 

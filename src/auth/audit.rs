@@ -4,10 +4,9 @@
 
 use std::fmt::{self, Display, Write as _};
 
-use super::acl::{Decision, Operation};
+use super::acl::{AuthzQuery, Decision};
 use super::identity::{AuthMethod, Identity, TokenDigest};
 use super::jwt::AuthnFailure;
-use crate::codec::QoS;
 use crate::time::Timestamp;
 
 /// Why a will was triggered (§3.1.2.5 and `DESIGN.md`).
@@ -111,22 +110,11 @@ pub enum AuditRecord {
     Authorization {
         /// When.
         at: Timestamp,
-        /// Whose request.
-        principal: String,
-        /// From which client.
-        client_id: String,
-        /// What.
-        op: Operation,
-        /// Where: a topic name, or a filter for subscribe.
-        topic: String,
-        /// At which QoS.
-        qos: QoS,
-        /// With which retain flag.
-        retain: bool,
+        /// The request (its identity, operation, topic, QoS, retain, and for
+        /// a will its trigger).
+        query: AuthzQuery,
         /// The answer.
         decision: Decision,
-        /// For a will: what triggered it.
-        will_trigger: Option<WillTrigger>,
     },
     /// A step in the life of a will.
     Will {
@@ -160,22 +148,11 @@ impl AuditRecord {
     }
 
     /// The record of an authorization decision.
-    pub fn authorization(
-        at: Timestamp,
-        request: &super::acl::AuthzRequest<'_>,
-        decision: &Decision,
-        will_trigger: Option<WillTrigger>,
-    ) -> Self {
+    pub fn authorization(at: Timestamp, query: AuthzQuery, decision: Decision) -> Self {
         Self::Authorization {
             at,
-            principal: request.identity.principal.clone(),
-            client_id: request.identity.client_id.clone(),
-            op: request.op,
-            topic: request.topic.to_string(),
-            qos: request.qos,
-            retain: request.retain,
-            decision: decision.clone(),
-            will_trigger,
+            query,
+            decision,
         }
     }
 }
@@ -234,26 +211,20 @@ impl Display for AuditRecord {
             }
             Self::Authorization {
                 at,
-                principal,
-                client_id,
-                op,
-                topic,
-                qos,
-                retain,
+                query,
                 decision,
-                will_trigger,
             } => {
                 write!(f, "event=authz")?;
                 kv(f, "at", at)?;
-                kv(f, "op", op)?;
-                kv(f, "principal", principal)?;
-                kv(f, "client_id", client_id)?;
-                kv(f, "topic", topic)?;
-                kv(f, "qos", *qos as u8)?;
-                kv(f, "retain", retain)?;
+                kv(f, "op", query.op)?;
+                kv(f, "principal", &query.identity.principal)?;
+                kv(f, "client_id", &query.identity.client_id)?;
+                kv(f, "topic", &query.topic)?;
+                kv(f, "qos", query.qos as u8)?;
+                kv(f, "retain", query.retain)?;
                 kv(f, "decision", decision.effect)?;
                 kv(f, "by", &decision.decided_by)?;
-                if let Some(t) = will_trigger {
+                if let Some(t) = query.will_trigger {
                     kv(f, "trigger", t)?;
                 }
                 Ok(())

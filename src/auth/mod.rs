@@ -14,8 +14,8 @@ mod identity;
 mod jwt;
 
 pub use acl::{
-    Acl, AuthzRequest, ClaimAcl, ClaimList, DecidedBy, Decision, Effect, FilterTemplate,
-    InvalidTemplate, Operation, Ops, Rule, Subject,
+    Acl, AuthzQuery, AuthzRequest, ClaimAcl, ClaimList, DecidedBy, Decision, Effect,
+    FilterTemplate, InvalidTemplate, Operation, Ops, Rule, Subject,
 };
 pub use audit::{AuditRecord, WillOutcome, WillTrigger};
 pub use identity::{ANONYMOUS, AuthMethod, Credentials, Identity, TokenDigest};

@@ -33,11 +33,10 @@ use crate::auth::{
     AuditRecord, Credentials, Decision, Identity, Operation, WillOutcome, WillTrigger,
 };
 use crate::codec::{
-    Auth, AuthReasonCode, Bytes, BytesMut, ConnAck, Connect, ConnectReasonCode, DecodeError,
-    Decoder, Disconnect, DisconnectReasonCode, Encode, LastWill, MqttString, Packet, PacketId,
-    PacketType, ProtocolVersion, PubAck, PubAckReasonCode, PubComp, PubRec, PubRel,
-    PubRelReasonCode, Publish, QoS, SubAck, SubAckReasonCode, Subscribe, TopicName, UnsubAck,
-    UnsubAckReasonCode, Unsubscribe,
+    Auth, AuthReasonCode, BytesMut, ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder,
+    Disconnect, DisconnectReasonCode, Encode, LastWill, MqttString, Packet, PacketId, PacketType,
+    ProtocolVersion, PubAck, PubAckReasonCode, PubComp, PubRec, PubRel, PubRelReasonCode, Publish,
+    QoS, SubAck, SubAckReasonCode, Subscribe, TopicName, UnsubAck, UnsubAckReasonCode, Unsubscribe,
 };
 use crate::time::Timestamp;
 
@@ -122,7 +121,7 @@ struct Conn {
     awaiting_pubrel: Vec<PacketId>,
     aliases_in: Vec<Option<TopicName>>,
     next_packet_id: u16,
-    outbound: Vec<(PacketId, OutState, Bytes)>,
+    outbound: Vec<(PacketId, OutState)>,
     outbound_queue: VecDeque<OutboundMessage>,
 }
 
@@ -138,6 +137,8 @@ pub struct Session {
     next_ticket: u64,
     assigned_client_id: String,
     conn: Option<Conn>,
+    /// Bytes written since the last queued output.
+    tx: BytesMut,
 }
 
 impl Session {
@@ -154,6 +155,7 @@ impl Session {
             next_ticket: 0,
             assigned_client_id: format!("testament-{:x}", now.as_millis()),
             conn: None,
+            tx: BytesMut::new(),
         }
     }
 
@@ -192,6 +194,9 @@ impl Session {
 
     /// The next output, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            self.flush_tx();
+        }
         self.actions.pop_front()
     }
 
@@ -343,21 +348,35 @@ impl Session {
         Ticket(self.next_ticket)
     }
 
-    fn send(&mut self, packet: &Packet) {
-        let mut buf = BytesMut::new();
-        if packet.encode(self.version, &mut buf).is_ok() {
-            self.actions.push_back(Action::Send(buf.freeze()));
+    /// Queues an output. Bytes written since the last output go out first,
+    /// as one [`Action::Send`], so the order of actions is the order of events.
+    fn push(&mut self, action: Action) {
+        self.flush_tx();
+        self.actions.push_back(action);
+    }
+
+    fn flush_tx(&mut self) {
+        if !self.tx.is_empty() {
+            let bytes = self.tx.split().freeze();
+            self.actions.push_back(Action::Send(bytes));
         }
     }
 
+    /// Writes a packet to the client. Consecutive packets are batched into
+    /// one [`Action::Send`]: a burst of acknowledgements is one write.
+    fn send(&mut self, packet: &Packet) {
+        // Packets built here always encode; an error would only drop it.
+        let _ = packet.encode(self.version, &mut self.tx);
+    }
+
     fn audit(&mut self, record: AuditRecord) {
-        self.actions.push_back(Action::Audit(record));
+        self.push(Action::Audit(record));
     }
 
     /// Closes a connection that never got a successful CONNACK: no
     /// DISCONNECT [MQTT-3.14.0-1], no will [MQTT-3.1.4-6].
     fn close_before_connack(&mut self, detail: &str) {
-        self.actions.push_back(Action::Close(CloseReason {
+        self.push(Action::Close(CloseReason {
             code: DisconnectReasonCode::UnspecifiedError,
             detail: detail.to_string(),
         }));
@@ -393,7 +412,7 @@ impl Session {
             self.send(&Packet::Disconnect(Disconnect::new(code)));
         }
         self.trigger_will(now, trigger);
-        self.actions.push_back(Action::Close(CloseReason {
+        self.push(Action::Close(CloseReason {
             code,
             detail: detail.to_string(),
         }));
@@ -427,7 +446,7 @@ impl Session {
         };
         let session_expiry_interval = conn.session_expiry;
         self.audit(record);
-        self.actions.push_back(Action::DeliverWill(DueWill {
+        self.push(Action::DeliverWill(DueWill {
             will,
             identity,
             trigger,
@@ -591,7 +610,7 @@ impl Session {
         }
         let ticket = self.ticket();
         self.state = State::Authenticating(ticket);
-        self.actions.push_back(Action::Authenticate {
+        self.push(Action::Authenticate {
             ticket,
             credentials,
             reauthentication: false,
@@ -619,7 +638,7 @@ impl Session {
         let credentials = conn.credentials.clone();
         let ticket = self.ticket();
         self.state = State::Authenticating(ticket);
-        self.actions.push_back(Action::Authenticate {
+        self.push(Action::Authenticate {
             ticket,
             credentials,
             reauthentication: false,
@@ -691,13 +710,13 @@ impl Session {
                 let will = conn
                     .will
                     .as_ref()
-                    .map(|w| (w.topic.to_string(), w.qos, w.retain));
+                    .map(|w| (w.topic.as_mqtt_str().clone(), w.qos, w.retain));
                 self.audit(AuditRecord::authenticated(&identity));
                 match will {
                     Some((topic, qos, retain)) if self.config.check_will_at_connect => {
                         let ticket = self.ticket();
                         self.state = State::CheckingWill(ticket);
-                        self.actions.push_back(Action::Authorize {
+                        self.push(Action::Authorize {
                             ticket,
                             query: AuthzQuery {
                                 identity,
@@ -731,7 +750,7 @@ impl Session {
             identity,
         };
         self.state = State::Opening(ticket);
-        self.actions.push_back(action);
+        self.push(action);
     }
 
     /// The answer to an [`Action::Open`]: whether a stored session was
@@ -859,18 +878,14 @@ impl Session {
         let query = AuthzQuery {
             identity,
             op: Operation::Will,
-            topic: will.topic.to_string(),
+            topic: will.topic.as_mqtt_str().clone(),
             qos: will.qos,
             retain: will.retain,
             will_trigger: None,
         };
-        self.audit(AuditRecord::authorization(
-            now,
-            &query.as_request(),
-            &decision,
-            None,
-        ));
-        if decision.is_allowed() {
+        let allowed = decision.is_allowed();
+        self.audit(AuditRecord::authorization(now, query, decision));
+        if allowed {
             self.open();
         } else {
             // Denied at CONNECT: refused with 0x87 (3.1.1: 0x05), no will.
@@ -988,7 +1003,7 @@ impl Session {
         let query = AuthzQuery {
             identity,
             op: Operation::Publish,
-            topic: topic.to_string(),
+            topic: topic.as_mqtt_str().clone(),
             qos: p.qos,
             retain: p.retain,
             will_trigger: None,
@@ -1004,7 +1019,7 @@ impl Session {
             topic,
             decision: None,
         });
-        self.actions.push_back(Action::Authorize { ticket, query });
+        self.push(Action::Authorize { ticket, query });
     }
 
     /// Carries out every decided request at the front of the queue, in order.
@@ -1047,16 +1062,12 @@ impl Session {
         topic: TopicName,
         decision: Decision,
     ) {
-        self.audit(AuditRecord::authorization(
-            now,
-            &query.as_request(),
-            &decision,
-            None,
-        ));
         let allowed = decision.is_allowed();
+        let identity = query.identity.clone();
+        self.audit(AuditRecord::authorization(now, query, decision));
         if allowed {
-            self.actions.push_back(Action::Publish(InboundMessage {
-                identity: query.identity,
+            self.push(Action::Publish(InboundMessage {
+                identity,
                 topic,
                 payload: p.payload,
                 qos: p.qos,
@@ -1171,7 +1182,7 @@ impl Session {
                     let query = AuthzQuery {
                         identity: identity.clone(),
                         op: Operation::Subscribe,
-                        topic: sub.filter.to_string(),
+                        topic: sub.filter.as_mqtt_str().clone(),
                         qos: sub.options.qos.min(self.config.maximum_qos),
                         retain: false,
                         will_trigger: None,
@@ -1185,7 +1196,9 @@ impl Session {
             conn.pending
                 .push_back(Pending::Subscribe { packet: s, slots });
         }
-        self.actions.extend(requests);
+        for r in requests {
+            self.push(r);
+        }
         self.drain_pending(now);
     }
 
@@ -1196,17 +1209,14 @@ impl Session {
             match slot {
                 Slot::Refused(code) => codes.push(code),
                 Slot::Decided(query, decision) => {
-                    self.audit(AuditRecord::authorization(
-                        now,
-                        &query.as_request(),
-                        &decision,
-                        None,
-                    ));
-                    if decision.is_allowed() {
-                        codes.push(SubAckReasonCode::granted(query.qos));
+                    let qos = query.qos;
+                    let allowed = decision.is_allowed();
+                    self.audit(AuditRecord::authorization(now, query, decision));
+                    if allowed {
+                        codes.push(SubAckReasonCode::granted(qos));
                         granted.push(GrantedSubscription {
                             subscription: sub,
-                            granted_qos: query.qos,
+                            granted_qos: qos,
                         });
                     } else {
                         codes.push(SubAckReasonCode::NotAuthorized);
@@ -1221,7 +1231,7 @@ impl Session {
             reason_codes: codes,
         }));
         if !granted.is_empty() {
-            self.actions.push_back(Action::Subscribe {
+            self.push(Action::Subscribe {
                 granted,
                 subscription_identifier: s.properties.subscription_identifier,
             });
@@ -1235,7 +1245,7 @@ impl Session {
             properties: Default::default(),
             reason_codes: codes,
         }));
-        self.actions.push_back(Action::Unsubscribe(u.filters));
+        self.push(Action::Unsubscribe(u.filters));
     }
 
     fn on_disconnect(&mut self, now: Timestamp, d: Disconnect) {
@@ -1268,7 +1278,7 @@ impl Session {
         } else {
             self.trigger_will(now, WillTrigger::DisconnectWithWill);
         }
-        self.actions.push_back(Action::Close(CloseReason {
+        self.push(Action::Close(CloseReason {
             code: d.reason_code,
             detail: "client disconnected".into(),
         }));
@@ -1303,7 +1313,7 @@ impl Session {
         if let Some(conn) = self.conn.as_mut() {
             conn.reauth = Some(ticket);
         }
-        self.actions.push_back(Action::Authenticate {
+        self.push(Action::Authenticate {
             ticket,
             credentials,
             reauthentication: true,
@@ -1330,7 +1340,7 @@ impl Session {
                 let identity = Arc::new(identity);
                 conn.identity = Some(identity.clone());
                 self.audit(AuditRecord::authenticated(&identity));
-                self.actions.push_back(Action::IdentityChanged(identity));
+                self.push(Action::IdentityChanged(identity));
                 let mut ok = Auth::new(AuthReasonCode::Success);
                 ok.properties.authentication_method = method;
                 self.send(&Packet::Auth(ok));
@@ -1434,13 +1444,11 @@ impl Session {
         p.retain = msg.retain;
         p.packet_id = Some(id);
         p.properties = msg.properties;
-        let mut buf = BytesMut::new();
-        if p.encode(version, &mut buf).is_err() {
-            return;
+        // The hub keeps the message for redelivery on a later connection; a
+        // connection itself never resends [MQTT-4.4.0-1].
+        if p.encode(version, &mut self.tx).is_ok() {
+            conn.outbound.push((id, OutState::Published));
         }
-        let bytes = buf.freeze();
-        conn.outbound.push((id, OutState::Published, bytes.clone()));
-        self.actions.push_back(Action::Send(bytes));
     }
 
     fn on_pubrec(&mut self, r: PubRec) {
@@ -1450,7 +1458,7 @@ impl Session {
         match conn
             .outbound
             .iter_mut()
-            .find(|(id, state, _)| *id == r.packet_id && *state == OutState::Published)
+            .find(|(id, state)| *id == r.packet_id && *state == OutState::Published)
         {
             Some(entry) if !r.reason_code.is_error() => {
                 entry.1 = OutState::Released;
@@ -1475,7 +1483,7 @@ impl Session {
         if let Some(i) = conn
             .outbound
             .iter()
-            .position(|(pid, state, _)| *pid == id && *state == expected)
+            .position(|(pid, state)| *pid == id && *state == expected)
         {
             conn.outbound.remove(i);
         }
@@ -1500,7 +1508,7 @@ fn next_free_id(conn: &mut Conn) -> Option<PacketId> {
     for _ in 0..u16::MAX {
         conn.next_packet_id = conn.next_packet_id.checked_add(1).unwrap_or(1);
         let id = PacketId::new(conn.next_packet_id)?;
-        if !conn.outbound.iter().any(|(pid, _, _)| *pid == id) {
+        if !conn.outbound.iter().any(|(pid, _)| *pid == id) {
             return Some(id);
         }
     }

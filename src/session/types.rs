@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{
-    AuditRecord, AuthnFailure, Credentials, Decision, Identity, Operation, WillTrigger,
-};
+pub use crate::auth::AuthzQuery;
+use crate::auth::{AuditRecord, AuthnFailure, Credentials, Decision, Identity, WillTrigger};
 use crate::codec::{
     Bytes, DisconnectReasonCode, LastWill, Properties, PublishProperties, QoS, Subscription,
     SubscriptionId, TopicFilter, TopicName,
@@ -132,36 +131,6 @@ pub struct CloseReason {
     pub code: DisconnectReasonCode,
     /// A sentence for the log.
     pub detail: String,
-}
-
-/// An authorization request: the identity (a snapshot), what, where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthzQuery {
-    /// Who asks (for a will: the identity stored with it).
-    pub identity: Arc<Identity>,
-    /// The operation.
-    pub op: Operation,
-    /// Topic name (publish, will) or filter (subscribe).
-    pub topic: String,
-    /// QoS.
-    pub qos: QoS,
-    /// Retain flag.
-    pub retain: bool,
-    /// For a will: what triggered it.
-    pub will_trigger: Option<WillTrigger>,
-}
-
-impl AuthzQuery {
-    /// The borrowed form an [`crate::auth::Acl`] answers.
-    pub fn as_request(&self) -> crate::auth::AuthzRequest<'_> {
-        crate::auth::AuthzRequest {
-            identity: &self.identity,
-            op: self.op,
-            topic: &self.topic,
-            qos: self.qos,
-            retain: self.retain,
-        }
-    }
 }
 
 /// An application message that passed authorization, handed up for routing.

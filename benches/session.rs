@@ -1,0 +1,141 @@
+//! Session throughput: a connected session fed a stream of PUBLISH packets,
+//! every authorization answered Allow at once, against decoding the same
+//! stream alone, in one process (goal: the session costs at most 2× decode).
+//!
+//! `cargo bench --bench session` (BENCH_ROUNDS=n to change the rounds).
+
+mod harness;
+
+use std::hint::black_box;
+
+use harness::{Case, measure, ratio, report, rounds, timed};
+use testament::auth::{AuthMethod, ClaimAcl, DecidedBy, Decision, Effect, Identity};
+use testament::codec::{
+    Bytes, BytesMut, Connect, Decoder, Encode, MqttString, Packet, PacketId, ProtocolVersion,
+    Publish, QoS, TopicName,
+};
+use testament::session::{Action, AuthnOutcome, Session, SessionConfig};
+use testament::time::Timestamp;
+
+const PACKETS: usize = 50_000;
+
+fn stream(version: ProtocolVersion, qos: QoS) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..PACKETS {
+        let topic = format!("fleet/site-{:04}/server-{:06}/state", i % 1000, i);
+        let mut p = Publish::new(TopicName::try_from(topic).unwrap(), vec![7u8; 100]);
+        p.qos = qos;
+        p.packet_id =
+            (qos != QoS::AtMostOnce).then(|| PacketId::new(1 + (i % 60_000) as u16).unwrap());
+        p.encode(version, &mut out).unwrap();
+    }
+    out
+}
+
+fn connected(version: ProtocolVersion, now: Timestamp) -> Session {
+    let config = SessionConfig {
+        receive_maximum: u16::MAX,
+        max_pending_authorizations: 1 << 20,
+        ..SessionConfig::default()
+    };
+    let mut s = Session::new(config, now);
+    let mut c = Connect::new(version, MqttString::from_static("bench"));
+    c.keep_alive = 0;
+    c.password = Some(Bytes::from_static(b"t"));
+    c.username = Some(MqttString::from_static("p"));
+    s.handle_bytes(now, &Packet::Connect(Box::new(c)).to_vec(version).unwrap());
+    let ticket = match s.poll_action() {
+        Some(Action::Authenticate { ticket, .. }) => ticket,
+        other => panic!("{other:?}"),
+    };
+    let identity = Identity {
+        principal: "p".into(),
+        client_id: "bench".into(),
+        roles: vec![],
+        acl: ClaimAcl::default(),
+        expires_at: None,
+        key_id: None,
+        method: AuthMethod::Password,
+        authenticated_at: now,
+        token_digest: None,
+    };
+    s.handle_authentication(now, ticket, AuthnOutcome::Success(identity))
+        .unwrap();
+    let open = std::iter::from_fn(|| s.poll_action())
+        .find_map(|a| match a {
+            Action::Open { ticket, .. } => Some(ticket),
+            _ => None,
+        })
+        .unwrap();
+    s.handle_open(now, open, false).unwrap();
+    while s.poll_action().is_some() {}
+    s
+}
+
+fn cases(version: ProtocolVersion, qos: QoS) -> Vec<Case<'static>> {
+    let bytes = stream(version, qos);
+    let n = PACKETS as u64;
+    let len = bytes.len() as u64;
+    let decode_bytes = bytes.clone();
+    let decode = Case::new("decode alone", n, len, move || {
+        let mut d = Decoder::new(1 << 20).with_version(version);
+        *d.buffer_mut() = BytesMut::from(&decode_bytes[..]);
+        timed(|| {
+            while let Some(p) = d.decode().unwrap() {
+                black_box(p);
+            }
+        })
+    });
+    let allow = Decision {
+        effect: Effect::Allow,
+        decided_by: DecidedBy::Rule {
+            index: 0,
+            name: None,
+        },
+    };
+    let session = Case::new("session, Allow at once", n, len, move || {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let mut s = connected(version, now);
+        timed(|| {
+            // Feed in 16 KiB reads, as a driver would.
+            for chunk in bytes.chunks(16 * 1024) {
+                s.handle_bytes(now, chunk);
+                while let Some(a) = s.poll_action() {
+                    match a {
+                        Action::Authorize { ticket, .. } => {
+                            s.handle_authorization(now, ticket, allow.clone()).unwrap();
+                        }
+                        other => {
+                            black_box(other);
+                        }
+                    }
+                }
+            }
+        })
+    });
+    vec![decode, session]
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let rounds = if quick { 1 } else { rounds(9) };
+    println!("# session: {PACKETS} PUBLISH packets, 100-byte payload, median of {rounds} rounds");
+    for (version, qos) in [
+        (ProtocolVersion::V311, QoS::AtMostOnce),
+        (ProtocolVersion::V311, QoS::AtLeastOnce),
+        (ProtocolVersion::V5, QoS::AtMostOnce),
+        (ProtocolVersion::V5, QoS::AtLeastOnce),
+    ] {
+        let results = measure(rounds, &mut cases(version, qos));
+        report(
+            &format!("{version} {qos:?}"),
+            "messages",
+            &results,
+            &["decode alone"],
+        );
+        println!(
+            "\n{version} {qos:?}: session cost / decode cost = {:.2}×",
+            1.0 / ratio(&results, "session, Allow at once", "decode alone")
+        );
+    }
+}
