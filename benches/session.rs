@@ -9,7 +9,10 @@ mod harness;
 use std::hint::black_box;
 
 use harness::{Case, measure, ratio, report, rounds, timed};
-use testament::auth::{AuthMethod, ClaimAcl, DecidedBy, Decision, Effect, Identity};
+use testament::auth::{
+    Acl, AuthMethod, ClaimAcl, DecidedBy, Decision, Effect, FilterTemplate, Identity, Ops, Rule,
+    Subject,
+};
 use testament::codec::{
     Bytes, BytesMut, Connect, Decoder, Encode, MqttString, Packet, PacketId, ProtocolVersion,
     Publish, QoS, TopicName,
@@ -113,7 +116,26 @@ fn cases(version: ProtocolVersion, qos: QoS) -> Vec<Case<'static>> {
             }
         })
     });
-    vec![decode, session]
+    let acl_bytes = stream(version, qos);
+    let acl: std::sync::Arc<Acl> = std::sync::Arc::new(Acl::new(vec![Rule::new(
+        Effect::Allow,
+        Ops::PUBLISH,
+        Subject::Authenticated,
+        FilterTemplate::new("fleet/#").unwrap(),
+    )]));
+    let with_acl = Case::new("session, ACL in the session", n, len, move || {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let mut s = connected(version, now).with_authorizer(acl.clone());
+        timed(|| {
+            for chunk in acl_bytes.chunks(16 * 1024) {
+                s.handle_bytes(now, chunk);
+                while let Some(a) = s.poll_action() {
+                    black_box(a);
+                }
+            }
+        })
+    });
+    vec![decode, session, with_acl]
 }
 
 fn main() {
@@ -134,8 +156,9 @@ fn main() {
             &["decode alone"],
         );
         println!(
-            "\n{version} {qos:?}: session cost / decode cost = {:.2}×",
-            1.0 / ratio(&results, "session, Allow at once", "decode alone")
+            "\n{version} {qos:?}: session cost / decode cost = {:.2}× (host answers), {:.2}× (ACL in the session)",
+            1.0 / ratio(&results, "session, Allow at once", "decode alone"),
+            1.0 / ratio(&results, "session, ACL in the session", "decode alone")
         );
     }
 }

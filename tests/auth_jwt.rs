@@ -467,12 +467,16 @@ fn audit_records_never_hold_the_token() {
     let id = a
         .authenticate(&password("c1", "alice", &token), now())
         .unwrap();
-    let ok = AuditRecord::authenticated(&id).to_string();
+    let ok = AuditRecord::authenticated(std::sync::Arc::new(id)).to_string();
     let bad = AuditRecord::AuthenticationFailed {
         at: now(),
         client_id: "c1".into(),
         username: Some("alice".into()),
-        failure: refused(&a, &password("c1", "alice", &resigned(&token)), now()),
+        failure: Box::new(refused(
+            &a,
+            &password("c1", "alice", &resigned(&token)),
+            now(),
+        )),
     }
     .to_string();
     for line in [&ok, &bad] {
@@ -512,9 +516,18 @@ fn will_audit_records_read_as_one_line_each() {
     let line = |outcome| {
         AuditRecord::Will {
             at: now(),
-            principal: "server-17".into(),
-            client_id: "srv-17".into(),
-            topic: "trusted/srv-17/server/state".into(),
+            identity: std::sync::Arc::new(Identity {
+                principal: "server-17".into(),
+                client_id: "srv-17".into(),
+                roles: vec![],
+                acl: ClaimAcl::default(),
+                expires_at: None,
+                key_id: None,
+                method: AuthMethod::Password,
+                authenticated_at: now(),
+                token_digest: None,
+            }),
+            topic: testament::codec::MqttString::from_static("trusted/srv-17/server/state"),
             trigger: Some(WillTrigger::NetworkError),
             outcome,
         }

@@ -3,10 +3,12 @@
 //! token or a key — at most a token's short digest.
 
 use std::fmt::{self, Display, Write as _};
+use std::sync::Arc;
 
 use super::acl::{AuthzQuery, Decision};
-use super::identity::{AuthMethod, Identity, TokenDigest};
+use super::identity::Identity;
 use super::jwt::AuthnFailure;
+use crate::codec::MqttString;
 use crate::time::Timestamp;
 
 /// Why a will was triggered (§3.1.2.5 and `DESIGN.md`).
@@ -82,18 +84,9 @@ pub enum AuditRecord {
     Authenticated {
         /// When.
         at: Timestamp,
-        /// The identity established.
-        principal: String,
-        /// Its client id.
-        client_id: String,
-        /// How.
-        method: AuthMethod,
-        /// The key that verified the token.
-        key_id: Option<String>,
-        /// The credential's expiry.
-        expires_at: Option<Timestamp>,
-        /// Digest of the credential.
-        token: Option<TokenDigest>,
+        /// The identity established (principal, client id, method, key,
+        /// expiry, token digest).
+        identity: Arc<Identity>,
     },
     /// A client failed to prove who it is.
     AuthenticationFailed {
@@ -104,7 +97,7 @@ pub enum AuditRecord {
         /// The user name it gave.
         username: Option<String>,
         /// Why, and what was learnt of the token.
-        failure: AuthnFailure,
+        failure: Box<AuthnFailure>,
     },
     /// An authorization decision.
     Authorization {
@@ -120,12 +113,10 @@ pub enum AuditRecord {
     Will {
         /// When.
         at: Timestamp,
-        /// Whose will.
-        principal: String,
-        /// Of which client.
-        client_id: String,
+        /// The identity the will belongs to.
+        identity: Arc<Identity>,
         /// Its topic.
-        topic: String,
+        topic: MqttString,
         /// What triggered it.
         trigger: Option<WillTrigger>,
         /// What happened.
@@ -135,15 +126,10 @@ pub enum AuditRecord {
 
 impl AuditRecord {
     /// The record of a successful authentication.
-    pub fn authenticated(identity: &Identity) -> Self {
+    pub fn authenticated(identity: Arc<Identity>) -> Self {
         Self::Authenticated {
             at: identity.authenticated_at,
-            principal: identity.principal.clone(),
-            client_id: identity.client_id.clone(),
-            method: identity.method.clone(),
-            key_id: identity.key_id.clone(),
-            expires_at: identity.expires_at,
-            token: identity.token_digest,
+            identity,
         }
     }
 
@@ -177,23 +163,15 @@ fn opt(v: &Option<impl Display>) -> String {
 impl Display for AuditRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Authenticated {
-                at,
-                principal,
-                client_id,
-                method,
-                key_id,
-                expires_at,
-                token,
-            } => {
+            Self::Authenticated { at, identity } => {
                 write!(f, "event=authn result=ok")?;
                 kv(f, "at", at)?;
-                kv(f, "principal", principal)?;
-                kv(f, "client_id", client_id)?;
-                kv(f, "method", method)?;
-                kv(f, "kid", opt(key_id))?;
-                kv(f, "exp", opt(expires_at))?;
-                kv(f, "token", opt(token))
+                kv(f, "principal", &identity.principal)?;
+                kv(f, "client_id", &identity.client_id)?;
+                kv(f, "method", &identity.method)?;
+                kv(f, "kid", opt(&identity.key_id))?;
+                kv(f, "exp", opt(&identity.expires_at))?;
+                kv(f, "token", opt(&identity.token_digest))
             }
             Self::AuthenticationFailed {
                 at,
@@ -231,8 +209,7 @@ impl Display for AuditRecord {
             }
             Self::Will {
                 at,
-                principal,
-                client_id,
+                identity,
                 topic,
                 trigger,
                 outcome,
@@ -247,8 +224,8 @@ impl Display for AuditRecord {
                     WillOutcome::Denied { decision } => ("denied", Some(decision.reason())),
                 };
                 kv(f, "outcome", name)?;
-                kv(f, "principal", principal)?;
-                kv(f, "client_id", client_id)?;
+                kv(f, "principal", &identity.principal)?;
+                kv(f, "client_id", &identity.client_id)?;
                 kv(f, "topic", topic)?;
                 kv(f, "trigger", opt(trigger))?;
                 if let Some(d) = detail {

@@ -46,6 +46,20 @@ pub use types::{
     SessionConfig, Ticket, TransportClosed,
 };
 
+/// A policy the session may consult synchronously — the rustls model: a
+/// built-in verifier answers on the spot, anything else is a pause point.
+/// It must be a pure function of the request, like [`crate::auth::Acl`].
+pub trait Authorizer: Send + Sync + std::fmt::Debug {
+    /// The decision, or `None` to let the host answer asynchronously.
+    fn authorize(&self, request: &crate::auth::AuthzRequest<'_>) -> Option<Decision>;
+}
+
+impl Authorizer for crate::auth::Acl {
+    fn authorize(&self, request: &crate::auth::AuthzRequest<'_>) -> Option<Decision> {
+        Some(crate::auth::Acl::authorize(self, request))
+    }
+}
+
 /// A host mistake: the session cannot take this input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -139,6 +153,8 @@ pub struct Session {
     conn: Option<Conn>,
     /// Bytes written since the last queued output.
     tx: BytesMut,
+    /// Answers authorization requests on the spot instead of emitting them.
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 impl Session {
@@ -156,6 +172,7 @@ impl Session {
             assigned_client_id: format!("testament-{:x}", now.as_millis()),
             conn: None,
             tx: BytesMut::new(),
+            authorizer: None,
         }
     }
 
@@ -165,6 +182,21 @@ impl Session {
     pub fn with_assigned_client_id(mut self, id: impl Into<String>) -> Self {
         self.assigned_client_id = id.into();
         self
+    }
+
+    /// Installs a synchronous authorizer: requests it answers are decided on
+    /// the spot (and still audited) instead of leaving as
+    /// [`Action::Authorize`]; those it returns `None` for still leave.
+    #[must_use]
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// Replaces (or removes) the synchronous authorizer, e.g. after the ACL
+    /// was reloaded; decisions from now on use it.
+    pub fn set_authorizer(&mut self, authorizer: Option<Arc<dyn Authorizer>>) {
+        self.authorizer = authorizer;
     }
 
     /// The protocol version (3.1.1 until a CONNECT says otherwise).
@@ -438,21 +470,20 @@ impl Session {
         };
         let record = AuditRecord::Will {
             at: now,
-            principal: identity.principal.clone(),
-            client_id: conn.client_id.clone(),
-            topic: will.topic.to_string(),
+            identity: identity.clone(),
+            topic: will.topic.as_mqtt_str().clone(),
             trigger: Some(trigger),
             outcome: WillOutcome::Triggered,
         };
         let session_expiry_interval = conn.session_expiry;
         self.audit(record);
-        self.push(Action::DeliverWill(DueWill {
+        self.push(Action::DeliverWill(Box::new(DueWill {
             will,
             identity,
             trigger,
             triggered_at: now,
             session_expiry_interval,
-        }));
+        })));
     }
 
     fn decode_fault(&mut self, now: Timestamp, e: DecodeError) {
@@ -612,7 +643,7 @@ impl Session {
         self.state = State::Authenticating(ticket);
         self.push(Action::Authenticate {
             ticket,
-            credentials,
+            credentials: Box::new(credentials),
             reauthentication: false,
         });
     }
@@ -640,7 +671,7 @@ impl Session {
         self.state = State::Authenticating(ticket);
         self.push(Action::Authenticate {
             ticket,
-            credentials,
+            credentials: Box::new(credentials),
             reauthentication: false,
         });
     }
@@ -678,7 +709,7 @@ impl Session {
                     at: now,
                     client_id: conn.client_id.clone(),
                     username: conn.credentials.username.clone(),
-                    failure: failure.clone(),
+                    failure: Box::new(failure.clone()),
                 };
                 self.audit(record);
                 self.refuse(failure.reason_code(), &failure.to_string());
@@ -711,22 +742,23 @@ impl Session {
                     .will
                     .as_ref()
                     .map(|w| (w.topic.as_mqtt_str().clone(), w.qos, w.retain));
-                self.audit(AuditRecord::authenticated(&identity));
+                self.audit(AuditRecord::authenticated(identity.clone()));
                 match will {
                     Some((topic, qos, retain)) if self.config.check_will_at_connect => {
+                        let query = AuthzQuery {
+                            identity,
+                            op: Operation::Will,
+                            topic,
+                            qos,
+                            retain,
+                            will_trigger: None,
+                        };
                         let ticket = self.ticket();
                         self.state = State::CheckingWill(ticket);
-                        self.push(Action::Authorize {
-                            ticket,
-                            query: AuthzQuery {
-                                identity,
-                                op: Operation::Will,
-                                topic,
-                                qos,
-                                retain,
-                                will_trigger: None,
-                            },
-                        });
+                        match self.decide_now(&query) {
+                            Some(decision) => self.on_will_checked(now, decision),
+                            None => self.push(Action::Authorize { ticket, query }),
+                        }
                     }
                     _ => self.open(),
                 }
@@ -1008,6 +1040,24 @@ impl Session {
             retain: p.retain,
             will_trigger: None,
         };
+        if let Some(decision) = self.decide_now(&query) {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            if conn.pending.is_empty() {
+                self.finish_publish(now, query, p, topic, decision);
+            } else {
+                // Earlier requests still wait: take effect after them.
+                conn.pending.push_back(Pending::Publish {
+                    ticket: Ticket(0),
+                    query,
+                    publish: p,
+                    topic,
+                    decision: Some(decision),
+                });
+            }
+            return;
+        }
         let ticket = self.ticket();
         let Some(conn) = self.conn.as_mut() else {
             return;
@@ -1020,6 +1070,11 @@ impl Session {
             decision: None,
         });
         self.push(Action::Authorize { ticket, query });
+    }
+
+    /// The synchronous authorizer's answer, if one is installed and answers.
+    fn decide_now(&self, query: &AuthzQuery) -> Option<Decision> {
+        self.authorizer.as_ref()?.authorize(&query.as_request())
     }
 
     /// Carries out every decided request at the front of the queue, in order.
@@ -1178,7 +1233,6 @@ impl Session {
                     SubAckReasonCode::UnspecifiedError
                 })),
                 None => {
-                    let ticket = self.ticket();
                     let query = AuthzQuery {
                         identity: identity.clone(),
                         op: Operation::Subscribe,
@@ -1187,8 +1241,13 @@ impl Session {
                         retain: false,
                         will_trigger: None,
                     };
-                    slots.push(Slot::Waiting(ticket, query.clone()));
-                    requests.push(Action::Authorize { ticket, query });
+                    if let Some(decision) = self.decide_now(&query) {
+                        slots.push(Slot::Decided(query, decision));
+                    } else {
+                        let ticket = self.ticket();
+                        slots.push(Slot::Waiting(ticket, query.clone()));
+                        requests.push(Action::Authorize { ticket, query });
+                    }
                 }
             }
         }
@@ -1265,9 +1324,8 @@ impl Session {
             if let (Some(will), Some(identity)) = (conn.will.take(), conn.identity.clone()) {
                 let record = AuditRecord::Will {
                     at: now,
-                    principal: identity.principal.clone(),
-                    client_id: conn.client_id.clone(),
-                    topic: will.topic.to_string(),
+                    identity: identity.clone(),
+                    topic: will.topic.as_mqtt_str().clone(),
                     trigger: None,
                     outcome: WillOutcome::Cancelled {
                         reason: "DISCONNECT 0x00".into(),
@@ -1315,7 +1373,7 @@ impl Session {
         }
         self.push(Action::Authenticate {
             ticket,
-            credentials,
+            credentials: Box::new(credentials),
             reauthentication: true,
         });
     }
@@ -1339,7 +1397,7 @@ impl Session {
                 conn.reauth = None;
                 let identity = Arc::new(identity);
                 conn.identity = Some(identity.clone());
-                self.audit(AuditRecord::authenticated(&identity));
+                self.audit(AuditRecord::authenticated(identity.clone()));
                 self.push(Action::IdentityChanged(identity));
                 let mut ok = Auth::new(AuthReasonCode::Success);
                 ok.properties.authentication_method = method;
@@ -1371,7 +1429,7 @@ impl Session {
                     at: now,
                     client_id: conn.client_id.clone(),
                     username: conn.credentials.username.clone(),
-                    failure,
+                    failure: Box::new(failure),
                 };
                 self.audit(record);
                 // [MQTT-4.12.1-2]

@@ -217,7 +217,7 @@ pub enum Action {
         /// Pairs the answer.
         ticket: Ticket,
         /// What the client presented.
-        credentials: Credentials,
+        credentials: Box<Credentials>,
         /// Whether this is a re-authentication of a connected client.
         reauthentication: bool,
     },
@@ -254,7 +254,7 @@ pub enum Action {
     /// Filters to remove.
     Unsubscribe(Vec<TopicFilter>),
     /// The will was triggered: authorize it when due and publish it on Allow.
-    DeliverWill(DueWill),
+    DeliverWill(Box<DueWill>),
     /// Re-authentication replaced the identity.
     IdentityChanged(Arc<Identity>),
     /// A record for the audit log.

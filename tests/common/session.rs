@@ -207,7 +207,7 @@ pub fn wills(actions: &[Action]) -> Vec<&DueWill> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::DeliverWill(w) => Some(w),
+            Action::DeliverWill(w) => Some(&**w),
             _ => None,
         })
         .collect()
