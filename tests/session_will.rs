@@ -275,3 +275,56 @@ fn a_connection_that_never_got_connack_has_no_will() {
     let a = p.advance(10_000);
     assert!(wills(&a).is_empty() && closes(&a).len() == 1);
 }
+
+#[test]
+fn the_will_can_be_rechecked_after_reauthentication() {
+    let config = SessionConfig {
+        recheck_will_on_reauth: true,
+        ..Default::default()
+    };
+    for allowed in [true, false] {
+        let mut c = connect(
+            V5,
+            "srv-17",
+            Some(will("trusted/srv-17/server/state", QoS::AtLeastOnce, true)),
+        );
+        c.properties.authentication_method = Some(MqttString::from_static("JWT"));
+        let mut p = Peer::connected(V5, config.clone(), c, identity("server-17", "srv-17", None));
+        let mut auth = Auth::new(AuthReasonCode::ReAuthenticate);
+        auth.properties.authentication_method = Some(MqttString::from_static("JWT"));
+        let a = p.send(Packet::Auth(auth));
+        let a = p.authenticate(
+            authenticate_ticket(&a),
+            AuthnOutcome::Success(identity("server-17", "srv-17", None)),
+        );
+        assert_eq!(kinds(&a), ["audit", "identity", "send", "authorize"]);
+        let Some(Action::Authorize { query, .. }) = a.last() else {
+            panic!()
+        };
+        assert_eq!(query.op, testament::auth::Operation::Will);
+        let a = p.authorize(
+            authorize_tickets(&a)[0],
+            if allowed { allow() } else { deny() },
+        );
+        if allowed {
+            assert_eq!(kinds(&a), ["audit"]);
+            assert!(p.session.is_connected());
+        } else {
+            let packets = p.packets(&a);
+            assert!(
+                matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::NotAuthorized)
+            );
+            assert!(
+                wills(&a).is_empty(),
+                "a will denied now is deleted, not sent"
+            );
+            assert!(a.iter().any(|x| matches!(
+                x,
+                Action::Audit(AuditRecord::Will {
+                    outcome: WillOutcome::Denied { .. },
+                    ..
+                })
+            )));
+        }
+    }
+}

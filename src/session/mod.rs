@@ -128,6 +128,8 @@ struct Conn {
     request_problem_info: bool,
     last_packet: Timestamp,
     reauth: Option<Ticket>,
+    /// A will re-check after re-authentication waiting for its decision.
+    will_recheck: Option<(Ticket, AuthzQuery)>,
     pending: VecDeque<Pending>,
     /// Inbound QoS 1/2 publishes not yet completed (Receive Maximum).
     inbound_inflight: u16,
@@ -610,6 +612,7 @@ impl Session {
             request_problem_info,
             last_packet: now,
             reauth: None,
+            will_recheck: None,
             pending: VecDeque::new(),
             inbound_inflight: 0,
             awaiting_pubrel: Vec::new(),
@@ -863,6 +866,15 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SessionError::UnknownTicket(ticket));
         };
+        if conn
+            .will_recheck
+            .as_ref()
+            .is_some_and(|(t, _)| *t == ticket)
+            && let Some((_, query)) = conn.will_recheck.take()
+        {
+            self.on_will_rechecked(now, query, decision);
+            return Ok(());
+        }
         let mut found = false;
         for p in conn.pending.iter_mut() {
             match p {
@@ -898,6 +910,35 @@ impl Session {
         }
         self.drain_pending(now);
         Ok(())
+    }
+
+    /// The will, re-checked after a re-authentication: denied, it is deleted
+    /// and the connection closed with 0x87.
+    fn on_will_rechecked(&mut self, now: Timestamp, query: AuthzQuery, decision: Decision) {
+        let allowed = decision.is_allowed();
+        let identity = query.identity.clone();
+        let topic = query.topic.clone();
+        self.audit(AuditRecord::authorization(now, query, decision.clone()));
+        if allowed {
+            return;
+        }
+        if let Some(conn) = self.conn.as_mut()
+            && conn.will.take().is_some()
+        {
+            self.audit(AuditRecord::Will {
+                at: now,
+                identity,
+                topic,
+                trigger: None,
+                outcome: WillOutcome::Denied { decision },
+            });
+        }
+        self.fail(
+            now,
+            DisconnectReasonCode::NotAuthorized,
+            "will no longer authorized after re-authentication",
+            WillTrigger::ServerClosed,
+        );
     }
 
     fn on_will_checked(&mut self, now: Timestamp, decision: Decision) {
@@ -1397,11 +1438,37 @@ impl Session {
                 conn.reauth = None;
                 let identity = Arc::new(identity);
                 conn.identity = Some(identity.clone());
+                let will = conn
+                    .will
+                    .as_ref()
+                    .map(|w| (w.topic.as_mqtt_str().clone(), w.qos, w.retain));
                 self.audit(AuditRecord::authenticated(identity.clone()));
-                self.push(Action::IdentityChanged(identity));
+                self.push(Action::IdentityChanged(identity.clone()));
                 let mut ok = Auth::new(AuthReasonCode::Success);
                 ok.properties.authentication_method = method;
                 self.send(&Packet::Auth(ok));
+                if let (Some((topic, qos, retain)), true) =
+                    (will, self.config.recheck_will_on_reauth)
+                {
+                    let query = AuthzQuery {
+                        identity,
+                        op: Operation::Will,
+                        topic,
+                        qos,
+                        retain,
+                        will_trigger: None,
+                    };
+                    match self.decide_now(&query) {
+                        Some(decision) => self.on_will_rechecked(now, query, decision),
+                        None => {
+                            let ticket = self.ticket();
+                            if let Some(conn) = self.conn.as_mut() {
+                                conn.will_recheck = Some((ticket, query.clone()));
+                            }
+                            self.push(Action::Authorize { ticket, query });
+                        }
+                    }
+                }
             }
             AuthnOutcome::Continue(data) => {
                 let mut more = Auth::new(AuthReasonCode::ContinueAuthentication);

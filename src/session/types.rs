@@ -64,6 +64,9 @@ pub struct SessionConfig {
     pub max_pending_authorizations: usize,
     /// Ask for the will's authorization at CONNECT (fail fast).
     pub check_will_at_connect: bool,
+    /// Ask for it again after each successful re-authentication; denied:
+    /// DISCONNECT 0x87 and the will is deleted (it could not be sent anyway).
+    pub recheck_will_on_reauth: bool,
     /// What happens when the credential expires.
     pub credential_expiry: CredentialExpiry,
     /// Clock skew allowed on the credential's `exp`.
@@ -94,6 +97,7 @@ impl Default for SessionConfig {
             max_outbound_queue: 1000,
             max_pending_authorizations: 64,
             check_will_at_connect: true,
+            recheck_will_on_reauth: false,
             credential_expiry: CredentialExpiry::Disconnect,
             credential_leeway: Duration::from_secs(30),
             denied_publish_v311: DeniedPublishV311::Acknowledge,
