@@ -297,8 +297,8 @@ fn the_will_can_be_rechecked_after_reauthentication() {
             authenticate_ticket(&a),
             AuthnOutcome::Success(identity("server-17", "srv-17", None)),
         );
-        assert_eq!(kinds(&a), ["audit", "identity", "send", "authorize"]);
-        let Some(Action::Authorize { query, .. }) = a.last() else {
+        assert_eq!(kinds(&a), ["audit", "identity", "authorize", "send"]);
+        let Some(Action::Authorize { query, .. }) = a.get(2) else {
             panic!()
         };
         assert_eq!(query.op, testament::auth::Operation::Will);

@@ -382,10 +382,21 @@ impl Session {
         Ticket(self.next_ticket)
     }
 
-    /// Queues an output. Bytes written since the last output go out first,
-    /// as one [`Action::Send`], so the order of actions is the order of events.
+    /// Queues an output. Bytes written so far go out first when the output's
+    /// meaning depends on them: a close after the last bytes, a will after
+    /// the DISCONNECT, subscriptions (and the retained messages they bring)
+    /// after the SUBACK. Other outputs let the bytes keep batching, so a burst
+    /// of acknowledgements becomes one write.
     fn push(&mut self, action: Action) {
-        self.flush_tx();
+        if matches!(
+            action,
+            Action::Close(_)
+                | Action::DeliverWill(_)
+                | Action::Subscribe { .. }
+                | Action::Unsubscribe(_)
+        ) {
+            self.flush_tx();
+        }
         self.actions.push_back(action);
     }
 
@@ -445,6 +456,8 @@ impl Session {
         if self.version == ProtocolVersion::V5 {
             self.send(&Packet::Disconnect(Disconnect::new(code)));
         }
+        // The DISCONNECT goes out before anything the will causes.
+        self.flush_tx();
         self.trigger_will(now, trigger);
         self.push(Action::Close(CloseReason {
             code,
@@ -1044,10 +1057,10 @@ impl Session {
                 self.send(&Packet::PubRec(PubRec::new(id)));
                 return;
             }
-            let in_progress = conn.pending.iter().any(|x| {
+            let in_progress = p.qos == QoS::ExactlyOnce && conn.pending.iter().any(|x| {
                 matches!(x, Pending::Publish { publish, .. } if publish.packet_id == Some(id) && publish.qos == QoS::ExactlyOnce)
             });
-            if in_progress && p.qos == QoS::ExactlyOnce {
+            if in_progress {
                 return;
             }
             if conn.inbound_inflight >= receive_maximum {
