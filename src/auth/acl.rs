@@ -707,7 +707,7 @@ impl Acl {
                 .map_or(req.topic, |(_, inner)| inner),
             _ => req.topic,
         };
-        let levels: SmallVec<[&str; 16]> = topic.split('/').collect();
+        let levels = split_levels(topic);
         let principal = req.identity.principal.as_str();
         let mut lists: SmallVec<[&[usize]; 8]> = SmallVec::new();
         let subscribe = req.op == Operation::Subscribe;
@@ -776,6 +776,19 @@ fn merged<'a>(mut lists: SmallVec<[&'a [usize]; 8]>) -> impl Iterator<Item = usi
         lists[k] = &lists[k][1..];
         Some(next)
     })
+}
+
+/// A topic's levels, split at each `/` (an ASCII byte, so every cut is on a
+/// character boundary).
+fn split_levels(topic: &str) -> SmallVec<[&str; 16]> {
+    let mut levels = SmallVec::new();
+    let mut start = 0;
+    for slash in memchr::memchr_iter(b'/', topic.as_bytes()) {
+        levels.push(topic.get(start..slash).unwrap_or_default());
+        start = slash + 1;
+    }
+    levels.push(topic.get(start..).unwrap_or_default());
+    levels
 }
 
 /// Whether a rule (or claim filter) with this effect applies to the request.
