@@ -475,6 +475,20 @@ impl Session {
         );
     }
 
+    /// The authorization request for the stored will, against the current identity.
+    fn will_query(&self) -> Option<AuthzQuery> {
+        let conn = self.conn.as_ref()?;
+        let will = conn.will.as_ref()?;
+        Some(AuthzQuery {
+            identity: conn.identity.clone()?,
+            op: Operation::Will,
+            topic: will.topic.as_mqtt_str().clone(),
+            qos: will.qos,
+            retain: will.retain,
+            will_trigger: None,
+        })
+    }
+
     /// Hands the will up, once, with the identity it must be authorized against.
     fn trigger_will(&mut self, now: Timestamp, trigger: WillTrigger) {
         let Some(conn) = self.conn.as_mut() else {
@@ -754,21 +768,9 @@ impl Session {
             AuthnOutcome::Success(identity) => {
                 let identity = Arc::new(identity);
                 conn.identity = Some(identity.clone());
-                let will = conn
-                    .will
-                    .as_ref()
-                    .map(|w| (w.topic.as_mqtt_str().clone(), w.qos, w.retain));
-                self.audit(AuditRecord::authenticated(identity.clone()));
-                match will {
-                    Some((topic, qos, retain)) if self.config.check_will_at_connect => {
-                        let query = AuthzQuery {
-                            identity,
-                            op: Operation::Will,
-                            topic,
-                            qos,
-                            retain,
-                            will_trigger: None,
-                        };
+                self.audit(AuditRecord::authenticated(identity));
+                match self.will_query() {
+                    Some(query) if self.config.check_will_at_connect => {
                         let ticket = self.ticket();
                         self.state = State::CheckingWill(ticket);
                         match self.decide_now(&query) {
@@ -955,19 +957,8 @@ impl Session {
     }
 
     fn on_will_checked(&mut self, now: Timestamp, decision: Decision) {
-        let Some(conn) = self.conn.as_ref() else {
+        let Some(query) = self.will_query() else {
             return;
-        };
-        let (Some(identity), Some(will)) = (conn.identity.clone(), conn.will.as_ref()) else {
-            return;
-        };
-        let query = AuthzQuery {
-            identity,
-            op: Operation::Will,
-            topic: will.topic.as_mqtt_str().clone(),
-            qos: will.qos,
-            retain: will.retain,
-            will_trigger: None,
         };
         let allowed = decision.is_allowed();
         self.audit(AuditRecord::authorization(now, query, decision));
@@ -1451,26 +1442,14 @@ impl Session {
                 conn.reauth = None;
                 let identity = Arc::new(identity);
                 conn.identity = Some(identity.clone());
-                let will = conn
-                    .will
-                    .as_ref()
-                    .map(|w| (w.topic.as_mqtt_str().clone(), w.qos, w.retain));
                 self.audit(AuditRecord::authenticated(identity.clone()));
-                self.push(Action::IdentityChanged(identity.clone()));
+                self.push(Action::IdentityChanged(identity));
                 let mut ok = Auth::new(AuthReasonCode::Success);
                 ok.properties.authentication_method = method;
                 self.send(&Packet::Auth(ok));
-                if let (Some((topic, qos, retain)), true) =
-                    (will, self.config.recheck_will_on_reauth)
+                if self.config.recheck_will_on_reauth
+                    && let Some(query) = self.will_query()
                 {
-                    let query = AuthzQuery {
-                        identity,
-                        op: Operation::Will,
-                        topic,
-                        qos,
-                        retain,
-                        will_trigger: None,
-                    };
                     match self.decide_now(&query) {
                         Some(decision) => self.on_will_rechecked(now, query, decision),
                         None => {
