@@ -1,0 +1,454 @@
+//! CONNECT to CONNACK: authentication, the will check, the open; enhanced
+//! authentication and re-authentication.
+
+use super::*;
+
+impl Session {
+    pub(super) fn valid_client_id(&self, id: &str) -> bool {
+        id.len() <= self.config.max_client_id_len
+            && (!self.config.strict_client_id || id.bytes().all(|b| b.is_ascii_alphanumeric()))
+    }
+
+    pub(super) fn on_connect(&mut self, now: Timestamp, c: Connect) {
+        self.version = c.protocol;
+        let v5 = c.protocol == ProtocolVersion::V5;
+        let props = &c.properties;
+        let request_problem_info = props.request_problem_information.unwrap_or(true);
+        let (client_id, assigned) = if c.client_id.is_empty() {
+            // [MQTT-3.1.3-6]/[MQTT-3.1.3-7]: an empty id is given one; 3.1.1
+            // only with Clean Session 1 [MQTT-3.1.3-8].
+            if !v5 && !c.clean_start {
+                self.refuse(
+                    ConnectReasonCode::ClientIdentifierNotValid,
+                    "empty client id without clean session",
+                );
+                return;
+            }
+            (self.assigned_client_id.clone(), true)
+        } else {
+            (c.client_id.to_string(), false)
+        };
+        let session_expiry = if v5 {
+            props.session_expiry_interval.unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let keep_alive = match self.config.server_keep_alive {
+            Some(cap) if v5 && (c.keep_alive == 0 || c.keep_alive > cap) => cap,
+            _ => c.keep_alive,
+        };
+        let credentials = Credentials {
+            client_id: client_id.clone(),
+            username: c.username.as_ref().map(ToString::to_string),
+            password: c.password.clone(),
+            auth_method: props
+                .authentication_method
+                .as_ref()
+                .map(ToString::to_string),
+            auth_data: props.authentication_data.clone(),
+            peer: None,
+        };
+        self.conn = Some(Conn {
+            client_id,
+            assigned_client_id: assigned,
+            clean_start: c.clean_start,
+            keep_alive,
+            server_keep_alive: (keep_alive != c.keep_alive).then_some(keep_alive),
+            session_expiry,
+            will: c.will.clone(),
+            credentials: credentials.clone(),
+            identity: None,
+            client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
+            client_max_packet: props.maximum_packet_size.map(|m| m.get()),
+            request_problem_info,
+            last_packet: now,
+            reauth: None,
+            will_recheck: None,
+            pending: VecDeque::new(),
+            inbound_inflight: 0,
+            awaiting_pubrel: Vec::new(),
+            aliases_in: vec![None; usize::from(self.config.topic_alias_maximum)],
+            next_packet_id: 0,
+            outbound: Vec::new(),
+            outbound_queue: VecDeque::new(),
+        });
+        if !self.valid_client_id(&credentials.client_id) {
+            self.refuse(
+                ConnectReasonCode::ClientIdentifierNotValid,
+                "client id not accepted",
+            );
+            return;
+        }
+        if let Some(will) = &c.will {
+            // [MQTT-3.2.2-12], [MQTT-3.2.2-13]
+            if will.qos > self.config.maximum_qos {
+                self.refuse(ConnectReasonCode::QoSNotSupported, "will QoS not supported");
+                return;
+            }
+            if will.retain && !self.config.retain_available {
+                self.refuse(
+                    ConnectReasonCode::RetainNotSupported,
+                    "retain not supported",
+                );
+                return;
+            }
+        }
+        let ticket = self.ticket();
+        self.state = State::Authenticating(ticket);
+        self.push(Action::Authenticate {
+            ticket,
+            credentials: Box::new(credentials),
+            reauthentication: false,
+        });
+    }
+
+    pub(super) fn on_auth_before_connack(&mut self, a: Auth) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        // [MQTT-4.12.0-2], [MQTT-4.12.0-5]: continue with the same method.
+        let method = a
+            .properties
+            .authentication_method
+            .as_ref()
+            .map(ToString::to_string);
+        if a.reason_code != AuthReasonCode::ContinueAuthentication
+            || method.is_none()
+            || method != conn.credentials.auth_method
+        {
+            self.refuse(ConnectReasonCode::ProtocolError, "unexpected AUTH");
+            return;
+        }
+        conn.credentials.auth_data = a.properties.authentication_data.clone();
+        let credentials = conn.credentials.clone();
+        let ticket = self.ticket();
+        self.state = State::Authenticating(ticket);
+        self.push(Action::Authenticate {
+            ticket,
+            credentials: Box::new(credentials),
+            reauthentication: false,
+        });
+    }
+
+    /// The answer to an [`Action::Authenticate`].
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownTicket`] when no authentication is waiting for it.
+    pub fn handle_authentication(
+        &mut self,
+        now: Timestamp,
+        ticket: Ticket,
+        outcome: AuthnOutcome,
+    ) -> Result<(), SessionError> {
+        if self.state == State::Authenticating(ticket) {
+            self.on_authenticated(now, outcome);
+            return Ok(());
+        }
+        if self.state == State::Connected
+            && self.conn.as_ref().and_then(|c| c.reauth) == Some(ticket)
+        {
+            self.on_reauthenticated(now, outcome);
+            return Ok(());
+        }
+        Err(SessionError::UnknownTicket(ticket))
+    }
+
+    pub(super) fn on_authenticated(&mut self, now: Timestamp, outcome: AuthnOutcome) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match outcome {
+            AuthnOutcome::Failure(failure) => {
+                let record = AuditRecord::AuthenticationFailed {
+                    at: now,
+                    client_id: conn.client_id.clone(),
+                    username: conn.credentials.username.clone(),
+                    failure: Box::new(failure.clone()),
+                };
+                self.audit(record);
+                self.refuse(failure.reason_code(), &failure.to_string());
+            }
+            AuthnOutcome::Continue(data) => {
+                let mut auth = Auth::new(AuthReasonCode::ContinueAuthentication);
+                auth.properties.authentication_method = conn
+                    .credentials
+                    .auth_method
+                    .as_deref()
+                    .and_then(|m| MqttString::try_from(m).ok());
+                auth.properties.authentication_data = Some(data);
+                if self.version == ProtocolVersion::V5 && conn.credentials.auth_method.is_some() {
+                    // Stay in Authenticating with the same ticket retired:
+                    // the client's next AUTH opens a new one.
+                    self.state = State::Authenticating(Ticket(0));
+                    self.send(&Packet::Auth(auth));
+                } else {
+                    // [MQTT-4.12.0-6]: no AUTH to a client that did not ask for it.
+                    self.refuse(
+                        ConnectReasonCode::BadAuthenticationMethod,
+                        "authentication needs more rounds",
+                    );
+                }
+            }
+            AuthnOutcome::Success(identity) => {
+                let identity = Arc::new(identity);
+                conn.identity = Some(identity.clone());
+                self.audit(AuditRecord::authenticated(identity));
+                match self.will_query() {
+                    Some(query) if self.config.check_will_at_connect => {
+                        let ticket = self.ticket();
+                        self.state = State::CheckingWill(ticket);
+                        match self.decide_now(&query) {
+                            Some(decision) => self.on_will_checked(now, decision),
+                            None => self.push(Action::Authorize { ticket, query }),
+                        }
+                    }
+                    _ => self.open(),
+                }
+            }
+        }
+    }
+
+    pub(super) fn open(&mut self) {
+        let ticket = self.ticket();
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let Some(identity) = conn.identity.clone() else {
+            return;
+        };
+        let action = Action::Open {
+            ticket,
+            client_id: conn.client_id.clone(),
+            clean_start: conn.clean_start,
+            session_expiry_interval: conn.session_expiry,
+            identity,
+        };
+        self.state = State::Opening(ticket);
+        self.push(action);
+    }
+
+    /// The answer to an [`Action::Open`]: whether a stored session was
+    /// resumed. The CONNACK goes out.
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownTicket`] when no open is waiting for it.
+    pub fn handle_open(
+        &mut self,
+        now: Timestamp,
+        ticket: Ticket,
+        session_present: bool,
+    ) -> Result<(), SessionError> {
+        if self.state != State::Opening(ticket) {
+            return Err(SessionError::UnknownTicket(ticket));
+        }
+        let config = &self.config;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(SessionError::UnknownTicket(ticket));
+        };
+        let mut ack = ConnAck::new(session_present, ConnectReasonCode::Success);
+        if self.version == ProtocolVersion::V5 {
+            let p = &mut ack.properties;
+            if config.receive_maximum != u16::MAX {
+                p.receive_maximum = std::num::NonZeroU16::new(config.receive_maximum);
+            }
+            if config.maximum_qos != QoS::ExactlyOnce {
+                p.maximum_qos = Some(config.maximum_qos);
+            }
+            if !config.retain_available {
+                p.retain_available = Some(false);
+            }
+            p.maximum_packet_size = std::num::NonZeroU32::new(config.max_packet_size);
+            if conn.assigned_client_id {
+                p.assigned_client_identifier = MqttString::try_from(conn.client_id.as_str()).ok();
+            }
+            if config.topic_alias_maximum > 0 {
+                p.topic_alias_maximum = Some(config.topic_alias_maximum);
+            }
+            if !config.wildcard_subscriptions {
+                p.wildcard_subscription_available = Some(false);
+            }
+            if !config.subscription_identifiers {
+                p.subscription_identifiers_available = Some(false);
+            }
+            if !config.shared_subscriptions {
+                p.shared_subscription_available = Some(false);
+            }
+            // [MQTT-3.2.2-21]: Server Keep Alive replaces the client's value.
+            p.server_keep_alive = conn.server_keep_alive;
+            if let Some(method) = &conn.credentials.auth_method {
+                p.authentication_method = MqttString::try_from(method.as_str()).ok();
+            }
+        }
+        conn.last_packet = now;
+        self.state = State::Connected;
+        self.send(&Packet::ConnAck(ack));
+        Ok(())
+    }
+
+    /// The will, re-checked after a re-authentication: denied, it is deleted
+    /// and the connection closed with 0x87.
+    pub(super) fn on_will_rechecked(
+        &mut self,
+        now: Timestamp,
+        query: AuthzQuery,
+        decision: Decision,
+    ) {
+        let allowed = decision.is_allowed();
+        let identity = query.identity.clone();
+        let topic = query.topic.clone();
+        self.audit(AuditRecord::authorization(now, query, decision.clone()));
+        if allowed {
+            return;
+        }
+        if let Some(conn) = self.conn.as_mut()
+            && conn.will.take().is_some()
+        {
+            self.audit(AuditRecord::Will {
+                at: now,
+                identity,
+                topic,
+                trigger: None,
+                outcome: WillOutcome::Denied { decision },
+            });
+        }
+        self.fail(
+            now,
+            DisconnectReasonCode::NotAuthorized,
+            "will no longer authorized after re-authentication",
+            WillTrigger::ServerClosed,
+        );
+    }
+
+    pub(super) fn on_will_checked(&mut self, now: Timestamp, decision: Decision) {
+        let Some(query) = self.will_query() else {
+            return;
+        };
+        let allowed = decision.is_allowed();
+        self.audit(AuditRecord::authorization(now, query, decision));
+        if allowed {
+            self.open();
+        } else {
+            // Denied at CONNECT: refused with 0x87 (3.1.1: 0x05), no will.
+            self.refuse(
+                ConnectReasonCode::NotAuthorized,
+                "will topic not authorized",
+            );
+        }
+    }
+
+    pub(super) fn on_auth_connected(&mut self, now: Timestamp, a: Auth) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let method = a
+            .properties
+            .authentication_method
+            .as_ref()
+            .map(ToString::to_string);
+        // [MQTT-4.12.0-7]: no AUTH from a client that connected without a
+        // method; [MQTT-4.12.1-1]: re-authenticate with the same method.
+        let allowed = conn.credentials.auth_method.is_some()
+            && method == conn.credentials.auth_method
+            && match a.reason_code {
+                AuthReasonCode::ReAuthenticate => conn.reauth.is_none(),
+                AuthReasonCode::ContinueAuthentication => conn.reauth.is_some(),
+                AuthReasonCode::Success => false,
+            };
+        if !allowed {
+            self.protocol_error(now, "unexpected AUTH");
+            return;
+        }
+        conn.credentials.auth_data = a.properties.authentication_data.clone();
+        let credentials = conn.credentials.clone();
+        let ticket = self.ticket();
+        if let Some(conn) = self.conn.as_mut() {
+            conn.reauth = Some(ticket);
+        }
+        self.push(Action::Authenticate {
+            ticket,
+            credentials: Box::new(credentials),
+            reauthentication: true,
+        });
+    }
+
+    pub(super) fn on_reauthenticated(&mut self, now: Timestamp, outcome: AuthnOutcome) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let method = conn
+            .credentials
+            .auth_method
+            .as_deref()
+            .and_then(|m| MqttString::try_from(m).ok());
+        match outcome {
+            AuthnOutcome::Success(identity)
+                if conn
+                    .identity
+                    .as_ref()
+                    .is_some_and(|old| old.principal == identity.principal) =>
+            {
+                conn.reauth = None;
+                let identity = Arc::new(identity);
+                conn.identity = Some(identity.clone());
+                self.audit(AuditRecord::authenticated(identity.clone()));
+                self.push(Action::IdentityChanged(identity));
+                let mut ok = Auth::new(AuthReasonCode::Success);
+                ok.properties.authentication_method = method;
+                self.send(&Packet::Auth(ok));
+                if self.config.recheck_will_on_reauth
+                    && let Some(query) = self.will_query()
+                {
+                    match self.decide_now(&query) {
+                        Some(decision) => self.on_will_rechecked(now, query, decision),
+                        None => {
+                            let ticket = self.ticket();
+                            if let Some(conn) = self.conn.as_mut() {
+                                conn.will_recheck = Some((ticket, query.clone()));
+                            }
+                            self.push(Action::Authorize { ticket, query });
+                        }
+                    }
+                }
+            }
+            AuthnOutcome::Continue(data) => {
+                let mut more = Auth::new(AuthReasonCode::ContinueAuthentication);
+                more.properties.authentication_method = method;
+                more.properties.authentication_data = Some(data);
+                // The retired ticket waits for the client's next AUTH.
+                conn.reauth = Some(Ticket(0));
+                self.send(&Packet::Auth(more));
+            }
+            failed => {
+                conn.reauth = None;
+                let failure = match failed {
+                    AuthnOutcome::Failure(f) => f,
+                    _ => crate::auth::AuthnError::PrincipalMismatch {
+                        username: conn
+                            .identity
+                            .as_ref()
+                            .map(|i| i.principal.clone())
+                            .unwrap_or_default(),
+                        principal: "another principal".into(),
+                    }
+                    .into(),
+                };
+                let record = AuditRecord::AuthenticationFailed {
+                    at: now,
+                    client_id: conn.client_id.clone(),
+                    username: conn.credentials.username.clone(),
+                    failure: Box::new(failure),
+                };
+                self.audit(record);
+                // [MQTT-4.12.1-2]
+                self.fail(
+                    now,
+                    DisconnectReasonCode::NotAuthorized,
+                    "re-authentication failed",
+                    WillTrigger::ReauthenticationFailed,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! Publishes in both directions and the authorization queue they wait in.
+
+use super::*;
+
+impl Session {
+    pub(super) fn on_publish(&mut self, now: Timestamp, mut p: Publish) {
+        let v5 = self.version == ProtocolVersion::V5;
+        let config_max_qos = self.config.maximum_qos;
+        let retain_available = self.config.retain_available;
+        let receive_maximum = self.config.receive_maximum;
+        let max_pending = self.config.max_pending_authorizations;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if v5 && !p.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6]
+            self.protocol_error(now, "subscription identifier from a client");
+            return;
+        }
+        if p.qos > config_max_qos {
+            self.fail(
+                now,
+                DisconnectReasonCode::QoSNotSupported,
+                "QoS not supported",
+                WillTrigger::ProtocolError,
+            );
+            return;
+        }
+        if p.retain && !retain_available {
+            self.fail(
+                now,
+                DisconnectReasonCode::RetainNotSupported,
+                "retain not supported",
+                WillTrigger::ProtocolError,
+            );
+            return;
+        }
+        // Topic aliases (§3.3.2.3.4).
+        let topic = match (p.topic.take(), p.properties.topic_alias) {
+            (topic, Some(alias)) => {
+                let slot = usize::from(alias.get()) - 1;
+                if slot >= conn.aliases_in.len() {
+                    self.fail(
+                        now,
+                        DisconnectReasonCode::TopicAliasInvalid,
+                        "topic alias out of range",
+                        WillTrigger::ProtocolError,
+                    );
+                    return;
+                }
+                match topic {
+                    Some(t) => {
+                        conn.aliases_in[slot] = Some(t.clone());
+                        t
+                    }
+                    None => match conn.aliases_in[slot].clone() {
+                        Some(t) => t,
+                        None => {
+                            self.protocol_error(now, "unknown topic alias");
+                            return;
+                        }
+                    },
+                }
+            }
+            (Some(t), None) => t,
+            (None, None) => {
+                self.protocol_error(now, "no topic");
+                return;
+            }
+        };
+        if v5 {
+            p.properties.topic_alias = None;
+        }
+        if let Some(id) = p.packet_id {
+            if p.qos == QoS::ExactlyOnce && conn.awaiting_pubrel.contains(&id) {
+                // Already received and acknowledged: acknowledge again, do
+                // not hand it up twice (exactly once).
+                self.send(&Packet::PubRec(PubRec::new(id)));
+                return;
+            }
+            let in_progress = p.qos == QoS::ExactlyOnce && conn.pending.iter().any(|x| {
+                matches!(x, Pending::Publish { publish, .. } if publish.packet_id == Some(id) && publish.qos == QoS::ExactlyOnce)
+            });
+            if in_progress {
+                return;
+            }
+            if conn.inbound_inflight >= receive_maximum {
+                self.fail(
+                    now,
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                    "receive maximum exceeded",
+                    WillTrigger::ProtocolError,
+                );
+                return;
+            }
+            conn.inbound_inflight += 1;
+        }
+        if conn.pending.len() >= max_pending {
+            self.fail(
+                now,
+                DisconnectReasonCode::MessageRateTooHigh,
+                "too many requests waiting for authorization",
+                WillTrigger::ProtocolError,
+            );
+            return;
+        }
+        let Some(identity) = conn.identity.clone() else {
+            return;
+        };
+        let query = AuthzQuery {
+            identity,
+            op: Operation::Publish,
+            topic: topic.as_mqtt_str().clone(),
+            qos: p.qos,
+            retain: p.retain,
+            will_trigger: None,
+        };
+        if let Some(decision) = self.decide_now(&query) {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            if conn.pending.is_empty() {
+                self.finish_publish(now, query, p, topic, decision);
+            } else {
+                // Earlier requests still wait: take effect after them.
+                conn.pending.push_back(Pending::Publish {
+                    ticket: Ticket(0),
+                    query,
+                    publish: p,
+                    topic,
+                    decision: Some(decision),
+                });
+            }
+            return;
+        }
+        let ticket = self.ticket();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.pending.push_back(Pending::Publish {
+            ticket,
+            query: query.clone(),
+            publish: p,
+            topic,
+            decision: None,
+        });
+        self.push(Action::Authorize { ticket, query });
+    }
+
+    /// The synchronous authorizer's answer, if one is installed and answers.
+    pub(super) fn decide_now(&self, query: &AuthzQuery) -> Option<Decision> {
+        self.authorizer.as_ref()?.authorize(&query.as_request())
+    }
+
+    /// Carries out every decided request at the front of the queue, in order.
+    pub(super) fn drain_pending(&mut self, now: Timestamp) {
+        loop {
+            let ready = match self.conn.as_ref().and_then(|c| c.pending.front()) {
+                Some(Pending::Publish { decision, .. }) => decision.is_some(),
+                Some(Pending::Subscribe { slots, .. }) => {
+                    !slots.iter().any(|s| matches!(s, Slot::Waiting(..)))
+                }
+                None => false,
+            };
+            if !ready || self.state != State::Connected {
+                return;
+            }
+            let Some(item) = self.conn.as_mut().and_then(|c| c.pending.pop_front()) else {
+                return;
+            };
+            match item {
+                Pending::Publish {
+                    query,
+                    publish,
+                    topic,
+                    decision: Some(decision),
+                    ..
+                } => {
+                    self.finish_publish(now, query, publish, topic, decision);
+                }
+                Pending::Publish { .. } => {}
+                Pending::Subscribe { packet, slots } => self.finish_subscribe(now, packet, slots),
+            }
+        }
+    }
+
+    pub(super) fn finish_publish(
+        &mut self,
+        now: Timestamp,
+        query: AuthzQuery,
+        p: Publish,
+        topic: TopicName,
+        decision: Decision,
+    ) {
+        let allowed = decision.is_allowed();
+        let identity = query.identity.clone();
+        self.audit(AuditRecord::authorization(now, query, decision));
+        if allowed {
+            self.push(Action::Publish(InboundMessage {
+                identity,
+                topic,
+                payload: p.payload,
+                qos: p.qos,
+                retain: p.retain,
+                properties: p.properties,
+            }));
+        }
+        let Some(id) = p.packet_id else {
+            return;
+        };
+        let v5 = self.version == ProtocolVersion::V5;
+        if !allowed && !v5 && self.config.denied_publish_v311 == DeniedPublishV311::Close {
+            self.fail(
+                now,
+                DisconnectReasonCode::NotAuthorized,
+                "publish not authorized",
+                WillTrigger::ServerClosed,
+            );
+            return;
+        }
+        // 5.0: 0x87 Not authorized; 3.1.1: a positive acknowledgement.
+        let code = if allowed || !v5 {
+            PubAckReasonCode::Success
+        } else {
+            PubAckReasonCode::NotAuthorized
+        };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match p.qos {
+            QoS::AtLeastOnce => {
+                conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
+                self.send(&Packet::PubAck(PubAck::with_reason(id, code)));
+            }
+            QoS::ExactlyOnce => {
+                if code.is_error() {
+                    // The exchange ends with an error PUBREC (§4.3.3).
+                    conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
+                } else {
+                    conn.awaiting_pubrel.push(id);
+                }
+                self.send(&Packet::PubRec(PubRec::with_reason(id, code)));
+            }
+            QoS::AtMostOnce => {}
+        }
+    }
+
+    pub(super) fn on_pubrel(&mut self, r: PubRel) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let code = match conn
+            .awaiting_pubrel
+            .iter()
+            .position(|id| *id == r.packet_id)
+        {
+            Some(i) => {
+                conn.awaiting_pubrel.swap_remove(i);
+                conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
+                PubRelReasonCode::Success
+            }
+            None => PubRelReasonCode::PacketIdentifierNotFound,
+        };
+        self.send(&Packet::PubComp(PubComp::with_reason(r.packet_id, code)));
+    }
+
+    /// Gives the session a message for its client. QoS 1/2 messages beyond
+    /// the client's Receive Maximum wait in a bounded queue.
+    pub fn deliver(&mut self, _now: Timestamp, msg: OutboundMessage) -> Delivery {
+        if self.state != State::Connected {
+            return Delivery::NotConnected;
+        }
+        let window = self.window();
+        let Some(conn) = self.conn.as_mut() else {
+            return Delivery::NotConnected;
+        };
+        let mut probe = Publish::new(msg.topic.clone(), msg.payload.clone());
+        probe.qos = msg.qos;
+        probe.packet_id = (msg.qos != QoS::AtMostOnce).then_some(PacketId::MIN);
+        probe.retain = msg.retain;
+        probe.properties = msg.properties.clone();
+        let size = probe.encoded_len(self.version).unwrap_or(usize::MAX);
+        if conn
+            .client_max_packet
+            .is_some_and(|max| size > max as usize)
+        {
+            return Delivery::TooLarge;
+        }
+        if msg.qos == QoS::AtMostOnce {
+            self.send(&Packet::Publish(probe));
+            return Delivery::Accepted;
+        }
+        if conn.outbound.len() < window && conn.outbound_queue.is_empty() {
+            self.send_outbound(msg);
+            Delivery::Accepted
+        } else if conn.outbound_queue.len() < self.config.max_outbound_queue {
+            conn.outbound_queue.push_back(msg);
+            Delivery::Accepted
+        } else {
+            Delivery::QueueFull
+        }
+    }
+
+    pub(super) fn window(&self) -> usize {
+        let client = self
+            .conn
+            .as_ref()
+            .map_or(u16::MAX, |c| c.client_receive_max);
+        usize::from(client.min(self.config.max_outbound_inflight))
+    }
+
+    pub(super) fn send_outbound(&mut self, msg: OutboundMessage) {
+        let version = self.version;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Some(id) = next_free_id(conn) else {
+            conn.outbound_queue.push_front(msg);
+            return;
+        };
+        let mut p = Publish::new(msg.topic, msg.payload);
+        p.qos = msg.qos;
+        p.retain = msg.retain;
+        p.packet_id = Some(id);
+        p.properties = msg.properties;
+        // The hub keeps the message for redelivery on a later connection; a
+        // connection itself never resends [MQTT-4.4.0-1].
+        if p.encode(version, &mut self.tx).is_ok() {
+            conn.outbound.push((id, OutState::Published));
+        }
+    }
+
+    pub(super) fn on_pubrec(&mut self, r: PubRec) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match conn
+            .outbound
+            .iter_mut()
+            .find(|(id, state)| *id == r.packet_id && *state == OutState::Published)
+        {
+            Some(entry) if !r.reason_code.is_error() => {
+                entry.1 = OutState::Released;
+                self.send(&Packet::PubRel(PubRel::new(r.packet_id)));
+            }
+            Some(_) => self.on_outbound_ack(r.packet_id, OutState::Published),
+            None if self.version == ProtocolVersion::V5 => {
+                self.send(&Packet::PubRel(PubRel::with_reason(
+                    r.packet_id,
+                    PubRelReasonCode::PacketIdentifierNotFound,
+                )));
+            }
+            None => self.send(&Packet::PubRel(PubRel::new(r.packet_id))),
+        }
+    }
+
+    /// Completes an outbound exchange and sends what waited for the window.
+    pub(super) fn on_outbound_ack(&mut self, id: PacketId, expected: OutState) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Some(i) = conn
+            .outbound
+            .iter()
+            .position(|(pid, state)| *pid == id && *state == expected)
+        {
+            conn.outbound.remove(i);
+        }
+        while self
+            .conn
+            .as_ref()
+            .is_some_and(|c| !c.outbound_queue.is_empty() && c.outbound.len() < self.window())
+        {
+            let Some(msg) = self
+                .conn
+                .as_mut()
+                .and_then(|c| c.outbound_queue.pop_front())
+            else {
+                break;
+            };
+            self.send_outbound(msg);
+        }
+    }
+
+    /// The answer to an [`Action::Authorize`].
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownTicket`] when no authorization is waiting for it.
+    pub fn handle_authorization(
+        &mut self,
+        now: Timestamp,
+        ticket: Ticket,
+        decision: Decision,
+    ) -> Result<(), SessionError> {
+        if self.state == State::CheckingWill(ticket) {
+            self.on_will_checked(now, decision);
+            return Ok(());
+        }
+        if self.state != State::Connected {
+            return Err(SessionError::UnknownTicket(ticket));
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(SessionError::UnknownTicket(ticket));
+        };
+        if conn
+            .will_recheck
+            .as_ref()
+            .is_some_and(|(t, _)| *t == ticket)
+            && let Some((_, query)) = conn.will_recheck.take()
+        {
+            self.on_will_rechecked(now, query, decision);
+            return Ok(());
+        }
+        let mut found = false;
+        for p in conn.pending.iter_mut() {
+            match p {
+                Pending::Publish {
+                    ticket: t,
+                    decision: d,
+                    ..
+                } if *t == ticket && d.is_none() => {
+                    *d = Some(decision.clone());
+                    found = true;
+                }
+                Pending::Subscribe { slots, .. } => {
+                    for slot in slots.iter_mut() {
+                        if matches!(slot, Slot::Waiting(t, _) if *t == ticket)
+                            && let Slot::Waiting(_, query) = std::mem::replace(
+                                slot,
+                                Slot::Refused(SubAckReasonCode::UnspecifiedError),
+                            )
+                        {
+                            *slot = Slot::Decided(query, decision.clone());
+                            found = true;
+                        }
+                    }
+                }
+                Pending::Publish { .. } => {}
+            }
+            if found {
+                break;
+            }
+        }
+        if !found {
+            return Err(SessionError::UnknownTicket(ticket));
+        }
+        self.drain_pending(now);
+        Ok(())
+    }
+}
+
+pub(super) fn next_free_id(conn: &mut Conn) -> Option<PacketId> {
+    for _ in 0..u16::MAX {
+        conn.next_packet_id = conn.next_packet_id.checked_add(1).unwrap_or(1);
+        let id = PacketId::new(conn.next_packet_id)?;
+        if !conn.outbound.iter().any(|(pid, _)| *pid == id) {
+            return Some(id);
+        }
+    }
+    None
+}
