@@ -104,6 +104,25 @@ impl Session {
             );
             return;
         }
+        // The common case — a synchronous authorizer and nothing waiting —
+        // decides on borrowed data: no owned request is built unless an
+        // audit record needs it.
+        if conn.pending.is_empty()
+            && let (Some(authorizer), Some(identity)) = (&self.authorizer, &conn.identity)
+        {
+            let request = crate::auth::AuthzRequest {
+                identity,
+                op: Operation::Publish,
+                topic: topic.as_str(),
+                qos: p.qos,
+                retain: p.retain,
+            };
+            if let Some(decision) = authorizer.authorize(&request) {
+                let identity = identity.clone();
+                self.finish_publish(now, identity, None, p, topic, decision);
+                return;
+            }
+        }
         let Some(identity) = conn.identity.clone() else {
             return;
         };
@@ -120,7 +139,8 @@ impl Session {
                 return;
             };
             if conn.pending.is_empty() {
-                self.finish_publish(now, query, p, topic, decision);
+                let identity = query.identity.clone();
+                self.finish_publish(now, identity, Some(query), p, topic, decision);
             } else {
                 // Earlier requests still wait: take effect after them.
                 conn.pending.push_back(Pending::Publish {
@@ -176,7 +196,8 @@ impl Session {
                     decision: Some(decision),
                     ..
                 } => {
-                    self.finish_publish(now, query, publish, topic, decision);
+                    let identity = query.identity.clone();
+                    self.finish_publish(now, identity, Some(query), publish, topic, decision);
                 }
                 Pending::Publish { .. } => {}
                 Pending::Subscribe { packet, slots } => self.finish_subscribe(now, packet, slots),
@@ -184,17 +205,30 @@ impl Session {
         }
     }
 
+    /// Carries out a publish decision: the audit record (its request built
+    /// here when the decision was made on borrowed data), the hand-up, the
+    /// acknowledgement.
     pub(super) fn finish_publish(
         &mut self,
         now: Timestamp,
-        query: AuthzQuery,
+        identity: Arc<Identity>,
+        query: Option<AuthzQuery>,
         p: Publish,
         topic: TopicName,
         decision: Decision,
     ) {
         let allowed = decision.is_allowed();
-        let identity = query.identity.clone();
-        self.audit(AuditRecord::authorization(now, query, decision));
+        if !allowed || self.config.audit_allowed_publishes {
+            let query = query.unwrap_or_else(|| AuthzQuery {
+                identity: identity.clone(),
+                op: Operation::Publish,
+                topic: topic.as_mqtt_str().clone(),
+                qos: p.qos,
+                retain: p.retain,
+                will_trigger: None,
+            });
+            self.audit(AuditRecord::authorization(now, query, decision));
+        }
         if allowed {
             self.push(Action::Publish(InboundMessage {
                 identity,

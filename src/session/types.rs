@@ -71,6 +71,11 @@ pub struct SessionConfig {
     pub credential_expiry: CredentialExpiry,
     /// Clock skew allowed on the credential's `exp`.
     pub credential_leeway: Duration,
+    /// Whether allowed publishes get an audit record too (denials always
+    /// do, as do subscriptions, wills and authentications). At a million
+    /// messages a second the allowed ones are a log flood; off saves their
+    /// cost as well.
+    pub audit_allowed_publishes: bool,
     /// How a denied 3.1.1 publish is answered.
     pub denied_publish_v311: DeniedPublishV311,
     /// Whether wildcard subscriptions are supported.
@@ -100,6 +105,7 @@ impl Default for SessionConfig {
             recheck_will_on_reauth: false,
             credential_expiry: CredentialExpiry::Disconnect,
             credential_leeway: Duration::from_secs(30),
+            audit_allowed_publishes: true,
             denied_publish_v311: DeniedPublishV311::Acknowledge,
             wildcard_subscriptions: true,
             shared_subscriptions: true,
