@@ -306,3 +306,39 @@ fn outbound_respects_the_client_maximum_packet_size() {
         Delivery::NotConnected
     );
 }
+
+#[test]
+fn bytes_the_host_has_not_taken_are_bounded() {
+    let config = SessionConfig {
+        max_unsent_bytes: 100,
+        ..Default::default()
+    };
+    let mut p = Peer::connected(
+        V5,
+        config,
+        connect(V5, "c1", None),
+        identity("alice", "c1", None),
+    );
+    let mut accepted = 0;
+    // The host does not drain between deliveries: the bound stops growth.
+    for _ in 0..50 {
+        if p.session.deliver(p.now, outbound(QoS::AtMostOnce)) == Delivery::Accepted {
+            accepted += 1;
+        }
+    }
+    assert!(accepted > 5 && accepted < 50, "{accepted}");
+    let sent: usize = p
+        .drain()
+        .iter()
+        .map(|a| match a {
+            Action::Send(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(sent <= 100, "{sent}");
+    // Taken by the host: room again.
+    assert_eq!(
+        p.session.deliver(p.now, outbound(QoS::AtMostOnce)),
+        Delivery::Accepted
+    );
+}

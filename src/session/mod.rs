@@ -158,6 +158,8 @@ pub struct Session {
     conn: Option<Conn>,
     /// Bytes written since the last queued output.
     tx: BytesMut,
+    /// Bytes in queued [`Action::Send`]s the host has not taken yet.
+    unsent_bytes: usize,
     /// Answers authorization requests on the spot instead of emitting them.
     authorizer: Option<Arc<dyn Authorizer>>,
 }
@@ -177,6 +179,7 @@ impl Session {
             assigned_client_id: format!("testament-{:x}", now.as_millis()),
             conn: None,
             tx: BytesMut::new(),
+            unsent_bytes: 0,
             authorizer: None,
         }
     }
@@ -234,7 +237,11 @@ impl Session {
         if self.actions.is_empty() {
             self.flush_tx();
         }
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if let Some(Action::Send(bytes)) = &action {
+            self.unsent_bytes = self.unsent_bytes.saturating_sub(bytes.len());
+        }
+        action
     }
 
     /// The next deadline, if any.
@@ -406,6 +413,7 @@ impl Session {
     fn flush_tx(&mut self) {
         if !self.tx.is_empty() {
             let bytes = self.tx.split().freeze();
+            self.unsent_bytes += bytes.len();
             self.actions.push_back(Action::Send(bytes));
         }
     }

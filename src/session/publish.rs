@@ -320,6 +320,13 @@ impl Session {
         {
             return Delivery::TooLarge;
         }
+        let sending_now = msg.qos == QoS::AtMostOnce
+            || (conn.outbound.len() < window && conn.outbound_queue.is_empty());
+        if sending_now && self.unsent_bytes + self.tx.len() + size > self.config.max_unsent_bytes {
+            // The host has not taken what was written: drop for this client
+            // rather than grow without bound.
+            return Delivery::QueueFull;
+        }
         if msg.qos == QoS::AtMostOnce {
             self.send(&Packet::Publish(probe));
             return Delivery::Accepted;

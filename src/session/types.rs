@@ -60,6 +60,9 @@ pub struct SessionConfig {
     pub max_outbound_inflight: u16,
     /// Messages waiting for the outbound window before new ones are refused.
     pub max_outbound_queue: usize,
+    /// Bytes written for the client and not yet taken by the host; a
+    /// delivery beyond it is refused ([`Delivery::QueueFull`]).
+    pub max_unsent_bytes: usize,
     /// Publish/subscribe requests waiting for an authorization decision.
     pub max_pending_authorizations: usize,
     /// Ask for the will's authorization at CONNECT (fail fast).
@@ -100,6 +103,7 @@ impl Default for SessionConfig {
             topic_alias_maximum: 16,
             max_outbound_inflight: 64,
             max_outbound_queue: 1000,
+            max_unsent_bytes: 4 * 1024 * 1024,
             max_pending_authorizations: 64,
             check_will_at_connect: true,
             recheck_will_on_reauth: false,
