@@ -342,3 +342,64 @@ fn bytes_the_host_has_not_taken_are_bounded() {
         Delivery::Accepted
     );
 }
+
+#[test]
+fn a_resumed_session_redelivers_with_dup_and_original_ids() {
+    // [MQTT-4.4.0-1], [MQTT-3.3.1-1]
+    let mut c = connect(V5, "c1", None);
+    c.clean_start = false;
+    let mut p = Peer::connected(
+        V5,
+        SessionConfig::default(),
+        c.clone(),
+        identity("alice", "c1", None),
+    );
+    for qos in [QoS::AtLeastOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        assert_eq!(p.session.deliver(p.now, outbound(qos)), Delivery::Accepted);
+    }
+    p.drain();
+    p.send(Packet::PubAck(PubAck::new(pid(1))));
+    p.send(Packet::PubRec(PubRec::new(pid(3))));
+    // An inbound QoS 2 acknowledged and waiting for its PUBREL.
+    let Packet::Publish(mut q2) = publish("in", QoS::ExactlyOnce, Some(40)) else {
+        panic!()
+    };
+    q2.dup = false;
+    let a = p.send(Packet::Publish(q2.clone()));
+    p.authorize(authorize_tickets(&a)[0], allow());
+    p.session.handle_closed(p.now, TransportClosed::Error);
+    p.drain();
+
+    let inflight = p.session.take_inflight();
+    let ids: Vec<_> = inflight
+        .outbound
+        .iter()
+        .map(|m| (m.packet_id.get(), m.released))
+        .collect();
+    assert_eq!(ids, [(2, false), (3, true)]);
+    assert_eq!(inflight.awaiting_pubrel, [pid(40)]);
+
+    let mut p = Peer::new(V5, SessionConfig::default());
+    let a = p.send(Packet::Connect(Box::new(c)));
+    let a = p.authenticate(
+        authenticate_ticket(&a),
+        AuthnOutcome::Success(identity("alice", "c1", None)),
+    );
+    let ticket = open_ticket(&a);
+    p.session.handle_resume(p.now, ticket, inflight).unwrap();
+    let a = p.drain();
+    let packets = p.packets(&a);
+    assert!(matches!(&packets[0], Packet::ConnAck(ack) if ack.session_present));
+    assert!(matches!(&packets[1], Packet::Publish(x) if x.dup && x.packet_id == Some(pid(2))));
+    assert_eq!(packets[2], Packet::PubRel(PubRel::new(pid(3))));
+    // The inbound exchange continues where it stopped: exactly once.
+    q2.dup = true;
+    let a = p.send(Packet::Publish(q2));
+    assert_eq!(p.packets(&a), [Packet::PubRec(PubRec::new(pid(40)))]);
+    let a = p.send(Packet::PubRel(PubRel::new(pid(40))));
+    assert_eq!(p.packets(&a), [Packet::PubComp(PubComp::new(pid(40)))]);
+    // And the outbound ones complete.
+    assert!(p.send(Packet::PubAck(PubAck::new(pid(2)))).is_empty());
+    assert!(p.send(Packet::PubComp(PubComp::new(pid(3)))).is_empty());
+    assert_eq!(p.session.take_inflight(), Inflight::default());
+}

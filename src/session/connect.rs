@@ -240,6 +240,31 @@ impl Session {
         ticket: Ticket,
         session_present: bool,
     ) -> Result<(), SessionError> {
+        self.open_with(now, ticket, session_present, None)
+    }
+
+    /// The answer to an [`Action::Open`] that resumed a stored session:
+    /// Session Present, then the unacknowledged messages again with their
+    /// original packet ids [MQTT-4.4.0-1].
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownTicket`] when no open is waiting for it.
+    pub fn handle_resume(
+        &mut self,
+        now: Timestamp,
+        ticket: Ticket,
+        inflight: Inflight,
+    ) -> Result<(), SessionError> {
+        self.open_with(now, ticket, true, Some(inflight))
+    }
+
+    fn open_with(
+        &mut self,
+        now: Timestamp,
+        ticket: Ticket,
+        session_present: bool,
+        inflight: Option<Inflight>,
+    ) -> Result<(), SessionError> {
         if self.state != State::Opening(ticket) {
             return Err(SessionError::UnknownTicket(ticket));
         }
@@ -284,6 +309,9 @@ impl Session {
         conn.last_packet = now;
         self.state = State::Connected;
         self.send(&Packet::ConnAck(ack));
+        if let Some(inflight) = inflight {
+            self.redeliver(inflight);
+        }
         Ok(())
     }
 

@@ -45,8 +45,8 @@ use crate::time::Timestamp;
 
 pub use types::{
     Action, AuthnOutcome, AuthzAnswer, AuthzQuery, CloseReason, CredentialExpiry, Delivery,
-    DeniedPublishV311, DueWill, GrantedSubscription, InboundMessage, OutboundMessage,
-    SessionConfig, Ticket, TransportClosed,
+    DeniedPublishV311, DueWill, GrantedSubscription, InboundMessage, Inflight, InflightMessage,
+    OutboundMessage, SessionConfig, Ticket, TransportClosed,
 };
 
 /// A policy the session may consult synchronously — the rustls model: a
@@ -140,7 +140,9 @@ struct Conn {
     awaiting_pubrel: Vec<PacketId>,
     aliases_in: Vec<Option<TopicName>>,
     next_packet_id: u16,
-    outbound: Vec<(PacketId, OutState)>,
+    /// QoS 1/2 messages in flight to the client, kept for the hub to
+    /// redeliver on a later connection ([`Session::take_inflight`]).
+    outbound: Vec<(PacketId, OutState, OutboundMessage)>,
     outbound_queue: VecDeque<OutboundMessage>,
 }
 

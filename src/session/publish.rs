@@ -342,6 +342,72 @@ impl Session {
         }
     }
 
+    /// Takes the delivery state the hub keeps for a persistent session when
+    /// this connection ends: messages in flight (with their packet ids),
+    /// messages still queued, and inbound QoS 2 ids waiting for PUBREL.
+    pub fn take_inflight(&mut self) -> Inflight {
+        let Some(conn) = self.conn.as_mut() else {
+            return Inflight::default();
+        };
+        Inflight {
+            outbound: conn
+                .outbound
+                .drain(..)
+                .map(|(packet_id, state, message)| InflightMessage {
+                    packet_id,
+                    message,
+                    released: state == OutState::Released,
+                })
+                .collect(),
+            queued: conn.outbound_queue.drain(..).collect(),
+            awaiting_pubrel: std::mem::take(&mut conn.awaiting_pubrel),
+        }
+    }
+
+    /// Resends a resumed session's unacknowledged messages with their
+    /// original packet ids — PUBLISH with DUP, or PUBREL — then what was queued
+    /// [MQTT-4.4.0-1].
+    pub(super) fn redeliver(&mut self, inflight: Inflight) {
+        let version = self.version;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.awaiting_pubrel = inflight.awaiting_pubrel;
+        conn.inbound_inflight = u16::try_from(conn.awaiting_pubrel.len()).unwrap_or(u16::MAX);
+        for m in inflight.outbound {
+            if m.released {
+                let _ = Packet::PubRel(PubRel::new(m.packet_id)).encode(version, &mut self.tx);
+                conn.outbound
+                    .push((m.packet_id, OutState::Released, m.message));
+            } else {
+                let mut p = Publish::new(m.message.topic.clone(), m.message.payload.clone());
+                p.dup = true;
+                p.qos = m.message.qos;
+                p.retain = m.message.retain;
+                p.packet_id = Some(m.packet_id);
+                p.properties = m.message.properties.clone();
+                let _ = p.encode(version, &mut self.tx);
+                conn.outbound
+                    .push((m.packet_id, OutState::Published, m.message));
+            }
+        }
+        conn.outbound_queue.extend(inflight.queued);
+        while self
+            .conn
+            .as_ref()
+            .is_some_and(|c| !c.outbound_queue.is_empty() && c.outbound.len() < self.window())
+        {
+            let Some(msg) = self
+                .conn
+                .as_mut()
+                .and_then(|c| c.outbound_queue.pop_front())
+            else {
+                break;
+            };
+            self.send_outbound(msg);
+        }
+    }
+
     pub(super) fn window(&self) -> usize {
         let client = self
             .conn
@@ -359,15 +425,15 @@ impl Session {
             conn.outbound_queue.push_front(msg);
             return;
         };
-        let mut p = Publish::new(msg.topic, msg.payload);
+        let mut p = Publish::new(msg.topic.clone(), msg.payload.clone());
         p.qos = msg.qos;
         p.retain = msg.retain;
         p.packet_id = Some(id);
-        p.properties = msg.properties;
+        p.properties = msg.properties.clone();
         // The hub keeps the message for redelivery on a later connection; a
         // connection itself never resends [MQTT-4.4.0-1].
         if p.encode(version, &mut self.tx).is_ok() {
-            conn.outbound.push((id, OutState::Published));
+            conn.outbound.push((id, OutState::Published, msg));
         }
     }
 
@@ -378,7 +444,7 @@ impl Session {
         match conn
             .outbound
             .iter_mut()
-            .find(|(id, state)| *id == r.packet_id && *state == OutState::Published)
+            .find(|(id, state, _)| *id == r.packet_id && *state == OutState::Published)
         {
             Some(entry) if !r.reason_code.is_error() => {
                 entry.1 = OutState::Released;
@@ -403,7 +469,7 @@ impl Session {
         if let Some(i) = conn
             .outbound
             .iter()
-            .position(|(pid, state)| *pid == id && *state == expected)
+            .position(|(pid, state, _)| *pid == id && *state == expected)
         {
             conn.outbound.remove(i);
         }
@@ -494,7 +560,7 @@ pub(super) fn next_free_id(conn: &mut Conn) -> Option<PacketId> {
     for _ in 0..u16::MAX {
         conn.next_packet_id = conn.next_packet_id.checked_add(1).unwrap_or(1);
         let id = PacketId::new(conn.next_packet_id)?;
-        if !conn.outbound.iter().any(|(pid, _)| *pid == id) {
+        if !conn.outbound.iter().any(|(pid, _, _)| *pid == id) {
             return Some(id);
         }
     }

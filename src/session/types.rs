@@ -6,8 +6,8 @@ use std::time::Duration;
 pub use crate::auth::AuthzQuery;
 use crate::auth::{AuditRecord, AuthnFailure, Credentials, Decision, Identity, WillTrigger};
 use crate::codec::{
-    Bytes, DisconnectReasonCode, LastWill, Properties, PublishProperties, QoS, Subscription,
-    SubscriptionId, TopicFilter, TopicName,
+    Bytes, DisconnectReasonCode, LastWill, PacketId, Properties, PublishProperties, QoS,
+    Subscription, SubscriptionId, TopicFilter, TopicName,
 };
 
 /// An opaque handle pairing a request the session emitted with its answer.
@@ -203,6 +203,28 @@ pub struct OutboundMessage {
     pub retain: bool,
     /// 5.0 properties.
     pub properties: Properties<PublishProperties>,
+}
+
+/// A QoS 1/2 message sent to the client and not yet completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InflightMessage {
+    /// The packet identifier it was sent with (kept on redelivery).
+    pub packet_id: PacketId,
+    /// The message.
+    pub message: OutboundMessage,
+    /// QoS 2: PUBREC received, PUBREL sent (redelivery resends the PUBREL).
+    pub released: bool,
+}
+
+/// The delivery state of a persistent session between connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inflight {
+    /// Messages in flight to the client, oldest first.
+    pub outbound: Vec<InflightMessage>,
+    /// Messages waiting for the outbound window.
+    pub queued: Vec<OutboundMessage>,
+    /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
+    pub awaiting_pubrel: Vec<PacketId>,
 }
 
 /// Whether a message given to [`super::Session::deliver`] was taken.
