@@ -7,6 +7,25 @@
 //! The core consumes bytes, time and policy decisions and emits actions; it
 //! never reads a clock, never blocks, and never panics on peer input.
 //!
+//! # The run-loop contract
+//!
+//! - Inputs are `handle_*(now, …)` calls; `now` is always an argument
+//!   ([`time::Timestamp`]), so the same inputs give the same outputs.
+//! - After every input, drain `poll_action()` until it returns `None`. The
+//!   order of actions is meaning: bytes before the close that follows them, a
+//!   DISCONNECT before the will it causes, a SUBACK before the subscriptions
+//!   it grants are used.
+//! - `poll_timeout()` gives the next deadline; call `handle_timeout(now)` at
+//!   or after it. Calling it early does nothing, and after it the next
+//!   deadline is later than `now`.
+//! - Decisions the outside world makes — authentication, authorization,
+//!   opening a session — leave as actions with a ticket and come back as
+//!   inputs. A synchronous policy (the built-in ACL) may be installed to
+//!   answer on the spot.
+//! - A peer's fault becomes a reason code and a close (data, not `Err`);
+//!   `Err` means the host misused the API (an unknown ticket); a panic is a
+//!   bug.
+//!
 //! - [`codec`]: every MQTT 3.1.1 and 5.0 packet, decoded and encoded.
 //! - [`auth`]: JWT authentication over a rotating key set, the ACL
 //!   authorizer, and audit records.
