@@ -367,6 +367,15 @@ fn a_resumed_session_redelivers_with_dup_and_original_ids() {
     q2.dup = false;
     let a = p.send(Packet::Publish(q2.clone()));
     p.authorize(authorize_tickets(&a)[0], allow());
+    let a = p.send(Packet::Subscribe(Subscribe {
+        packet_id: pid(50),
+        properties: Default::default(),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::from_static("x/#"),
+            options: Default::default(),
+        }],
+    }));
+    p.authorize(authorize_tickets(&a)[0], allow());
     p.session.handle_closed(p.now, TransportClosed::Error);
     p.drain();
 
@@ -378,6 +387,7 @@ fn a_resumed_session_redelivers_with_dup_and_original_ids() {
         .collect();
     assert_eq!(ids, [(2, false), (3, true)]);
     assert_eq!(inflight.awaiting_pubrel, [pid(40)]);
+    assert_eq!(inflight.subscriptions, [TopicFilter::from_static("x/#")]);
 
     let mut p = Peer::new(V5, SessionConfig::default());
     let a = p.send(Packet::Connect(Box::new(c)));
@@ -401,5 +411,14 @@ fn a_resumed_session_redelivers_with_dup_and_original_ids() {
     // And the outbound ones complete.
     assert!(p.send(Packet::PubAck(PubAck::new(pid(2)))).is_empty());
     assert!(p.send(Packet::PubComp(PubComp::new(pid(3)))).is_empty());
+    // The subscriptions came back with the session.
+    let a = p.send(Packet::Unsubscribe(Unsubscribe {
+        packet_id: pid(51),
+        properties: Default::default(),
+        filters: vec![TopicFilter::from_static("x/#")],
+    }));
+    assert!(
+        matches!(&p.packets(&a)[..], [Packet::UnsubAck(u)] if u.reason_codes == [UnsubAckReasonCode::Success])
+    );
     assert_eq!(p.session.take_inflight(), Inflight::default());
 }

@@ -124,22 +124,70 @@ fn unsupported_features_are_refused_per_filter_without_asking() {
 }
 
 #[test]
-fn unsubscribe_is_acknowledged_and_handed_up() {
+fn unsubscribe_is_acknowledged_per_filter_and_handed_up() {
     let mut p = Peer::connected(
         V5,
         SessionConfig::default(),
         connect(V5, "c1", None),
         identity("alice", "c1", None),
     );
+    let a = p.send(subscribe(vec![sub("a/#", QoS::AtMostOnce)]));
+    p.authorize(authorize_tickets(&a)[0], allow());
     let a = p.send(Packet::Unsubscribe(Unsubscribe {
         packet_id: pid(9),
         properties: Default::default(),
-        filters: vec![filter("a/#")],
+        filters: vec![filter("a/#"), filter("b")],
     }));
     assert_eq!(kinds(&a), ["send", "unsubscribe"]);
     let packets = p.packets(&a);
-    assert!(
-        matches!(&packets[..], [Packet::UnsubAck(u)] if u.packet_id == pid(9) && u.reason_codes == [UnsubAckReasonCode::Success])
+    let [Packet::UnsubAck(u)] = &packets[..] else {
+        panic!("{packets:?}")
+    };
+    assert_eq!(u.packet_id, pid(9));
+    // 5.0 §3.11.3: 0x11 for a filter the session did not hold.
+    assert_eq!(
+        u.reason_codes,
+        [
+            UnsubAckReasonCode::Success,
+            UnsubAckReasonCode::NoSubscriptionExisted
+        ]
+    );
+}
+
+#[test]
+fn subscriptions_per_session_are_bounded() {
+    let config = SessionConfig {
+        max_subscriptions: 2,
+        ..Default::default()
+    };
+    let mut p = Peer::connected(
+        V5,
+        config,
+        connect(V5, "c1", None),
+        identity("alice", "c1", None),
+    );
+    let a = p.send(subscribe(vec![
+        sub("a", QoS::AtMostOnce),
+        sub("b", QoS::AtMostOnce),
+        sub("a", QoS::AtLeastOnce),
+        sub("c", QoS::AtMostOnce),
+    ]));
+    let mut last = Vec::new();
+    for t in authorize_tickets(&a) {
+        last = p.authorize(t, allow());
+    }
+    let packets = p.packets(&last);
+    let [Packet::SubAck(ack)] = &packets[..] else {
+        panic!()
+    };
+    assert_eq!(
+        ack.reason_codes,
+        [
+            SubAckReasonCode::GrantedQoS0,
+            SubAckReasonCode::GrantedQoS0,
+            SubAckReasonCode::GrantedQoS1, // the same filter again replaces, no new slot
+            SubAckReasonCode::QuotaExceeded,
+        ]
     );
 }
 

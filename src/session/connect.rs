@@ -73,6 +73,7 @@ impl Session {
             next_packet_id: 0,
             outbound: Vec::new(),
             outbound_queue: VecDeque::new(),
+            subscriptions: Vec::new(),
         });
         if !self.valid_client_id(&credentials.client_id) {
             self.refuse(

@@ -39,7 +39,8 @@ use crate::codec::{
     Auth, AuthReasonCode, BytesMut, ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder,
     Disconnect, DisconnectReasonCode, Encode, LastWill, MqttString, Packet, PacketId, PacketType,
     ProtocolVersion, PubAck, PubAckReasonCode, PubComp, PubRec, PubRel, PubRelReasonCode, Publish,
-    QoS, SubAck, SubAckReasonCode, Subscribe, TopicName, UnsubAck, UnsubAckReasonCode, Unsubscribe,
+    QoS, SubAck, SubAckReasonCode, Subscribe, TopicFilter, TopicName, UnsubAck, UnsubAckReasonCode,
+    Unsubscribe,
 };
 use crate::time::Timestamp;
 
@@ -144,6 +145,8 @@ struct Conn {
     /// redeliver on a later connection ([`Session::take_inflight`]).
     outbound: Vec<(PacketId, OutState, OutboundMessage)>,
     outbound_queue: VecDeque<OutboundMessage>,
+    /// The filters the session holds (bounded by `max_subscriptions`).
+    subscriptions: Vec<TopicFilter>,
 }
 
 /// One connection's MQTT protocol state machine.

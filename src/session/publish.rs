@@ -361,6 +361,7 @@ impl Session {
                 .collect(),
             queued: conn.outbound_queue.drain(..).collect(),
             awaiting_pubrel: std::mem::take(&mut conn.awaiting_pubrel),
+            subscriptions: std::mem::take(&mut conn.subscriptions),
         }
     }
 
@@ -373,6 +374,7 @@ impl Session {
             return;
         };
         conn.awaiting_pubrel = inflight.awaiting_pubrel;
+        conn.subscriptions = inflight.subscriptions;
         conn.inbound_inflight = u16::try_from(conn.awaiting_pubrel.len()).unwrap_or(u16::MAX);
         for m in inflight.outbound {
             if m.released {

@@ -1,6 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE.
 
 use super::*;
+use crate::codec::TopicFilter;
 
 impl Session {
     pub(super) fn on_subscribe(&mut self, now: Timestamp, s: Subscribe) {
@@ -85,7 +86,9 @@ impl Session {
                     let qos = query.qos;
                     let allowed = decision.is_allowed();
                     self.audit(AuditRecord::authorization(now, query, decision));
-                    if allowed {
+                    if allowed && !self.remember_subscription(&sub.filter) {
+                        codes.push(SubAckReasonCode::QuotaExceeded);
+                    } else if allowed {
                         codes.push(SubAckReasonCode::granted(qos));
                         granted.push(GrantedSubscription {
                             subscription: sub,
@@ -111,8 +114,38 @@ impl Session {
         }
     }
 
+    /// Adds a filter to the session's table; `false` when the table is full.
+    fn remember_subscription(&mut self, filter: &TopicFilter) -> bool {
+        let max = self.config.max_subscriptions;
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        if conn.subscriptions.contains(filter) {
+            // A new subscription to the same filter replaces the old one.
+            return true;
+        }
+        if conn.subscriptions.len() >= max {
+            return false;
+        }
+        conn.subscriptions.push(filter.clone());
+        true
+    }
+
     pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
-        let codes = vec![UnsubAckReasonCode::Success; u.filters.len()];
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let codes = u
+            .filters
+            .iter()
+            .map(|f| match conn.subscriptions.iter().position(|s| s == f) {
+                Some(i) => {
+                    conn.subscriptions.swap_remove(i);
+                    UnsubAckReasonCode::Success
+                }
+                None => UnsubAckReasonCode::NoSubscriptionExisted,
+            })
+            .collect();
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Default::default(),

@@ -60,6 +60,8 @@ pub struct SessionConfig {
     pub max_outbound_inflight: u16,
     /// Messages waiting for the outbound window before new ones are refused.
     pub max_outbound_queue: usize,
+    /// Subscriptions one session may hold; more get SUBACK 0x97 Quota exceeded.
+    pub max_subscriptions: usize,
     /// Bytes written for the client and not yet taken by the host; a
     /// delivery beyond it is refused ([`Delivery::QueueFull`]).
     pub max_unsent_bytes: usize,
@@ -103,6 +105,7 @@ impl Default for SessionConfig {
             topic_alias_maximum: 16,
             max_outbound_inflight: 64,
             max_outbound_queue: 1000,
+            max_subscriptions: 100,
             max_unsent_bytes: 4 * 1024 * 1024,
             max_pending_authorizations: 64,
             check_will_at_connect: true,
@@ -216,7 +219,8 @@ pub struct InflightMessage {
     pub released: bool,
 }
 
-/// The delivery state of a persistent session between connections.
+/// What a persistent session keeps between connections: its delivery state
+/// and its subscriptions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inflight {
     /// Messages in flight to the client, oldest first.
@@ -225,6 +229,8 @@ pub struct Inflight {
     pub queued: Vec<OutboundMessage>,
     /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
     pub awaiting_pubrel: Vec<PacketId>,
+    /// The filters the session holds.
+    pub subscriptions: Vec<TopicFilter>,
 }
 
 /// Whether a message given to [`super::Session::deliver`] was taken.
