@@ -422,3 +422,46 @@ fn a_resumed_session_redelivers_with_dup_and_original_ids() {
     );
     assert_eq!(p.session.take_inflight(), Inflight::default());
 }
+
+#[test]
+fn outbound_topic_aliases_when_enabled_and_accepted() {
+    let config = SessionConfig {
+        outbound_topic_aliases: true,
+        ..Default::default()
+    };
+    let mut c = connect(V5, "c1", None);
+    c.properties.topic_alias_maximum = Some(1);
+    let mut p = Peer::connected(V5, config, c, identity("alice", "c1", None));
+    let mut other = outbound(QoS::AtMostOnce);
+    other.topic = TopicName::from_static("u");
+    for m in [outbound(QoS::AtMostOnce), outbound(QoS::AtLeastOnce), other] {
+        assert_eq!(p.session.deliver(p.now, m), Delivery::Accepted);
+    }
+    let a = p.drain();
+    let seen: Vec<_> = p
+        .packets(&a)
+        .iter()
+        .map(|x| match x {
+            Packet::Publish(p) => (
+                p.topic.as_ref().map(|t| t.to_string()),
+                p.properties.topic_alias.map(|a| a.get()),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some("t".to_string()), Some(1)), // taught
+            (None, Some(1)),                  // used
+            (Some("u".to_string()), None),    // the client accepts one alias only
+        ]
+    );
+    // Off by default, and never towards a client that did not ask.
+    let mut p = peer(V5);
+    p.session.deliver(p.now, outbound(QoS::AtMostOnce));
+    let a = p.drain();
+    assert!(
+        matches!(&p.packets(&a)[..], [Packet::Publish(x)] if x.topic.is_some() && x.properties.topic_alias.is_none())
+    );
+}

@@ -62,6 +62,12 @@ impl Session {
             identity: None,
             client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
             client_max_packet: props.maximum_packet_size.map(|m| m.get()),
+            aliases_out: Vec::new(),
+            client_alias_max: if self.config.outbound_topic_aliases {
+                props.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            },
             request_problem_info,
             last_packet: now,
             reauth: None,

@@ -129,6 +129,10 @@ struct Conn {
     identity: Option<Arc<Identity>>,
     client_receive_max: u16,
     client_max_packet: Option<u32>,
+    /// Topics given an alias towards the client (alias = index + 1).
+    aliases_out: Vec<TopicName>,
+    /// Highest alias the client accepts (0 when outbound aliases are off).
+    client_alias_max: u16,
     request_problem_info: bool,
     last_packet: Timestamp,
     reauth: Option<Ticket>,

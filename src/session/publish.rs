@@ -328,6 +328,7 @@ impl Session {
             return Delivery::QueueFull;
         }
         if msg.qos == QoS::AtMostOnce {
+            alias_topic(conn, &mut probe);
             self.send(&Packet::Publish(probe));
             return Delivery::Accepted;
         }
@@ -432,6 +433,7 @@ impl Session {
         p.retain = msg.retain;
         p.packet_id = Some(id);
         p.properties = msg.properties.clone();
+        alias_topic(conn, &mut p);
         // The hub keeps the message for redelivery on a later connection; a
         // connection itself never resends [MQTT-4.4.0-1].
         if p.encode(version, &mut self.tx).is_ok() {
@@ -567,4 +569,27 @@ pub(super) fn next_free_id(conn: &mut Conn) -> Option<PacketId> {
         }
     }
     None
+}
+
+/// Replaces the topic by an alias the client already knows, or teaches it a
+/// new one while it accepts more (MQTT 5.0 §3.3.2.3.4); first come, first
+/// aliased, never reassigned.
+fn alias_topic(conn: &mut Conn, p: &mut Publish) {
+    if conn.client_alias_max == 0 {
+        return;
+    }
+    let Some(topic) = p.topic.as_ref() else {
+        return;
+    };
+    if let Some(i) = conn.aliases_out.iter().position(|t| t == topic) {
+        p.topic = None;
+        p.properties.topic_alias = u16::try_from(i + 1)
+            .ok()
+            .and_then(std::num::NonZeroU16::new);
+    } else if conn.aliases_out.len() < usize::from(conn.client_alias_max) {
+        conn.aliases_out.push(topic.clone());
+        p.properties.topic_alias = u16::try_from(conn.aliases_out.len())
+            .ok()
+            .and_then(std::num::NonZeroU16::new);
+    }
 }

@@ -56,6 +56,9 @@ pub struct SessionConfig {
     pub retain_available: bool,
     /// Highest topic alias accepted from the client (0: none).
     pub topic_alias_maximum: u16,
+    /// Use topic aliases towards 5.0 clients that accept them: saves bytes
+    /// on repeated topics, costs a property allocation per aliased message.
+    pub outbound_topic_aliases: bool,
     /// Cap on QoS 1/2 messages in flight to the client.
     pub max_outbound_inflight: u16,
     /// Messages waiting for the outbound window before new ones are refused.
@@ -103,6 +106,7 @@ impl Default for SessionConfig {
             maximum_qos: QoS::ExactlyOnce,
             retain_available: true,
             topic_alias_maximum: 16,
+            outbound_topic_aliases: false,
             max_outbound_inflight: 64,
             max_outbound_queue: 1000,
             max_subscriptions: 100,
