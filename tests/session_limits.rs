@@ -7,6 +7,7 @@ mod common;
 use common::session::*;
 use common::{V3, V5, hex, pid};
 use testament::codec::*;
+use testament::session::SessionError;
 use testament::session::*;
 
 fn peer(v: ProtocolVersion, config: SessionConfig) -> Peer {
@@ -163,6 +164,17 @@ fn enhanced_authentication_can_take_several_rounds() {
         challenge.properties.authentication_data.as_deref(),
         Some(&b"challenge"[..])
     );
+    // While the client answers, no ticket is open, not even a made-up one.
+    for t in [Ticket(0), Ticket(1)] {
+        assert_eq!(
+            p.session.handle_authentication(
+                p.now,
+                t,
+                AuthnOutcome::Success(identity("alice", "c1", None))
+            ),
+            Err(SessionError::UnknownTicket(t))
+        );
+    }
     let mut answer = Auth::new(AuthReasonCode::ContinueAuthentication);
     answer.properties.authentication_method = Some(MqttString::from_static("JWT"));
     answer.properties.authentication_data = Some(Bytes::from_static(b"response"));

@@ -103,7 +103,7 @@ impl Session {
             }
         }
         let ticket = self.ticket();
-        self.state = State::Authenticating(ticket);
+        self.state = State::Authenticating(Some(ticket));
         self.push(Action::Authenticate {
             ticket,
             credentials: Box::new(credentials),
@@ -131,7 +131,7 @@ impl Session {
         conn.credentials.auth_data = a.properties.authentication_data.clone();
         let credentials = conn.credentials.clone();
         let ticket = self.ticket();
-        self.state = State::Authenticating(ticket);
+        self.state = State::Authenticating(Some(ticket));
         self.push(Action::Authenticate {
             ticket,
             credentials: Box::new(credentials),
@@ -149,12 +149,12 @@ impl Session {
         ticket: Ticket,
         outcome: AuthnOutcome,
     ) -> Result<(), SessionError> {
-        if self.state == State::Authenticating(ticket) {
+        if self.state == State::Authenticating(Some(ticket)) {
             self.on_authenticated(now, outcome);
             return Ok(());
         }
         if self.state == State::Connected
-            && self.conn.as_ref().and_then(|c| c.reauth) == Some(ticket)
+            && self.conn.as_ref().and_then(|c| c.reauth) == Some(ReauthStep::WithHost(ticket))
         {
             self.on_reauthenticated(now, outcome);
             return Ok(());
@@ -186,9 +186,8 @@ impl Session {
                     .and_then(|m| MqttString::try_from(m).ok());
                 auth.properties.authentication_data = Some(data);
                 if self.version == ProtocolVersion::V5 && conn.credentials.auth_method.is_some() {
-                    // Stay in Authenticating with the same ticket retired:
-                    // the client's next AUTH opens a new one.
-                    self.state = State::Authenticating(Ticket(0));
+                    // The client's next AUTH opens a new request.
+                    self.state = State::Authenticating(None);
                     self.send(&Packet::Auth(auth));
                 } else {
                     // [MQTT-4.12.0-6]: no AUTH to a client that did not ask for it.
@@ -388,7 +387,9 @@ impl Session {
             && method == conn.credentials.auth_method
             && match a.reason_code {
                 AuthReasonCode::ReAuthenticate => conn.reauth.is_none(),
-                AuthReasonCode::ContinueAuthentication => conn.reauth.is_some(),
+                AuthReasonCode::ContinueAuthentication => {
+                    conn.reauth == Some(ReauthStep::WithClient)
+                }
                 AuthReasonCode::Success => false,
             };
         if !allowed {
@@ -399,7 +400,7 @@ impl Session {
         let credentials = conn.credentials.clone();
         let ticket = self.ticket();
         if let Some(conn) = self.conn.as_mut() {
-            conn.reauth = Some(ticket);
+            conn.reauth = Some(ReauthStep::WithHost(ticket));
         }
         self.push(Action::Authenticate {
             ticket,
@@ -451,8 +452,8 @@ impl Session {
                 let mut more = Auth::new(AuthReasonCode::ContinueAuthentication);
                 more.properties.authentication_method = method;
                 more.properties.authentication_data = Some(data);
-                // The retired ticket waits for the client's next AUTH.
-                conn.reauth = Some(Ticket(0));
+                // The client's next AUTH opens a new request.
+                conn.reauth = Some(ReauthStep::WithClient);
                 self.send(&Packet::Auth(more));
             }
             failed => {

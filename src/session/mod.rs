@@ -75,11 +75,21 @@ pub enum SessionError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     AwaitingConnect,
-    Authenticating(Ticket),
+    /// Waiting for the host's answer (`Some`) or for the client's next AUTH.
+    Authenticating(Option<Ticket>),
     CheckingWill(Ticket),
     Opening(Ticket),
     Connected,
     Closed,
+}
+
+/// Where a re-authentication stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReauthStep {
+    /// The host has the credentials.
+    WithHost(Ticket),
+    /// The client has been sent AUTH 0x18 and answers next.
+    WithClient,
 }
 
 /// A request waiting for its authorization, kept in arrival order so that
@@ -135,7 +145,7 @@ struct Conn {
     client_alias_max: u16,
     request_problem_info: bool,
     last_packet: Timestamp,
-    reauth: Option<Ticket>,
+    reauth: Option<ReauthStep>,
     /// A will re-check after re-authentication waiting for its decision.
     will_recheck: Option<(Ticket, AuthzQuery)>,
     pending: VecDeque<Pending>,

@@ -142,7 +142,8 @@ impl Session {
                 let identity = query.identity.clone();
                 self.finish_publish(now, identity, Some(query), p, topic, decision);
             } else {
-                // Earlier requests still wait: take effect after them.
+                // Earlier requests still wait: take effect after them. Its
+                // ticket is never answered: the decision is already in.
                 conn.pending.push_back(Pending::Publish {
                     ticket: Ticket(0),
                     query,
