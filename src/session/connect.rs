@@ -128,15 +128,26 @@ impl Session {
             self.refuse(ConnectReasonCode::ProtocolError, "unexpected AUTH");
             return;
         }
-        conn.credentials.auth_data = a.properties.authentication_data.clone();
-        let credentials = conn.credentials.clone();
-        let ticket = self.ticket();
+        let ticket = self.authenticate_again(a, false);
         self.state = State::Authenticating(Some(ticket));
-        self.push(Action::Authenticate {
-            ticket,
-            credentials: Box::new(credentials),
-            reauthentication: false,
+    }
+
+    /// Asks the host to authenticate the data of a client's AUTH, with the
+    /// same method as before.
+    fn authenticate_again(&mut self, a: Auth, reauthentication: bool) -> Ticket {
+        let ticket = self.ticket();
+        let credentials = self.conn.as_mut().map(|conn| {
+            conn.credentials.auth_data = a.properties.authentication_data.clone();
+            Box::new(conn.credentials.clone())
         });
+        if let Some(credentials) = credentials {
+            self.push(Action::Authenticate {
+                ticket,
+                credentials,
+                reauthentication,
+            });
+        }
+        ticket
     }
 
     /// The answer to an [`Action::Authenticate`].
@@ -396,17 +407,10 @@ impl Session {
             self.protocol_error(now, "unexpected AUTH");
             return;
         }
-        conn.credentials.auth_data = a.properties.authentication_data.clone();
-        let credentials = conn.credentials.clone();
-        let ticket = self.ticket();
+        let ticket = self.authenticate_again(a, true);
         if let Some(conn) = self.conn.as_mut() {
             conn.reauth = Some(ReauthStep::WithHost(ticket));
         }
-        self.push(Action::Authenticate {
-            ticket,
-            credentials: Box::new(credentials),
-            reauthentication: true,
-        });
     }
 
     pub(super) fn on_reauthenticated(&mut self, now: Timestamp, outcome: AuthnOutcome) {

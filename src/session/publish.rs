@@ -396,6 +396,11 @@ impl Session {
             }
         }
         conn.outbound_queue.extend(inflight.queued);
+        self.fill_window();
+    }
+
+    /// Sends queued messages while the outbound window has room.
+    fn fill_window(&mut self) {
         while self
             .conn
             .as_ref()
@@ -478,20 +483,7 @@ impl Session {
         {
             conn.outbound.remove(i);
         }
-        while self
-            .conn
-            .as_ref()
-            .is_some_and(|c| !c.outbound_queue.is_empty() && c.outbound.len() < self.window())
-        {
-            let Some(msg) = self
-                .conn
-                .as_mut()
-                .and_then(|c| c.outbound_queue.pop_front())
-            else {
-                break;
-            };
-            self.send_outbound(msg);
-        }
+        self.fill_window();
     }
 
     /// The answer to an [`Action::Authorize`].
