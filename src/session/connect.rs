@@ -116,15 +116,7 @@ impl Session {
             return;
         };
         // [MQTT-4.12.0-2], [MQTT-4.12.0-5]: continue with the same method.
-        let method = a
-            .properties
-            .authentication_method
-            .as_ref()
-            .map(ToString::to_string);
-        if a.reason_code != AuthReasonCode::ContinueAuthentication
-            || method.is_none()
-            || method != conn.credentials.auth_method
-        {
+        if a.reason_code != AuthReasonCode::ContinueAuthentication || !same_method(conn, &a) {
             self.refuse(ConnectReasonCode::ProtocolError, "unexpected AUTH");
             return;
         }
@@ -387,15 +379,9 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let method = a
-            .properties
-            .authentication_method
-            .as_ref()
-            .map(ToString::to_string);
         // [MQTT-4.12.0-7]: no AUTH from a client that connected without a
         // method; [MQTT-4.12.1-1]: re-authenticate with the same method.
-        let allowed = conn.credentials.auth_method.is_some()
-            && method == conn.credentials.auth_method
+        let allowed = same_method(conn, &a)
             && match a.reason_code {
                 AuthReasonCode::ReAuthenticate => conn.reauth.is_none(),
                 AuthReasonCode::ContinueAuthentication => {
@@ -490,5 +476,17 @@ impl Session {
                 );
             }
         }
+    }
+}
+
+/// Whether an AUTH names the Authentication Method the client connected
+/// with (none at CONNECT means no AUTH is acceptable).
+fn same_method(conn: &Conn, a: &Auth) -> bool {
+    match (
+        &conn.credentials.auth_method,
+        &a.properties.authentication_method,
+    ) {
+        (Some(connected), Some(named)) => connected == named.as_str(),
+        _ => false,
     }
 }
