@@ -31,12 +31,16 @@
 //!   authorizer, and audit records.
 //! - [`session`]: one connection's protocol state machine, the will
 //!   included.
+//! - [`broker`]: the hub over all sessions: registry and takeover,
+//!   persistent sessions, routing, retained messages, wills authorized when
+//!   they are sent.
 //! - [`time`]: the timestamps the host passes in.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod broker;
 pub mod codec;
 pub mod session;
 pub mod time;

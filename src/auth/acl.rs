@@ -508,6 +508,9 @@ pub enum DecidedBy {
     },
     /// No rule and no claim matched.
     NoMatch,
+    /// The will policy after credential expiry (`strict` or `grace`): the
+    /// will was triggered after its identity's credential had expired.
+    WillAfterExpiry,
 }
 
 impl fmt::Display for DecidedBy {
@@ -520,6 +523,7 @@ impl fmt::Display for DecidedBy {
             Self::Rule { index, name: None } => write!(f, "rule {index}"),
             Self::Claim { list, index } => write!(f, "token acl claim {list:?}[{index}]"),
             Self::NoMatch => f.write_str("no rule"),
+            Self::WillAfterExpiry => f.write_str("will policy: credential expired"),
         }
     }
 }

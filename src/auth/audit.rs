@@ -77,6 +77,25 @@ pub enum WillOutcome {
     },
 }
 
+/// Why a message was dropped for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The subscriber's queue (offline queue, or outbound queue and unsent
+    /// bytes while connected) was full.
+    QueueFull,
+    /// The subscriber's session ended with the message still queued.
+    SessionEnded,
+}
+
+impl Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::QueueFull => "queue_full",
+            Self::SessionEnded => "session_ended",
+        })
+    }
+}
+
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditRecord {
@@ -121,6 +140,45 @@ pub enum AuditRecord {
         trigger: Option<WillTrigger>,
         /// What happened.
         outcome: WillOutcome,
+    },
+    /// A new connection took a client id over from a connected one
+    /// [MQTT-3.1.4-3].
+    Takeover {
+        /// When.
+        at: Timestamp,
+        /// The client id.
+        client_id: String,
+        /// The identity of the new connection.
+        identity: Arc<Identity>,
+    },
+    /// A stored session reached its expiry interval and was discarded.
+    SessionExpired {
+        /// When.
+        at: Timestamp,
+        /// Its client id.
+        client_id: String,
+    },
+    /// A QoS 1/2 message was not delivered to one subscriber.
+    MessageDropped {
+        /// When.
+        at: Timestamp,
+        /// The subscriber's client id.
+        client_id: String,
+        /// The message's topic.
+        topic: MqttString,
+        /// Its QoS towards that subscriber.
+        qos: crate::codec::QoS,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A retained message was not stored (it was still routed).
+    RetainRefused {
+        /// When.
+        at: Timestamp,
+        /// Its topic.
+        topic: MqttString,
+        /// Why.
+        reason: &'static str,
     },
 }
 
@@ -232,6 +290,41 @@ impl Display for AuditRecord {
                     kv(f, "detail", d)?;
                 }
                 Ok(())
+            }
+            Self::Takeover {
+                at,
+                client_id,
+                identity,
+            } => {
+                write!(f, "event=takeover")?;
+                kv(f, "at", at)?;
+                kv(f, "client_id", client_id)?;
+                kv(f, "principal", &identity.principal)
+            }
+            Self::SessionExpired { at, client_id } => {
+                write!(f, "event=session_expired")?;
+                kv(f, "at", at)?;
+                kv(f, "client_id", client_id)
+            }
+            Self::MessageDropped {
+                at,
+                client_id,
+                topic,
+                qos,
+                reason,
+            } => {
+                write!(f, "event=message_dropped")?;
+                kv(f, "at", at)?;
+                kv(f, "client_id", client_id)?;
+                kv(f, "topic", topic)?;
+                kv(f, "qos", *qos as u8)?;
+                kv(f, "reason", reason)
+            }
+            Self::RetainRefused { at, topic, reason } => {
+                write!(f, "event=retain_refused")?;
+                kv(f, "at", at)?;
+                kv(f, "topic", topic)?;
+                kv(f, "reason", reason)
             }
         }
     }

@@ -17,6 +17,6 @@ pub use acl::{
     Acl, AuthzQuery, AuthzRequest, ClaimAcl, ClaimList, DecidedBy, Decision, Effect,
     FilterTemplate, InvalidTemplate, Operation, Ops, Rule, Subject,
 };
-pub use audit::{AuditRecord, WillOutcome, WillTrigger};
+pub use audit::{AuditRecord, DropReason, WillOutcome, WillTrigger};
 pub use identity::{ANONYMOUS, AuthMethod, Credentials, Identity, TokenDigest};
 pub use jwt::{AuthnError, AuthnFailure, JwtAuthenticator, JwtConfig, KeySet, KeySetError};

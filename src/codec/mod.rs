@@ -42,6 +42,7 @@ pub use reason::{
     PubCompReasonCode, PubRecReasonCode, PubRelReasonCode, SubAckReasonCode, UnsubAckReasonCode,
 };
 pub use string::{InvalidString, MqttString};
+pub(crate) use topic::filter_matches;
 pub use topic::{InvalidTopic, SharedSubscription, TopicFilter, TopicName};
 
 /// The protocol version a connection speaks, fixed by its CONNECT.

@@ -267,6 +267,12 @@ macro_rules! string_like {
                 self.as_str()
             }
         }
+        // Ordered as their text, so maps keyed by them are searched by `&str`.
+        impl std::borrow::Borrow<str> for $ty {
+            fn borrow(&self) -> &str {
+                self.as_str()
+            }
+        }
         impl fmt::Debug for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 fmt::Debug::fmt(self.as_str(), f)

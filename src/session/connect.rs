@@ -48,7 +48,7 @@ impl Session {
                 .as_ref()
                 .map(ToString::to_string),
             auth_data: props.authentication_data.clone(),
-            peer: None,
+            peer: self.peer.clone(),
         };
         self.conn = Some(Conn {
             client_id,
@@ -265,6 +265,25 @@ impl Session {
         inflight: Inflight,
     ) -> Result<(), SessionError> {
         self.open_with(now, ticket, true, Some(inflight))
+    }
+
+    /// Refuses an [`Action::Open`]: the CONNACK carries `code` (3.1.1: its
+    /// nearest return code) and the connection closes. The hub uses it when
+    /// it cannot hold another session.
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownTicket`] when no open is waiting for it.
+    pub fn handle_open_refused(
+        &mut self,
+        ticket: Ticket,
+        code: ConnectReasonCode,
+        detail: &str,
+    ) -> Result<(), SessionError> {
+        if self.state != State::Opening(ticket) {
+            return Err(SessionError::UnknownTicket(ticket));
+        }
+        self.refuse(code, detail);
+        Ok(())
     }
 
     fn open_with(

@@ -181,6 +181,8 @@ pub struct Session {
     unsent_bytes: usize,
     /// Answers authorization requests on the spot instead of emitting them.
     authorizer: Option<Arc<dyn Authorizer>>,
+    /// The peer's address as the host describes it, for the credentials.
+    peer: Option<String>,
 }
 
 impl Session {
@@ -200,7 +202,16 @@ impl Session {
             tx: BytesMut::new(),
             unsent_bytes: 0,
             authorizer: None,
+            peer: None,
         }
+    }
+
+    /// Names the peer (its address, as the host describes it) in the
+    /// credentials handed out for authentication.
+    #[must_use]
+    pub fn with_peer(mut self, peer: impl Into<String>) -> Self {
+        self.peer = Some(peer.into());
+        self
     }
 
     /// Sets the identifier given to a client that connects without one; the
@@ -249,6 +260,13 @@ impl Session {
     /// The identity of the last successful (re)authentication.
     pub fn identity(&self) -> Option<&Arc<Identity>> {
         self.conn.as_ref().and_then(|c| c.identity.as_ref())
+    }
+
+    /// The Session Expiry Interval in force, in seconds, once the CONNECT is
+    /// read: as asked at CONNECT, or as changed by the client's DISCONNECT
+    /// (3.1.1: 0 for a clean session, `u32::MAX` — never — otherwise).
+    pub fn session_expiry_interval(&self) -> Option<u32> {
+        self.conn.as_ref().map(|c| c.session_expiry)
     }
 
     /// The next output, in order.

@@ -54,5 +54,6 @@ pub fn pid(id: u16) -> PacketId {
     PacketId::new(id).unwrap()
 }
 
+pub mod hub;
 pub mod jwt;
 pub mod session;

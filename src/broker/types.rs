@@ -1,0 +1,137 @@
+//! What the hub takes in and gives out.
+
+use std::time::Duration;
+
+use crate::auth::{AuditRecord, AuthzQuery, Credentials};
+use crate::codec::Bytes;
+use crate::session::{CloseReason, SessionConfig};
+
+/// A network connection, as the hub names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Pairs a request the hub emitted with its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// Whether a will triggered after its credential expired may still be sent.
+/// Judged at the trigger time, so a will delay never changes the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WillAfterExpiry {
+    /// The identity stands: the will is authorized as usual (default).
+    Identity,
+    /// A will triggered after the credential's `exp` is denied.
+    Strict,
+    /// Allowed when triggered at most this long after `exp`, denied later.
+    Grace(Duration),
+}
+
+/// What happens to wills when the hub shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownWills {
+    /// Every will triggered by the shutdown or still waiting for its delay is
+    /// authorized and published now: the clients are in fact going offline
+    /// (default).
+    SendNow,
+    /// They are cancelled (audited): for a broker that restarts quickly, or
+    /// a cluster where the clients reconnect elsewhere.
+    Drop,
+}
+
+/// What a full offline queue does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineOverflow {
+    /// The new message is dropped; the queue keeps the oldest (default).
+    DropNewest,
+    /// The oldest queued message is dropped to make room.
+    DropOldest,
+}
+
+/// Limits and policies of the hub. Every table it keeps has a bound here or
+/// in [`SessionConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Per-connection limits and capabilities.
+    pub session: SessionConfig,
+    /// Sessions held, connected or stored; a new client id beyond it gets
+    /// CONNACK 0x97 Quota exceeded (3.1.1: 0x03 Server unavailable).
+    pub max_sessions: usize,
+    /// QoS 1/2 messages queued for one disconnected persistent session.
+    pub max_offline_messages: usize,
+    /// What a full offline queue does.
+    pub offline_overflow: OfflineOverflow,
+    /// Retained messages held.
+    pub max_retained_messages: usize,
+    /// Bytes (topic + payload) of retained messages held.
+    pub max_retained_bytes: usize,
+    /// The will policy after credential expiry.
+    pub will_after_expiry: WillAfterExpiry,
+    /// Wills at shutdown.
+    pub shutdown_wills: ShutdownWills,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            session: SessionConfig::default(),
+            max_sessions: 100_000,
+            max_offline_messages: 1000,
+            offline_overflow: OfflineOverflow::DropNewest,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 64 * 1024 * 1024,
+            will_after_expiry: WillAfterExpiry::Identity,
+            shutdown_wills: ShutdownWills::SendNow,
+        }
+    }
+}
+
+/// One output of the hub, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes to the connection.
+    Send {
+        /// Where.
+        conn: ConnId,
+        /// What.
+        bytes: Bytes,
+    },
+    /// Close the connection after writing what was sent to it before.
+    Close {
+        /// Which.
+        conn: ConnId,
+        /// Why, for the log.
+        reason: CloseReason,
+    },
+    /// Authenticate and answer with [`super::Broker::handle_authentication`].
+    Authenticate {
+        /// Pairs the answer.
+        ticket: Ticket,
+        /// The connection asking.
+        conn: ConnId,
+        /// What the client presented.
+        credentials: Box<Credentials>,
+        /// Whether this is a re-authentication of a connected client.
+        reauthentication: bool,
+    },
+    /// Decide and answer with [`super::Broker::handle_authorization`].
+    Authorize {
+        /// Pairs the answer.
+        ticket: Ticket,
+        /// The connection asking; `None` for a will, which the hub sends on
+        /// behalf of a client that is gone.
+        conn: Option<ConnId>,
+        /// The question.
+        query: AuthzQuery,
+    },
+    /// A record for the audit log.
+    Audit(AuditRecord),
+}
+
+/// A host mistake: the hub cannot take this input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// No request with this ticket is waiting for this kind of answer (it
+    /// was answered, or its connection closed).
+    #[error("unknown ticket {0:?}")]
+    UnknownTicket(Ticket),
+}
