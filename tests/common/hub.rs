@@ -148,12 +148,17 @@ impl Net {
     /// checks the CONNACK; returns the connection and Session Present.
     pub fn connect(&mut self, connect: Connect) -> (ConnId, bool) {
         let conn = self.connect_with(connect);
-        match self.take(conn).as_slice() {
-            [Packet::ConnAck(a)] if a.reason_code == ConnectReasonCode::Success => {
-                (conn, a.session_present)
+        let mut got = self.take(conn);
+        let present = match got.first() {
+            Some(Packet::ConnAck(a)) if a.reason_code == ConnectReasonCode::Success => {
+                a.session_present
             }
-            other => panic!("no successful CONNACK: {other:?}"),
-        }
+            _ => panic!("no successful CONNACK: {got:?}"),
+        };
+        // What a resumed session brings stays for `take`.
+        got.remove(0);
+        self.clients.get_mut(&conn).expect("known client").inbox = got;
+        (conn, present)
     }
 
     /// What the client received since the last call.
@@ -345,7 +350,7 @@ pub fn connect_token(
     token: &str,
 ) -> Connect {
     let mut c = Connect::new(version, MqttString::try_from(client_id).unwrap());
-    c.keep_alive = 60;
+    c.keep_alive = 0;
     c.username = Some(MqttString::try_from(user).unwrap());
     c.password = Some(Bytes::copy_from_slice(token.as_bytes()));
     c
