@@ -6,7 +6,36 @@ use bytes::Bytes;
 
 use crate::codec::{Decoder, Encode, Packet, ProtocolVersion, decode_packet};
 
+mod hub_world;
+
 const MAX: u32 = 1 << 20;
+
+/// Drives the hub with a program read from `data` — several clients
+/// connecting (3.1.1 and 5.0, wills with delays, session expiry, short and
+/// long credentials, enhanced authentication), subscribing, publishing,
+/// re-authenticating, crashing, disconnecting with 0x00 or 0x04, time steps,
+/// key rotation, ACL changes, asynchronous answers in any order, shutdown —
+/// and checks after every action:
+///
+/// - no will is published without an Allow for it, none twice, none after
+///   DISCONNECT 0x00, none before its delay (unless its session ended);
+/// - nothing is routed without an Allow;
+/// - no QoS 1/2 message is lost or duplicated (without DUP) for a persistent
+///   session while its queue has room;
+/// - no authentication is asked for a closed connection (a will is never
+///   re-authenticated), no bytes go to a closed one;
+/// - after `handle_timeout(now)` the next deadline is later than `now`;
+/// - the same program gives the same actions twice.
+pub fn hub(data: &[u8]) {
+    let first = hub_world::run(data);
+    let second = hub_world::run(data);
+    assert_eq!(first, second, "the same inputs gave different actions");
+}
+
+/// The actions of one run of the [`hub`] harness (after its checks).
+pub fn run_hub(data: &[u8]) -> Vec<crate::broker::Action> {
+    hub_world::run(data)
+}
 
 /// Decodes arbitrary bytes, in the splits the first bytes choose, in both
 /// protocol versions; checks that nothing panics, that the stream decoder and

@@ -199,6 +199,12 @@ impl Broker {
         self.conns.len()
     }
 
+    /// Whether the hub still holds this connection (it forgets a connection
+    /// when it closes it or is told it closed).
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
     /// Sessions held, connected or stored.
     pub fn sessions(&self) -> usize {
         self.sessions.len()

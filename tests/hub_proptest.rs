@@ -1,0 +1,88 @@
+//! Random multi-client lifecycles through the hub, checked after every step
+//! by the harness the `hub` fuzz target runs (see `testament::fuzzing::hub`).
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    #[test]
+    fn hub_invariants_hold(flags in any::<u8>(), steps in vec((0u8..10, any::<u8>(), any::<u8>()), 0..80)) {
+        let mut program = vec![flags];
+        for (op, a, b) in steps {
+            program.extend([op, a, b]);
+        }
+        testament::fuzzing::hub(&program);
+    }
+
+    /// Programs about wills: connections, crashes, goodbyes, time, key
+    /// rotation, ACL changes and answers, few publishes.
+    #[test]
+    fn hub_invariants_hold_for_will_lifecycles(
+        flags in any::<u8>(),
+        steps in vec((prop_oneof![Just(0u8), Just(3), Just(4), Just(5), Just(6), Just(7), Just(8), Just(8), Just(9)], any::<u8>(), any::<u8>()), 0..60),
+    ) {
+        let mut program = vec![flags];
+        for (op, a, b) in steps {
+            program.extend([op, a, b]);
+        }
+        testament::fuzzing::hub(&program);
+    }
+
+    /// Programs that end with a shutdown.
+    #[test]
+    fn hub_invariants_hold_through_shutdown(flags in any::<u8>(), steps in vec((0u8..10, any::<u8>(), any::<u8>()), 0..40)) {
+        let mut program = vec![flags];
+        for (op, a, b) in steps {
+            program.extend([op, a, b]);
+        }
+        program.extend([255, 0, 0, 5, 40, 0]);
+        testament::fuzzing::hub(&program);
+    }
+}
+
+#[test]
+fn the_programs_reach_wills_routing_and_takeover() {
+    use testament::auth::{AuditRecord, WillOutcome};
+    use testament::broker::Action;
+    // c0 (5.0, will delay 5 s, expiry 3600) connects, publishes; c1 (3.1.1)
+    // connects and crashes; c0 is taken over by a clean start; time passes.
+    let program = [
+        0u8, // sync ACL, default policies
+        0,
+        0b1010_0100,
+        1, // connect c0: 5.0, delay 5, expiry 3600, long token
+        2,
+        0,
+        0, // c0 publishes open/1
+        0,
+        1,
+        1, // connect c1: 3.1.1, long token
+        3,
+        1,
+        0, // c1 crashes
+        0,
+        0b1010_1100,
+        1, // c0 again, clean start: takeover
+        5,
+        40,
+        0, // 40 s pass
+    ];
+    let actions = testament::fuzzing::run_hub(&program);
+    let will = |o: fn(&WillOutcome) -> bool| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Audit(AuditRecord::Will { outcome, .. }) if o(outcome)))
+    };
+    assert!(
+        will(|o| matches!(o, WillOutcome::Delivered)),
+        "{actions:#?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Audit(AuditRecord::Takeover { .. })))
+    );
+    assert!(actions.iter().any(|a| matches!(a, Action::Close { .. })));
+}
