@@ -326,13 +326,14 @@ impl World {
                 Operation::Publish => {
                     self.allowed_topics.insert(query.topic.to_string());
                 }
-                Operation::Will => {
+                // The check at CONNECT (no trigger) does not send anything.
+                Operation::Will if query.will_trigger.is_some() => {
                     *self
                         .will_allows
                         .entry(query.identity.client_id.clone())
                         .or_default() += 1;
                 }
-                Operation::Subscribe => {}
+                Operation::Will | Operation::Subscribe => {}
             },
             AuditRecord::Will {
                 at,
