@@ -37,3 +37,8 @@ fn roundtrip_corpus() {
 fn session_corpus() {
     replay("session", testament::fuzzing::session);
 }
+
+#[test]
+fn hub_corpus() {
+    replay("hub", testament::fuzzing::hub);
+}
