@@ -458,8 +458,18 @@ impl Session {
     /// Writes a packet to the client. Consecutive packets are batched into
     /// one [`Action::Send`]: a burst of acknowledgements is one write.
     fn send(&mut self, packet: &Packet) {
+        self.reserve_tx();
         // Packets built here always encode; an error would only drop it.
         let _ = packet.encode(self.version, &mut self.tx);
+    }
+
+    /// Grows the output buffer a block at a time: a burst of small packets
+    /// then fills one allocation instead of doubling (and copying) it.
+    pub(super) fn reserve_tx(&mut self) {
+        const BLOCK: usize = 4096;
+        if self.tx.capacity() - self.tx.len() < 512 {
+            self.tx.reserve(BLOCK);
+        }
     }
 
     fn audit(&mut self, record: AuditRecord) {

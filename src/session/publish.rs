@@ -442,6 +442,10 @@ impl Session {
         alias_topic(conn, &mut p);
         // The hub keeps the message for redelivery on a later connection; a
         // connection itself never resends [MQTT-4.4.0-1].
+        self.reserve_tx();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         if p.encode(version, &mut self.tx).is_ok() {
             conn.outbound.push((id, OutState::Published, msg));
         }

@@ -1,0 +1,219 @@
+//! The client-id registry: opening, taking over, resuming, detaching and
+//! ending sessions.
+
+use super::*;
+
+impl Broker {
+    /// The connection is gone: its session ends, or is stored until it
+    /// expires.
+    pub(super) fn detach(&mut self, now: Timestamp, id: ConnId) {
+        let Some(mut c) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(at) = c.deadline {
+            self.timers.remove(&(at, Timer::Conn(id)));
+        }
+        // Its requests die with it.
+        self.pending
+            .retain(|_, p| !matches!(p, Pending::Session { conn, .. } if *conn == id));
+        let Some(key) = c.key else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.conn != Some(id) {
+            return;
+        }
+        s.conn = None;
+        let expiry = c.session.session_expiry_interval().unwrap_or(0);
+        if expiry == 0 {
+            self.end_session(now, key);
+            return;
+        }
+        let mut inflight = c.session.take_inflight();
+        // Messages that waited for the client's window wait on; their
+        // expiry counts from now (the time they spent queued while connected
+        // is not known here).
+        for msg in inflight.queued.drain(..) {
+            s.offline.push_back(Queued { msg, at: now });
+        }
+        s.inflight = inflight;
+        if expiry != u32::MAX {
+            let at = now + Duration::from_secs(u64::from(expiry));
+            s.expires_at = Some(at);
+            self.timers.insert((at, Timer::Expiry(key)));
+        }
+        let client_id = s.client_id.clone();
+        let excess: Vec<Queued> = {
+            let max = self.config.max_offline_messages;
+            let s = self
+                .sessions
+                .get_mut(&key)
+                .expect("the session was just stored");
+            if s.offline.len() > max {
+                s.offline.drain(max..).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        for q in excess {
+            self.dropped(now, &client_id, &q.msg, DropReason::QueueFull);
+        }
+    }
+
+    /// The session ends: its subscriptions go, what it had queued is
+    /// dropped (audited), and a will still waiting is sent now (§3.1.3.2.2).
+    pub(super) fn end_session(&mut self, now: Timestamp, key: SessionKey) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.by_client_id.remove(&s.client_id);
+        if let Some(at) = s.expires_at {
+            self.timers.remove(&(at, Timer::Expiry(key)));
+        }
+        for f in std::mem::take(&mut s.filters) {
+            self.remove_subscription(key, &f);
+        }
+        let queued = s
+            .inflight
+            .outbound
+            .drain(..)
+            .map(|m| m.message)
+            .chain(s.inflight.queued.drain(..))
+            .chain(s.offline.drain(..).map(|q| q.msg));
+        let lost: Vec<OutboundMessage> = queued.collect();
+        for msg in &lost {
+            self.dropped(now, &s.client_id, msg, DropReason::SessionEnded);
+        }
+        if let Some(w) = s.will.take() {
+            self.timers.remove(&(w.at, Timer::Will(key)));
+            self.send_will(now, key, w.due);
+        }
+    }
+
+    pub(super) fn dropped(
+        &mut self,
+        now: Timestamp,
+        client_id: &str,
+        msg: &OutboundMessage,
+        reason: DropReason,
+    ) {
+        self.audit(AuditRecord::MessageDropped {
+            at: now,
+            client_id: client_id.to_owned(),
+            topic: msg.topic.as_mqtt_str().clone(),
+            qos: msg.qos,
+            reason,
+        });
+    }
+
+    /// The session of an authenticated connection: take over a connected
+    /// one with the same client id, resume a stored one, or start anew.
+    pub(super) fn open_session(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        ticket: session::Ticket,
+        client_id: String,
+        clean_start: bool,
+        identity: Arc<Identity>,
+    ) {
+        if let Some(&key) = self.by_client_id.get(&client_id)
+            && let Some(old) = self.sessions[&key].conn
+            && old != id
+        {
+            // [MQTT-3.1.4-3]
+            self.audit(AuditRecord::Takeover {
+                at: now,
+                client_id: client_id.clone(),
+                identity: identity.clone(),
+            });
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.session.handle_takeover(now);
+            }
+            self.drain(now, old);
+            self.detach(now, old);
+        }
+        if let Some(&key) = self.by_client_id.get(&client_id) {
+            if clean_start {
+                // A clean start ends the old session, and sends its will.
+                self.end_session(now, key);
+            } else {
+                self.resume(now, id, ticket, key, identity);
+                return;
+            }
+        }
+        if self.sessions.len() >= self.config.max_sessions {
+            if let Some(c) = self.conns.get_mut(&id) {
+                let _ = c.session.handle_open_refused(
+                    ticket,
+                    ConnectReasonCode::QuotaExceeded,
+                    "too many sessions",
+                );
+            }
+            return;
+        }
+        self.next_session += 1;
+        let key = SessionKey(self.next_session);
+        self.by_client_id.insert(client_id.clone(), key);
+        self.sessions.insert(
+            key,
+            StoredSession {
+                client_id,
+                conn: Some(id),
+                identity,
+                expires_at: None,
+                inflight: Inflight::default(),
+                offline: VecDeque::new(),
+                filters: Vec::new(),
+                will: None,
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.key = Some(key);
+            let _ = c.session.handle_open(now, ticket, false);
+        }
+    }
+
+    pub(super) fn resume(
+        &mut self,
+        now: Timestamp,
+        id: ConnId,
+        ticket: session::Ticket,
+        key: SessionKey,
+        identity: Arc<Identity>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        // [MQTT-3.1.3-9] The client is back before its will was due.
+        let will = s.will.take();
+        if let Some(at) = s.expires_at.take() {
+            self.timers.remove(&(at, Timer::Expiry(key)));
+        }
+        s.conn = Some(id);
+        s.identity = identity;
+        let mut inflight = std::mem::take(&mut s.inflight);
+        for q in s.offline.drain(..) {
+            let mut msg = q.msg;
+            match remaining_expiry(&msg.properties, q.at, now) {
+                None => {}
+                Some(left) => {
+                    if left.is_some() {
+                        msg.properties.message_expiry_interval = left;
+                    }
+                    inflight.queued.push(msg);
+                }
+            }
+        }
+        if let Some(w) = will {
+            self.timers.remove(&(w.at, Timer::Will(key)));
+            self.cancel_will(now, &w.due, "the client reconnected");
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.key = Some(key);
+            let _ = c.session.handle_resume(now, ticket, inflight);
+        }
+    }
+}

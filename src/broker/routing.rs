@@ -1,0 +1,287 @@
+//! Routing: publishes to subscriptions (shared ones round-robin), the
+//! retained store, offline queues.
+
+use super::*;
+
+impl Broker {
+    pub(super) fn publish(
+        &mut self,
+        now: Timestamp,
+        from: Option<SessionKey>,
+        msg: InboundMessage,
+    ) {
+        if msg.retain {
+            self.retain(now, &msg.topic, &msg.payload, msg.qos, &msg.properties);
+        }
+        self.route(
+            now,
+            from,
+            &msg.topic,
+            &msg.payload,
+            msg.qos,
+            msg.retain,
+            &msg.properties,
+        );
+    }
+
+    pub(super) fn retain(
+        &mut self,
+        now: Timestamp,
+        topic: &TopicName,
+        payload: &Bytes,
+        qos: QoS,
+        properties: &Properties<PublishProperties>,
+    ) {
+        let outcome = self.retained.store(Retained {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            qos,
+            properties: properties.clone(),
+            stored_at: now,
+        });
+        if let RetainOutcome::Refused(reason) = outcome {
+            self.audit(AuditRecord::RetainRefused {
+                at: now,
+                topic: topic.as_mqtt_str().clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Delivers a message to every session with a matching subscription.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn route(
+        &mut self,
+        now: Timestamp,
+        from: Option<SessionKey>,
+        topic: &TopicName,
+        payload: &Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: &Properties<PublishProperties>,
+    ) {
+        let mut targets: Vec<Target> = Vec::new();
+        let mut groups: Vec<(Box<str>, Vec<Target>)> = Vec::new();
+        {
+            let mut hits: Vec<&Sub> = Vec::new();
+            self.tree.matches(topic.as_str(), &mut hits);
+            for sub in hits {
+                if let Some(group) = sub.group() {
+                    let _ = group;
+                    let name = sub.filter.as_str();
+                    let t = Target::of(sub);
+                    match groups.iter_mut().find(|(g, _)| &**g == name) {
+                        Some((_, members)) => members.push(t),
+                        None => groups.push((name.into(), vec![t])),
+                    }
+                    continue;
+                }
+                // [MQTT-3.8.3-3] No Local: not to the publisher itself.
+                if sub.options.no_local && Some(sub.key) == from {
+                    continue;
+                }
+                targets.push(Target::of(sub));
+            }
+        }
+        // One delivery per session: the highest QoS, every identifier.
+        targets.sort_by_key(|t| t.key);
+        targets.dedup_by(|later, first| {
+            if later.key != first.key {
+                return false;
+            }
+            first.qos = first.qos.max(later.qos);
+            first.retain_as_published |= later.retain_as_published;
+            first.ids.extend(later.ids.drain(..));
+            true
+        });
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, members) in groups {
+            if let Some(t) = self.pick_member(&name, members) {
+                targets.push(t);
+            }
+        }
+        for t in targets {
+            let mut props = properties.clone();
+            if !t.ids.is_empty() {
+                props.subscription_identifiers = t.ids.into_iter().collect();
+            }
+            let msg = OutboundMessage {
+                topic: topic.clone(),
+                payload: payload.clone(),
+                qos: qos.min(t.qos),
+                // [MQTT-3.3.1-12], [MQTT-3.3.1-13]
+                retain: retain && t.retain_as_published,
+                properties: props,
+            };
+            self.deliver(now, t.key, msg);
+        }
+    }
+
+    /// Round-robin over the group's members in subscription order: the next
+    /// connected one, else the next one (to its offline queue).
+    pub(super) fn pick_member(&mut self, name: &str, members: Vec<Target>) -> Option<Target> {
+        let cursor = self.shares.get(name).map_or(0, |g| g.cursor);
+        let n = members.len();
+        let connected = |t: &Target| self.sessions.get(&t.key).is_some_and(|s| s.conn.is_some());
+        let order = (0..n).map(|i| (cursor + i) % n);
+        let chosen = order
+            .clone()
+            .find(|&i| connected(&members[i]))
+            .or_else(|| order.clone().next())?;
+        if let Some(g) = self.shares.get_mut(name) {
+            g.cursor = (chosen + 1) % n;
+        }
+        members.into_iter().nth(chosen)
+    }
+
+    /// Hands a message to a session: its connection, or its offline queue.
+    pub(super) fn deliver(&mut self, now: Timestamp, key: SessionKey, msg: OutboundMessage) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if let Some(id) = s.conn
+            && let Some(c) = self.conns.get_mut(&id)
+            && c.session.is_connected()
+        {
+            let (topic, qos) = (msg.topic.as_mqtt_str().clone(), msg.qos);
+            match c.session.deliver(now, msg) {
+                Delivery::Accepted if !c.dirty => {
+                    c.dirty = true;
+                    self.dirty.push(id);
+                }
+                Delivery::QueueFull if qos != QoS::AtMostOnce => {
+                    let client_id = s.client_id.clone();
+                    self.audit(AuditRecord::MessageDropped {
+                        at: now,
+                        client_id,
+                        topic,
+                        qos,
+                        reason: DropReason::QueueFull,
+                    });
+                }
+                // Too large for this client: dropped for it (MQTT 5.0
+                // §3.1.2.11.4); a QoS 0 message the client cannot take now is
+                // dropped too.
+                _ => {}
+            }
+            return;
+        }
+        if msg.qos == QoS::AtMostOnce {
+            return;
+        }
+        let mut lost = None;
+        if s.offline.len() >= self.config.max_offline_messages {
+            match self.config.offline_overflow {
+                OfflineOverflow::DropNewest => lost = Some(msg),
+                OfflineOverflow::DropOldest => {
+                    lost = s.offline.pop_front().map(|q| q.msg);
+                    s.offline.push_back(Queued { msg, at: now });
+                }
+            }
+        } else {
+            s.offline.push_back(Queued { msg, at: now });
+        }
+        if let Some(msg) = lost {
+            let client_id = s.client_id.clone();
+            self.dropped(now, &client_id, &msg, DropReason::QueueFull);
+        }
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        now: Timestamp,
+        key: SessionKey,
+        granted: Vec<GrantedSubscription>,
+        id: Option<SubscriptionId>,
+    ) {
+        for g in granted {
+            let mut options = g.subscription.options;
+            options.qos = g.granted_qos;
+            let filter = g.subscription.filter;
+            let existed = self.tree.insert(Sub {
+                key,
+                filter: filter.clone(),
+                options,
+                id,
+            });
+            if !existed {
+                if filter.shared().is_some() {
+                    self.shares
+                        .entry(filter.as_str().into())
+                        .or_default()
+                        .members += 1;
+                }
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.filters.push(filter.clone());
+                }
+            }
+            // [MQTT-3.8.4-4] Retained messages on subscribe, per Retain
+            // Handling; none for shared subscriptions (§4.8.2).
+            let send = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendAtSubscribeIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if !send || filter.shared().is_some() {
+                continue;
+            }
+            for r in self.retained.matching(filter.as_str(), now) {
+                let mut properties = r.properties;
+                if let Some(id) = id {
+                    properties.subscription_identifiers = std::iter::once(id).collect();
+                }
+                let msg = OutboundMessage {
+                    topic: r.topic,
+                    payload: r.payload,
+                    qos: r.qos.min(options.qos),
+                    // [MQTT-3.3.1-9]
+                    retain: true,
+                    properties,
+                };
+                self.deliver(now, key, msg);
+            }
+        }
+    }
+
+    pub(super) fn unsubscribe(&mut self, key: SessionKey, filter: &TopicFilter) {
+        if self.remove_subscription(key, filter)
+            && let Some(s) = self.sessions.get_mut(&key)
+        {
+            s.filters.retain(|f| f != filter);
+        }
+    }
+
+    pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &TopicFilter) -> bool {
+        let removed = self.tree.remove(key, filter);
+        if removed
+            && filter.shared().is_some()
+            && let Some(g) = self.shares.get_mut(filter.as_str())
+        {
+            g.members -= 1;
+            if g.members == 0 {
+                self.shares.remove(filter.as_str());
+            }
+        }
+        removed
+    }
+}
+
+/// One subscriber of a message, with what its matching subscriptions ask.
+#[derive(Debug)]
+pub(super) struct Target {
+    key: SessionKey,
+    qos: QoS,
+    retain_as_published: bool,
+    ids: smallvec::SmallVec<[SubscriptionId; 2]>,
+}
+
+impl Target {
+    pub(super) fn of(sub: &Sub) -> Self {
+        Self {
+            key: sub.key,
+            qos: sub.options.qos,
+            retain_as_published: sub.options.retain_as_published,
+            ids: sub.id.into_iter().collect(),
+        }
+    }
+}
