@@ -165,10 +165,12 @@ fn unacknowledged_messages_are_redelivered_with_dup_on_resume() {
     );
 }
 
-#[test]
-fn a_full_offline_queue_drops_the_newest_and_audits_it() {
+/// Three messages for a subscriber whose offline queue holds two: which one
+/// was dropped (audited), and what the subscriber got when it came back.
+fn overflow(policy: OfflineOverflow) -> (Vec<(String, String, DropReason)>, Vec<String>) {
     let config = BrokerConfig {
         max_offline_messages: 2,
+        offline_overflow: policy,
         ..BrokerConfig::default()
     };
     let mut net = Net::new(config, Some(default_acl()));
@@ -179,51 +181,32 @@ fn a_full_offline_queue_drops_the_newest_and_audits_it() {
     for t in ["open/1", "open/2", "open/3"] {
         net.publish(p, t, b"x", QoS::AtLeastOnce, false);
     }
-    assert_eq!(
-        dropped(&net),
-        [(
-            "sub".to_string(),
-            "open/3".to_string(),
-            DropReason::QueueFull
-        )]
-    );
     let (sub, _) = persistent(&mut net, V5, "sub", false);
-    let topics: Vec<String> = messages(&net.publishes(sub))
+    let topics = messages(&net.publishes(sub))
         .into_iter()
         .map(|m| m.0)
         .collect();
-    assert_eq!(topics, ["open/1", "open/2"]);
+    (dropped(&net), topics)
+}
+
+#[test]
+fn a_full_offline_queue_drops_the_newest_and_audits_it() {
+    let (dropped, got) = overflow(OfflineOverflow::DropNewest);
+    assert_eq!(
+        dropped,
+        [("sub".into(), "open/3".into(), DropReason::QueueFull)]
+    );
+    assert_eq!(got, ["open/1", "open/2"]);
 }
 
 #[test]
 fn a_full_offline_queue_can_drop_the_oldest_instead() {
-    let config = BrokerConfig {
-        max_offline_messages: 2,
-        offline_overflow: OfflineOverflow::DropOldest,
-        ..BrokerConfig::default()
-    };
-    let mut net = Net::new(config, Some(default_acl()));
-    let (sub, _) = persistent(&mut net, V5, "sub", false);
-    net.subscribe(sub, &[("open/#", QoS::AtLeastOnce)]);
-    net.crash(sub);
-    let p = publisher(&mut net);
-    for t in ["open/1", "open/2", "open/3"] {
-        net.publish(p, t, b"x", QoS::AtLeastOnce, false);
-    }
+    let (dropped, got) = overflow(OfflineOverflow::DropOldest);
     assert_eq!(
-        dropped(&net),
-        [(
-            "sub".to_string(),
-            "open/1".to_string(),
-            DropReason::QueueFull
-        )]
+        dropped,
+        [("sub".into(), "open/1".into(), DropReason::QueueFull)]
     );
-    let (sub, _) = persistent(&mut net, V5, "sub", false);
-    let topics: Vec<String> = messages(&net.publishes(sub))
-        .into_iter()
-        .map(|m| m.0)
-        .collect();
-    assert_eq!(topics, ["open/2", "open/3"]);
+    assert_eq!(got, ["open/2", "open/3"]);
 }
 
 #[test]

@@ -559,18 +559,8 @@ impl World {
             1 => {
                 if let Some(conn) = self.target(a).filter(|_| usize::from(a) % 5 != CLIENTS) {
                     let filter = FILTERS[usize::from(b) % FILTERS.len()];
-                    let sub = Subscribe {
-                        packet_id: PacketId::new(1).expect("non-zero"),
-                        properties: Default::default(),
-                        subscriptions: vec![Subscription {
-                            filter: TopicFilter::new(filter).expect("valid"),
-                            options: SubscriptionOptions {
-                                qos: QoS::from_bits(b >> 4 & 1).unwrap_or_default(),
-                                ..SubscriptionOptions::default()
-                            },
-                        }],
-                    };
-                    self.send(conn, &Packet::Subscribe(sub));
+                    let qos = QoS::from_bits(b >> 4 & 1).unwrap_or_default();
+                    self.send(conn, &subscribe(filter, qos));
                 }
             }
             2 => {
@@ -674,6 +664,20 @@ impl World {
     }
 }
 
+fn subscribe(filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).expect("non-zero"),
+        properties: Default::default(),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::new(filter).expect("valid"),
+            options: SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
+        }],
+    })
+}
+
 /// Runs a hub program (see [`super::hub`]) and returns every action.
 pub fn run(data: &[u8]) -> Vec<Action> {
     let Some((&flags, program)) = data.split_first() else {
@@ -688,18 +692,7 @@ pub fn run(data: &[u8]) -> Vec<Action> {
         (w.current[MONITOR], "open/#"),
         (w.current[PERSISTENT], "open/#"),
     ] {
-        let sub = Subscribe {
-            packet_id: PacketId::new(1).expect("non-zero"),
-            properties: Default::default(),
-            subscriptions: vec![Subscription {
-                filter: TopicFilter::new(filter).expect("valid"),
-                options: SubscriptionOptions {
-                    qos: QoS::AtLeastOnce,
-                    ..SubscriptionOptions::default()
-                },
-            }],
-        };
-        w.send(conn, &Packet::Subscribe(sub));
+        w.send(conn, &subscribe(filter, QoS::AtLeastOnce));
         w.answer_all();
     }
     for step in program.chunks(3) {
