@@ -34,6 +34,8 @@
 //! - [`broker`]: the hub over all sessions: registry and takeover,
 //!   persistent sessions, routing, retained messages, wills authorized when
 //!   they are sent.
+//! - [`driver`]: smol and blocking servers around the hub — sockets,
+//!   clocks and policy answers, nothing else.
 //! - [`time`]: the timestamps the host passes in.
 
 #![forbid(unsafe_code)]
@@ -42,6 +44,9 @@
 pub mod auth;
 pub mod broker;
 pub mod codec;
+pub mod config;
+pub mod driver;
+pub mod keys;
 pub mod session;
 pub mod time;
 

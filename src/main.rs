@@ -1,29 +1,75 @@
-//! The `testament` command.
+//! The `testament` broker.
 //!
-//! For now it offers the wire layer as a debugging tool: `testament decode`
-//! reads an MQTT byte stream (raw or hex) and prints each packet, or the
-//! fault and the reason code it earns. The broker itself (`serve`) comes with
-//! the drivers.
+//! `testament` (or `testament serve`) runs the broker; `keys` and `token`
+//! make development keys and tokens; `check` validates a config file;
+//! `decode` prints the packets of an MQTT byte stream.
+
+#![allow(clippy::disallowed_methods)] // the binary reads the clock and files' times
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use testament::auth::{Acl, JwtAuthenticator, KeySet};
+use testament::broker::Broker;
 use testament::codec::{Decoder, ProtocolVersion};
+use testament::config::{self, Config, ConfigError, DriverKind};
+use testament::driver::{self, Control, JwtAclPolicy};
+use testament::keys;
 
 #[derive(Parser)]
 #[command(
     name = "testament",
     version,
-    about = "MQTT broker core with explicit auth for the Last Will"
+    about = "An MQTT 3.1.1 / 5.0 broker that authorizes the Last Will when it is sent"
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the broker (the default).
+    Serve(ServeArgs),
+    /// Development signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Mint a token for development and tests.
+    Token {
+        /// The private key (PEM) to sign with.
+        #[arg(long)]
+        key: PathBuf,
+        /// The key id the JWKS knows it by.
+        #[arg(long)]
+        kid: String,
+        /// The principal (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// A role (`roles` claim); repeat for more.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime: `90s`, `30m`, `1h`, `2d`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// `iss`.
+        #[arg(long)]
+        iss: Option<String>,
+        /// `aud`.
+        #[arg(long)]
+        aud: Option<String>,
+    },
+    /// Validate a config file and print the effective configuration.
+    Check {
+        /// The file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Decode an MQTT byte stream (client or server side) and print its packets.
     Decode {
         /// Protocol version of the stream; by default a CONNECT sets it.
@@ -36,8 +82,64 @@ enum Command {
         #[arg(long, default_value_t = 1 << 20)]
         max_packet_size: u32,
         /// File to read; standard input when absent.
-        file: Option<std::path::PathBuf>,
+        file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write DIR/KID.pem and add its public key to DIR/jwks.json.
+    Generate {
+        /// RS256, ES256 or EdDSA.
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+        /// The key id.
+        #[arg(long)]
+        kid: String,
+        /// The directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Remove a key from a JWKS file (the end of a rotation).
+    Remove {
+        /// The key id.
+        #[arg(long)]
+        kid: String,
+        /// The JWKS file.
+        #[arg(long)]
+        jwks: PathBuf,
+    },
+}
+
+#[derive(Args, Default, Clone)]
+struct ServeArgs {
+    /// The config file (TOML).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on; repeat for more (overrides the config).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// JWKS file (overrides the config).
+    #[arg(long)]
+    jwks: Option<PathBuf>,
+    /// ACL rules file (overrides the config).
+    #[arg(long)]
+    acl: Option<PathBuf>,
+    /// Driver (overrides the config).
+    #[arg(long, value_enum)]
+    driver: Option<Driver>,
+    /// Let clients without credentials in, as `anonymous`.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Directory of the development key set.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Driver {
+    Smol,
+    Blocking,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,27 +151,293 @@ enum Protocol {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Decode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(mut args)) => {
+            args.config = args.config.or(cli.serve.config);
+            serve(args)
+        }
+        Some(Command::Keys(KeysCommand::Generate { alg, kid, out })) => keys::algorithm(&alg)
+            .and_then(|alg| keys::generate(alg, &kid, &out))
+            .map(|()| {
+                println!(
+                    "wrote {} and {}",
+                    out.join(format!("{kid}.pem")).display(),
+                    out.join("jwks.json").display()
+                );
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| e.to_string()),
+        Some(Command::Keys(KeysCommand::Remove { kid, jwks })) => keys::remove(&kid, &jwks)
+            .map(|removed| {
+                if removed {
+                    println!("removed {kid} from {}", jwks.display());
+                    ExitCode::SUCCESS
+                } else {
+                    println!("no key {kid} in {}", jwks.display());
+                    ExitCode::FAILURE
+                }
+            })
+            .map_err(|e| e.to_string()),
+        Some(Command::Token {
+            key,
+            kid,
+            sub,
+            roles,
+            ttl,
+            iss,
+            aud,
+        }) => token(&key, &kid, sub, roles, &ttl, iss, aud),
+        Some(Command::Check { config }) => match Config::read(&config).and_then(|c| {
+            c.acl()?;
+            Ok(c)
+        }) {
+            Ok(c) => {
+                print!("{}", c.to_toml());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Some(Command::Decode {
             protocol,
             hex,
             max_packet_size,
             file,
-        } => match decode(protocol, hex, max_packet_size, file) {
-            Ok(code) => code,
+        }) => decode(protocol, hex, max_packet_size, file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn token(
+    key: &Path,
+    kid: &str,
+    subject: String,
+    roles: Vec<String>,
+    ttl: &str,
+    issuer: Option<String>,
+    audience: Option<String>,
+) -> Result<ExitCode, String> {
+    let pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let claims = keys::TokenClaims {
+        subject,
+        roles,
+        ttl: keys::parse_ttl(ttl)?,
+        issuer,
+        audience,
+    };
+    let token = keys::mint(&pem, kid, &claims, driver::now()).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration with the command line's overrides.
+fn effective_config(args: &ServeArgs) -> Result<Config, ConfigError> {
+    let mut c = match &args.config {
+        Some(path) => Config::read(path)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        c.listen.clone_from(&args.listen);
+    }
+    if let Some(j) = &args.jwks {
+        c.jwt.jwks = Some(j.clone());
+    }
+    if let Some(a) = &args.acl {
+        c.acl.path = Some(a.clone());
+        c.acl.rules.clear();
+    }
+    if let Some(d) = args.driver {
+        c.driver = match d {
+            Driver::Smol => DriverKind::Smol,
+            Driver::Blocking => DriverKind::Blocking,
+        };
+    }
+    c.allow_anonymous |= args.allow_anonymous;
+    if let Some(d) = &args.data_dir {
+        c.data_dir.clone_from(d);
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// The JWKS path in force: the configured one, or the development key set
+/// (created on first run).
+fn jwks_path(c: &Config) -> Result<PathBuf, String> {
+    if let Some(p) = &c.jwt.jwks {
+        return Ok(p.clone());
+    }
+    let jwks = c.data_dir.join("jwks.json");
+    if !jwks.exists() {
+        keys::algorithm("RS256")
+            .and_then(|alg| keys::generate(alg, "dev-1", &c.data_dir))
+            .map_err(|e| e.to_string())?;
+        log::info!(
+            "created a development key set in {} (key dev-1)",
+            c.data_dir.display()
+        );
+    }
+    Ok(jwks)
+}
+
+fn load(c: &Config, jwks: &Path) -> Result<(KeySet, Acl), ConfigError> {
+    Ok((config::read_jwks(jwks, c.jwt.allow_hmac)?, c.acl()?))
+}
+
+fn modified(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    let c = effective_config(&args).map_err(|e| e.to_string())?;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&c.log.level))
+        .format_timestamp_millis()
+        .init();
+    let jwks = jwks_path(&c)?;
+    let (keys, acl) = load(&c, &jwks).map_err(|e| e.to_string())?;
+    let broker_config = c.broker_config().map_err(|e| e.to_string())?;
+    let reload_config = c.clone();
+    let reload_jwks = jwks.clone();
+    let policy = JwtAclPolicy::new(JwtAuthenticator::new(c.jwt_config(), keys), acl).with_reloader(
+        move || match load(&reload_config, &reload_jwks) {
+            Ok(loaded) => {
+                log::info!("reloaded the key set and the ACL");
+                Some(loaded)
+            }
             Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
+                log::error!("reload refused, the old key set and ACL stay: {e}");
+                None
             }
         },
+    );
+    let policy: Arc<dyn driver::Policy> = Arc::new(policy);
+    let watched: Vec<PathBuf> = std::iter::once(jwks.clone())
+        .chain(c.acl.path.clone())
+        .collect();
+
+    let listeners = c
+        .listen
+        .iter()
+        .map(|a| std::net::TcpListener::bind(a).map_err(|e| format!("listen {a}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for l in &listeners {
+        if let Ok(a) = l.local_addr() {
+            log::info!("testament listening on {a}");
+        }
     }
+    if c.jwt.jwks.is_none() {
+        let key = c.data_dir.join("dev-1.pem");
+        log::info!(
+            "development keys: mint a token with `testament token --key {} --kid dev-1 --sub alice` \
+             and connect with user name alice and the token as password",
+            key.display()
+        );
+    }
+
+    // Signals and file changes become controls for the driver.
+    let (send, control): (Box<dyn Fn(Control) -> bool + Send + Sync>, Receiver) = match c.driver {
+        DriverKind::Smol => {
+            let (tx, rx) = smol::channel::unbounded();
+            (
+                Box::new(move |c| tx.send_blocking(c).is_ok()),
+                Receiver::Smol(rx),
+            )
+        }
+        DriverKind::Blocking => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let tx = std::sync::Mutex::new(tx);
+            (
+                Box::new(move |c| tx.lock().map(|t| t.send(c).is_ok()).unwrap_or(false)),
+                Receiver::Blocking(rx),
+            )
+        }
+    };
+    let send = Arc::new(send);
+    {
+        let send = send.clone();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGHUP,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .map_err(|e| format!("signals: {e}"))?;
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                let control = if signal == signal_hook::consts::SIGHUP {
+                    Control::Reload
+                } else {
+                    Control::Shutdown
+                };
+                if !send(control) {
+                    return;
+                }
+            }
+        });
+    }
+    {
+        let send = send.clone();
+        std::thread::spawn(move || {
+            let mut seen = modified(&watched);
+            loop {
+                std::thread::sleep(Duration::from_secs(2));
+                let now = modified(&watched);
+                if now != seen {
+                    seen = now;
+                    if !send(Control::Reload) {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    let hub = Broker::new(broker_config);
+    let driver_config = c.driver_config();
+    let result = match control {
+        Receiver::Smol(rx) => {
+            let listeners = listeners
+                .into_iter()
+                .map(|l| {
+                    l.set_nonblocking(true)?;
+                    smol::net::TcpListener::try_from(l)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| format!("listen: {e}"))?;
+            smol::block_on(driver::smol::serve(
+                listeners,
+                hub,
+                policy,
+                driver_config,
+                rx,
+            ))
+        }
+        Receiver::Blocking(rx) => {
+            driver::blocking::serve(listeners, hub, policy, driver_config, rx)
+        }
+    };
+    result.map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+enum Receiver {
+    Smol(smol::channel::Receiver<Control>),
+    Blocking(std::sync::mpsc::Receiver<Control>),
 }
 
 fn decode(
     protocol: Option<Protocol>,
     hex: bool,
     max_packet_size: u32,
-    file: Option<std::path::PathBuf>,
+    file: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
     let mut raw = Vec::new();
     match &file {

@@ -171,6 +171,14 @@ pub enum AuditRecord {
         /// Why.
         reason: DropReason,
     },
+    /// A client did not read what was sent to it; the host's output bound
+    /// filled and the connection was dropped.
+    SlowClient {
+        /// When.
+        at: Timestamp,
+        /// Its client id, if its CONNECT was read.
+        client_id: Option<String>,
+    },
     /// A retained message was not stored (it was still routed).
     RetainRefused {
         /// When.
@@ -319,6 +327,11 @@ impl Display for AuditRecord {
                 kv(f, "topic", topic)?;
                 kv(f, "qos", *qos as u8)?;
                 kv(f, "reason", reason)
+            }
+            Self::SlowClient { at, client_id } => {
+                write!(f, "event=slow_client")?;
+                kv(f, "at", at)?;
+                kv(f, "client_id", opt(client_id))
             }
             Self::RetainRefused { at, topic, reason } => {
                 write!(f, "event=retain_refused")?;

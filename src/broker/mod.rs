@@ -273,6 +273,18 @@ impl Broker {
         self.flush_dirty(now);
     }
 
+    /// The client does not read: the host's bound on what waits to be written
+    /// to it is full. The connection ends as a network failure would (the
+    /// will follows), with an audit record; the host closes the socket.
+    pub fn handle_unresponsive(&mut self, conn: ConnId, now: Timestamp) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let client_id = c.session.client_id().map(str::to_owned);
+        self.audit(AuditRecord::SlowClient { at: now, client_id });
+        self.handle_closed(conn, now, TransportClosed::Error);
+    }
+
     /// The answer to an [`Action::Authenticate`].
     ///
     /// # Errors

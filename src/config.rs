@@ -1,0 +1,618 @@
+//! The broker's configuration: one TOML file, every key optional, each
+//! documented in the README. A bad value is refused with the key it is at.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Acl, Effect, FilterTemplate, JwtConfig, KeySet, Ops, Rule, Subject};
+use crate::broker::{BrokerConfig, OfflineOverflow, ShutdownWills, WillAfterExpiry};
+use crate::driver::DriverConfig;
+use crate::session::{CredentialExpiry, SessionConfig};
+
+/// A configuration problem, with the key it is at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// The dotted key (`acl.rules[2].filter`), or the file for I/O errors.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// Which driver serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// Async, on smol.
+    #[default]
+    Smol,
+    /// Std threads.
+    Blocking,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub listen: Vec<String>,
+    /// `smol` or `blocking`.
+    pub driver: DriverKind,
+    /// Whether clients without credentials are let in (as `anonymous`).
+    pub allow_anonymous: bool,
+    /// Where the development key set lives when no JWKS is configured.
+    pub data_dir: PathBuf,
+    /// Token checks.
+    pub jwt: JwtSection,
+    /// Authorization rules.
+    pub acl: AclSection,
+    /// Will policy.
+    pub will: WillSection,
+    /// Per-connection behaviour and limits.
+    pub session: SessionSection,
+    /// Hub limits.
+    pub limits: LimitsSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:1883".into()],
+            driver: DriverKind::Smol,
+            allow_anonymous: false,
+            data_dir: PathBuf::from("testament-data"),
+            jwt: JwtSection::default(),
+            acl: AclSection::default(),
+            will: WillSection::default(),
+            session: SessionSection::default(),
+            limits: LimitsSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// `[jwt]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSection {
+    /// The JWKS file; unset: the development key set in `data_dir`.
+    pub jwks: Option<PathBuf>,
+    /// Accepted `iss` values (empty: not checked).
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (empty: not checked).
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    pub leeway_secs: u64,
+    /// Refuse tokens without `exp`.
+    pub require_exp: bool,
+    /// The claim naming the principal.
+    pub principal_claim: String,
+    /// Dotted path of the roles claim ("" for none).
+    pub roles_claim: String,
+    /// The claim with a token's own ACL ("" for none).
+    pub acl_claim: String,
+    /// The MQTT user name must equal the principal.
+    pub username_must_match: bool,
+    /// Whether `oct` (HMAC) keys may be loaded.
+    pub allow_hmac: bool,
+    /// MQTT 5.0 Authentication Method carrying a token ("" for none).
+    pub enhanced_method: String,
+    /// Longest token accepted, bytes.
+    pub max_token_len: usize,
+}
+
+impl Default for JwtSection {
+    fn default() -> Self {
+        let j = JwtConfig::default();
+        Self {
+            jwks: None,
+            issuers: j.issuers,
+            audiences: j.audiences,
+            leeway_secs: j.leeway.as_secs(),
+            require_exp: j.require_exp,
+            principal_claim: j.principal_claim,
+            roles_claim: j.roles_claim.unwrap_or_default(),
+            acl_claim: j.acl_claim.unwrap_or_default(),
+            username_must_match: j.username_must_match,
+            allow_hmac: j.allow_hmac,
+            enhanced_method: j.enhanced_method.unwrap_or_default(),
+            max_token_len: j.max_token_len,
+        }
+    }
+}
+
+/// `[acl]`: a rules file, or rules inline; neither: the default ACL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclSection {
+    /// A TOML file holding `[[rules]]`, re-read on reload.
+    pub path: Option<PathBuf>,
+    /// Rules, in order (first match wins).
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One ACL rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// `allow` or `deny`.
+    pub effect: String,
+    /// Operations: `publish`, `subscribe`, `will`, `all`.
+    pub ops: Vec<String>,
+    /// A topic filter with `%u` (principal) and `%c` (client id).
+    pub filter: String,
+    /// Exactly one of: a principal …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// … a role …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// … a client-id pattern (`*` matches any run) …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// … or `authenticated`, `anonymous`, `anyone` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A name for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `[will]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WillSection {
+    /// Authorize the will at CONNECT too (fail fast).
+    pub check_at_connect: bool,
+    /// Authorize it again after each re-authentication.
+    pub recheck_on_reauth: bool,
+    /// `identity`, `strict` or `grace`.
+    pub after_expiry: String,
+    /// With `grace`: seconds after `exp` a triggered will is still allowed.
+    pub grace_secs: u64,
+    /// `send` or `drop`: wills pending at shutdown.
+    pub at_shutdown: String,
+}
+
+impl Default for WillSection {
+    fn default() -> Self {
+        Self {
+            check_at_connect: true,
+            recheck_on_reauth: false,
+            after_expiry: "identity".into(),
+            grace_secs: 0,
+            at_shutdown: "send".into(),
+        }
+    }
+}
+
+/// `[session]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSection {
+    /// `disconnect` or `keep` when a credential expires while connected.
+    pub credential_expiry: String,
+    /// Largest packet accepted, bytes.
+    pub max_packet_size: u32,
+    /// Seconds allowed from the TCP connection to the CONNACK.
+    pub connect_timeout_secs: u64,
+    /// Cap on the client's keep alive, seconds (0: none).
+    pub max_keep_alive: u16,
+    /// Inbound QoS 1/2 messages in flight (5.0 Receive Maximum).
+    pub receive_maximum: u16,
+    /// Outbound QoS 1/2 messages in flight.
+    pub max_inflight: u16,
+    /// Outbound messages waiting for the window.
+    pub max_queued: usize,
+    /// Subscriptions per session.
+    pub max_subscriptions: usize,
+    /// Topic aliases accepted from a client.
+    pub topic_alias_maximum: u16,
+    /// Longest client id.
+    pub max_client_id_len: usize,
+    /// Audit allowed publishes too (denials always are).
+    pub audit_allowed_publishes: bool,
+}
+
+impl Default for SessionSection {
+    fn default() -> Self {
+        let s = SessionConfig::default();
+        Self {
+            credential_expiry: "disconnect".into(),
+            max_packet_size: s.max_packet_size,
+            connect_timeout_secs: s.connect_timeout.as_secs(),
+            max_keep_alive: s.server_keep_alive.unwrap_or(0),
+            receive_maximum: s.receive_maximum,
+            max_inflight: s.max_outbound_inflight,
+            max_queued: s.max_outbound_queue,
+            max_subscriptions: s.max_subscriptions,
+            topic_alias_maximum: s.topic_alias_maximum,
+            max_client_id_len: s.max_client_id_len,
+            audit_allowed_publishes: false,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Sessions held, connected or stored.
+    pub max_sessions: usize,
+    /// QoS 1/2 messages queued per disconnected session.
+    pub max_offline_messages: usize,
+    /// `drop_newest` or `drop_oldest` when that queue is full.
+    pub offline_overflow: String,
+    /// Retained messages held.
+    pub max_retained_messages: usize,
+    /// Bytes of retained messages held.
+    pub max_retained_bytes: usize,
+    /// Bytes waiting to be written to one client before it is dropped.
+    pub max_output_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let b = BrokerConfig::default();
+        Self {
+            max_sessions: b.max_sessions,
+            max_offline_messages: b.max_offline_messages,
+            offline_overflow: "drop_newest".into(),
+            max_retained_messages: b.max_retained_messages,
+            max_retained_bytes: b.max_retained_bytes,
+            max_output_bytes: DriverConfig::default().max_output_bytes,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `error`, `warn`, `info` (audit records), `debug`, `trace`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// The default ACL: each principal owns `clients/%u/#` (publish, subscribe,
+/// will); the role `monitor` may subscribe to `clients/#`.
+pub fn default_acl() -> Acl {
+    Acl::new(vec![
+        Rule::new(
+            Effect::Allow,
+            Ops::ALL,
+            Subject::Authenticated,
+            FilterTemplate::new("clients/%u/#").expect("a valid template"),
+        )
+        .named("own-tree"),
+        Rule::new(
+            Effect::Allow,
+            Ops::SUBSCRIBE,
+            Subject::Role("monitor".into()),
+            FilterTemplate::new("clients/#").expect("a valid template"),
+        )
+        .named("monitors"),
+    ])
+}
+
+fn one_of<T: Copy>(key: &str, value: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+    choices
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            ConfigError::new(key, format!("`{value}` is not one of {}", names.join(", ")))
+        })
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Rules from their configured form; `key` prefixes the error keys.
+///
+/// # Errors
+/// The first rule that is not valid, with its key.
+pub fn parse_rules(rules: &[RuleConfig], key: &str) -> Result<Acl, ConfigError> {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let at = |field: &str| format!("{key}[{i}].{field}");
+        let effect = one_of(
+            &at("effect"),
+            &r.effect,
+            &[("allow", Effect::Allow), ("deny", Effect::Deny)],
+        )?;
+        let mut ops: Option<Ops> = None;
+        for op in &r.ops {
+            let one = one_of(
+                &at("ops"),
+                op,
+                &[
+                    ("publish", Ops::PUBLISH),
+                    ("subscribe", Ops::SUBSCRIBE),
+                    ("will", Ops::WILL),
+                    ("all", Ops::ALL),
+                ],
+            )?;
+            ops = Some(ops.map_or(one, |o| o.with(one)));
+        }
+        let Some(ops) = ops else {
+            return Err(ConfigError::new(at("ops"), "no operation"));
+        };
+        let subjects = [&r.principal, &r.role, &r.client_id, &r.subject]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if subjects > 1 {
+            return Err(ConfigError::new(
+                at("principal"),
+                "give one of principal, role, client_id, subject",
+            ));
+        }
+        let subject = if let Some(p) = &r.principal {
+            Subject::Principal(p.clone())
+        } else if let Some(role) = &r.role {
+            Subject::Role(role.clone())
+        } else if let Some(c) = &r.client_id {
+            Subject::ClientId(c.clone())
+        } else {
+            one_of(
+                &at("subject"),
+                r.subject.as_deref().unwrap_or("anyone"),
+                &[("authenticated", 0u8), ("anonymous", 1), ("anyone", 2)],
+            )
+            .map(|s| match s {
+                0 => Subject::Authenticated,
+                1 => Subject::Anonymous,
+                _ => Subject::Anyone,
+            })?
+        };
+        let filter =
+            FilterTemplate::new(&r.filter).map_err(|e| ConfigError::new(at("filter"), e))?;
+        let mut rule = Rule::new(effect, ops, subject, filter);
+        if let Some(name) = &r.name {
+            rule = rule.named(name);
+        }
+        out.push(rule);
+    }
+    Ok(Acl::new(out))
+}
+
+/// A rules file: `[[rules]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rules: Vec<RuleConfig>,
+}
+
+fn toml_error(file: &str, e: &toml::de::Error) -> ConfigError {
+    let problem = e.message().to_owned();
+    let key = match e.span() {
+        Some(span) => format!("{file} (at byte {})", span.start),
+        None => file.to_owned(),
+    };
+    ConfigError::new(key, problem)
+}
+
+/// Reads an ACL rules file.
+///
+/// # Errors
+/// When the file cannot be read or a rule is not valid.
+pub fn read_acl_file(path: &Path) -> Result<Acl, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e))?;
+    let file: RulesFile = toml::from_str(&text).map_err(|e| toml_error(&name, &e))?;
+    parse_rules(&file.rules, &format!("{name}: rules"))
+}
+
+/// Reads a JWKS file.
+///
+/// # Errors
+/// When the file cannot be read or is not a usable key set.
+pub fn read_jwks(path: &Path, allow_hmac: bool) -> Result<KeySet, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e))?;
+    KeySet::from_jwks(&text, allow_hmac).map_err(|e| ConfigError::new(&name, e))
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    ///
+    /// # Errors
+    /// The first problem, with its key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| toml_error("config", &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a config file.
+    ///
+    /// # Errors
+    /// When it cannot be read, or [`Config::from_toml`] refuses it.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks every value that TOML types alone do not.
+    ///
+    /// # Errors
+    /// The first problem, with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::new("listen", "no address to listen on"));
+        }
+        for (i, addr) in self.listen.iter().enumerate() {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| ConfigError::new(format!("listen[{i}]"), format!("`{addr}`: {e}")))?;
+        }
+        self.broker_config()?;
+        if self.acl.path.is_some() && !self.acl.rules.is_empty() {
+            return Err(ConfigError::new(
+                "acl.rules",
+                "give either acl.path or acl.rules, not both",
+            ));
+        }
+        parse_rules(&self.acl.rules, "acl.rules")?;
+        one_of(
+            "log.level",
+            &self.log.level,
+            &[
+                ("error", ()),
+                ("warn", ()),
+                ("info", ()),
+                ("debug", ()),
+                ("trace", ()),
+            ],
+        )?;
+        if self.session.max_packet_size < 64 {
+            return Err(ConfigError::new(
+                "session.max_packet_size",
+                "at least 64 bytes",
+            ));
+        }
+        if self.session.receive_maximum == 0 || self.session.max_inflight == 0 {
+            return Err(ConfigError::new(
+                "session.receive_maximum",
+                "receive_maximum and max_inflight are at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The JWT checks.
+    pub fn jwt_config(&self) -> JwtConfig {
+        let j = &self.jwt;
+        JwtConfig {
+            issuers: j.issuers.clone(),
+            audiences: j.audiences.clone(),
+            leeway: Duration::from_secs(j.leeway_secs),
+            require_exp: j.require_exp,
+            principal_claim: j.principal_claim.clone(),
+            username_must_match: j.username_must_match,
+            roles_claim: non_empty(&j.roles_claim),
+            acl_claim: non_empty(&j.acl_claim),
+            allow_hmac: j.allow_hmac,
+            max_token_len: j.max_token_len,
+            enhanced_method: non_empty(&j.enhanced_method),
+            allow_anonymous: self.allow_anonymous,
+        }
+    }
+
+    /// The hub's configuration.
+    ///
+    /// # Errors
+    /// An unknown policy name, with its key.
+    pub fn broker_config(&self) -> Result<BrokerConfig, ConfigError> {
+        let s = &self.session;
+        let session = SessionConfig {
+            max_packet_size: s.max_packet_size,
+            connect_timeout: Duration::from_secs(s.connect_timeout_secs),
+            max_client_id_len: s.max_client_id_len,
+            server_keep_alive: (s.max_keep_alive > 0).then_some(s.max_keep_alive),
+            receive_maximum: s.receive_maximum,
+            max_outbound_inflight: s.max_inflight,
+            max_outbound_queue: s.max_queued,
+            max_subscriptions: s.max_subscriptions,
+            topic_alias_maximum: s.topic_alias_maximum,
+            check_will_at_connect: self.will.check_at_connect,
+            recheck_will_on_reauth: self.will.recheck_on_reauth,
+            credential_expiry: one_of(
+                "session.credential_expiry",
+                &s.credential_expiry,
+                &[
+                    ("disconnect", CredentialExpiry::Disconnect),
+                    ("keep", CredentialExpiry::Keep),
+                ],
+            )?,
+            credential_leeway: Duration::from_secs(self.jwt.leeway_secs),
+            audit_allowed_publishes: s.audit_allowed_publishes,
+            ..SessionConfig::default()
+        };
+        let l = &self.limits;
+        Ok(BrokerConfig {
+            session,
+            max_sessions: l.max_sessions,
+            max_offline_messages: l.max_offline_messages,
+            offline_overflow: one_of(
+                "limits.offline_overflow",
+                &l.offline_overflow,
+                &[
+                    ("drop_newest", OfflineOverflow::DropNewest),
+                    ("drop_oldest", OfflineOverflow::DropOldest),
+                ],
+            )?,
+            max_retained_messages: l.max_retained_messages,
+            max_retained_bytes: l.max_retained_bytes,
+            will_after_expiry: match self.will.after_expiry.as_str() {
+                "grace" => WillAfterExpiry::Grace(Duration::from_secs(self.will.grace_secs)),
+                other => one_of(
+                    "will.after_expiry",
+                    other,
+                    &[
+                        ("identity", WillAfterExpiry::Identity),
+                        ("strict", WillAfterExpiry::Strict),
+                        ("grace", WillAfterExpiry::Identity),
+                    ],
+                )?,
+            },
+            shutdown_wills: one_of(
+                "will.at_shutdown",
+                &self.will.at_shutdown,
+                &[
+                    ("send", ShutdownWills::SendNow),
+                    ("drop", ShutdownWills::Drop),
+                ],
+            )?,
+        })
+    }
+
+    /// The driver's limits.
+    pub fn driver_config(&self) -> DriverConfig {
+        DriverConfig {
+            max_output_bytes: self.limits.max_output_bytes,
+            ..DriverConfig::default()
+        }
+    }
+
+    /// The ACL in force: the rules file, the inline rules, or the default.
+    ///
+    /// # Errors
+    /// When the rules file cannot be read or a rule is not valid.
+    pub fn acl(&self) -> Result<Acl, ConfigError> {
+        match &self.acl.path {
+            Some(path) => read_acl_file(path),
+            None if self.acl.rules.is_empty() => Ok(default_acl()),
+            None => parse_rules(&self.acl.rules, "acl.rules"),
+        }
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}

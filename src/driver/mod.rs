@@ -1,0 +1,73 @@
+//! Drivers: the sockets, the clock and the policy answers around the hub —
+//! the only code that reads a clock. The hub stays single-writer: one task
+//! (smol) or one thread (blocking) owns it; connections only move bytes.
+//!
+//! - [`smol`] (feature `smol`): an accept loop, a reader and a writer task
+//!   per connection, one hub task.
+//! - [`blocking`] (feature `blocking`): the same with std threads.
+//!
+//! Both answer requests with a [`Policy`] — the built-in
+//! [`JwtAclPolicy`] or the embedding program's own, answering at once or
+//! after an await — and bound what waits to be written to each connection:
+//! a client that does not read is dropped
+//! ([`crate::broker::Broker::handle_unresponsive`]).
+
+#![allow(clippy::disallowed_methods)] // the drivers are where time is read
+
+mod policy;
+mod runner;
+
+#[cfg(feature = "blocking")]
+pub mod blocking;
+#[cfg(feature = "smol")]
+pub mod smol;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use policy::{Answer, JwtAclPolicy, Policy};
+
+use crate::time::Timestamp;
+
+/// What a driver needs besides the hub and the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Bytes that may wait to be written to one connection before the client
+    /// is considered not to read and is dropped.
+    pub max_output_bytes: usize,
+    /// Size of each socket read.
+    pub read_buffer: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            max_output_bytes: 8 * 1024 * 1024,
+            read_buffer: 16 * 1024,
+        }
+    }
+}
+
+/// What the embedding program (or a signal handler) asks of a running
+/// driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the policy's key set and rules ([`Policy::reload`]).
+    Reload,
+    /// Disconnect everyone (5.0: DISCONNECT 0x8B), handle wills per the
+    /// hub's configuration, and return.
+    Shutdown,
+}
+
+/// The wall clock, as the hub wants it.
+pub fn now() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The monotonic instant at which the wall-clock `deadline` falls.
+fn instant_of(deadline: Timestamp) -> Instant {
+    let wait = deadline.saturating_duration_since(now());
+    Instant::now() + wait.min(Duration::from_secs(24 * 3600))
+}

@@ -1,0 +1,128 @@
+//! Who answers the hub's questions: the built-in JWT authenticator and ACL,
+//! or any policy of the embedding program, answering now or later.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use crate::auth::{Acl, AuthzQuery, Credentials, Decision, JwtAuthenticator, KeySet};
+use crate::session::{AuthnOutcome, Authorizer};
+use crate::time::Timestamp;
+
+/// An answer that may take time (an HTTP call to a policy service…).
+pub type Answer<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Answers authentication and authorization requests. Drivers call it for
+/// every [`crate::broker::Action::Authenticate`] and
+/// [`crate::broker::Action::Authorize`] and feed the answer back to the hub
+/// when the future completes; a future that is ready at once is answered
+/// inline.
+pub trait Policy: Send + Sync {
+    /// Authenticates credentials at `now`.
+    fn authenticate(&self, credentials: &Credentials, now: Timestamp) -> Answer<AuthnOutcome>;
+
+    /// Decides a request at `now`.
+    fn authorize(&self, query: &AuthzQuery, now: Timestamp) -> Answer<Decision>;
+
+    /// A synchronous authorizer the hub consults on the spot, so that
+    /// publishes need no round trip; `None` sends every request through
+    /// [`Policy::authorize`]. Asked again after every [`Policy::reload`].
+    fn authorizer(&self) -> Option<Arc<dyn Authorizer>> {
+        None
+    }
+
+    /// Re-reads what the policy is made of (key set, rules); errors are the
+    /// policy's to log — the old state stays in force.
+    fn reload(&self) {}
+}
+
+/// Reads a new key set and ACL, or says (by `None`) to keep the old ones.
+type Reloader = Box<dyn Fn() -> Option<(KeySet, Acl)> + Send + Sync>;
+
+/// The built-in policy: a JWT authenticator over a key set and an ACL, both
+/// replaceable at runtime (rotation, rule changes) without touching
+/// sessions already authenticated.
+pub struct JwtAclPolicy {
+    authenticator: RwLock<JwtAuthenticator>,
+    acl: RwLock<Arc<Acl>>,
+    reloader: Option<Reloader>,
+}
+
+impl std::fmt::Debug for JwtAclPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAclPolicy").finish_non_exhaustive()
+    }
+}
+
+impl JwtAclPolicy {
+    /// A policy over this authenticator and ACL.
+    pub fn new(authenticator: JwtAuthenticator, acl: Acl) -> Self {
+        Self {
+            authenticator: RwLock::new(authenticator),
+            acl: RwLock::new(Arc::new(acl)),
+            reloader: None,
+        }
+    }
+
+    /// Sets what [`Policy::reload`] calls: it returns the new key set and
+    /// ACL, or `None` (after logging why) to keep the current ones.
+    #[must_use]
+    pub fn with_reloader(
+        mut self,
+        reload: impl Fn() -> Option<(KeySet, Acl)> + Send + Sync + 'static,
+    ) -> Self {
+        self.reloader = Some(Box::new(reload));
+        self
+    }
+
+    /// Replaces the key set (rotation).
+    pub fn replace_keys(&self, keys: KeySet) {
+        if let Ok(mut a) = self.authenticator.write() {
+            a.replace_keys(keys);
+        }
+    }
+
+    /// Replaces the ACL.
+    pub fn replace_acl(&self, acl: Acl) {
+        if let Ok(mut a) = self.acl.write() {
+            *a = Arc::new(acl);
+        }
+    }
+
+    fn acl(&self) -> Arc<Acl> {
+        self.acl
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+}
+
+impl Policy for JwtAclPolicy {
+    fn authenticate(&self, credentials: &Credentials, now: Timestamp) -> Answer<AuthnOutcome> {
+        let outcome = match self.authenticator.read() {
+            Ok(a) => match a.authenticate(credentials, now) {
+                Ok(identity) => AuthnOutcome::Success(identity),
+                Err(failure) => AuthnOutcome::Failure(failure),
+            },
+            Err(_) => AuthnOutcome::Failure(crate::auth::AuthnError::EmptyCredentials.into()),
+        };
+        Box::pin(std::future::ready(outcome))
+    }
+
+    fn authorize(&self, query: &AuthzQuery, _now: Timestamp) -> Answer<Decision> {
+        Box::pin(std::future::ready(
+            self.acl().authorize(&query.as_request()),
+        ))
+    }
+
+    fn authorizer(&self) -> Option<Arc<dyn Authorizer>> {
+        Some(self.acl())
+    }
+
+    fn reload(&self) {
+        if let Some((keys, acl)) = self.reloader.as_ref().and_then(|r| r()) {
+            self.replace_keys(keys);
+            self.replace_acl(acl);
+        }
+    }
+}

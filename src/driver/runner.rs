@@ -1,0 +1,148 @@
+//! What both drivers do with the hub: feed it events, run its actions.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use super::policy::{Answer, Policy};
+use crate::auth::Decision;
+use crate::broker::{Action, Broker, ConnId, Ticket};
+use crate::codec::Bytes;
+use crate::session::{AuthnOutcome, TransportClosed};
+use crate::time::Timestamp;
+
+/// Something that happened outside the hub.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Bytes(ConnId, Vec<u8>),
+    Closed(ConnId, TransportClosed),
+    Authenticated(Ticket, Box<AuthnOutcome>),
+    Authorized(Ticket, Decision),
+}
+
+/// The sockets and the executor, as a driver provides them.
+pub(crate) trait Io {
+    /// Queues bytes for a connection; `false` when its output bound is full.
+    fn write(&mut self, conn: ConnId, bytes: Bytes) -> bool;
+    /// Closes a connection once what was queued for it is written.
+    fn close(&mut self, conn: ConnId);
+    /// Awaits an answer elsewhere and comes back with an [`Event`].
+    fn spawn_authentication(&mut self, ticket: Ticket, answer: Answer<AuthnOutcome>);
+    /// Same, for an authorization.
+    fn spawn_authorization(&mut self, ticket: Ticket, answer: Answer<Decision>);
+}
+
+/// The hub with its policy.
+pub(crate) struct Runner {
+    pub hub: Broker,
+    policy: Arc<dyn Policy>,
+}
+
+fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match answer.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Ok(v),
+        Poll::Pending => Err(answer),
+    }
+}
+
+impl Runner {
+    pub fn new(mut hub: Broker, policy: Arc<dyn Policy>) -> Self {
+        hub.set_authorizer(policy.authorizer());
+        Self { hub, policy }
+    }
+
+    pub fn open(&mut self, now: Timestamp, peer: String, io: &mut dyn Io) -> ConnId {
+        let conn = self.hub.open(now, Some(peer));
+        self.pump(now, io);
+        conn
+    }
+
+    pub fn handle(&mut self, now: Timestamp, event: Event, io: &mut dyn Io) {
+        match event {
+            Event::Bytes(conn, data) => self.hub.handle_bytes(conn, now, &data),
+            Event::Closed(conn, how) => self.hub.handle_closed(conn, now, how),
+            Event::Authenticated(ticket, outcome) => {
+                // A ticket whose connection closed meanwhile is void.
+                let _ = self.hub.handle_authentication(now, ticket, *outcome);
+            }
+            Event::Authorized(ticket, decision) => {
+                let _ = self.hub.handle_authorization(now, ticket, decision);
+            }
+        }
+        self.pump(now, io);
+    }
+
+    pub fn timeout(&mut self, now: Timestamp, io: &mut dyn Io) {
+        if self.hub.poll_timeout().is_some_and(|t| t <= now) {
+            self.hub.handle_timeout(now);
+            self.pump(now, io);
+        }
+    }
+
+    pub fn shutdown(&mut self, now: Timestamp, io: &mut dyn Io) {
+        self.hub.handle_shutdown(now);
+        self.pump(now, io);
+    }
+
+    /// Re-reads the policy's key set and rules; the hub's authorizer follows.
+    pub fn reload(&mut self) {
+        self.policy.reload();
+        self.hub.set_authorizer(self.policy.authorizer());
+    }
+
+    /// Runs the hub's actions until there are none; answers that are ready
+    /// at once go straight back in.
+    fn pump(&mut self, now: Timestamp, io: &mut dyn Io) {
+        loop {
+            let mut unresponsive = Vec::new();
+            let mut authn = Vec::new();
+            let mut authz = Vec::new();
+            while let Some(action) = self.hub.poll_action() {
+                match action {
+                    Action::Send { conn, bytes } => {
+                        if !io.write(conn, bytes) {
+                            unresponsive.push(conn);
+                        }
+                    }
+                    Action::Close { conn, reason } => {
+                        log::debug!(
+                            "close conn={} code={:?} detail={:?}",
+                            conn.0,
+                            reason.code,
+                            reason.detail
+                        );
+                        io.close(conn);
+                    }
+                    Action::Authenticate {
+                        ticket,
+                        credentials,
+                        ..
+                    } => match ready(self.policy.authenticate(&credentials, now)) {
+                        Ok(outcome) => authn.push((ticket, outcome)),
+                        Err(later) => io.spawn_authentication(ticket, later),
+                    },
+                    Action::Authorize { ticket, query, .. } => {
+                        match ready(self.policy.authorize(&query, now)) {
+                            Ok(decision) => authz.push((ticket, decision)),
+                            Err(later) => io.spawn_authorization(ticket, later),
+                        }
+                    }
+                    Action::Audit(record) => log::info!(target: "testament::audit", "{record}"),
+                }
+            }
+            if unresponsive.is_empty() && authn.is_empty() && authz.is_empty() {
+                return;
+            }
+            for conn in unresponsive {
+                self.hub.handle_unresponsive(conn, now);
+                io.close(conn);
+            }
+            for (ticket, outcome) in authn {
+                let _ = self.hub.handle_authentication(now, ticket, outcome);
+            }
+            for (ticket, decision) in authz {
+                let _ = self.hub.handle_authorization(now, ticket, decision);
+            }
+        }
+    }
+}
