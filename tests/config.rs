@@ -1,0 +1,167 @@
+//! The configuration file: the README's example parses, bad values are
+//! refused with their key, the command exits 2 on them.
+
+use std::process::Command;
+
+use testament::config::{Config, default_acl, parse_rules};
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// The TOML code blocks of the README's configuration section.
+fn readme_toml_blocks() -> Vec<String> {
+    let text = readme();
+    let section = &text[text.find("### Configuration").expect("the section")..];
+    section
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b[..b.find("```").unwrap()].to_string())
+        .take(2)
+        .collect()
+}
+
+#[test]
+fn the_readme_example_is_a_valid_configuration() {
+    let blocks = readme_toml_blocks();
+    let c = Config::from_toml(&blocks[0]).unwrap();
+    assert_eq!(c.listen, ["127.0.0.1:1883"]);
+    assert_eq!(c.jwt.leeway_secs, 30);
+    // Its values are the defaults, written out.
+    let mut defaults = Config::default();
+    defaults.jwt.jwks = c.jwt.jwks.clone();
+    defaults.acl.path = c.acl.path.clone();
+    assert_eq!(c, defaults);
+}
+
+#[test]
+fn the_readme_default_acl_is_the_default_acl() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        rules: Vec<testament::config::RuleConfig>,
+    }
+    let blocks = readme_toml_blocks();
+    let file: File = toml::from_str(&blocks[1]).unwrap();
+    assert_eq!(parse_rules(&file.rules, "rules").unwrap(), default_acl());
+}
+
+#[test]
+fn bad_values_are_refused_with_their_key() {
+    for (text, key) in [
+        ("[will]\nafter_expiry = \"later\"", "will.after_expiry"),
+        (
+            "[session]\ncredential_expiry = \"never\"",
+            "session.credential_expiry",
+        ),
+        ("listen = [\"nowhere\"]", "listen[0]"),
+        (
+            "[limits]\noffline_overflow = \"drop_all\"",
+            "limits.offline_overflow",
+        ),
+        (
+            "[[acl.rules]]\neffect = \"allow\"\nops = [\"publish\"]\nfilter = \"a/#/b\"",
+            "acl.rules[0].filter",
+        ),
+        (
+            "[[acl.rules]]\neffect = \"maybe\"\nops = [\"publish\"]\nfilter = \"a\"",
+            "acl.rules[0].effect",
+        ),
+        (
+            "[[acl.rules]]\neffect = \"allow\"\nops = []\nfilter = \"a\"",
+            "acl.rules[0].ops",
+        ),
+        ("[log]\nlevel = \"loud\"", "log.level"),
+    ] {
+        let e = Config::from_toml(text).unwrap_err();
+        assert_eq!(e.key, key, "{text}: {e}");
+    }
+    // Unknown keys and wrong types are TOML errors that name the key.
+    let e = Config::from_toml("[jwt]\nleeway = 5").unwrap_err();
+    assert!(e.problem.contains("leeway"), "{e}");
+    let e = Config::from_toml("[jwt]\nleeway_secs = \"five\"").unwrap_err();
+    assert!(e.to_string().contains("config"), "{e}");
+}
+
+#[test]
+fn check_prints_the_effective_config_or_exits_2() {
+    let dir = std::env::temp_dir().join(format!("testament-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[will]\nafter_expiry = \"strict\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_testament"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("after_expiry = \"strict\""), "{printed}");
+    assert!(
+        Config::from_toml(&printed).is_ok(),
+        "the printed config reads back"
+    );
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[will]\nafter_expiry = \"later\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_testament"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("will.after_expiry"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keys_and_tokens_from_the_command_line_open_a_session() {
+    use testament::auth::{Credentials, JwtAuthenticator, JwtConfig};
+    let dir = std::env::temp_dir().join(format!("testament-keys-{}", std::process::id()));
+    let bin = env!("CARGO_BIN_EXE_testament");
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        let kid = format!("k-{alg}");
+        let st = Command::new(bin)
+            .args(["keys", "generate", "--alg", alg, "--kid", &kid, "--out"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Command::new(bin)
+            .args([
+                "token", "--kid", &kid, "--sub", "alice", "--role", "monitor", "--ttl", "1h",
+                "--key",
+            ])
+            .arg(dir.join(format!("{kid}.pem")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let keys = testament::config::read_jwks(&dir.join("jwks.json"), false).unwrap();
+        let auth = JwtAuthenticator::new(JwtConfig::default(), keys);
+        let creds = Credentials {
+            client_id: "c".into(),
+            username: Some("alice".into()),
+            password: Some(token.into_bytes().into()),
+            ..Credentials::default()
+        };
+        let identity = auth.authenticate(&creds, testament::driver::now()).unwrap();
+        assert_eq!(identity.key_id.as_deref(), Some(kid.as_str()));
+        assert_eq!(identity.roles, ["monitor"]);
+    }
+    // The JWKS holds the three keys; removing one leaves two.
+    let st = Command::new(bin)
+        .args(["keys", "remove", "--kid", "k-RS256", "--jwks"])
+        .arg(dir.join("jwks.json"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("jwks.json")).unwrap()).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
