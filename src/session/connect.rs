@@ -340,6 +340,9 @@ impl Session {
         if let Some(inflight) = inflight {
             self.redeliver(inflight);
         }
+        // Packets the client sent behind its CONNECT waited for the CONNACK
+        // [MQTT-3.1.4-6]; their turn has come.
+        self.handle_bytes(now, &[]);
         Ok(())
     }
 

@@ -555,6 +555,7 @@ impl Session {
         let (Some(will), Some(identity)) = (conn.will.take(), conn.identity.clone()) else {
             return;
         };
+        let session_expiry_interval = conn.session_expiry;
         let record = AuditRecord::Will {
             at: now,
             identity: identity.clone(),
@@ -562,7 +563,8 @@ impl Session {
             trigger: Some(trigger),
             outcome: WillOutcome::Triggered,
         };
-        let session_expiry_interval = conn.session_expiry;
+        // What was written before the trigger goes out before its record.
+        self.flush_tx();
         self.audit(record);
         self.push(Action::DeliverWill(Box::new(DueWill {
             will,
@@ -660,6 +662,8 @@ impl Session {
                         reason: "DISCONNECT 0x00".into(),
                     },
                 };
+                // What was written before goes out before the record.
+                self.flush_tx();
                 self.audit(record);
             }
         } else {
