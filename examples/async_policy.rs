@@ -79,6 +79,7 @@ fn main() -> std::io::Result<()> {
         Broker::new(BrokerConfig::default()),
         Arc::new(SlowPolicy),
         DriverConfig::default(),
+        None,
         stop,
     ))
 }

@@ -64,6 +64,12 @@ enum Command {
         #[arg(long)]
         aud: Option<String>,
     },
+    /// Replay a recording (`serve --record`) through a fresh hub and print
+    /// its audit records: the decisions the broker made, after the fact.
+    Replay {
+        /// The recording.
+        file: PathBuf,
+    },
     /// Validate a config file and print the effective configuration.
     Check {
         /// The file.
@@ -134,6 +140,10 @@ struct ServeArgs {
     /// Directory of the development key set.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Record every input of the hub to this file (JSON lines), for
+    /// `testament replay`.
+    #[arg(long)]
+    record: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -189,6 +199,7 @@ fn main() -> ExitCode {
             iss,
             aud,
         }) => token(&key, &kid, sub, roles, &ttl, iss, aud),
+        Some(Command::Replay { file }) => replay(&file),
         Some(Command::Check { config }) => match Config::read(&config).and_then(|c| {
             c.acl()?;
             Ok(c)
@@ -319,6 +330,20 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             }
         },
     );
+    let recorder = match &args.record {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| format!("record {}: {e}", path.display()))?;
+            let acl = driver::Policy::acl(&policy);
+            Some(driver::Recorder::new(
+                Box::new(std::io::BufWriter::new(file)),
+                driver::now(),
+                &c,
+                acl.as_deref(),
+            ))
+        }
+        None => None,
+    };
     let policy: Arc<dyn driver::Policy> = Arc::new(policy);
     let watched: Vec<PathBuf> = std::iter::once(jwks.clone())
         .chain(c.acl.path.clone())
@@ -417,14 +442,24 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 hub,
                 policy,
                 driver_config,
+                recorder,
                 rx,
             ))
         }
         Receiver::Blocking(rx) => {
-            driver::blocking::serve(listeners, hub, policy, driver_config, rx)
+            driver::blocking::serve(listeners, hub, policy, driver_config, recorder, rx)
         }
     };
     result.map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(file: &Path) -> Result<ExitCode, String> {
+    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let records = driver::replay(std::io::BufReader::new(f)).map_err(|e| e.to_string())?;
+    for r in records {
+        println!("{r}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,7 +7,20 @@ use std::time::Duration;
 /// A point in wall-clock time: milliseconds since the Unix epoch, as the
 /// host's clock gave it. JWT `exp`/`nbf` are wall-clock seconds, so the core
 /// works in the same frame; the host decides where the value comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(u64);
 
 impl Timestamp {

@@ -66,7 +66,7 @@ impl fmt::Display for Operation {
 }
 
 /// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Effect {
     /// The operation may proceed.
     Allow,
@@ -96,6 +96,11 @@ impl Ops {
     pub const WILL: Self = Self(4);
     /// Every operation.
     pub const ALL: Self = Self(7);
+
+    /// Whether every operation of `other` is in this set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
 
     /// The union of two sets.
     #[must_use]
@@ -199,6 +204,20 @@ enum Level {
 pub struct FilterTemplate {
     source: Box<str>,
     levels: Box<[Level]>,
+}
+
+// Written as its text; read back through the same validation.
+impl serde::Serialize for FilterTemplate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FilterTemplate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::new(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why a filter template is invalid.
@@ -461,7 +480,7 @@ impl Rule {
 }
 
 /// Topic filters a token grants through its own `acl` claim.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClaimAcl {
     /// Filters the token may publish (and send wills) to.
     pub publish: Vec<FilterTemplate>,
@@ -479,7 +498,7 @@ impl ClaimAcl {
 }
 
 /// Which list of a token's `acl` claim granted an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ClaimList {
     /// The `publish` list.
     Publish,
@@ -490,7 +509,7 @@ pub enum ClaimList {
 }
 
 /// What decided an authorization.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DecidedBy {
     /// The rule at this index (0-based) of the rule list.
     Rule {
@@ -529,7 +548,7 @@ impl fmt::Display for DecidedBy {
 }
 
 /// An authorization answer and what decided it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Decision {
     /// Allow or deny.
     pub effect: Effect,

@@ -9,7 +9,7 @@ use super::acl::ClaimAcl;
 use crate::time::Timestamp;
 
 /// How an identity was established.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AuthMethod {
     /// A JWT in the CONNECT password.
     Password,
@@ -31,7 +31,7 @@ impl fmt::Display for AuthMethod {
 
 /// A short digest of a credential, so audit records can correlate uses of
 /// the same token without ever holding it: the first 8 bytes of its SHA-256.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TokenDigest(pub [u8; 8]);
 
 impl TokenDigest {
@@ -60,7 +60,7 @@ impl fmt::Debug for TokenDigest {
 ///
 /// It holds no token and no key: nothing after authentication needs them,
 /// so a key rotated out of the key set never invalidates it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Who: the token's principal claim, or the anonymous name.
     pub principal: String,

@@ -89,7 +89,7 @@ impl Default for JwtConfig {
 
 /// Why a client could not be authenticated. Each names the reason a human
 /// reads in the audit log; [`AuthnFailure::reason_code`] gives the CONNACK code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum AuthnError {
     /// No credentials, and anonymous clients are not allowed.
@@ -182,7 +182,7 @@ pub enum AuthnError {
 
 /// An authentication failure with what was learnt of the token on the way,
 /// for the audit record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuthnFailure {
     /// Why.
     pub error: AuthnError,

@@ -7,11 +7,15 @@ use crate::codec::Bytes;
 use crate::session::{CloseReason, SessionConfig};
 
 /// A network connection, as the hub names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ConnId(pub u64);
 
 /// Pairs a request the hub emitted with its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Ticket(pub u64);
 
 /// Whether a will triggered after its credential expired may still be sent.

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::runner::{Event, Io, Runner};
-use super::{Answer, Control, DriverConfig, Policy, instant_of, now};
+use super::{Answer, Control, DriverConfig, Policy, Recorder, instant_of, now};
 use crate::auth::Decision;
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::Bytes;
@@ -118,6 +118,7 @@ pub fn serve(
     hub: Broker,
     policy: Arc<dyn Policy>,
     config: DriverConfig,
+    recorder: Option<Recorder>,
     control: Receiver<Control>,
 ) -> std::io::Result<()> {
     let locals = listeners
@@ -157,7 +158,7 @@ pub fn serve(
         inbox: inbox.clone(),
         max_output: config.max_output_bytes,
     };
-    let mut runner = Runner::new(hub, policy);
+    let mut runner = Runner::new(hub, policy, recorder);
     loop {
         let msg = match runner.hub.poll_timeout() {
             Some(at) => {
@@ -202,7 +203,7 @@ pub fn serve(
             Some(Msg::Event(e)) => runner.handle(now, e, &mut io),
             Some(Msg::Control(Control::Reload)) => {
                 log::info!("reloading the key set and the ACL");
-                runner.reload();
+                runner.reload(now);
             }
             Some(Msg::Control(Control::Shutdown)) => {
                 log::info!("shutting down");

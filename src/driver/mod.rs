@@ -15,6 +15,7 @@
 #![allow(clippy::disallowed_methods)] // the drivers are where time is read
 
 mod policy;
+pub mod record;
 mod runner;
 
 #[cfg(feature = "blocking")]
@@ -25,6 +26,7 @@ pub mod smol;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use policy::{Answer, JwtAclPolicy, Policy};
+pub use record::{Recorder, replay};
 
 use crate::time::Timestamp;
 

@@ -34,6 +34,11 @@ pub trait Policy: Send + Sync {
     /// Re-reads what the policy is made of (key set, rules); errors are the
     /// policy's to log — the old state stays in force.
     fn reload(&self) {}
+
+    /// The ACL behind [`Policy::authorizer`], for a recording to replay.
+    fn acl(&self) -> Option<Arc<Acl>> {
+        None
+    }
 }
 
 /// Reads a new key set and ACL, or says (by `None`) to keep the old ones.
@@ -89,7 +94,7 @@ impl JwtAclPolicy {
         }
     }
 
-    fn acl(&self) -> Arc<Acl> {
+    fn current_acl(&self) -> Arc<Acl> {
         self.acl
             .read()
             .map(|a| a.clone())
@@ -111,12 +116,12 @@ impl Policy for JwtAclPolicy {
 
     fn authorize(&self, query: &AuthzQuery, _now: Timestamp) -> Answer<Decision> {
         Box::pin(std::future::ready(
-            self.acl().authorize(&query.as_request()),
+            self.current_acl().authorize(&query.as_request()),
         ))
     }
 
     fn authorizer(&self) -> Option<Arc<dyn Authorizer>> {
-        Some(self.acl())
+        Some(self.current_acl())
     }
 
     fn reload(&self) {
@@ -124,5 +129,9 @@ impl Policy for JwtAclPolicy {
             self.replace_keys(keys);
             self.replace_acl(acl);
         }
+    }
+
+    fn acl(&self) -> Option<Arc<Acl>> {
+        Some(self.current_acl())
     }
 }

@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use super::policy::{Answer, Policy};
+use super::record::{Entry, Recorder, encode_bytes};
 use crate::auth::Decision;
 use crate::broker::{Action, Broker, ConnId, Ticket};
 use crate::codec::Bytes;
+use crate::config::rules_config;
 use crate::session::{AuthnOutcome, TransportClosed};
 use crate::time::Timestamp;
 
@@ -35,6 +37,7 @@ pub(crate) trait Io {
 pub(crate) struct Runner {
     pub hub: Broker,
     policy: Arc<dyn Policy>,
+    recorder: Option<Recorder>,
 }
 
 fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
@@ -46,18 +49,51 @@ fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
 }
 
 impl Runner {
-    pub fn new(mut hub: Broker, policy: Arc<dyn Policy>) -> Self {
+    pub fn new(mut hub: Broker, policy: Arc<dyn Policy>, recorder: Option<Recorder>) -> Self {
         hub.set_authorizer(policy.authorizer());
-        Self { hub, policy }
+        Self {
+            hub,
+            policy,
+            recorder,
+        }
+    }
+
+    fn record(&mut self, entry: impl FnOnce() -> Entry) {
+        if let Some(r) = &mut self.recorder {
+            r.write(&entry());
+        }
     }
 
     pub fn open(&mut self, now: Timestamp, peer: String, io: &mut dyn Io) -> ConnId {
-        let conn = self.hub.open(now, Some(peer));
+        let conn = self.hub.open(now, Some(peer.clone()));
+        self.record(|| Entry::Open { t: now, conn, peer });
         self.pump(now, io);
         conn
     }
 
     pub fn handle(&mut self, now: Timestamp, event: Event, io: &mut dyn Io) {
+        self.record(|| match &event {
+            Event::Bytes(conn, data) => Entry::Bytes {
+                t: now,
+                conn: *conn,
+                data: encode_bytes(data),
+            },
+            Event::Closed(conn, how) => Entry::Closed {
+                t: now,
+                conn: *conn,
+                how: *how,
+            },
+            Event::Authenticated(ticket, outcome) => Entry::Authenticated {
+                t: now,
+                ticket: *ticket,
+                outcome: outcome.clone(),
+            },
+            Event::Authorized(ticket, decision) => Entry::Authorized {
+                t: now,
+                ticket: *ticket,
+                decision: decision.clone(),
+            },
+        });
         match event {
             Event::Bytes(conn, data) => self.hub.handle_bytes(conn, now, &data),
             Event::Closed(conn, how) => self.hub.handle_closed(conn, now, how),
@@ -74,19 +110,29 @@ impl Runner {
 
     pub fn timeout(&mut self, now: Timestamp, io: &mut dyn Io) {
         if self.hub.poll_timeout().is_some_and(|t| t <= now) {
+            self.record(|| Entry::Timeout { t: now });
             self.hub.handle_timeout(now);
             self.pump(now, io);
         }
     }
 
     pub fn shutdown(&mut self, now: Timestamp, io: &mut dyn Io) {
+        self.record(|| Entry::Shutdown { t: now });
         self.hub.handle_shutdown(now);
         self.pump(now, io);
+        if let Some(r) = &mut self.recorder {
+            r.flush();
+        }
     }
 
     /// Re-reads the policy's key set and rules; the hub's authorizer follows.
-    pub fn reload(&mut self) {
+    pub fn reload(&mut self, now: Timestamp) {
         self.policy.reload();
+        let acl = self.policy.acl();
+        self.record(|| Entry::Acl {
+            t: now,
+            rules: acl.as_deref().map(rules_config),
+        });
         self.hub.set_authorizer(self.policy.authorizer());
     }
 
@@ -131,16 +177,30 @@ impl Runner {
                 }
             }
             if unresponsive.is_empty() && authn.is_empty() && authz.is_empty() {
+                if let Some(r) = &mut self.recorder {
+                    r.flush();
+                }
                 return;
             }
             for conn in unresponsive {
+                self.record(|| Entry::Unresponsive { t: now, conn });
                 self.hub.handle_unresponsive(conn, now);
                 io.close(conn);
             }
             for (ticket, outcome) in authn {
+                self.record(|| Entry::Authenticated {
+                    t: now,
+                    ticket,
+                    outcome: Box::new(outcome.clone()),
+                });
                 let _ = self.hub.handle_authentication(now, ticket, outcome);
             }
             for (ticket, decision) in authz {
+                self.record(|| Entry::Authorized {
+                    t: now,
+                    ticket,
+                    decision: decision.clone(),
+                });
                 let _ = self.hub.handle_authorization(now, ticket, decision);
             }
         }

@@ -14,7 +14,7 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{Task, Timer};
 
 use super::runner::{Event, Io, Runner};
-use super::{Answer, Control, DriverConfig, Policy, instant_of, now};
+use super::{Answer, Control, DriverConfig, Policy, Recorder, instant_of, now};
 use crate::auth::Decision;
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::{Bytes, BytesMut};
@@ -137,6 +137,7 @@ pub async fn serve(
     hub: Broker,
     policy: Arc<dyn Policy>,
     config: DriverConfig,
+    recorder: Option<Recorder>,
     control: Receiver<Control>,
 ) -> std::io::Result<()> {
     let (events, incoming) = channel::bounded::<Event>(1024);
@@ -145,7 +146,7 @@ pub async fn serve(
         events: events.clone(),
         max_output: config.max_output_bytes,
     };
-    let mut runner = Runner::new(hub, policy);
+    let mut runner = Runner::new(hub, policy, recorder);
     let (accepted_tx, accepted) = channel::bounded(64);
     let _acceptors: Vec<Task<()>> = listeners
         .into_iter()
@@ -224,7 +225,7 @@ pub async fn serve(
             Wake::Tick => runner.timeout(now, &mut io),
             Wake::Control(Control::Reload) => {
                 log::info!("reloading the key set and the ACL");
-                runner.reload();
+                runner.reload(now);
             }
             Wake::Control(Control::Shutdown) => {
                 log::info!("shutting down");

@@ -126,7 +126,7 @@ impl Default for SessionConfig {
 }
 
 /// The answer to an authentication request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AuthnOutcome {
     /// The client is who it says.
     Success(Identity),
@@ -137,7 +137,7 @@ pub enum AuthnOutcome {
 }
 
 /// How the transport ended, as the host saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TransportClosed {
     /// An I/O error.
     Error,

@@ -32,6 +32,25 @@ pub struct Running {
 
 impl Running {
     pub fn start(kind: DriverKind, config: BrokerConfig, jwt: JwtConfig, acl: Acl) -> Self {
+        Self::start_recording(kind, config, jwt, acl, None)
+    }
+
+    /// Same, recording every input of the hub to `record`.
+    pub fn start_recording(
+        kind: DriverKind,
+        config: BrokerConfig,
+        jwt: JwtConfig,
+        acl: Acl,
+        record: Option<&std::path::Path>,
+    ) -> Self {
+        let recorder = record.map(|path| {
+            testament::driver::Recorder::new(
+                Box::new(std::fs::File::create(path).unwrap()),
+                driver::now(),
+                &testament::config::Config::default(),
+                Some(&acl),
+            )
+        });
         let policy = Arc::new(JwtAclPolicy::new(
             JwtAuthenticator::new(jwt, jwt::key_set(&[&jwt::rsa_a()], false)),
             acl,
@@ -51,6 +70,7 @@ impl Running {
                         hub,
                         p,
                         DriverConfig::default(),
+                        recorder,
                         rx,
                     ))
                     .unwrap();
@@ -60,8 +80,15 @@ impl Running {
             DriverKind::Blocking => {
                 let (tx, rx) = mpsc::channel();
                 let t = std::thread::spawn(move || {
-                    driver::blocking::serve(vec![listener], hub, p, DriverConfig::default(), rx)
-                        .unwrap();
+                    driver::blocking::serve(
+                        vec![listener],
+                        hub,
+                        p,
+                        DriverConfig::default(),
+                        recorder,
+                        rx,
+                    )
+                    .unwrap();
                 });
                 (ControlTx::Blocking(tx), t)
             }

@@ -1,0 +1,270 @@
+//! Record and replay: every input the hub receives, with its time, as one
+//! JSON line; replayed through a fresh hub offline, the same inputs give the
+//! same decisions — an operator can see after the fact exactly why a will
+//! was delivered or denied.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Acl, AuditRecord, Decision};
+use crate::broker::{Action, Broker, ConnId, Ticket};
+use crate::config::{Config, RuleConfig, parse_rules, rules_config};
+use crate::session::{AuthnOutcome, TransportClosed};
+use crate::time::Timestamp;
+
+/// One recorded input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Entry {
+    /// The configuration (TOML) and the ACL in force at the start (`None`:
+    /// every authorization was answered through the policy and recorded).
+    Start {
+        /// When.
+        t: Timestamp,
+        /// The effective configuration.
+        config: String,
+        /// The ACL rules.
+        acl: Option<Vec<RuleConfig>>,
+    },
+    /// A connection was opened.
+    Open {
+        /// When.
+        t: Timestamp,
+        /// The id the hub gave it.
+        conn: ConnId,
+        /// The peer.
+        peer: String,
+    },
+    /// Bytes arrived (base64).
+    Bytes {
+        /// When.
+        t: Timestamp,
+        /// Where.
+        conn: ConnId,
+        /// What, base64.
+        data: String,
+    },
+    /// A transport ended.
+    Closed {
+        /// When.
+        t: Timestamp,
+        /// Which.
+        conn: ConnId,
+        /// How.
+        how: TransportClosed,
+    },
+    /// A client did not read and was dropped.
+    Unresponsive {
+        /// When.
+        t: Timestamp,
+        /// Which.
+        conn: ConnId,
+    },
+    /// An authentication answer.
+    Authenticated {
+        /// When.
+        t: Timestamp,
+        /// For what.
+        ticket: Ticket,
+        /// The answer.
+        outcome: Box<AuthnOutcome>,
+    },
+    /// An authorization answer.
+    Authorized {
+        /// When.
+        t: Timestamp,
+        /// For what.
+        ticket: Ticket,
+        /// The answer.
+        decision: Decision,
+    },
+    /// Deadlines were acted on.
+    Timeout {
+        /// When.
+        t: Timestamp,
+    },
+    /// The ACL was replaced (a reload).
+    Acl {
+        /// When.
+        t: Timestamp,
+        /// The new rules (`None`: no synchronous ACL).
+        rules: Option<Vec<RuleConfig>>,
+    },
+    /// The broker shut down.
+    Shutdown {
+        /// When.
+        t: Timestamp,
+    },
+}
+
+/// Writes entries as JSON lines.
+pub struct Recorder {
+    out: Box<dyn Write + Send>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
+}
+
+impl Recorder {
+    /// Records to `out`, starting with the configuration and ACL in force.
+    pub fn new(
+        out: Box<dyn Write + Send>,
+        now: Timestamp,
+        config: &Config,
+        acl: Option<&Acl>,
+    ) -> Self {
+        let mut r = Self { out };
+        r.write(&Entry::Start {
+            t: now,
+            config: config.to_toml(),
+            acl: acl.map(rules_config),
+        });
+        r
+    }
+
+    /// Appends one entry; an I/O error is logged, never fatal to the broker.
+    pub fn write(&mut self, entry: &Entry) {
+        let line = serde_json::to_string(entry).unwrap_or_default();
+        if let Err(e) = writeln!(self.out, "{line}") {
+            log::error!("recording failed: {e}");
+        }
+    }
+
+    /// Pushes what was written to the file.
+    pub fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+/// Encodes bytes for an [`Entry::Bytes`].
+pub fn encode_bytes(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Why a recording cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A line is not an entry.
+    #[error("line {line}: {problem}")]
+    Entry {
+        /// 1-based.
+        line: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The recording does not start with its configuration.
+    #[error("the recording does not start with a `start` entry")]
+    NoStart,
+    /// The hub gave a connection another id than the recording says: the
+    /// recording is not from this version of testament.
+    #[error("line {line}: the hub opened {got:?} where the recording has {want:?}")]
+    Diverged {
+        /// 1-based.
+        line: usize,
+        /// Recorded.
+        want: ConnId,
+        /// Replayed.
+        got: ConnId,
+    },
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn acl_of(rules: Option<&Vec<RuleConfig>>, line: usize) -> Result<Option<Arc<Acl>>, ReplayError> {
+    rules
+        .map(|r| parse_rules(r, "acl"))
+        .transpose()
+        .map(|a| a.map(Arc::new))
+        .map_err(|e| ReplayError::Entry {
+            line,
+            problem: e.to_string(),
+        })
+}
+
+/// Runs a recording through a fresh hub and returns the audit records it
+/// produces, in order.
+///
+/// # Errors
+/// [`ReplayError`] for a recording that cannot be read or does not match.
+pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
+    let mut hub: Option<Broker> = None;
+    let mut audits = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let line_no = i + 1;
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: Entry = serde_json::from_str(&line).map_err(|e| ReplayError::Entry {
+            line: line_no,
+            problem: e.to_string(),
+        })?;
+        if let Entry::Start { config, acl, .. } = &entry {
+            let config = Config::from_toml(config).map_err(|e| ReplayError::Entry {
+                line: line_no,
+                problem: e.to_string(),
+            })?;
+            let broker_config = config.broker_config().map_err(|e| ReplayError::Entry {
+                line: line_no,
+                problem: e.to_string(),
+            })?;
+            let mut h = Broker::new(broker_config);
+            h.set_authorizer(acl_of(acl.as_ref(), line_no)?.map(|a| a as _));
+            hub = Some(h);
+            continue;
+        }
+        let h = hub.as_mut().ok_or(ReplayError::NoStart)?;
+        match entry {
+            Entry::Start { .. } => {}
+            Entry::Open { t, conn, peer } => {
+                let got = h.open(t, Some(peer));
+                if got != conn {
+                    return Err(ReplayError::Diverged {
+                        line: line_no,
+                        want: conn,
+                        got,
+                    });
+                }
+            }
+            Entry::Bytes { t, conn, data } => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map_err(|e| ReplayError::Entry {
+                        line: line_no,
+                        problem: e.to_string(),
+                    })?;
+                h.handle_bytes(conn, t, &bytes);
+            }
+            Entry::Closed { t, conn, how } => h.handle_closed(conn, t, how),
+            Entry::Unresponsive { t, conn } => h.handle_unresponsive(conn, t),
+            Entry::Authenticated { t, ticket, outcome } => {
+                let _ = h.handle_authentication(t, ticket, *outcome);
+            }
+            Entry::Authorized {
+                t,
+                ticket,
+                decision,
+            } => {
+                let _ = h.handle_authorization(t, ticket, decision);
+            }
+            Entry::Timeout { t } => h.handle_timeout(t),
+            Entry::Acl { rules, .. } => {
+                h.set_authorizer(acl_of(rules.as_ref(), line_no)?.map(|a| a as _));
+            }
+            Entry::Shutdown { t } => h.handle_shutdown(t),
+        }
+        while let Some(action) = h.poll_action() {
+            if let Action::Audit(record) = action {
+                audits.push(record);
+            }
+        }
+    }
+    Ok(audits)
+}
