@@ -43,6 +43,18 @@ impl Running {
         acl: Acl,
         record: Option<&std::path::Path>,
     ) -> Self {
+        Self::start_full(kind, config, jwt, acl, DriverConfig::default(), record)
+    }
+
+    /// Same, with the driver's limits.
+    pub fn start_full(
+        kind: DriverKind,
+        config: BrokerConfig,
+        jwt: JwtConfig,
+        acl: Acl,
+        driver_config: DriverConfig,
+        record: Option<&std::path::Path>,
+    ) -> Self {
         let recorder = record.map(|path| {
             testament::driver::Recorder::new(
                 Box::new(std::fs::File::create(path).unwrap()),
@@ -69,7 +81,7 @@ impl Running {
                         vec![l],
                         hub,
                         p,
-                        DriverConfig::default(),
+                        driver_config,
                         recorder,
                         rx,
                     ))
@@ -80,15 +92,8 @@ impl Running {
             DriverKind::Blocking => {
                 let (tx, rx) = mpsc::channel();
                 let t = std::thread::spawn(move || {
-                    driver::blocking::serve(
-                        vec![listener],
-                        hub,
-                        p,
-                        DriverConfig::default(),
-                        recorder,
-                        rx,
-                    )
-                    .unwrap();
+                    driver::blocking::serve(vec![listener], hub, p, driver_config, recorder, rx)
+                        .unwrap();
                 });
                 (ControlTx::Blocking(tx), t)
             }

@@ -1,0 +1,208 @@
+//! Limits a demanding operator relies on, on a real socket: a client that
+//! does not read is dropped (with an audit record) without holding up the
+//! others; anonymous clients only where allowed, as `anonymous`.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use common::e2e::{Running, V3, token};
+use common::hub::default_acl;
+use common::jwt;
+use rumqttc::QoS;
+use testament::auth::{Acl, Effect, FilterTemplate, JwtConfig, Ops, Rule, Subject};
+use testament::broker::BrokerConfig;
+use testament::codec::{
+    Bytes, Connect, Encode, MqttString, Packet, PacketId, ProtocolVersion, Subscribe, Subscription,
+    SubscriptionOptions, TopicFilter,
+};
+use testament::config::{Config, DriverKind};
+use testament::driver::DriverConfig;
+
+fn slow_reader(kind: DriverKind) {
+    let file = std::env::temp_dir().join(format!(
+        "testament-slow-{}-{:?}.jsonl",
+        std::process::id(),
+        kind as u8
+    ));
+    let b = Running::start_full(
+        kind,
+        Config::default().broker_config().unwrap(),
+        JwtConfig::default(),
+        default_acl(),
+        DriverConfig {
+            max_output_bytes: 256 * 1024,
+            ..DriverConfig::default()
+        },
+        Some(&file),
+    );
+    // A raw client that subscribes and then never reads.
+    let mut slow = std::net::TcpStream::connect(b.addr).unwrap();
+    let v = ProtocolVersion::V311;
+    let mut c = Connect::new(v, MqttString::from_static("slow"));
+    c.username = Some(MqttString::from_static("slow"));
+    c.password = Some(Bytes::from(token(&jwt::rsa_a(), "slow", 3600)));
+    c.keep_alive = 0;
+    slow.write_all(&Packet::Connect(Box::new(c)).to_vec(v).unwrap())
+        .unwrap();
+    let sub = Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Default::default(),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::from_static("open/#"),
+            options: SubscriptionOptions::default(),
+        }],
+    };
+    slow.write_all(&Packet::Subscribe(sub).to_vec(v).unwrap())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let reader = V3::connect(V3::options(
+        b.addr,
+        "fast",
+        "fast",
+        &token(&jwt::rsa_a(), "fast", 3600),
+    ))
+    .unwrap();
+    reader.subscribe("open/#", QoS::AtMostOnce);
+    let publisher = V3::connect(V3::options(
+        b.addr,
+        "pub",
+        "pub",
+        &token(&jwt::rsa_a(), "pub", 3600),
+    ))
+    .unwrap();
+    let payload = vec![b'x'; 16 * 1024];
+    let mut received = 0;
+    for i in 0..2000 {
+        publisher
+            .client
+            .publish(format!("open/{i}"), QoS::AtMostOnce, false, payload.clone())
+            .unwrap();
+        // The fast reader keeps up all along.
+        if reader.next_message(Duration::from_secs(5)).is_some() {
+            received += 1;
+        }
+    }
+    assert_eq!(received, 2000, "the reading client got everything");
+
+    // The slow client was cut off: what it can still read ends.
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let ended = loop {
+        match slow.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => total += n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break false;
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        ended,
+        "the slow client is disconnected (read {total} bytes)"
+    );
+    assert!(
+        total < 2000 * 16 * 1024,
+        "it did not get everything queued for it"
+    );
+    b.stop();
+    let audit: Vec<String> =
+        testament::driver::replay(std::io::BufReader::new(std::fs::File::open(&file).unwrap()))
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.starts_with("event=slow_client") && l.contains("client_id=slow")),
+        "{audit:#?}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn smol_a_client_that_does_not_read_is_dropped_and_audited() {
+    slow_reader(DriverKind::Smol);
+}
+
+#[test]
+fn blocking_a_client_that_does_not_read_is_dropped_and_audited() {
+    slow_reader(DriverKind::Blocking);
+}
+
+#[test]
+fn anonymous_clients_only_where_allowed_and_named_by_the_acl() {
+    let acl = Acl::new(vec![
+        Rule::new(
+            Effect::Allow,
+            Ops::ALL,
+            Subject::Anonymous,
+            FilterTemplate::new("guests/#").unwrap(),
+        ),
+        Rule::new(
+            Effect::Allow,
+            Ops::SUBSCRIBE,
+            Subject::Authenticated,
+            FilterTemplate::new("#").unwrap(),
+        ),
+    ]);
+    let refused = Running::start(
+        DriverKind::Smol,
+        BrokerConfig::default(),
+        JwtConfig::default(),
+        acl.clone(),
+    );
+    let anon = rumqttc::MqttOptions::new("guest", "127.0.0.1", refused.addr.port());
+    assert!(V3::connect(anon).is_err(), "refused by default");
+    refused.stop();
+
+    let allowed = Running::start(
+        DriverKind::Smol,
+        BrokerConfig::default(),
+        JwtConfig {
+            allow_anonymous: true,
+            ..JwtConfig::default()
+        },
+        acl,
+    );
+    let watcher = V3::connect(V3::options(
+        allowed.addr,
+        "watcher",
+        "watcher",
+        &token(&jwt::rsa_a(), "watcher", 3600),
+    ))
+    .unwrap();
+    watcher.subscribe("#", QoS::AtMostOnce);
+    let guest = V3::connect(rumqttc::MqttOptions::new(
+        "guest",
+        "127.0.0.1",
+        allowed.addr.port(),
+    ))
+    .unwrap();
+    guest
+        .client
+        .publish("members/hello", QoS::AtLeastOnce, false, "denied")
+        .unwrap();
+    guest
+        .client
+        .publish("guests/hello", QoS::AtLeastOnce, false, "allowed")
+        .unwrap();
+    let m = watcher
+        .next_message(Duration::from_secs(5))
+        .expect("the guest's allowed message");
+    assert_eq!(
+        &m.topic[..],
+        "guests/hello",
+        "only what the ACL names for `anonymous`"
+    );
+    assert!(watcher.next_message(Duration::from_millis(300)).is_none());
+    allowed.stop();
+}
