@@ -75,7 +75,7 @@ fn main() -> std::io::Result<()> {
     // graceful stop (here Ctrl-C simply ends the process).
     let (_control, stop) = smol::channel::unbounded();
     smol::block_on(driver::smol::serve(
-        vec![listener],
+        vec![driver::smol::Listener::plain(listener)],
         Broker::new(BrokerConfig::default()),
         Arc::new(SlowPolicy),
         DriverConfig::default(),

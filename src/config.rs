@@ -63,6 +63,8 @@ pub struct Config {
     pub session: SessionSection,
     /// Hub limits.
     pub limits: LimitsSection,
+    /// TLS listeners.
+    pub tls: TlsSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -79,6 +81,7 @@ impl Default for Config {
             will: WillSection::default(),
             session: SessionSection::default(),
             limits: LimitsSection::default(),
+            tls: TlsSection::default(),
             log: LogSection::default(),
         }
     }
@@ -276,6 +279,25 @@ impl Default for LimitsSection {
             max_output_bytes: DriverConfig::default().max_output_bytes,
         }
     }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Addresses of TLS listeners (empty: none).
+    pub listen: Vec<String>,
+    /// The certificate chain (PEM), leaf first.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate.
+    pub require_client_cert: bool,
+    /// `none`, `cn` or `dns`: what of a verified client certificate names
+    /// the principal of a client that sends no token.
+    pub certificate_principal: Option<String>,
 }
 
 /// `[log]`
@@ -534,6 +556,24 @@ impl Config {
                 ("trace", ()),
             ],
         )?;
+        for (i, addr) in self.tls.listen.iter().enumerate() {
+            addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                ConfigError::new(format!("tls.listen[{i}]"), format!("`{addr}`: {e}"))
+            })?;
+        }
+        if !self.tls.listen.is_empty() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(ConfigError::new(
+                "tls.cert",
+                "TLS listeners need tls.cert and tls.key",
+            ));
+        }
+        if self.tls.require_client_cert && self.tls.client_ca.is_none() {
+            return Err(ConfigError::new(
+                "tls.require_client_cert",
+                "needs tls.client_ca",
+            ));
+        }
+        self.certificate_principal()?;
         if self.session.max_packet_size < 64 {
             return Err(ConfigError::new(
                 "session.max_packet_size",
@@ -633,6 +673,41 @@ impl Config {
                     ("drop", ShutdownWills::Drop),
                 ],
             )?,
+        })
+    }
+
+    /// What of a client certificate names the principal, if anything.
+    ///
+    /// # Errors
+    /// An unknown value, with its key.
+    pub fn certificate_principal(
+        &self,
+    ) -> Result<Option<crate::driver::CertificatePrincipal>, ConfigError> {
+        use crate::driver::CertificatePrincipal as C;
+        Ok(match self.tls.certificate_principal.as_deref() {
+            None => None,
+            Some(v) => one_of(
+                "tls.certificate_principal",
+                v,
+                &[
+                    ("none", None),
+                    ("cn", Some(C::CommonName)),
+                    ("dns", Some(C::DnsName)),
+                ],
+            )?,
+        })
+    }
+
+    /// The TLS files, when TLS listeners are configured.
+    pub fn tls_files(&self) -> Option<crate::driver::tls::TlsFiles> {
+        if self.tls.listen.is_empty() {
+            return None;
+        }
+        Some(crate::driver::tls::TlsFiles {
+            cert: self.tls.cert.clone()?,
+            key: self.tls.key.clone()?,
+            client_ca: self.tls.client_ca.clone(),
+            require_client_cert: self.tls.require_client_cert,
         })
     }
 

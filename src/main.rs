@@ -318,18 +318,20 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let broker_config = c.broker_config().map_err(|e| e.to_string())?;
     let reload_config = c.clone();
     let reload_jwks = jwks.clone();
-    let policy = JwtAclPolicy::new(JwtAuthenticator::new(c.jwt_config(), keys), acl).with_reloader(
-        move || match load(&reload_config, &reload_jwks) {
-            Ok(loaded) => {
-                log::info!("reloaded the key set and the ACL");
-                Some(loaded)
-            }
-            Err(e) => {
-                log::error!("reload refused, the old key set and ACL stay: {e}");
-                None
-            }
-        },
-    );
+    let mut policy = JwtAclPolicy::new(JwtAuthenticator::new(c.jwt_config(), keys), acl);
+    if let Some(which) = c.certificate_principal().map_err(|e| e.to_string())? {
+        policy = policy.with_certificate_principal(which);
+    }
+    let policy = policy.with_reloader(move || match load(&reload_config, &reload_jwks) {
+        Ok(loaded) => {
+            log::info!("reloaded the key set and the ACL");
+            Some(loaded)
+        }
+        Err(e) => {
+            log::error!("reload refused, the old key set and ACL stay: {e}");
+            None
+        }
+    });
     let recorder = match &args.record {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -345,18 +347,26 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         None => None,
     };
     let policy: Arc<dyn driver::Policy> = Arc::new(policy);
+    let tls = match c.tls_files() {
+        Some(files) => Some(driver::tls::Tls::load(files).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let watched: Vec<PathBuf> = std::iter::once(jwks.clone())
         .chain(c.acl.path.clone())
+        .chain(c.tls.cert.clone())
+        .chain(c.tls.key.clone())
+        .chain(c.tls.client_ca.clone())
         .collect();
 
-    let listeners = c
-        .listen
-        .iter()
-        .map(|a| std::net::TcpListener::bind(a).map_err(|e| format!("listen {a}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    for l in &listeners {
-        if let Ok(a) = l.local_addr() {
-            log::info!("testament listening on {a}");
+    let mut listeners = Vec::new();
+    for (addrs, tls) in [(&c.listen, None), (&c.tls.listen, tls.as_ref())] {
+        for a in addrs {
+            let l = std::net::TcpListener::bind(a).map_err(|e| format!("listen {a}: {e}"))?;
+            if let Ok(a) = l.local_addr() {
+                let kind = if tls.is_some() { " (TLS)" } else { "" };
+                log::info!("testament listening on {a}{kind}");
+            }
+            listeners.push((l, tls.cloned()));
         }
     }
     if c.jwt.jwks.is_none() {
@@ -431,9 +441,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         Receiver::Smol(rx) => {
             let listeners = listeners
                 .into_iter()
-                .map(|l| {
+                .map(|(l, tls)| {
                     l.set_nonblocking(true)?;
-                    smol::net::TcpListener::try_from(l)
+                    Ok(driver::smol::Listener {
+                        tcp: smol::net::TcpListener::try_from(l)?,
+                        tls,
+                    })
                 })
                 .collect::<std::io::Result<Vec<_>>>()
                 .map_err(|e| format!("listen: {e}"))?;
@@ -447,6 +460,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             ))
         }
         Receiver::Blocking(rx) => {
+            let listeners = listeners
+                .into_iter()
+                .map(|(tcp, tls)| driver::blocking::Listener { tcp, tls })
+                .collect();
             driver::blocking::serve(listeners, hub, policy, driver_config, recorder, rx)
         }
     };

@@ -17,6 +17,8 @@ pub enum AuthMethod {
     Enhanced(String),
     /// No credentials; allowed only where the host allows anonymous clients.
     Anonymous,
+    /// A TLS client certificate verified against the configured CA.
+    Certificate,
 }
 
 impl fmt::Display for AuthMethod {
@@ -25,6 +27,7 @@ impl fmt::Display for AuthMethod {
             Self::Password => f.write_str("password"),
             Self::Enhanced(m) => write!(f, "enhanced:{m}"),
             Self::Anonymous => f.write_str("anonymous"),
+            Self::Certificate => f.write_str("certificate"),
         }
     }
 }
@@ -133,6 +136,19 @@ pub struct Credentials {
     pub auth_data: Option<Bytes>,
     /// The peer's address, as the host describes it.
     pub peer: Option<String>,
+    /// The TLS client certificate the transport verified, if any.
+    pub certificate: Option<ClientCertificate>,
+}
+
+/// What a verified TLS client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClientCertificate {
+    /// The subject's Common Name.
+    pub common_name: Option<String>,
+    /// The DNS names of its Subject Alternative Name.
+    pub dns_names: Vec<String>,
+    /// The end of its validity (the identity's expiry).
+    pub not_after: crate::time::Timestamp,
 }
 
 impl fmt::Debug for Credentials {
@@ -145,6 +161,7 @@ impl fmt::Debug for Credentials {
             .field("auth_method", &self.auth_method)
             .field("auth_data", &redacted(&self.auth_data))
             .field("peer", &self.peer)
+            .field("certificate", &self.certificate)
             .finish()
     }
 }

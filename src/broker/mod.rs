@@ -221,12 +221,26 @@ impl Broker {
     /// A new network connection at `now`; `peer` describes the remote end
     /// for the credentials and the log.
     pub fn open(&mut self, now: Timestamp, peer: Option<String>) -> ConnId {
+        self.open_tls(now, peer, None)
+    }
+
+    /// A new connection whose transport verified a client certificate
+    /// (mTLS): authentication sees it in the credentials.
+    pub fn open_tls(
+        &mut self,
+        now: Timestamp,
+        peer: Option<String>,
+        certificate: Option<crate::auth::ClientCertificate>,
+    ) -> ConnId {
         self.next_conn += 1;
         let id = ConnId(self.next_conn);
         let mut session = Session::new(self.config.session.clone(), now)
             .with_assigned_client_id(format!("auto-{:x}", id.0));
         if let Some(peer) = peer {
             session = session.with_peer(peer);
+        }
+        if let Some(cert) = certificate {
+            session = session.with_client_certificate(cert);
         }
         session.set_authorizer(self.authorizer.clone());
         self.conns.insert(

@@ -1,25 +1,127 @@
 //! The blocking driver: std threads and `std::net`. One thread owns the hub
 //! and waits on one channel with the hub's next deadline as its timeout;
-//! each connection has a reader thread and a writer thread.
+//! each connection has a reader thread and a writer thread. A TLS
+//! connection's two threads share its rustls stream under a lock, the
+//! reader polling with a short socket timeout.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustls::{ServerConnection, StreamOwned};
+
 use super::runner::{Event, Io, Runner};
+use super::tls::{Tls, client_certificate};
 use super::{Answer, Control, DriverConfig, Policy, Recorder, instant_of, now};
-use crate::auth::Decision;
+use crate::auth::{ClientCertificate, Decision};
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::Bytes;
 use crate::session::{AuthnOutcome, TransportClosed};
 
+/// A listening socket, plain or TLS.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// Its TLS configuration; `None`: plain TCP.
+    pub tls: Option<Tls>,
+}
+
+impl Listener {
+    /// A plain TCP listener.
+    pub fn plain(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
+/// The write side of a connection.
+trait Sink: Write + Send {
+    /// Ends the stream cleanly (TLS: close_notify).
+    fn finish(&mut self);
+}
+
+impl Sink for TcpStream {
+    fn finish(&mut self) {
+        let _ = self.flush();
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+type Shared = Arc<Mutex<StreamOwned<ServerConnection, TcpStream>>>;
+
+/// Reads a TLS stream shared with its writer: the socket's short read
+/// timeout lets go of the lock often enough for the writer.
+struct TlsReader(Shared);
+
+impl Read for TlsReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut s = self
+                .0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?;
+            match s.read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    drop(s);
+                    thread::yield_now();
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+struct TlsWriter(Shared);
+
+impl Write for TlsWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut s = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        s.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut s = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        s.flush()
+    }
+}
+
+impl Sink for TlsWriter {
+    fn finish(&mut self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+            let _ = s.sock.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+struct Accepted {
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Sink>,
+    tcp: TcpStream,
+    peer: String,
+    certificate: Option<ClientCertificate>,
+}
+
 enum Msg {
-    Accepted(TcpStream, SocketAddr),
+    Accepted(Accepted),
     Event(Event),
     Control(Control),
 }
@@ -27,7 +129,7 @@ enum Msg {
 struct Connection {
     output: Sender<Bytes>,
     queued: Arc<AtomicUsize>,
-    stream: TcpStream,
+    tcp: TcpStream,
 }
 
 struct BlockingIo {
@@ -50,11 +152,16 @@ impl Io for BlockingIo {
     }
 
     fn close(&mut self, conn: ConnId) {
+        // The writer ends when the sender is gone, after writing what was
+        // queued; the reader ends when the writer shuts the socket.
+        self.conns.remove(&conn);
+    }
+
+    fn abort(&mut self, conn: ConnId) {
+        // The writer may be stuck on a client that does not read: cut the
+        // socket under it.
         if let Some(c) = self.conns.remove(&conn) {
-            // The writer ends when the sender is gone, after writing what was
-            // queued; the reader ends when the writer shuts the socket.
-            drop(c.output);
-            drop(c.stream);
+            let _ = c.tcp.shutdown(Shutdown::Both);
         }
     }
 
@@ -75,7 +182,7 @@ impl Io for BlockingIo {
     }
 }
 
-fn read_loop(conn: ConnId, mut stream: TcpStream, inbox: SyncSender<Msg>, size: usize) {
+fn read_loop(conn: ConnId, mut stream: Box<dyn Read + Send>, inbox: SyncSender<Msg>, size: usize) {
     let mut buf = vec![0u8; size];
     loop {
         let event = match stream.read(&mut buf) {
@@ -91,7 +198,7 @@ fn read_loop(conn: ConnId, mut stream: TcpStream, inbox: SyncSender<Msg>, size: 
     }
 }
 
-fn write_loop(mut stream: TcpStream, output: Receiver<Bytes>, queued: Arc<AtomicUsize>) {
+fn write_loop(mut stream: Box<dyn Sink>, output: Receiver<Bytes>, queued: Arc<AtomicUsize>) {
     let mut batch = Vec::new();
     while let Ok(first) = output.recv() {
         batch.extend_from_slice(&first);
@@ -104,8 +211,7 @@ fn write_loop(mut stream: TcpStream, output: Receiver<Bytes>, queued: Arc<Atomic
         queued.fetch_sub(batch.len(), Ordering::AcqRel);
         batch.clear();
     }
-    let _ = stream.flush();
-    let _ = stream.shutdown(Shutdown::Both);
+    stream.finish();
 }
 
 /// Serves MQTT on `listeners` until [`Control::Shutdown`] arrives on
@@ -114,7 +220,7 @@ fn write_loop(mut stream: TcpStream, output: Receiver<Bytes>, queued: Arc<Atomic
 /// # Errors
 /// When a listener's address cannot be read.
 pub fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     hub: Broker,
     policy: Arc<dyn Policy>,
     config: DriverConfig,
@@ -123,26 +229,13 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let locals = listeners
         .iter()
-        .map(TcpListener::local_addr)
+        .map(|l| l.tcp.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
     let (inbox, messages) = mpsc::sync_channel::<Msg>(1024);
+    let tls_configs: Vec<Tls> = listeners.iter().filter_map(|l| l.tls.clone()).collect();
     for listener in listeners {
         let accept_inbox = inbox.clone();
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let msg = match stream.and_then(|s| s.peer_addr().map(|p| (s, p))) {
-                    Ok((s, peer)) => Msg::Accepted(s, peer),
-                    Err(e) => {
-                        log::warn!("accept failed: {e}");
-                        thread::sleep(Duration::from_millis(50));
-                        continue;
-                    }
-                };
-                if accept_inbox.send(msg).is_err() {
-                    return;
-                }
-            }
-        });
+        thread::spawn(move || accept_loop(listener, &accept_inbox));
     }
     let control_inbox = inbox.clone();
     thread::spawn(move || {
@@ -174,13 +267,9 @@ pub fn serve(
         let now = now();
         match msg {
             None => runner.timeout(now, &mut io),
-            Some(Msg::Accepted(stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let conn = runner.open(now, peer.to_string(), &mut io);
-                let (Ok(reader), Ok(writer)) = (stream.try_clone(), stream.try_clone()) else {
-                    runner.handle(now, Event::Closed(conn, TransportClosed::Error), &mut io);
-                    continue;
-                };
+            Some(Msg::Accepted(a)) => {
+                let conn = runner.open(now, a.peer, a.certificate, &mut io);
+                let (reader, writer) = (a.reader, a.writer);
                 let (output, pending) = mpsc::channel();
                 let queued = Arc::new(AtomicUsize::new(0));
                 let q = queued.clone();
@@ -193,7 +282,7 @@ pub fn serve(
                     Connection {
                         output,
                         queued,
-                        stream,
+                        tcp: a.tcp,
                     },
                 );
                 if !runner.hub.is_open(conn) {
@@ -204,6 +293,11 @@ pub fn serve(
             Some(Msg::Control(Control::Reload)) => {
                 log::info!("reloading the key set and the ACL");
                 runner.reload(now);
+                for tls in &tls_configs {
+                    if let Err(e) = tls.reload() {
+                        log::error!("TLS reload refused, the old certificate stays: {e}");
+                    }
+                }
             }
             Some(Msg::Control(Control::Shutdown)) => {
                 log::info!("shutting down");
@@ -217,6 +311,77 @@ pub fn serve(
                 }
                 thread::sleep(Duration::from_millis(100));
                 return Ok(());
+            }
+        }
+    }
+}
+
+fn plain(tcp: TcpStream, peer: String) -> std::io::Result<Accepted> {
+    Ok(Accepted {
+        reader: Box::new(tcp.try_clone()?),
+        writer: Box::new(tcp.try_clone()?),
+        tcp,
+        peer,
+        certificate: None,
+    })
+}
+
+/// The TLS handshake, within ten seconds; then the stream shared by the
+/// reader and the writer.
+fn handshake(tls: &Tls, tcp: TcpStream, peer: String) -> std::io::Result<Accepted> {
+    let conn = ServerConnection::new(tls.config()).map_err(std::io::Error::other)?;
+    let mut stream = StreamOwned::new(conn, tcp.try_clone()?);
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    let certificate = client_certificate(stream.conn.peer_certificates());
+    // From now on the reader polls; writes may block (the output bound
+    // catches a client that does not read).
+    tcp.set_read_timeout(Some(Duration::from_millis(5)))?;
+    tcp.set_write_timeout(None)?;
+    let shared: Shared = Arc::new(Mutex::new(stream));
+    Ok(Accepted {
+        reader: Box::new(TlsReader(shared.clone())),
+        writer: Box::new(TlsWriter(shared)),
+        tcp,
+        peer,
+        certificate,
+    })
+}
+
+fn accept_loop(listener: Listener, inbox: &SyncSender<Msg>) {
+    for stream in listener.tcp.incoming() {
+        let (tcp, peer) = match stream.and_then(|s| s.peer_addr().map(|p| (s, p))) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let peer = peer.to_string();
+        match &listener.tls {
+            None => match plain(tcp, peer) {
+                Ok(a) => {
+                    if inbox.send(Msg::Accepted(a)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => log::warn!("accept failed: {e}"),
+            },
+            Some(tls) => {
+                // A slow handshake holds up nobody.
+                let tls = tls.clone();
+                let inbox = inbox.clone();
+                thread::spawn(move || match handshake(&tls, tcp, peer.clone()) {
+                    Ok(a) => {
+                        let _ = inbox.send(Msg::Accepted(a));
+                    }
+                    Err(e) => log::info!("TLS handshake with {peer} failed: {e}"),
+                });
             }
         }
     }

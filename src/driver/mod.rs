@@ -17,6 +17,7 @@
 mod policy;
 pub mod record;
 mod runner;
+pub mod tls;
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
@@ -25,7 +26,7 @@ pub mod smol;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use policy::{Answer, JwtAclPolicy, Policy};
+pub use policy::{Answer, CertificatePrincipal, JwtAclPolicy, Policy};
 pub use record::{Recorder, replay};
 
 use crate::time::Timestamp;

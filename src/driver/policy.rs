@@ -51,6 +51,17 @@ pub struct JwtAclPolicy {
     authenticator: RwLock<JwtAuthenticator>,
     acl: RwLock<Arc<Acl>>,
     reloader: Option<Reloader>,
+    certificates: Option<CertificatePrincipal>,
+}
+
+/// Which part of a verified client certificate names the principal when a
+/// client authenticates with its certificate (mTLS) instead of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificatePrincipal {
+    /// The subject's Common Name.
+    CommonName,
+    /// The first DNS name of the Subject Alternative Name.
+    DnsName,
 }
 
 impl std::fmt::Debug for JwtAclPolicy {
@@ -66,7 +77,55 @@ impl JwtAclPolicy {
             authenticator: RwLock::new(authenticator),
             acl: RwLock::new(Arc::new(acl)),
             reloader: None,
+            certificates: None,
         }
+    }
+
+    /// Lets clients that present no token but a verified client certificate
+    /// in, as the principal the certificate names. Their identity expires
+    /// with the certificate; the ACL and will rules are those of any
+    /// identity.
+    #[must_use]
+    pub fn with_certificate_principal(mut self, which: CertificatePrincipal) -> Self {
+        self.certificates = Some(which);
+        self
+    }
+
+    fn certificate_identity(&self, c: &Credentials, now: Timestamp) -> Option<AuthnOutcome> {
+        let which = self.certificates?;
+        if c.password.is_some() || c.auth_method.is_some() {
+            return None;
+        }
+        let cert = c.certificate.as_ref()?;
+        let principal = match which {
+            CertificatePrincipal::CommonName => cert.common_name.clone(),
+            CertificatePrincipal::DnsName => cert.dns_names.first().cloned(),
+        };
+        let Some(principal) = principal else {
+            return Some(AuthnOutcome::Failure(
+                crate::auth::AuthnError::MissingPrincipal("certificate".into()).into(),
+            ));
+        };
+        if c.username.as_ref().is_some_and(|u| *u != principal) {
+            return Some(AuthnOutcome::Failure(
+                crate::auth::AuthnError::PrincipalMismatch {
+                    username: c.username.clone().unwrap_or_default(),
+                    principal,
+                }
+                .into(),
+            ));
+        }
+        Some(AuthnOutcome::Success(crate::auth::Identity {
+            principal,
+            client_id: c.client_id.clone(),
+            roles: Vec::new(),
+            acl: crate::auth::ClaimAcl::default(),
+            expires_at: Some(cert.not_after),
+            key_id: None,
+            method: crate::auth::AuthMethod::Certificate,
+            authenticated_at: now,
+            token_digest: None,
+        }))
     }
 
     /// Sets what [`Policy::reload`] calls: it returns the new key set and
@@ -104,6 +163,9 @@ impl JwtAclPolicy {
 
 impl Policy for JwtAclPolicy {
     fn authenticate(&self, credentials: &Credentials, now: Timestamp) -> Answer<AuthnOutcome> {
+        if let Some(outcome) = self.certificate_identity(credentials, now) {
+            return Box::pin(std::future::ready(outcome));
+        }
         let outcome = match self.authenticator.read() {
             Ok(a) => match a.authenticate(credentials, now) {
                 Ok(identity) => AuthnOutcome::Success(identity),

@@ -37,6 +37,9 @@ pub enum Entry {
         conn: ConnId,
         /// The peer.
         peer: String,
+        /// The client certificate its transport verified.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate: Option<crate::auth::ClientCertificate>,
     },
     /// Bytes arrived (base64).
     Bytes {
@@ -223,8 +226,13 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
         let h = hub.as_mut().ok_or(ReplayError::NoStart)?;
         match entry {
             Entry::Start { .. } => {}
-            Entry::Open { t, conn, peer } => {
-                let got = h.open(t, Some(peer));
+            Entry::Open {
+                t,
+                conn,
+                peer,
+                certificate,
+            } => {
+                let got = h.open_tls(t, Some(peer), certificate);
                 if got != conn {
                     return Err(ReplayError::Diverged {
                         line: line_no,

@@ -27,6 +27,9 @@ pub(crate) trait Io {
     fn write(&mut self, conn: ConnId, bytes: Bytes) -> bool;
     /// Closes a connection once what was queued for it is written.
     fn close(&mut self, conn: ConnId);
+    /// Closes a connection now, dropping what is queued (a client that does
+    /// not read).
+    fn abort(&mut self, conn: ConnId);
     /// Awaits an answer elsewhere and comes back with an [`Event`].
     fn spawn_authentication(&mut self, ticket: Ticket, answer: Answer<AuthnOutcome>);
     /// Same, for an authorization.
@@ -64,9 +67,22 @@ impl Runner {
         }
     }
 
-    pub fn open(&mut self, now: Timestamp, peer: String, io: &mut dyn Io) -> ConnId {
-        let conn = self.hub.open(now, Some(peer.clone()));
-        self.record(|| Entry::Open { t: now, conn, peer });
+    pub fn open(
+        &mut self,
+        now: Timestamp,
+        peer: String,
+        certificate: Option<crate::auth::ClientCertificate>,
+        io: &mut dyn Io,
+    ) -> ConnId {
+        let conn = self
+            .hub
+            .open_tls(now, Some(peer.clone()), certificate.clone());
+        self.record(|| Entry::Open {
+            t: now,
+            conn,
+            peer,
+            certificate,
+        });
         self.pump(now, io);
         conn
     }
@@ -185,7 +201,7 @@ impl Runner {
             for conn in unresponsive {
                 self.record(|| Entry::Unresponsive { t: now, conn });
                 self.hub.handle_unresponsive(conn, now);
-                io.close(conn);
+                io.abort(conn);
             }
             for (ticket, outcome) in authn {
                 self.record(|| Entry::Authenticated {

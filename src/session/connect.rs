@@ -49,6 +49,7 @@ impl Session {
                 .map(ToString::to_string),
             auth_data: props.authentication_data.clone(),
             peer: self.peer.clone(),
+            certificate: self.certificate.clone(),
         };
         self.conn = Some(Conn {
             client_id,

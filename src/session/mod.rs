@@ -183,6 +183,8 @@ pub struct Session {
     authorizer: Option<Arc<dyn Authorizer>>,
     /// The peer's address as the host describes it, for the credentials.
     peer: Option<String>,
+    /// The TLS client certificate the host verified, for the credentials.
+    certificate: Option<crate::auth::ClientCertificate>,
 }
 
 impl Session {
@@ -203,7 +205,16 @@ impl Session {
             unsent_bytes: 0,
             authorizer: None,
             peer: None,
+            certificate: None,
         }
+    }
+
+    /// Hands the client certificate the transport verified (mTLS) to
+    /// authentication, in the credentials.
+    #[must_use]
+    pub fn with_client_certificate(mut self, certificate: crate::auth::ClientCertificate) -> Self {
+        self.certificate = Some(certificate);
+        self
     }
 
     /// Names the peer (its address, as the host describes it) in the

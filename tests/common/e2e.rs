@@ -55,6 +55,22 @@ impl Running {
         driver_config: DriverConfig,
         record: Option<&std::path::Path>,
     ) -> Self {
+        Self::start_tls(kind, config, jwt, acl, driver_config, record, None, None)
+    }
+
+    /// Same, the listener speaking TLS; client certificates may name the
+    /// principal.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_tls(
+        kind: DriverKind,
+        config: BrokerConfig,
+        jwt: JwtConfig,
+        acl: Acl,
+        driver_config: DriverConfig,
+        record: Option<&std::path::Path>,
+        tls: Option<testament::driver::tls::Tls>,
+        certificate_principal: Option<testament::driver::CertificatePrincipal>,
+    ) -> Self {
         let recorder = record.map(|path| {
             testament::driver::Recorder::new(
                 Box::new(std::fs::File::create(path).unwrap()),
@@ -63,10 +79,14 @@ impl Running {
                 Some(&acl),
             )
         });
-        let policy = Arc::new(JwtAclPolicy::new(
+        let mut policy = JwtAclPolicy::new(
             JwtAuthenticator::new(jwt, jwt::key_set(&[&jwt::rsa_a()], false)),
             acl,
-        ));
+        );
+        if let Some(which) = certificate_principal {
+            policy = policy.with_certificate_principal(which);
+        }
+        let policy = Arc::new(policy);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let hub = Broker::new(config);
@@ -78,7 +98,7 @@ impl Running {
                 let l = smol::net::TcpListener::try_from(listener).unwrap();
                 let t = std::thread::spawn(move || {
                     smol::block_on(driver::smol::serve(
-                        vec![l],
+                        vec![driver::smol::Listener { tcp: l, tls }],
                         hub,
                         p,
                         driver_config,
@@ -92,7 +112,8 @@ impl Running {
             DriverKind::Blocking => {
                 let (tx, rx) = mpsc::channel();
                 let t = std::thread::spawn(move || {
-                    driver::blocking::serve(vec![listener], hub, p, driver_config, recorder, rx)
+                    let listeners = vec![driver::blocking::Listener { tcp: listener, tls }];
+                    driver::blocking::serve(listeners, hub, p, driver_config, recorder, rx)
                         .unwrap();
                 });
                 (ControlTx::Blocking(tx), t)
