@@ -265,6 +265,13 @@ pub struct LimitsSection {
     pub max_retained_bytes: usize,
     /// Bytes waiting to be written to one client before it is dropped.
     pub max_output_bytes: usize,
+    /// Connections at once (then CONNACK 0x97 Quota exceeded).
+    pub max_connections: usize,
+    /// Connections at once from one address.
+    pub max_connections_per_address: usize,
+    /// Authentication attempts per address per second (then CONNACK 0x9F,
+    /// no token checked).
+    pub max_authentications_per_address_per_sec: u32,
 }
 
 impl Default for LimitsSection {
@@ -277,6 +284,10 @@ impl Default for LimitsSection {
             max_retained_messages: b.max_retained_messages,
             max_retained_bytes: b.max_retained_bytes,
             max_output_bytes: DriverConfig::default().max_output_bytes,
+            max_connections: DriverConfig::default().max_connections,
+            max_connections_per_address: DriverConfig::default().max_connections_per_address,
+            max_authentications_per_address_per_sec: DriverConfig::default()
+                .max_authentications_per_address_per_sec,
         }
     }
 }
@@ -715,6 +726,11 @@ impl Config {
     pub fn driver_config(&self) -> DriverConfig {
         DriverConfig {
             max_output_bytes: self.limits.max_output_bytes,
+            max_connections: self.limits.max_connections,
+            max_connections_per_address: self.limits.max_connections_per_address,
+            max_authentications_per_address_per_sec: self
+                .limits
+                .max_authentications_per_address_per_sec,
             ..DriverConfig::default()
         }
     }

@@ -179,6 +179,15 @@ pub enum AuditRecord {
         /// Its client id, if its CONNECT was read.
         client_id: Option<String>,
     },
+    /// A connection was refused by a limit before anything was authenticated.
+    ConnectionRefused {
+        /// When.
+        at: Timestamp,
+        /// The peer.
+        peer: Option<String>,
+        /// Which limit.
+        reason: String,
+    },
     /// A retained message was not stored (it was still routed).
     RetainRefused {
         /// When.
@@ -332,6 +341,12 @@ impl Display for AuditRecord {
                 write!(f, "event=slow_client")?;
                 kv(f, "at", at)?;
                 kv(f, "client_id", opt(client_id))
+            }
+            Self::ConnectionRefused { at, peer, reason } => {
+                write!(f, "event=connection_refused")?;
+                kv(f, "at", at)?;
+                kv(f, "peer", opt(peer))?;
+                kv(f, "reason", reason)
             }
             Self::RetainRefused { at, topic, reason } => {
                 write!(f, "event=retain_refused")?;

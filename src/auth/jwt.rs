@@ -178,6 +178,10 @@ pub enum AuthnError {
     /// The `acl` claim is not of the expected shape.
     #[error("invalid acl claim: {0}")]
     InvalidAclClaim(String),
+    /// Too many authentication attempts from the client's address; nothing
+    /// was verified.
+    #[error("too many authentication attempts from this address")]
+    RateLimited,
 }
 
 /// An authentication failure with what was learnt of the token on the way,
@@ -200,6 +204,7 @@ impl AuthnFailure {
         match self.error {
             AuthnError::BadAuthenticationMethod(_) => ConnectReasonCode::BadAuthenticationMethod,
             AuthnError::AnonymousNotAllowed => ConnectReasonCode::NotAuthorized,
+            AuthnError::RateLimited => ConnectReasonCode::ConnectionRateExceeded,
             _ => ConnectReasonCode::BadUserNameOrPassword,
         }
     }

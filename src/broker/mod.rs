@@ -224,6 +224,29 @@ impl Broker {
         self.open_tls(now, peer, None)
     }
 
+    /// A new connection whose CONNECT is refused with `code` and closed — a
+    /// limit the host enforces (connections per address, attempts per
+    /// second) — with an audit record.
+    pub fn open_refusing(
+        &mut self,
+        now: Timestamp,
+        peer: Option<String>,
+        code: ConnectReasonCode,
+        detail: &str,
+    ) -> ConnId {
+        self.audit(AuditRecord::ConnectionRefused {
+            at: now,
+            peer: peer.clone(),
+            reason: detail.to_owned(),
+        });
+        let id = self.open_tls(now, peer, None);
+        if let Some(c) = self.conns.remove(&id) {
+            let session = c.session.refusing(code, detail);
+            self.conns.insert(id, Conn { session, ..c });
+        }
+        id
+    }
+
     /// A new connection whose transport verified a client certificate
     /// (mTLS): authentication sees it in the credentials.
     pub fn open_tls(

@@ -251,7 +251,7 @@ pub fn serve(
         inbox: inbox.clone(),
         max_output: config.max_output_bytes,
     };
-    let mut runner = Runner::new(hub, policy, recorder);
+    let mut runner = Runner::new(hub, policy, recorder, &config);
     loop {
         let msg = match runner.hub.poll_timeout() {
             Some(at) => {

@@ -39,6 +39,15 @@ pub struct DriverConfig {
     pub max_output_bytes: usize,
     /// Size of each socket read.
     pub read_buffer: usize,
+    /// Connections open at once; more get CONNACK 0x97 Quota exceeded
+    /// (3.1.1: 0x03) and are closed.
+    pub max_connections: usize,
+    /// Connections open at once from one address; the same beyond.
+    pub max_connections_per_address: usize,
+    /// Authentication attempts per address per second; more are refused
+    /// with CONNACK 0x9F Connection rate exceeded without checking the
+    /// token.
+    pub max_authentications_per_address_per_sec: u32,
 }
 
 impl Default for DriverConfig {
@@ -46,6 +55,9 @@ impl Default for DriverConfig {
         Self {
             max_output_bytes: 8 * 1024 * 1024,
             read_buffer: 16 * 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            max_authentications_per_address_per_sec: 100,
         }
     }
 }

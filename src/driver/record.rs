@@ -40,6 +40,9 @@ pub enum Entry {
         /// The client certificate its transport verified.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         certificate: Option<crate::auth::ClientCertificate>,
+        /// Refused by a connection limit, and which.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
     },
     /// Bytes arrived (base64).
     Bytes {
@@ -231,8 +234,17 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                 conn,
                 peer,
                 certificate,
+                refused,
             } => {
-                let got = h.open_tls(t, Some(peer), certificate);
+                let got = match refused {
+                    Some(detail) => h.open_refusing(
+                        t,
+                        Some(peer),
+                        crate::codec::ConnectReasonCode::QuotaExceeded,
+                        &detail,
+                    ),
+                    None => h.open_tls(t, Some(peer), certificate),
+                };
                 if got != conn {
                     return Err(ReplayError::Diverged {
                         line: line_no,

@@ -1,13 +1,17 @@
 //! What both drivers do with the hub: feed it events, run its actions.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use super::DriverConfig;
 use super::policy::{Answer, Policy};
 use super::record::{Entry, Recorder, encode_bytes};
 use crate::auth::Decision;
 use crate::broker::{Action, Broker, ConnId, Ticket};
 use crate::codec::Bytes;
+use crate::codec::ConnectReasonCode;
 use crate::config::rules_config;
 use crate::session::{AuthnOutcome, TransportClosed};
 use crate::time::Timestamp;
@@ -41,6 +45,12 @@ pub(crate) struct Runner {
     pub hub: Broker,
     policy: Arc<dyn Policy>,
     recorder: Option<Recorder>,
+    limits: DriverConfig,
+    /// Open connections and their addresses.
+    conn_ip: BTreeMap<ConnId, Option<IpAddr>>,
+    per_ip: BTreeMap<IpAddr, usize>,
+    /// Authentication attempts per address in the current second.
+    attempts: BTreeMap<IpAddr, (u64, u32)>,
 }
 
 fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
@@ -52,13 +62,52 @@ fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
 }
 
 impl Runner {
-    pub fn new(mut hub: Broker, policy: Arc<dyn Policy>, recorder: Option<Recorder>) -> Self {
+    pub fn new(
+        mut hub: Broker,
+        policy: Arc<dyn Policy>,
+        recorder: Option<Recorder>,
+        limits: &DriverConfig,
+    ) -> Self {
         hub.set_authorizer(policy.authorizer());
         Self {
             hub,
             policy,
             recorder,
+            limits: limits.clone(),
+            conn_ip: BTreeMap::new(),
+            per_ip: BTreeMap::new(),
+            attempts: BTreeMap::new(),
         }
+    }
+
+    /// Forgets a connection that ended.
+    fn untrack(&mut self, conn: ConnId) {
+        if let Some(Some(ip)) = self.conn_ip.remove(&conn)
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Whether one more authentication from `conn`'s address fits in this
+    /// second's budget; a token storm then costs no signature checks.
+    fn attempt_allowed(&mut self, conn: ConnId, now: Timestamp) -> bool {
+        let Some(Some(ip)) = self.conn_ip.get(&conn).copied() else {
+            return true;
+        };
+        let second = now.as_secs();
+        if self.attempts.len() > 4096 {
+            self.attempts.retain(|_, (s, _)| *s == second);
+        }
+        let entry = self.attempts.entry(ip).or_insert((second, 0));
+        if entry.0 != second {
+            *entry = (second, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.limits.max_authentications_per_address_per_sec
     }
 
     fn record(&mut self, entry: impl FnOnce() -> Entry) {
@@ -74,14 +123,36 @@ impl Runner {
         certificate: Option<crate::auth::ClientCertificate>,
         io: &mut dyn Io,
     ) -> ConnId {
-        let conn = self
-            .hub
-            .open_tls(now, Some(peer.clone()), certificate.clone());
+        let ip = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+        let here = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
+        let refused = if self.conn_ip.len() >= self.limits.max_connections {
+            Some("too many connections")
+        } else if here >= self.limits.max_connections_per_address {
+            Some("too many connections from this address")
+        } else {
+            None
+        };
+        let conn = match refused {
+            Some(detail) => self.hub.open_refusing(
+                now,
+                Some(peer.clone()),
+                ConnectReasonCode::QuotaExceeded,
+                detail,
+            ),
+            None => self
+                .hub
+                .open_tls(now, Some(peer.clone()), certificate.clone()),
+        };
+        self.conn_ip.insert(conn, ip);
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
         self.record(|| Entry::Open {
             t: now,
             conn,
             peer,
             certificate,
+            refused: refused.map(str::to_owned),
         });
         self.pump(now, io);
         conn
@@ -112,7 +183,10 @@ impl Runner {
         });
         match event {
             Event::Bytes(conn, data) => self.hub.handle_bytes(conn, now, &data),
-            Event::Closed(conn, how) => self.hub.handle_closed(conn, now, how),
+            Event::Closed(conn, how) => {
+                self.untrack(conn);
+                self.hub.handle_closed(conn, now, how);
+            }
             Event::Authenticated(ticket, outcome) => {
                 // A ticket whose connection closed meanwhile is void.
                 let _ = self.hub.handle_authentication(now, ticket, *outcome);
@@ -167,6 +241,7 @@ impl Runner {
                         }
                     }
                     Action::Close { conn, reason } => {
+                        self.untrack(conn);
                         log::debug!(
                             "close conn={} code={:?} detail={:?}",
                             conn.0,
@@ -177,12 +252,22 @@ impl Runner {
                     }
                     Action::Authenticate {
                         ticket,
+                        conn,
                         credentials,
                         ..
-                    } => match ready(self.policy.authenticate(&credentials, now)) {
-                        Ok(outcome) => authn.push((ticket, outcome)),
-                        Err(later) => io.spawn_authentication(ticket, later),
-                    },
+                    } => {
+                        if !self.attempt_allowed(conn, now) {
+                            authn.push((
+                                ticket,
+                                AuthnOutcome::Failure(crate::auth::AuthnError::RateLimited.into()),
+                            ));
+                            continue;
+                        }
+                        match ready(self.policy.authenticate(&credentials, now)) {
+                            Ok(outcome) => authn.push((ticket, outcome)),
+                            Err(later) => io.spawn_authentication(ticket, later),
+                        }
+                    }
                     Action::Authorize { ticket, query, .. } => {
                         match ready(self.policy.authorize(&query, now)) {
                             Ok(decision) => authz.push((ticket, decision)),
@@ -201,6 +286,7 @@ impl Runner {
             for conn in unresponsive {
                 self.record(|| Entry::Unresponsive { t: now, conn });
                 self.hub.handle_unresponsive(conn, now);
+                self.untrack(conn);
                 io.abort(conn);
             }
             for (ticket, outcome) in authn {

@@ -193,7 +193,7 @@ pub async fn serve(
         events: events.clone(),
         max_output: config.max_output_bytes,
     };
-    let mut runner = Runner::new(hub, policy, recorder);
+    let mut runner = Runner::new(hub, policy, recorder, &config);
     let tls_configs: Vec<Tls> = listeners.iter().filter_map(|l| l.tls.clone()).collect();
     let (accepted_tx, accepted) = channel::bounded(64);
     let _acceptors: Vec<Task<()>> = listeners

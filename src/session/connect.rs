@@ -11,6 +11,10 @@ impl Session {
 
     pub(super) fn on_connect(&mut self, now: Timestamp, c: Connect) {
         self.version = c.protocol;
+        if let Some((code, detail)) = self.refusal.take() {
+            self.refuse(code, &detail);
+            return;
+        }
         let v5 = c.protocol == ProtocolVersion::V5;
         let props = &c.properties;
         let request_problem_info = props.request_problem_information.unwrap_or(true);

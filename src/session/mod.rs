@@ -185,6 +185,8 @@ pub struct Session {
     peer: Option<String>,
     /// The TLS client certificate the host verified, for the credentials.
     certificate: Option<crate::auth::ClientCertificate>,
+    /// Refuse the CONNECT with this code (a limit the host enforces).
+    refusal: Option<(ConnectReasonCode, String)>,
 }
 
 impl Session {
@@ -206,7 +208,17 @@ impl Session {
             authorizer: None,
             peer: None,
             certificate: None,
+            refusal: None,
         }
+    }
+
+    /// Makes the session refuse its client's CONNECT with `code` (3.1.1: the
+    /// nearest return code) and close: for a limit the host enforces before
+    /// anything is authenticated (too many connections from an address…).
+    #[must_use]
+    pub fn refusing(mut self, code: ConnectReasonCode, detail: impl Into<String>) -> Self {
+        self.refusal = Some((code, detail.into()));
+        self
     }
 
     /// Hands the client certificate the transport verified (mTLS) to
