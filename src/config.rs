@@ -228,6 +228,10 @@ pub struct SessionSection {
     pub max_client_id_len: usize,
     /// Audit allowed publishes too (denials always are).
     pub audit_allowed_publishes: bool,
+    /// Longest topic name or filter, bytes.
+    pub max_topic_len: usize,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
 }
 
 impl Default for SessionSection {
@@ -245,6 +249,8 @@ impl Default for SessionSection {
             topic_alias_maximum: s.topic_alias_maximum,
             max_client_id_len: s.max_client_id_len,
             audit_allowed_publishes: false,
+            max_topic_len: s.max_topic_len,
+            max_topic_levels: s.max_topic_levels,
         }
     }
 }
@@ -647,6 +653,8 @@ impl Config {
             )?,
             credential_leeway: Duration::from_secs(self.jwt.leeway_secs),
             audit_allowed_publishes: s.audit_allowed_publishes,
+            max_topic_len: s.max_topic_len,
+            max_topic_levels: s.max_topic_levels,
             ..SessionConfig::default()
         };
         let l = &self.limits;

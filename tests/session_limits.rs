@@ -220,3 +220,71 @@ fn auth_without_a_method_at_connect_is_a_protocol_error() {
         DisconnectReasonCode::ProtocolError
     );
 }
+
+#[test]
+fn topics_longer_or_deeper_than_allowed_are_refused() {
+    let config = SessionConfig {
+        max_topic_len: 16,
+        max_topic_levels: 3,
+        ..SessionConfig::default()
+    };
+    // A publish: DISCONNECT 0x90 (5.0), the will, the close.
+    for topic in ["a/b/c/d", "abcdefghijklmnopq"] {
+        let mut p = peer(V5, config.clone());
+        let a = p.send(Packet::Publish(Publish::new(
+            TopicName::try_from(topic).unwrap(),
+            Bytes::from_static(b"x"),
+        )));
+        assert_eq!(
+            disconnect_code(&mut p, &a),
+            DisconnectReasonCode::TopicNameInvalid,
+            "{topic}"
+        );
+        assert_eq!(kinds(&a), ["send", "audit", "will", "close"]);
+    }
+    // Within the limits: handed up for authorization.
+    let mut p = peer(V5, config.clone());
+    let a = p.send(Packet::Publish(Publish::new(
+        TopicName::from_static("a/b/c"),
+        Bytes::from_static(b"x"),
+    )));
+    assert_eq!(kinds(&a), ["authorize"]);
+    // A subscription: that filter refused (0x8F; 3.1.1 0x80), the others
+    // go on.
+    for (v, refused) in [
+        (V5, SubAckReasonCode::TopicFilterInvalid),
+        (V3, SubAckReasonCode::UnspecifiedError),
+    ] {
+        let mut p = peer(v, config.clone());
+        let a = p.send(Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            subscriptions: vec![
+                Subscription {
+                    filter: TopicFilter::from_static("a/b/c/#"),
+                    options: SubscriptionOptions::default(),
+                },
+                Subscription {
+                    filter: TopicFilter::from_static("a/+"),
+                    options: SubscriptionOptions::default(),
+                },
+            ],
+        }));
+        let tickets = authorize_tickets(&a);
+        assert_eq!(
+            tickets.len(),
+            1,
+            "only the filter within the limits is asked"
+        );
+        let a = p.authorize(tickets[0], allow());
+        let acks: Vec<_> = p
+            .packets(&a)
+            .into_iter()
+            .filter_map(|x| match x {
+                Packet::SubAck(s) => Some(s.reason_codes),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acks, [vec![refused, SubAckReasonCode::GrantedQoS0]], "{v}");
+    }
+}

@@ -393,6 +393,13 @@ impl Session {
         }
     }
 
+    /// Whether a topic name or filter is within the configured length and
+    /// depth.
+    pub(super) fn topic_fits(&self, topic: &str) -> bool {
+        topic.len() <= self.config.max_topic_len
+            && memchr::memchr_iter(b'/', topic.as_bytes()).count() < self.config.max_topic_levels
+    }
+
     /// Whether the next buffered packet may be decoded now.
     fn may_decode(&mut self) -> bool {
         match self.state {

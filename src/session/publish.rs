@@ -71,6 +71,18 @@ impl Session {
         if v5 {
             p.properties.topic_alias = None;
         }
+        if !self.topic_fits(topic.as_str()) {
+            self.fail(
+                now,
+                DisconnectReasonCode::TopicNameInvalid,
+                "topic longer or deeper than allowed",
+                WillTrigger::ProtocolError,
+            );
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         if let Some(id) = p.packet_id {
             if p.qos == QoS::ExactlyOnce && conn.awaiting_pubrel.contains(&id) {
                 // Already received and acknowledged: acknowledge again, do

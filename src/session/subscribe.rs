@@ -38,6 +38,8 @@ impl Session {
                 Some(SubAckReasonCode::SharedSubscriptionsNotSupported)
             } else if sub.filter.has_wildcards() && !self.config.wildcard_subscriptions {
                 Some(SubAckReasonCode::WildcardSubscriptionsNotSupported)
+            } else if !self.topic_fits(sub.filter.as_str()) {
+                Some(SubAckReasonCode::TopicFilterInvalid)
             } else {
                 None
             };

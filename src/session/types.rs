@@ -92,6 +92,10 @@ pub struct SessionConfig {
     pub shared_subscriptions: bool,
     /// Whether subscription identifiers are supported.
     pub subscription_identifiers: bool,
+    /// Longest topic name or filter accepted, in bytes.
+    pub max_topic_len: usize,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
 }
 
 impl Default for SessionConfig {
@@ -121,6 +125,8 @@ impl Default for SessionConfig {
             wildcard_subscriptions: true,
             shared_subscriptions: true,
             subscription_identifiers: true,
+            max_topic_len: 1024,
+            max_topic_levels: 32,
         }
     }
 }
