@@ -175,7 +175,7 @@ fn certificate_identity(kind: DriverKind) {
         .publish("trusted/cert-srv/state", QoS::AtLeastOnce, false, "up")
         .unwrap();
     let m = monitor.next_message(Duration::from_secs(5)).expect("up");
-    assert_eq!(&m.payload[..], b"up");
+    assert_eq!(&m.payload[..], b"up", "{m:?}");
     // Its ACL is that of principal cert-srv: not someone else's tree.
     server
         .client

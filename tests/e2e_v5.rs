@@ -24,6 +24,9 @@ use testament::codec::{
 };
 use testament::config::DriverKind;
 
+/// Outlasts a connection attempt: rumqttc drops one cut short by it.
+const POLL: Duration = Duration::from_millis(250);
+
 struct V5 {
     client: Client,
     events: mpsc::Receiver<Result<Event, String>>,
@@ -37,7 +40,7 @@ impl V5 {
         let (stop, stopped) = mpsc::channel();
         std::thread::spawn(move || {
             while stopped.try_recv().is_err() {
-                match conn.recv_timeout(Duration::from_millis(20)) {
+                match conn.recv_timeout(POLL) {
                     Ok(Ok(ev)) => {
                         if tx.send(Ok(ev)).is_err() {
                             return;

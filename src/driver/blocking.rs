@@ -83,13 +83,23 @@ impl Read for TlsReader {
 
 struct TlsWriter(Shared);
 
+/// Writes only: rustls' own `Stream::write` may read as well, and a read
+/// would meet the short timeout meant for the reader.
+fn write_pending(s: &mut StreamOwned<ServerConnection, TcpStream>) -> std::io::Result<()> {
+    while s.conn.wants_write() {
+        s.conn.write_tls(&mut s.sock)?;
+    }
+    s.sock.flush()
+}
+
 impl Write for TlsWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut s = self
             .0
             .lock()
             .map_err(|_| std::io::Error::other("poisoned"))?;
-        s.write_all(buf)?;
+        s.conn.writer().write_all(buf)?;
+        write_pending(&mut s)?;
         Ok(buf.len())
     }
 
@@ -98,7 +108,7 @@ impl Write for TlsWriter {
             .0
             .lock()
             .map_err(|_| std::io::Error::other("poisoned"))?;
-        s.flush()
+        write_pending(&mut s)
     }
 }
 
@@ -106,7 +116,7 @@ impl Sink for TlsWriter {
     fn finish(&mut self) {
         if let Ok(mut s) = self.0.lock() {
             s.conn.send_close_notify();
-            let _ = s.flush();
+            let _ = write_pending(&mut s);
             let _ = s.sock.shutdown(Shutdown::Both);
         }
     }
@@ -189,7 +199,10 @@ fn read_loop(conn: ConnId, mut stream: Box<dyn Read + Send>, inbox: SyncSender<M
             Ok(0) => Event::Closed(conn, TransportClosed::PeerClosed),
             Ok(n) => Event::Bytes(conn, buf[..n].to_vec()),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => Event::Closed(conn, TransportClosed::Error),
+            Err(e) => {
+                log::debug!("conn {} read failed: {e} ({:?})", conn.0, e.kind());
+                Event::Closed(conn, TransportClosed::Error)
+            }
         };
         let last = matches!(event, Event::Closed(..));
         if inbox.send(Msg::Event(event)).is_err() || last {

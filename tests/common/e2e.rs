@@ -174,6 +174,11 @@ pub fn token(key: &TestKey, sub: &str, ttl: u64) -> String {
     jwt::mint(key, &json!({ "sub": sub, "iat": now, "exp": now + ttl }))
 }
 
+/// How long one poll of a rumqttc connection may wait. rumqttc drops a
+/// connection attempt cut short by this timeout (and starts another), so it
+/// must outlast a TLS handshake.
+const POLL: Duration = Duration::from_millis(250);
+
 /// A rumqttc 3.1.1 client pumped by its own thread.
 pub struct V3 {
     pub client: rumqttc::Client,
@@ -199,13 +204,16 @@ impl V3 {
         let k = kill.clone();
         let thread = std::thread::spawn(move || {
             while !k.load(Ordering::Relaxed) {
-                match conn.recv_timeout(Duration::from_millis(20)) {
+                match conn.recv_timeout(POLL) {
                     Ok(Ok(ev)) => {
                         if tx.send(Ok(ev)).is_err() {
                             return;
                         }
                     }
                     Ok(Err(e)) => {
+                        if std::env::var("E2E_DEBUG").is_ok() {
+                            eprintln!("client error: {e:?}");
+                        }
                         let _ = tx.send(Err(e.to_string()));
                         return;
                     }
