@@ -361,7 +361,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let mut listeners = Vec::new();
     for (addrs, tls) in [(&c.listen, None), (&c.tls.listen, tls.as_ref())] {
         for a in addrs {
-            let l = std::net::TcpListener::bind(a).map_err(|e| format!("listen {a}: {e}"))?;
+            let l = bind(a).map_err(|e| format!("listen {a}: {e}"))?;
             if let Ok(a) = l.local_addr() {
                 let kind = if tls.is_some() { " (TLS)" } else { "" };
                 log::info!("testament listening on {a}{kind}");
@@ -469,6 +469,18 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     };
     result.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A listening socket with a backlog that absorbs a connect storm (the std
+/// default is smaller).
+fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
 }
 
 fn replay(file: &Path) -> Result<ExitCode, String> {
