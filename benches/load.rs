@@ -127,9 +127,17 @@ fn connect_packet(id: &str, token: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// Connects and waits for the 4-byte 3.1.1 CONNACK.
-fn connect(addr: SocketAddr, packet: &[u8]) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
+/// Connects from the loopback address `127.0.0.<source>` (spreading the
+/// ephemeral ports over several addresses: a storm on one address runs out
+/// of them, and TIME_WAIT keeps them) and waits for the 4-byte 3.1.1
+/// CONNACK.
+fn connect(addr: SocketAddr, source: u8, packet: &[u8]) -> TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    let from: SocketAddr = format!("127.0.0.{source}:0").parse().unwrap();
+    sock.bind(&from.into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
     s.set_nodelay(true).unwrap();
     s.write_all(packet).unwrap();
     let mut ack = [0u8; 4];
@@ -140,11 +148,14 @@ fn connect(addr: SocketAddr, packet: &[u8]) -> TcpStream {
 
 fn idle(b: &Broker, n: usize, token: &str) {
     // One session first, so what is measured is the cost of more of them.
-    let _first = connect(b.addr, &connect_packet("warm", token));
+    let _first = connect(b.addr, 2, &connect_packet("warm", token));
     std::thread::sleep(Duration::from_millis(300));
     let before = b.rss();
     let socks: Vec<TcpStream> = (0..n)
-        .map(|i| connect(b.addr, &connect_packet(&format!("idle-{i}"), token)))
+        .map(|i| {
+            let source = 2 + (i % 8) as u8;
+            connect(b.addr, source, &connect_packet(&format!("idle-{i}"), token))
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let after = b.rss();
@@ -189,7 +200,8 @@ fn storm(b: &Broker, n: usize, token: &str) {
                 for i in 0..per_thread {
                     let p = connect_packet(&format!("storm-{t}-{i}"), &token);
                     let s0 = Instant::now();
-                    let s = connect(addr, &p);
+                    let source = 20 + (t * 8 + i % 8) as u8;
+                    let s = connect(addr, source, &p);
                     slowest = slowest.max(s0.elapsed());
                     drop(s);
                 }

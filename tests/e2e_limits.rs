@@ -2,6 +2,8 @@
 //! does not read is dropped (with an audit record) without holding up the
 //! others; anonymous clients only where allowed, as `anonymous`.
 
+#![allow(clippy::disallowed_methods)] // real sockets, real time
+
 mod common;
 
 use std::io::{Read as _, Write as _};
@@ -205,4 +207,61 @@ fn anonymous_clients_only_where_allowed_and_named_by_the_acl() {
     );
     assert!(watcher.next_message(Duration::from_millis(300)).is_none());
     allowed.stop();
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+fn sockets_are_released(kind: DriverKind) {
+    let b = Running::start(
+        kind,
+        BrokerConfig::default(),
+        JwtConfig::default(),
+        default_acl(),
+    );
+    let v = ProtocolVersion::V311;
+    let t = token(&jwt::rsa_a(), "many", 3600);
+    // Settle what the broker and the test opened once.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = open_fds();
+    for round in 0..3 {
+        let socks: Vec<std::net::TcpStream> = (0..100)
+            .map(|i| {
+                let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+                let mut c =
+                    Connect::new(v, MqttString::try_from(format!("m-{round}-{i}")).unwrap());
+                c.username = Some(MqttString::from_static("many"));
+                c.password = Some(Bytes::from(t.clone()));
+                s.write_all(&Packet::Connect(Box::new(c)).to_vec(v).unwrap())
+                    .unwrap();
+                let mut ack = [0u8; 4];
+                s.read_exact(&mut ack).unwrap();
+                s
+            })
+            .collect();
+        // The clients go away without a word.
+        drop(socks);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open_fds() > before + 5 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        open_fds() <= before + 5,
+        "{} descriptors before, {} after 300 clients came and went",
+        before,
+        open_fds()
+    );
+    b.stop();
+}
+
+#[test]
+fn smol_connections_closed_by_their_clients_release_their_sockets() {
+    sockets_are_released(DriverKind::Smol);
+}
+
+#[test]
+fn blocking_connections_closed_by_their_clients_release_their_sockets() {
+    sockets_are_released(DriverKind::Blocking);
 }

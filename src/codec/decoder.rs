@@ -163,6 +163,15 @@ impl Decoder {
         self.buf.len()
     }
 
+    /// Lets go of the receive buffer when everything in it was decoded, so
+    /// an idle connection holds no buffer (packets decoded from it keep
+    /// their bytes alive on their own).
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// The next complete packet, `Ok(None)` when more bytes are needed.
     ///
     /// # Errors

@@ -186,6 +186,9 @@ impl Runner {
             Event::Closed(conn, how) => {
                 self.untrack(conn);
                 self.hub.handle_closed(conn, now, how);
+                // The hub emits no Close for a transport that ended on its
+                // own: let go of the socket and the writer here.
+                io.close(conn);
             }
             Event::Authenticated(ticket, outcome) => {
                 // A ticket whose connection closed meanwhile is void.

@@ -116,7 +116,10 @@ async fn read_loop(
     events: Sender<Event>,
     size: usize,
 ) {
-    let mut buf = vec![0u8; size];
+    // An idle connection waits with a small buffer; a read that fills it
+    // doubles it up to `size`, and a short one brings it back down.
+    const SMALL: usize = 256;
+    let mut buf = vec![0u8; SMALL.min(size)];
     loop {
         match stream.read(&mut buf).await {
             Ok(0) => {
@@ -126,11 +129,13 @@ async fn read_loop(
                 return;
             }
             Ok(n) => {
-                if events
-                    .send(Event::Bytes(conn, buf[..n].to_vec()))
-                    .await
-                    .is_err()
-                {
+                let data = buf[..n].to_vec();
+                if n == buf.len() && buf.len() < size {
+                    buf = vec![0u8; (buf.len() * 2).min(size)];
+                } else if n < SMALL && buf.len() > SMALL {
+                    buf = vec![0u8; SMALL];
+                }
+                if events.send(Event::Bytes(conn, data)).await.is_err() {
                     return;
                 }
             }

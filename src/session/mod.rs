@@ -387,7 +387,10 @@ impl Session {
                     }
                     self.handle_packet(now, packet);
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    self.decoder.release_if_empty();
+                    return;
+                }
                 Err(e) => self.decode_fault(now, e),
             }
         }
@@ -482,6 +485,9 @@ impl Session {
             let bytes = self.tx.split().freeze();
             self.unsent_bytes += bytes.len();
             self.actions.push_back(Action::Send(bytes));
+            // The rest of the block would keep the allocation alive while
+            // the connection idles; the next burst takes a new one.
+            self.tx = BytesMut::new();
         }
     }
 
