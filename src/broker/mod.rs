@@ -70,7 +70,8 @@ pub(crate) struct SessionKey(pub u64);
 
 #[derive(Debug)]
 struct Conn {
-    session: Session,
+    /// Boxed: the map's nodes stay small.
+    session: Box<Session>,
     /// The session it is attached to, once opened.
     key: Option<SessionKey>,
     /// Its entry in the timer set.
@@ -240,9 +241,12 @@ impl Broker {
             reason: detail.to_owned(),
         });
         let id = self.open_tls(now, peer, None);
-        if let Some(c) = self.conns.remove(&id) {
-            let session = c.session.refusing(code, detail);
-            self.conns.insert(id, Conn { session, ..c });
+        if let Some(c) = self.conns.get_mut(&id) {
+            let session = std::mem::replace(
+                &mut *c.session,
+                Session::new(self.config.session.clone(), now),
+            );
+            *c.session = session.refusing(code, detail);
         }
         id
     }
@@ -269,7 +273,7 @@ impl Broker {
         self.conns.insert(
             id,
             Conn {
-                session,
+                session: Box::new(session),
                 key: None,
                 deadline: None,
                 dirty: false,

@@ -2,6 +2,7 @@
 //! authentication and re-authentication.
 
 use super::*;
+use crate::codec::Bytes;
 
 impl Session {
     pub(super) fn valid_client_id(&self, id: &str) -> bool {
@@ -28,7 +29,11 @@ impl Session {
                 );
                 return;
             }
-            (self.assigned_client_id.clone(), true)
+            let id = self
+                .assigned_client_id
+                .clone()
+                .unwrap_or_else(|| format!("testament-{:x}", self.opened_at.as_millis()));
+            (id, true)
         } else {
             (c.client_id.to_string(), false)
         };
@@ -46,12 +51,15 @@ impl Session {
         let credentials = Credentials {
             client_id: client_id.clone(),
             username: c.username.as_ref().map(ToString::to_string),
-            password: c.password.clone(),
+            password: c.password.as_deref().map(Bytes::copy_from_slice),
             auth_method: props
                 .authentication_method
                 .as_ref()
                 .map(ToString::to_string),
-            auth_data: props.authentication_data.clone(),
+            auth_data: props
+                .authentication_data
+                .as_deref()
+                .map(Bytes::copy_from_slice),
             peer: self.peer.clone(),
             certificate: self.certificate.clone(),
         };
@@ -62,7 +70,7 @@ impl Session {
             keep_alive,
             server_keep_alive: (keep_alive != c.keep_alive).then_some(keep_alive),
             session_expiry,
-            will: c.will.clone(),
+            will: c.will.as_ref().map(owned_will),
             credentials: credentials.clone(),
             identity: None,
             client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
@@ -80,7 +88,8 @@ impl Session {
             pending: VecDeque::new(),
             inbound_inflight: 0,
             awaiting_pubrel: Vec::new(),
-            aliases_in: vec![None; usize::from(self.config.topic_alias_maximum)],
+            // Grown on first use, up to Topic Alias Maximum.
+            aliases_in: Vec::new(),
             next_packet_id: 0,
             outbound: Vec::new(),
             outbound_queue: VecDeque::new(),
@@ -208,6 +217,10 @@ impl Session {
             AuthnOutcome::Success(identity) => {
                 let identity = Arc::new(identity);
                 conn.identity = Some(identity.clone());
+                // The token did its work; a re-authentication brings its
+                // own (AUTH 0x19). Nothing keeps a credential longer.
+                conn.credentials.password = None;
+                conn.credentials.auth_data = None;
                 self.audit(AuditRecord::authenticated(identity));
                 match self.will_query() {
                     Some(query) if self.config.check_will_at_connect => {
@@ -515,5 +528,30 @@ fn same_method(conn: &Conn, a: &Auth) -> bool {
     ) {
         (Some(connected), Some(named)) => connected == named.as_str(),
         _ => false,
+    }
+}
+
+/// A copy of the will in allocations of its own: what a session keeps for
+/// its whole life must not pin the read buffer its CONNECT arrived in.
+fn owned_will(w: &LastWill) -> LastWill {
+    let string = |s: &MqttString| MqttString::try_from(s.as_str()).unwrap_or_else(|_| s.clone());
+    let topic = |t: &TopicName| TopicName::try_from(t.as_str()).unwrap_or_else(|_| t.clone());
+    let mut properties = w.properties.clone();
+    if !w.properties.is_empty() {
+        let p = &mut *properties;
+        p.content_type = p.content_type.as_ref().map(string);
+        p.response_topic = p.response_topic.as_ref().map(topic);
+        p.correlation_data = p.correlation_data.as_deref().map(Bytes::copy_from_slice);
+        for u in p.user_properties.iter_mut() {
+            u.key = string(&u.key);
+            u.value = string(&u.value);
+        }
+    }
+    LastWill {
+        topic: topic(&w.topic),
+        payload: Bytes::copy_from_slice(&w.payload),
+        qos: w.qos,
+        retain: w.retain,
+        properties,
     }
 }

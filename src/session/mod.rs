@@ -173,7 +173,8 @@ pub struct Session {
     version: ProtocolVersion,
     opened_at: Timestamp,
     next_ticket: u64,
-    assigned_client_id: String,
+    /// The id for a client that sends none; `None`: derived when needed.
+    assigned_client_id: Option<String>,
     conn: Option<Conn>,
     /// Bytes written since the last queued output.
     tx: BytesMut,
@@ -201,7 +202,7 @@ impl Session {
             version: ProtocolVersion::V311,
             opened_at: now,
             next_ticket: 0,
-            assigned_client_id: format!("testament-{:x}", now.as_millis()),
+            assigned_client_id: None,
             conn: None,
             tx: BytesMut::new(),
             unsent_bytes: 0,
@@ -241,7 +242,7 @@ impl Session {
     /// hub makes it unique across connections.
     #[must_use]
     pub fn with_assigned_client_id(mut self, id: impl Into<String>) -> Self {
-        self.assigned_client_id = id.into();
+        self.assigned_client_id = Some(id.into());
         self
     }
 
@@ -298,6 +299,10 @@ impl Session {
             self.flush_tx();
         }
         let action = self.actions.pop_front();
+        if action.is_none() && self.actions.capacity() > 0 {
+            // Drained: an idle connection keeps no queue.
+            self.actions = VecDeque::new();
+        }
         if let Some(Action::Send(bytes)) = &action {
             self.unsent_bytes = self.unsent_bytes.saturating_sub(bytes.len());
         }

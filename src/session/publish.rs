@@ -36,10 +36,11 @@ impl Session {
             return;
         }
         // Topic aliases (§3.3.2.3.4).
+        let alias_max = usize::from(self.config.topic_alias_maximum);
         let topic = match (p.topic.take(), p.properties.topic_alias) {
             (topic, Some(alias)) => {
                 let slot = usize::from(alias.get()) - 1;
-                if slot >= conn.aliases_in.len() {
+                if slot >= alias_max {
                     self.fail(
                         now,
                         DisconnectReasonCode::TopicAliasInvalid,
@@ -50,10 +51,13 @@ impl Session {
                 }
                 match topic {
                     Some(t) => {
+                        if conn.aliases_in.len() <= slot {
+                            conn.aliases_in.resize(slot + 1, None);
+                        }
                         conn.aliases_in[slot] = Some(t.clone());
                         t
                     }
-                    None => match conn.aliases_in[slot].clone() {
+                    None => match conn.aliases_in.get(slot).cloned().flatten() {
                         Some(t) => t,
                         None => {
                             self.protocol_error(now, "unknown topic alias");
