@@ -240,15 +240,7 @@ impl Broker {
             peer: peer.clone(),
             reason: detail.to_owned(),
         });
-        let id = self.open_tls(now, peer, None);
-        if let Some(c) = self.conns.get_mut(&id) {
-            let session = std::mem::replace(
-                &mut *c.session,
-                Session::new(self.config.session.clone(), now),
-            );
-            *c.session = session.refusing(code, detail);
-        }
-        id
+        self.open_conn(now, peer, None, Some((code, detail)))
     }
 
     /// A new connection whose transport verified a client certificate
@@ -259,6 +251,16 @@ impl Broker {
         peer: Option<String>,
         certificate: Option<crate::auth::ClientCertificate>,
     ) -> ConnId {
+        self.open_conn(now, peer, certificate, None)
+    }
+
+    fn open_conn(
+        &mut self,
+        now: Timestamp,
+        peer: Option<String>,
+        certificate: Option<crate::auth::ClientCertificate>,
+        refusal: Option<(ConnectReasonCode, &str)>,
+    ) -> ConnId {
         self.next_conn += 1;
         let id = ConnId(self.next_conn);
         let mut session = Session::new(self.config.session.clone(), now)
@@ -268,6 +270,9 @@ impl Broker {
         }
         if let Some(cert) = certificate {
             session = session.with_client_certificate(cert);
+        }
+        if let Some((code, detail)) = refusal {
+            session = session.refusing(code, detail);
         }
         session.set_authorizer(self.authorizer.clone());
         self.conns.insert(

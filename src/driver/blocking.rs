@@ -17,7 +17,7 @@ use rustls::{ServerConnection, StreamOwned};
 
 use super::runner::{Event, Io, Runner};
 use super::tls::{Tls, client_certificate};
-use super::{Answer, Control, DriverConfig, Policy, Recorder, instant_of, now};
+use super::{Answer, Control, DriverConfig, Policy, Recorder, admit, instant_of, now};
 use crate::auth::{ClientCertificate, Decision};
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::Bytes;
@@ -153,8 +153,7 @@ impl Io for BlockingIo {
         let Some(c) = self.conns.get(&conn) else {
             return true;
         };
-        let queued = c.queued.fetch_add(bytes.len(), Ordering::AcqRel) + bytes.len();
-        if queued > self.max_output {
+        if !admit(&c.queued, bytes.len(), self.max_output) {
             return false;
         }
         let _ = c.output.send(bytes);

@@ -73,6 +73,12 @@ pub enum Control {
     Shutdown,
 }
 
+/// Counts `len` more bytes waiting for a connection's writer; `false` when
+/// that passes the bound (the client does not read).
+fn admit(queued: &std::sync::atomic::AtomicUsize, len: usize, max: usize) -> bool {
+    queued.fetch_add(len, std::sync::atomic::Ordering::AcqRel) + len <= max
+}
+
 /// The wall clock, as the hub wants it.
 pub fn now() -> Timestamp {
     let since = SystemTime::now()
