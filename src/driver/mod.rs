@@ -2,8 +2,9 @@
 //! the only code that reads a clock. The hub stays single-writer: one task
 //! (smol) or one thread (blocking) owns it; connections only move bytes.
 //!
-//! - [`smol`] (feature `smol`): an accept loop, a reader and a writer task
-//!   per connection, one hub task.
+//! - [`smol`] (feature `smol`): one thread; a reader task per connection,
+//!   output written straight from the hub's loop (a flush task only for
+//!   what the socket does not take at once).
 //! - [`blocking`] (feature `blocking`): the same with std threads.
 //!
 //! Both answer requests with a [`Policy`] — the built-in

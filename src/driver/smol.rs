@@ -1,26 +1,33 @@
-//! The smol driver: one task owns the hub; each connection has a reader task
-//! (socket → hub events, bounded so a fast sender waits) and a writer task
-//! (hub output → socket, everything queued written in one go). TLS
-//! handshakes run in their own tasks, before the hub hears of the
-//! connection.
+//! The smol driver, on one thread: an executor run by the caller's
+//! `block_on` owns the hub and every connection's reader task. Output to a
+//! plain TCP client is written straight from the hub's loop while the
+//! socket takes it; only what the socket refuses waits, with a flush task
+//! started for it and ended when it is written. TLS connections always go
+//! through such a task, and their handshakes run in their own tasks before
+//! the hub hears of the connection. One thread is the point: the hub is
+//! single-writer anyway, and on a broker pinned to a core every hop
+//! between threads is a wakeup paid in CPU.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{Shutdown, TcpStream as StdTcpStream};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use smol::channel::{self, Receiver, Sender};
 use smol::future::FutureExt as _;
-use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use smol::net::{TcpListener, TcpStream};
-use smol::{Task, Timer};
+use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, WriteHalf};
+use smol::net::TcpListener;
+use smol::{Async, Executor, Task, Timer};
 
 use super::runner::{Event, Io, Runner};
 use super::tls::{Tls, client_certificate};
-use super::{Answer, Control, DriverConfig, Policy, Recorder, admit, instant_of, now};
+use super::{Answer, Control, DriverConfig, Policy, Recorder, instant_of, now};
 use crate::auth::{ClientCertificate, Decision};
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::{Bytes, BytesMut};
 use crate::session::{AuthnOutcome, TransportClosed};
+use bytes::Buf as _;
 
 /// A listening socket, plain or TLS.
 #[derive(Debug)]
@@ -41,75 +48,258 @@ impl Listener {
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-struct Accepted {
-    stream: Box<dyn Stream>,
-    tcp: TcpStream,
-    peer: String,
-    certificate: Option<ClientCertificate>,
+type Socket = Arc<Async<StdTcpStream>>;
+
+enum Accepted {
+    Plain {
+        tcp: Socket,
+        peer: String,
+    },
+    Tls {
+        stream: Box<dyn Stream>,
+        tcp: Socket,
+        peer: String,
+        certificate: Option<ClientCertificate>,
+    },
+}
+
+/// Where output goes when the socket does not take it at once.
+enum Writer {
+    Tcp(Socket),
+    Stream(WriteHalf<Box<dyn Stream>>),
+}
+
+impl Writer {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Tcp(s) => {
+                let mut s: &Async<StdTcpStream> = s;
+                s.write_all(bytes).await
+            }
+            Writer::Stream(s) => s.write_all(bytes).await,
+        }
+    }
+
+    /// A TCP stream shuts its write side; a TLS stream sends close_notify.
+    async fn close(self) {
+        match self {
+            Writer::Tcp(s) => {
+                let _ = s.get_ref().shutdown(Shutdown::Write);
+            }
+            Writer::Stream(mut s) => {
+                let _ = s.flush().await;
+                let _ = s.close().await;
+            }
+        }
+    }
+}
+
+/// One connection's output. Invariant: `writer` is here (no flush task
+/// runs) only while `queue` is empty.
+struct Outbox {
+    queue: VecDeque<Bytes>,
+    /// Bytes queued or being written by the flush task.
+    bytes: usize,
+    writer: Option<Writer>,
+    /// Close once the queue is written.
+    closing: bool,
+    /// Writing failed: what comes is dropped (the reader sees the end).
+    failed: bool,
+}
+
+type SharedOutbox = Arc<Mutex<Outbox>>;
+
+fn lock(out: &SharedOutbox) -> MutexGuard<'_, Outbox> {
+    out.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 struct Connection {
-    output: Sender<Bytes>,
-    queued: Arc<AtomicUsize>,
-    tcp: TcpStream,
+    out: SharedOutbox,
+    tcp: Socket,
     _reader: Task<()>,
 }
 
 struct SmolIo {
+    ex: Arc<Executor<'static>>,
     conns: BTreeMap<ConnId, Connection>,
     events: Sender<Event>,
     max_output: usize,
 }
 
 impl Io for SmolIo {
-    fn write(&mut self, conn: ConnId, bytes: Bytes) -> bool {
+    fn write(&mut self, conn: ConnId, mut bytes: Bytes) -> bool {
         let Some(c) = self.conns.get(&conn) else {
             return true;
         };
-        if !admit(&c.queued, bytes.len(), self.max_output) {
+        let mut out = lock(&c.out);
+        if out.failed {
+            return true;
+        }
+        if out.bytes + bytes.len() > self.max_output {
             return false;
         }
-        // Unbounded in messages, bounded in bytes by `queued`.
-        let _ = c.output.try_send(bytes);
+        if let Some(Writer::Tcp(s)) = &out.writer {
+            match s.get_ref().write(&bytes) {
+                Ok(n) if n == bytes.len() => return true,
+                Ok(n) => bytes.advance(n),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(_) => {
+                    out.failed = true;
+                    return true;
+                }
+            }
+        }
+        out.bytes += bytes.len();
+        out.queue.push_back(bytes);
+        if let Some(writer) = out.writer.take() {
+            self.ex.spawn(flush(c.out.clone(), writer)).detach();
+        }
         true
     }
 
     fn close(&mut self, conn: ConnId) {
-        // Dropping the sender lets the writer finish and close the stream;
-        // dropping the reader task cancels it.
-        self.conns.remove(&conn);
+        // Dropping the reader task cancels it; the socket closes when the
+        // flush task, if any, lets go of it.
+        if let Some(c) = self.conns.remove(&conn) {
+            let mut out = lock(&c.out);
+            out.closing = true;
+            if let Some(writer) = out.writer.take() {
+                match writer {
+                    Writer::Tcp(s) => {
+                        let _ = s.get_ref().shutdown(Shutdown::Write);
+                    }
+                    stream => self.ex.spawn(stream.close()).detach(),
+                }
+            }
+        }
     }
 
     fn abort(&mut self, conn: ConnId) {
-        // The writer may be stuck on a client that does not read: cut the
+        // A flush task may be stuck on a client that does not read: cut the
         // socket under it.
         if let Some(c) = self.conns.remove(&conn) {
-            let _ = c.tcp.shutdown(std::net::Shutdown::Both);
+            let mut out = lock(&c.out);
+            out.failed = true;
+            out.queue.clear();
+            let _ = c.tcp.get_ref().shutdown(Shutdown::Both);
         }
     }
 
     fn spawn_authentication(&mut self, ticket: Ticket, answer: Answer<AuthnOutcome>) {
         let events = self.events.clone();
-        smol::spawn(async move {
-            let outcome = answer.await;
-            let _ = events
-                .send(Event::Authenticated(ticket, Box::new(outcome)))
-                .await;
-        })
-        .detach();
+        self.ex
+            .spawn(async move {
+                let outcome = answer.await;
+                let _ = events
+                    .send(Event::Authenticated(ticket, Box::new(outcome)))
+                    .await;
+            })
+            .detach();
     }
 
     fn spawn_authorization(&mut self, ticket: Ticket, answer: Answer<Decision>) {
         let events = self.events.clone();
-        smol::spawn(async move {
-            let decision: Decision = answer.await;
-            let _ = events.send(Event::Authorized(ticket, decision)).await;
-        })
-        .detach();
+        self.ex
+            .spawn(async move {
+                let decision: Decision = answer.await;
+                let _ = events.send(Event::Authorized(ticket, decision)).await;
+            })
+            .detach();
     }
 }
 
-async fn read_loop(
+/// Writes what queued up, then hands the writer back (or closes it).
+async fn flush(out: SharedOutbox, mut writer: Writer) {
+    let mut batch = BytesMut::new();
+    loop {
+        let close = {
+            let mut o = lock(&out);
+            if o.failed {
+                return;
+            }
+            if o.queue.is_empty() {
+                if !o.closing {
+                    o.writer = Some(writer);
+                    return;
+                }
+                true
+            } else {
+                for b in o.queue.drain(..) {
+                    batch.extend_from_slice(&b);
+                }
+                false
+            }
+        };
+        if close {
+            writer.close().await;
+            return;
+        }
+        let n = batch.len();
+        if writer.write_all(&batch).await.is_err() {
+            let mut o = lock(&out);
+            o.failed = true;
+            o.queue.clear();
+            return;
+        }
+        batch.clear();
+        lock(&out).bytes -= n;
+    }
+}
+
+thread_local! {
+    /// Plain reads land here and leave as exactly-sized copies: an idle
+    /// connection holds no buffer of its own.
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+enum Read {
+    Data(Vec<u8>),
+    End,
+    Wait,
+}
+
+fn read_now(s: &Async<StdTcpStream>, size: usize) -> std::io::Result<Read> {
+    READ_BUFFER.with_borrow_mut(|buf| {
+        buf.resize(size.max(1), 0);
+        loop {
+            return match s.get_ref().read(buf) {
+                Ok(0) => Ok(Read::End),
+                Ok(n) => Ok(Read::Data(buf[..n].to_vec())),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Read::Wait),
+                Err(e) => Err(e),
+            };
+        }
+    })
+}
+
+async fn read_plain(conn: ConnId, s: Socket, events: Sender<Event>, size: usize) {
+    let closed = loop {
+        match read_now(&s, size) {
+            Ok(Read::Data(data)) => {
+                let full = data.len() == size;
+                if events.send(Event::Bytes(conn, data)).await.is_err() {
+                    return;
+                }
+                // A short read emptied the socket: wait for more without
+                // asking it again first.
+                if !full && s.readable().await.is_err() {
+                    break TransportClosed::Error;
+                }
+            }
+            Ok(Read::End) => break TransportClosed::PeerClosed,
+            Ok(Read::Wait) => {
+                if s.readable().await.is_err() {
+                    break TransportClosed::Error;
+                }
+            }
+            Err(_) => break TransportClosed::Error,
+        }
+    };
+    let _ = events.send(Event::Closed(conn, closed)).await;
+}
+
+async fn read_stream(
     conn: ConnId,
     mut stream: impl AsyncRead + Unpin,
     events: Sender<Event>,
@@ -148,29 +338,6 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
-    mut stream: impl AsyncWrite + Unpin,
-    output: Receiver<Bytes>,
-    queued: Arc<AtomicUsize>,
-) {
-    let mut batch = BytesMut::new();
-    while let Ok(first) = output.recv().await {
-        batch.extend_from_slice(&first);
-        while let Ok(more) = output.try_recv() {
-            batch.extend_from_slice(&more);
-        }
-        let n = batch.len();
-        if stream.write_all(&batch).await.is_err() {
-            break;
-        }
-        batch.clear();
-        queued.fetch_sub(n, Ordering::AcqRel);
-    }
-    let _ = stream.flush().await;
-    // A TLS stream sends close_notify; a TCP stream shuts its write side.
-    let _ = stream.close().await;
-}
-
 enum Wake {
     Accepted(Accepted),
     Event(Event),
@@ -179,7 +346,8 @@ enum Wake {
 }
 
 /// Serves MQTT on `listeners` until [`Control::Shutdown`] arrives on
-/// `control` (or every sender of it is dropped).
+/// `control` (or every sender of it is dropped). Everything runs on the
+/// thread that polls this future.
 ///
 /// # Errors
 /// None yet: a failing accept is logged and retried.
@@ -191,8 +359,31 @@ pub async fn serve(
     recorder: Option<Recorder>,
     control: Receiver<Control>,
 ) -> std::io::Result<()> {
+    let ex = Arc::new(Executor::new());
+    ex.run(run(
+        ex.clone(),
+        listeners,
+        hub,
+        policy,
+        config,
+        recorder,
+        control,
+    ))
+    .await
+}
+
+async fn run(
+    ex: Arc<Executor<'static>>,
+    listeners: Vec<Listener>,
+    hub: Broker,
+    policy: Arc<dyn Policy>,
+    config: DriverConfig,
+    recorder: Option<Recorder>,
+    control: Receiver<Control>,
+) -> std::io::Result<()> {
     let (events, incoming) = channel::bounded::<Event>(1024);
     let mut io = SmolIo {
+        ex: ex.clone(),
         conns: BTreeMap::new(),
         events: events.clone(),
         max_output: config.max_output_bytes,
@@ -202,7 +393,7 @@ pub async fn serve(
     let (accepted_tx, accepted) = channel::bounded(64);
     let _acceptors: Vec<Task<()>> = listeners
         .into_iter()
-        .map(|l| smol::spawn(accept_loop(l, accepted_tx.clone())))
+        .map(|l| ex.spawn(accept_loop(ex.clone(), l, accepted_tx.clone())))
         .collect();
     loop {
         let deadline = runner.hub.poll_timeout();
@@ -237,19 +428,40 @@ pub async fn serve(
         let now = now();
         match wake {
             Wake::Accepted(a) => {
-                let conn = runner.open(now, a.peer, a.certificate, &mut io);
-                let (output, pending) = channel::unbounded();
-                let queued = Arc::new(AtomicUsize::new(0));
-                let (reader, writer) = smol::io::split(a.stream);
-                smol::spawn(write_loop(writer, pending, queued.clone())).detach();
-                let reader =
-                    smol::spawn(read_loop(conn, reader, events.clone(), config.read_buffer));
+                let (tcp, peer, certificate, stream) = match a {
+                    Accepted::Plain { tcp, peer } => (tcp, peer, None, None),
+                    Accepted::Tls {
+                        stream,
+                        tcp,
+                        peer,
+                        certificate,
+                    } => (tcp, peer, certificate, Some(stream)),
+                };
+                let conn = runner.open(now, peer, certificate, &mut io);
+                let size = config.read_buffer;
+                let (writer, reader) = match stream {
+                    None => (
+                        Writer::Tcp(tcp.clone()),
+                        ex.spawn(read_plain(conn, tcp.clone(), events.clone(), size)),
+                    ),
+                    Some(stream) => {
+                        let (r, w) = smol::io::split(stream);
+                        let reader = ex.spawn(read_stream(conn, r, events.clone(), size));
+                        (Writer::Stream(w), reader)
+                    }
+                };
+                let out = Outbox {
+                    queue: VecDeque::new(),
+                    bytes: 0,
+                    writer: Some(writer),
+                    closing: false,
+                    failed: false,
+                };
                 io.conns.insert(
                     conn,
                     Connection {
-                        output,
-                        queued,
-                        tcp: a.tcp,
+                        out: Arc::new(Mutex::new(out)),
+                        tcp,
                         _reader: reader,
                     },
                 );
@@ -271,8 +483,11 @@ pub async fn serve(
             Wake::Control(Control::Shutdown) => {
                 log::info!("shutting down");
                 runner.shutdown(now, &mut io);
-                // Let the writers flush the DISCONNECTs.
-                io.conns.clear();
+                // Let the flush tasks write the DISCONNECTs.
+                let ids: Vec<ConnId> = io.conns.keys().copied().collect();
+                for id in ids {
+                    io.close(id);
+                }
                 Timer::after(std::time::Duration::from_millis(100)).await;
                 return Ok(());
             }
@@ -282,7 +497,7 @@ pub async fn serve(
 
 /// Accepts connections; TLS ones are handed on only once their handshake is
 /// done, each in its own task so a slow handshake holds up nobody.
-async fn accept_loop(l: Listener, accepted: Sender<Accepted>) {
+async fn accept_loop(ex: Arc<Executor<'static>>, l: Listener, accepted: Sender<Accepted>) {
     loop {
         let (tcp, peer) = match l.tcp.accept().await {
             Ok(a) => a,
@@ -298,11 +513,9 @@ async fn accept_loop(l: Listener, accepted: Sender<Accepted>) {
         let peer = peer.to_string();
         match &l.tls {
             None => {
-                let a = Accepted {
-                    stream: Box::new(tcp.clone()),
-                    tcp,
+                let a = Accepted::Plain {
+                    tcp: Socket::from(tcp),
                     peer,
-                    certificate: None,
                 };
                 if accepted.send(a).await.is_err() {
                     return;
@@ -311,19 +524,19 @@ async fn accept_loop(l: Listener, accepted: Sender<Accepted>) {
             Some(tls) => {
                 let acceptor = futures_rustls::TlsAcceptor::from(tls.config());
                 let accepted = accepted.clone();
-                smol::spawn(async move {
+                ex.spawn(async move {
                     let handshake = acceptor.accept(tcp.clone());
                     let timeout = async {
                         Timer::after(std::time::Duration::from_secs(10)).await;
-                        Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                        Err(std::io::Error::from(ErrorKind::TimedOut))
                     };
                     match handshake.or(timeout).await {
                         Ok(stream) => {
                             let certificate =
                                 client_certificate(stream.get_ref().1.peer_certificates());
-                            let a = Accepted {
+                            let a = Accepted::Tls {
                                 stream: Box::new(stream),
-                                tcp,
+                                tcp: Socket::from(tcp),
                                 peer,
                                 certificate,
                             };

@@ -1,0 +1,139 @@
+//! Heap per idle session in the hub alone (no driver, no socket): a counting
+//! allocator measures the live heap after N clients connected with a
+//! JWT-shaped identity and went idle, per client, and the same for
+//! connections opened but not yet connected. The baseline is the client id
+//! and token the clients sent: what any broker has to keep at least.
+//!
+//! `cargo bench --bench memory` (`MEMORY_SESSIONS` changes the count).
+#![allow(clippy::disallowed_methods)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use testament::auth::{
+    Acl, AuthMethod, ClaimAcl, Effect, FilterTemplate, Identity, Ops, Rule, Subject, TokenDigest,
+};
+use testament::broker::{Action, Broker, BrokerConfig, ConnId};
+use testament::codec::{Bytes, Connect, Encode, MqttString, Packet, ProtocolVersion};
+use testament::session::AuthnOutcome;
+use testament::time::Timestamp;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a
+// counter is kept beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same layout as given.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+const TOKEN_LEN: usize = 600; // an RS256 JWT with a few claims
+
+fn identity(client_id: &str, now: Timestamp) -> Identity {
+    Identity {
+        principal: client_id.into(),
+        client_id: client_id.into(),
+        roles: vec!["sensor".into()],
+        acl: ClaimAcl::default(),
+        expires_at: Some(now + std::time::Duration::from_secs(3600)),
+        key_id: Some("k1".into()),
+        method: AuthMethod::Password,
+        authenticated_at: now,
+        token_digest: Some(TokenDigest([7u8; 8])),
+    }
+}
+
+fn settle(hub: &mut Broker, now: Timestamp) {
+    let mut pending = Vec::new();
+    loop {
+        while let Some(a) = hub.poll_action() {
+            if let Action::Authenticate {
+                ticket,
+                credentials,
+                ..
+            } = a
+            {
+                pending.push((ticket, credentials.client_id.clone()));
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        for (ticket, name) in pending.drain(..) {
+            let outcome = AuthnOutcome::Success(identity(&name, now));
+            hub.handle_authentication(now, ticket, outcome).unwrap();
+        }
+    }
+}
+
+fn main() {
+    let n: usize = std::env::var("MEMORY_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let now = Timestamp::from_secs(1_800_000_000);
+    let mut hub = Broker::new(BrokerConfig::default());
+    hub.set_authorizer(Some(Arc::new(Acl::new(vec![Rule::new(
+        Effect::Allow,
+        Ops::ALL,
+        Subject::Authenticated,
+        FilterTemplate::new("clients/%u/#").unwrap(),
+    )]))));
+    let connects: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let id = format!("sensor-{i:06}");
+            let mut c = Connect::new(
+                ProtocolVersion::V311,
+                MqttString::try_from(id.clone()).unwrap(),
+            );
+            c.keep_alive = 60;
+            c.username = Some(MqttString::from_static("jwt"));
+            c.password = Some(Bytes::from(vec![b'x'; TOKEN_LEN]));
+            let bytes = Packet::Connect(Box::new(c))
+                .to_vec(ProtocolVersion::V311)
+                .unwrap();
+            (id, bytes)
+        })
+        .collect();
+    let base = live();
+    let conns: Vec<ConnId> = (0..n).map(|_| hub.open(now, None)).collect();
+    let opened = live();
+    for (conn, (_, bytes)) in conns.iter().zip(&connects) {
+        hub.handle_bytes(*conn, now, bytes);
+        settle(&mut hub, now);
+    }
+    let idle = live();
+    let per = |a: isize, b: isize| (b - a) as f64 / n as f64;
+    let floor: usize = connects.iter().map(|(id, _)| id.len()).sum::<usize>() / n;
+    println!("hub heap per connection, {n} clients (3.1.1, JWT-shaped identity):");
+    println!("  opened, no CONNECT yet : {:>7.0} B", per(base, opened));
+    println!("  connected and idle     : {:>7.0} B", per(base, idle));
+    println!("  baseline: the client id alone {floor} B; the token ({TOKEN_LEN} B) is not kept");
+    std::hint::black_box(&hub);
+}
