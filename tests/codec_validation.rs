@@ -664,3 +664,25 @@ fn connect_faults_map_to_connack_codes() {
         ConnectReasonCode::PacketTooLarge
     );
 }
+
+#[test]
+fn a_released_decoder_no_longer_pins_the_buffer_of_its_last_frame() {
+    // A frame that ends exactly where the received bytes end leaves an empty
+    // buffer sharing the frame's allocation; releasing must let go of it so
+    // that an idle connection keeps nothing of what it last sent.
+    let mut p = Publish::new(TopicName::from_static("a/b"), vec![7u8; 4096]);
+    p.qos = QoS::AtMostOnce;
+    let wire = Packet::Publish(p).to_vec(ProtocolVersion::V5).unwrap();
+    let mut decoder = Decoder::new(1 << 20).with_version(ProtocolVersion::V5);
+    decoder.feed(&wire);
+    let Some(Packet::Publish(got)) = decoder.decode().unwrap() else {
+        panic!("a PUBLISH");
+    };
+    assert!(decoder.decode().unwrap().is_none());
+    // The topic shares it too: keep the payload alone.
+    let payload = got.payload.clone();
+    drop(got);
+    assert!(!payload.is_unique(), "shared with the receive buffer");
+    decoder.release_if_empty();
+    assert!(payload.is_unique(), "the decoder let go of it");
+}

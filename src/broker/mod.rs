@@ -140,9 +140,12 @@ struct ShareGroup {
 #[derive(Debug)]
 pub struct Broker {
     config: BrokerConfig,
+    /// `config.session`, shared by every session.
+    session_config: Arc<crate::session::SessionConfig>,
     authorizer: Option<Arc<dyn Authorizer>>,
     conns: BTreeMap<ConnId, Conn>,
-    sessions: BTreeMap<SessionKey, StoredSession>,
+    /// Boxed: a map node holds 11 entries, often half of them empty.
+    sessions: BTreeMap<SessionKey, Box<StoredSession>>,
     by_client_id: BTreeMap<String, SessionKey>,
     tree: Tree,
     /// Shared subscriptions by full filter (`$share/g/f`).
@@ -163,6 +166,7 @@ impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         let retained = RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
         Self {
+            session_config: Arc::new(config.session.clone()),
             config,
             authorizer: None,
             conns: BTreeMap::new(),
@@ -263,7 +267,7 @@ impl Broker {
     ) -> ConnId {
         self.next_conn += 1;
         let id = ConnId(self.next_conn);
-        let mut session = Session::new(self.config.session.clone(), now)
+        let mut session = Session::new(self.session_config.clone(), now)
             .with_assigned_client_id(format!("auto-{:x}", id.0));
         if let Some(peer) = peer {
             session = session.with_peer(peer);

@@ -159,7 +159,7 @@ impl Broker {
         self.by_client_id.insert(client_id.clone(), key);
         self.sessions.insert(
             key,
-            StoredSession {
+            Box::new(StoredSession {
                 client_id,
                 conn: Some(id),
                 identity,
@@ -168,7 +168,7 @@ impl Broker {
                 offline: VecDeque::new(),
                 filters: Vec::new(),
                 will: None,
-            },
+            }),
         );
         if let Some(c) = self.conns.get_mut(&id) {
             c.key = Some(key);

@@ -167,7 +167,9 @@ impl Decoder {
     /// an idle connection holds no buffer (packets decoded from it keep
     /// their bytes alive on their own).
     pub fn release_if_empty(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
+        // Not only when capacity is left: an empty buffer split off the
+        // end of the last frame still shares (and pins) its allocation.
+        if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
     }

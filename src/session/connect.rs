@@ -12,12 +12,15 @@ impl Session {
 
     pub(super) fn on_connect(&mut self, now: Timestamp, c: Connect) {
         self.version = c.protocol;
-        if let Some((code, detail)) = self.refusal.take() {
+        if let Some(refusal) = self.refusal.take() {
+            let (code, detail) = *refusal;
             self.refuse(code, &detail);
             return;
         }
         let v5 = c.protocol == ProtocolVersion::V5;
         let props = &c.properties;
+        // Needed for this CONNECT only, whatever the client sends.
+        let given_id = self.assigned_client_id.take();
         let request_problem_info = props.request_problem_information.unwrap_or(true);
         let (client_id, assigned) = if c.client_id.is_empty() {
             // [MQTT-3.1.3-6]/[MQTT-3.1.3-7]: an empty id is given one; 3.1.1
@@ -29,10 +32,8 @@ impl Session {
                 );
                 return;
             }
-            let id = self
-                .assigned_client_id
-                .clone()
-                .unwrap_or_else(|| format!("testament-{:x}", self.opened_at.as_millis()));
+            let id =
+                given_id.unwrap_or_else(|| format!("testament-{:x}", self.opened_at.as_millis()));
             (id, true)
         } else {
             (c.client_id.to_string(), false)
@@ -60,8 +61,9 @@ impl Session {
                 .authentication_data
                 .as_deref()
                 .map(Bytes::copy_from_slice),
-            peer: self.peer.clone(),
-            certificate: self.certificate.clone(),
+            // Only the credentials need them from now on.
+            peer: self.peer.take(),
+            certificate: self.certificate.take().map(|c| *c),
         };
         self.conn = Some(Conn {
             client_id,
@@ -70,8 +72,8 @@ impl Session {
             keep_alive,
             server_keep_alive: (keep_alive != c.keep_alive).then_some(keep_alive),
             session_expiry,
-            will: c.will.as_ref().map(owned_will),
-            credentials: credentials.clone(),
+            will: c.will.as_ref().map(|w| Box::new(owned_will(w))),
+            credentials: Some(Box::new(credentials.clone())),
             identity: None,
             client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
             client_max_packet: props.maximum_packet_size.map(|m| m.get()),
@@ -142,9 +144,10 @@ impl Session {
     /// same method as before.
     fn authenticate_again(&mut self, a: Auth, reauthentication: bool) -> Ticket {
         let ticket = self.ticket();
-        let credentials = self.conn.as_mut().map(|conn| {
-            conn.credentials.auth_data = a.properties.authentication_data.clone();
-            Box::new(conn.credentials.clone())
+        let credentials = self.conn.as_mut().and_then(|conn| {
+            let kept = conn.credentials.as_mut()?;
+            kept.auth_data = a.properties.authentication_data.clone();
+            Some(kept.clone())
         });
         if let Some(credentials) = credentials {
             self.push(Action::Authenticate {
@@ -188,7 +191,7 @@ impl Session {
                 let record = AuditRecord::AuthenticationFailed {
                     at: now,
                     client_id: conn.client_id.clone(),
-                    username: conn.credentials.username.clone(),
+                    username: conn.username(),
                     failure: Box::new(failure.clone()),
                 };
                 self.audit(record);
@@ -197,12 +200,10 @@ impl Session {
             AuthnOutcome::Continue(data) => {
                 let mut auth = Auth::new(AuthReasonCode::ContinueAuthentication);
                 auth.properties.authentication_method = conn
-                    .credentials
-                    .auth_method
-                    .as_deref()
+                    .auth_method()
                     .and_then(|m| MqttString::try_from(m).ok());
                 auth.properties.authentication_data = Some(data);
-                if self.version == ProtocolVersion::V5 && conn.credentials.auth_method.is_some() {
+                if self.version == ProtocolVersion::V5 && conn.auth_method().is_some() {
                     // The client's next AUTH opens a new request.
                     self.state = State::Authenticating(None);
                     self.send(&Packet::Auth(auth));
@@ -219,8 +220,15 @@ impl Session {
                 conn.identity = Some(identity.clone());
                 // The token did its work; a re-authentication brings its
                 // own (AUTH 0x19). Nothing keeps a credential longer.
-                conn.credentials.password = None;
-                conn.credentials.auth_data = None;
+                // Without an Authentication Method there is no
+                // re-authentication to reuse them for.
+                match &mut conn.credentials {
+                    Some(kept) if kept.auth_method.is_some() => {
+                        kept.password = None;
+                        kept.auth_data = None;
+                    }
+                    _ => conn.credentials = None,
+                }
                 self.audit(AuditRecord::authenticated(identity));
                 match self.will_query() {
                     Some(query) if self.config.check_will_at_connect => {
@@ -348,8 +356,8 @@ impl Session {
             }
             // [MQTT-3.2.2-21]: Server Keep Alive replaces the client's value.
             p.server_keep_alive = conn.server_keep_alive;
-            if let Some(method) = &conn.credentials.auth_method {
-                p.authentication_method = MqttString::try_from(method.as_str()).ok();
+            if let Some(method) = conn.auth_method() {
+                p.authentication_method = MqttString::try_from(method).ok();
             }
         }
         conn.last_packet = now;
@@ -444,9 +452,7 @@ impl Session {
             return;
         };
         let method = conn
-            .credentials
-            .auth_method
-            .as_deref()
+            .auth_method()
             .and_then(|m| MqttString::try_from(m).ok());
         match outcome {
             AuthnOutcome::Success(identity)
@@ -471,7 +477,7 @@ impl Session {
                         None => {
                             let ticket = self.ticket();
                             if let Some(conn) = self.conn.as_mut() {
-                                conn.will_recheck = Some((ticket, query.clone()));
+                                conn.will_recheck = Some(Box::new((ticket, query.clone())));
                             }
                             self.push(Action::Authorize { ticket, query });
                         }
@@ -503,7 +509,7 @@ impl Session {
                 let record = AuditRecord::AuthenticationFailed {
                     at: now,
                     client_id: conn.client_id.clone(),
-                    username: conn.credentials.username.clone(),
+                    username: conn.username(),
                     failure: Box::new(failure),
                 };
                 self.audit(record);
@@ -522,10 +528,7 @@ impl Session {
 /// Whether an AUTH names the Authentication Method the client connected
 /// with (none at CONNECT means no AUTH is acceptable).
 fn same_method(conn: &Conn, a: &Auth) -> bool {
-    match (
-        &conn.credentials.auth_method,
-        &a.properties.authentication_method,
-    ) {
+    match (conn.auth_method(), &a.properties.authentication_method) {
         (Some(connected), Some(named)) => connected == named.as_str(),
         _ => false,
     }

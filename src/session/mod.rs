@@ -134,8 +134,11 @@ struct Conn {
     keep_alive: u16,
     server_keep_alive: Option<u16>,
     session_expiry: u32,
-    will: Option<LastWill>,
-    credentials: Credentials,
+    /// Boxed: most clients register none.
+    will: Option<Box<LastWill>>,
+    /// Kept while authenticating, and after only for a client with an
+    /// Authentication Method (its re-authentications reuse them).
+    credentials: Option<Box<Credentials>>,
     identity: Option<Arc<Identity>>,
     client_receive_max: u16,
     client_max_packet: Option<u32>,
@@ -147,7 +150,7 @@ struct Conn {
     last_packet: Timestamp,
     reauth: Option<ReauthStep>,
     /// A will re-check after re-authentication waiting for its decision.
-    will_recheck: Option<(Ticket, AuthzQuery)>,
+    will_recheck: Option<Box<(Ticket, AuthzQuery)>>,
     pending: VecDeque<Pending>,
     /// Inbound QoS 1/2 publishes not yet completed (Receive Maximum).
     inbound_inflight: u16,
@@ -163,10 +166,21 @@ struct Conn {
     subscriptions: Vec<TopicFilter>,
 }
 
+impl Conn {
+    fn auth_method(&self) -> Option<&str> {
+        self.credentials.as_ref()?.auth_method.as_deref()
+    }
+
+    fn username(&self) -> Option<String> {
+        self.credentials.as_ref()?.username.clone()
+    }
+}
+
 /// One connection's MQTT protocol state machine.
 #[derive(Debug)]
 pub struct Session {
-    config: SessionConfig,
+    /// Shared: every session of a hub has the same limits.
+    config: Arc<SessionConfig>,
     decoder: Decoder,
     actions: VecDeque<Action>,
     state: State,
@@ -185,14 +199,15 @@ pub struct Session {
     /// The peer's address as the host describes it, for the credentials.
     peer: Option<String>,
     /// The TLS client certificate the host verified, for the credentials.
-    certificate: Option<crate::auth::ClientCertificate>,
+    certificate: Option<Box<crate::auth::ClientCertificate>>,
     /// Refuse the CONNECT with this code (a limit the host enforces).
-    refusal: Option<(ConnectReasonCode, String)>,
+    refusal: Option<Box<(ConnectReasonCode, String)>>,
 }
 
 impl Session {
     /// A session for a connection opened at `now`.
-    pub fn new(config: SessionConfig, now: Timestamp) -> Self {
+    pub fn new(config: impl Into<Arc<SessionConfig>>, now: Timestamp) -> Self {
+        let config = config.into();
         let decoder = Decoder::new(config.max_packet_size);
         Self {
             config,
@@ -218,7 +233,7 @@ impl Session {
     /// anything is authenticated (too many connections from an address…).
     #[must_use]
     pub fn refusing(mut self, code: ConnectReasonCode, detail: impl Into<String>) -> Self {
-        self.refusal = Some((code, detail.into()));
+        self.refusal = Some(Box::new((code, detail.into())));
         self
     }
 
@@ -226,7 +241,7 @@ impl Session {
     /// authentication, in the credentials.
     #[must_use]
     pub fn with_client_certificate(mut self, certificate: crate::auth::ClientCertificate) -> Self {
-        self.certificate = Some(certificate);
+        self.certificate = Some(Box::new(certificate));
         self
     }
 
@@ -383,6 +398,8 @@ impl Session {
                 if self.decoder.buffered() > 2 * self.config.max_packet_size as usize {
                     self.close_before_connack("too much data before CONNACK");
                 }
+                // The CONNECT alone came: its buffer need not wait with it.
+                self.decoder.release_if_empty();
                 return;
             }
             match self.decoder.decode() {
@@ -608,7 +625,7 @@ impl Session {
         self.flush_tx();
         self.audit(record);
         self.push(Action::DeliverWill(Box::new(DueWill {
-            will,
+            will: *will,
             identity,
             trigger,
             triggered_at: now,

@@ -526,13 +526,10 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SessionError::UnknownTicket(ticket));
         };
-        if conn
-            .will_recheck
-            .as_ref()
-            .is_some_and(|(t, _)| *t == ticket)
-            && let Some((_, query)) = conn.will_recheck.take()
+        if conn.will_recheck.as_ref().is_some_and(|w| w.0 == ticket)
+            && let Some(waiting) = conn.will_recheck.take()
         {
-            self.on_will_rechecked(now, query, decision);
+            self.on_will_rechecked(now, waiting.1, decision);
             return Ok(());
         }
         let mut found = false;
