@@ -34,8 +34,10 @@ impl ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DriverKind {
-    /// Async, on smol.
+    /// One thread, one readiness loop (mio).
     #[default]
+    Mio,
+    /// Async, on smol.
     Smol,
     /// Std threads.
     Blocking,
@@ -73,7 +75,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: vec!["127.0.0.1:1883".into()],
-            driver: DriverKind::Smol,
+            driver: DriverKind::Mio,
             allow_anonymous: false,
             data_dir: PathBuf::from("testament-data"),
             jwt: JwtSection::default(),

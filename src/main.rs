@@ -148,6 +148,7 @@ struct ServeArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Driver {
+    Mio,
     Smol,
     Blocking,
 }
@@ -266,6 +267,7 @@ fn effective_config(args: &ServeArgs) -> Result<Config, ConfigError> {
     }
     if let Some(d) = args.driver {
         c.driver = match d {
+            Driver::Mio => DriverKind::Mio,
             Driver::Smol => DriverKind::Smol,
             Driver::Blocking => DriverKind::Blocking,
         };
@@ -387,13 +389,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 Receiver::Smol(rx),
             )
         }
-        DriverKind::Blocking => {
+        DriverKind::Blocking | DriverKind::Mio => {
             let (tx, rx) = std::sync::mpsc::channel();
             let tx = std::sync::Mutex::new(tx);
-            (
-                Box::new(move |c| tx.lock().map(|t| t.send(c).is_ok()).unwrap_or(false)),
-                Receiver::Blocking(rx),
-            )
+            let send = Box::new(move |c| tx.lock().map(|t| t.send(c).is_ok()).unwrap_or(false));
+            if c.driver == DriverKind::Mio {
+                (send, Receiver::Mio(rx))
+            } else {
+                (send, Receiver::Blocking(rx))
+            }
         }
     };
     let send = Arc::new(send);
@@ -466,6 +470,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
                 .collect();
             driver::blocking::serve(listeners, hub, policy, driver_config, recorder, rx)
         }
+        Receiver::Mio(rx) => {
+            let listeners = listeners
+                .into_iter()
+                .map(|(tcp, tls)| driver::mio::Listener { tcp, tls })
+                .collect();
+            driver::mio::serve(listeners, hub, policy, driver_config, recorder, rx)
+        }
     };
     result.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
@@ -495,6 +506,7 @@ fn replay(file: &Path) -> Result<ExitCode, String> {
 enum Receiver {
     Smol(smol::channel::Receiver<Control>),
     Blocking(std::sync::mpsc::Receiver<Control>),
+    Mio(std::sync::mpsc::Receiver<Control>),
 }
 
 fn decode(

@@ -115,7 +115,7 @@ fn connack(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<ConnectReasonCode
 
 #[test]
 fn slowloris_connections_are_closed_by_the_connect_timeout() {
-    for kind in [DriverKind::Smol, DriverKind::Blocking] {
+    for kind in [DriverKind::Smol, DriverKind::Blocking, DriverKind::Mio] {
         let b = start(kind, DriverConfig::default());
         let addr = b.addr;
         steady_pair_survives(&b, 300, move || {
@@ -146,7 +146,7 @@ fn slowloris_connections_are_closed_by_the_connect_timeout() {
 
 #[test]
 fn a_garbage_flood_does_not_disturb_the_others() {
-    for kind in [DriverKind::Smol, DriverKind::Blocking] {
+    for kind in [DriverKind::Smol, DriverKind::Blocking, DriverKind::Mio] {
         let b = start(kind, DriverConfig::default());
         let addr = b.addr;
         steady_pair_survives(&b, 300, move || {

@@ -141,6 +141,11 @@ fn blocking_a_client_that_does_not_read_is_dropped_and_audited() {
 }
 
 #[test]
+fn mio_a_client_that_does_not_read_is_dropped_and_audited() {
+    slow_reader(DriverKind::Mio);
+}
+
+#[test]
 fn anonymous_clients_only_where_allowed_and_named_by_the_acl() {
     let acl = Acl::new(vec![
         Rule::new(
@@ -264,4 +269,9 @@ fn smol_connections_closed_by_their_clients_release_their_sockets() {
 #[test]
 fn blocking_connections_closed_by_their_clients_release_their_sockets() {
     sockets_are_released(DriverKind::Blocking);
+}
+
+#[test]
+fn mio_connections_closed_by_their_clients_release_their_sockets() {
+    sockets_are_released(DriverKind::Mio);
 }

@@ -79,6 +79,11 @@ fn blocking_publish_subscribe_every_qos_and_retained() {
     pub_sub(DriverKind::Blocking);
 }
 
+#[test]
+fn mio_publish_subscribe_every_qos_and_retained() {
+    pub_sub(DriverKind::Mio);
+}
+
 fn refusals(kind: DriverKind) {
     let b = start(kind);
     let wrong_key = token(&jwt::rsa_b(), "eve", 3600);
@@ -106,6 +111,11 @@ fn smol_refuses_bad_tokens() {
 #[test]
 fn blocking_refuses_bad_tokens() {
     refusals(DriverKind::Blocking);
+}
+
+#[test]
+fn mio_refuses_bad_tokens() {
+    refusals(DriverKind::Mio);
 }
 
 fn persistent(kind: DriverKind) {
@@ -147,6 +157,11 @@ fn smol_persistent_session_and_takeover() {
 #[test]
 fn blocking_persistent_session_and_takeover() {
     persistent(DriverKind::Blocking);
+}
+
+#[test]
+fn mio_persistent_session_and_takeover() {
+    persistent(DriverKind::Mio);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -225,6 +240,11 @@ fn blocking_story_the_will_survives_rotation_and_expiry() {
 }
 
 #[test]
+fn mio_story_the_will_survives_rotation_and_expiry() {
+    assert!(story(DriverKind::Mio, Ending::Crash));
+}
+
+#[test]
 fn smol_story_a_revoked_will_is_not_sent() {
     assert!(!story(DriverKind::Smol, Ending::CrashAfterRevocation));
 }
@@ -232,4 +252,9 @@ fn smol_story_a_revoked_will_is_not_sent() {
 #[test]
 fn blocking_story_a_clean_disconnect_sends_no_will() {
     assert!(!story(DriverKind::Blocking, Ending::CleanDisconnect));
+}
+
+#[test]
+fn mio_story_a_clean_disconnect_sends_no_will() {
+    assert!(!story(DriverKind::Mio, Ending::CleanDisconnect));
 }

@@ -150,6 +150,11 @@ fn blocking_tokens_over_tls() {
     tokens_over_tls(DriverKind::Blocking);
 }
 
+#[test]
+fn mio_tokens_over_tls() {
+    tokens_over_tls(DriverKind::Mio);
+}
+
 fn certificate_identity(kind: DriverKind) {
     let (pki, issuer) = Pki::new(&format!("mtls-{}", kind as u8));
     let b = start(
@@ -202,6 +207,11 @@ fn smol_a_client_certificate_names_the_principal_and_its_will_is_sent() {
 #[test]
 fn blocking_a_client_certificate_names_the_principal_and_its_will_is_sent() {
     certificate_identity(DriverKind::Blocking);
+}
+
+#[test]
+fn mio_a_client_certificate_names_the_principal_and_its_will_is_sent() {
+    certificate_identity(DriverKind::Mio);
 }
 
 #[test]

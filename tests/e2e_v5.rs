@@ -137,7 +137,7 @@ fn server_with_delayed_will(b: &Running, delay: u32) -> V5 {
 
 #[test]
 fn a_delayed_will_waits_and_a_reconnect_cancels_it() {
-    for kind in [DriverKind::Smol, DriverKind::Blocking] {
+    for kind in [DriverKind::Smol, DriverKind::Blocking, DriverKind::Mio] {
         let b = Running::start(
             kind,
             BrokerConfig::default(),

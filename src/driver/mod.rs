@@ -6,6 +6,9 @@
 //!   output written straight from the hub's loop (a flush task only for
 //!   what the socket does not take at once).
 //! - [`blocking`] (feature `blocking`): the same with std threads.
+//! - [`mio`] (feature `mio`): one thread, one readiness loop, no tasks;
+//!   the least work per message and per idle connection (the binary's
+//!   default).
 //!
 //! Both answer requests with a [`Policy`] — the built-in
 //! [`JwtAclPolicy`] or the embedding program's own, answering at once or
@@ -22,6 +25,8 @@ pub mod tls;
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
+#[cfg(feature = "mio")]
+pub mod mio;
 #[cfg(feature = "smol")]
 pub mod smol;
 

@@ -201,6 +201,18 @@ impl Runner {
         self.pump(now, io);
     }
 
+    /// Bytes from a connection, borrowed (a driver that reads into a
+    /// buffer of its own need not copy them first).
+    pub fn bytes(&mut self, now: Timestamp, conn: ConnId, data: &[u8], io: &mut dyn Io) {
+        self.record(|| Entry::Bytes {
+            t: now,
+            conn,
+            data: encode_bytes(data),
+        });
+        self.hub.handle_bytes(conn, now, data);
+        self.pump(now, io);
+    }
+
     pub fn timeout(&mut self, now: Timestamp, io: &mut dyn Io) {
         if self.hub.poll_timeout().is_some_and(|t| t <= now) {
             self.record(|| Entry::Timeout { t: now });

@@ -282,9 +282,13 @@ async fn read_plain(conn: ConnId, s: Socket, events: Sender<Event>, size: usize)
                     return;
                 }
                 // A short read emptied the socket: wait for more without
-                // asking it again first.
-                if !full && s.readable().await.is_err() {
-                    break TransportClosed::Error;
+                // asking it again first — after the hub had its turn, so
+                // re-arming the poller is not in the way of the answer.
+                if !full {
+                    smol::future::yield_now().await;
+                    if s.readable().await.is_err() {
+                        break TransportClosed::Error;
+                    }
                 }
             }
             Ok(Read::End) => break TransportClosed::PeerClosed,
@@ -395,8 +399,19 @@ async fn run(
         .into_iter()
         .map(|l| ex.spawn(accept_loop(ex.clone(), l, accepted_tx.clone())))
         .collect();
+    // One timer, moved only when the hub's deadline does: a timer made and
+    // dropped per wakeup costs the reactor work on every message.
+    let mut timer = Timer::never();
+    let mut armed = None;
     loop {
         let deadline = runner.hub.poll_timeout();
+        if deadline != armed {
+            match deadline {
+                Some(at) => timer.set_at(instant_of(at)),
+                None => timer = Timer::never(),
+            }
+            armed = deadline;
+        }
         let accept = async {
             match accepted.recv().await {
                 Ok(r) => Wake::Accepted(r),
@@ -415,16 +430,11 @@ async fn run(
                 Err(_) => Wake::Control(Control::Shutdown),
             }
         };
-        let timer = async {
-            match deadline {
-                Some(at) => {
-                    Timer::at(instant_of(at)).await;
-                    Wake::Tick
-                }
-                None => std::future::pending().await,
-            }
+        let tick = async {
+            (&mut timer).await;
+            Wake::Tick
         };
-        let wake = control.or(event).or(timer).or(accept).await;
+        let wake = control.or(event).or(tick).or(accept).await;
         let now = now();
         match wake {
             Wake::Accepted(a) => {
@@ -470,7 +480,12 @@ async fn run(
                 }
             }
             Wake::Event(e) => runner.handle(now, e, &mut io),
-            Wake::Tick => runner.timeout(now, &mut io),
+            Wake::Tick => {
+                // A one-shot timer that fired stays silent: arm it again
+                // even for the same deadline (it may have fired early).
+                armed = None;
+                runner.timeout(now, &mut io);
+            }
             Wake::Control(Control::Reload) => {
                 log::info!("reloading the key set and the ACL");
                 runner.reload(now);

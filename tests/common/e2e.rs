@@ -118,6 +118,14 @@ impl Running {
                 });
                 (ControlTx::Blocking(tx), t)
             }
+            DriverKind::Mio => {
+                let (tx, rx) = mpsc::channel();
+                let t = std::thread::spawn(move || {
+                    let listeners = vec![driver::mio::Listener { tcp: listener, tls }];
+                    driver::mio::serve(listeners, hub, p, driver_config, recorder, rx).unwrap();
+                });
+                (ControlTx::Blocking(tx), t)
+            }
         };
         Self {
             addr,

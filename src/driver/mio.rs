@@ -1,0 +1,692 @@
+//! The mio driver: one thread, one readiness loop, no tasks. Sockets are
+//! registered once (edge-triggered, read and write interest); a readable
+//! socket is read until it is empty into one buffer shared by every
+//! connection, output is written straight to the socket and only what it
+//! refuses waits in the connection's queue for the next writable edge. TLS
+//! runs on rustls' sans-IO connection in the same loop. Policy answers that
+//! are not ready at once are polled here when their waker fires.
+//!
+//! Per message this is a read, a write and the loop's one wait: the least
+//! a broker can do on a readiness API, and what an idle connection costs is
+//! its socket and a few words.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use ::mio::net::{TcpListener as MioListener, TcpStream};
+use ::mio::{Events, Interest, Poll as MioPoll, Token};
+use rustls::ServerConnection;
+
+use super::runner::{Event, Io, Runner};
+use super::tls::{Tls, client_certificate};
+use super::{Answer, Control, DriverConfig, Policy, Recorder, instant_of, now};
+use crate::auth::Decision;
+use crate::broker::{Broker, ConnId, Ticket};
+use crate::codec::Bytes;
+use crate::session::{AuthnOutcome, TransportClosed};
+
+/// A listening socket, plain or TLS.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub tcp: std::net::TcpListener,
+    /// Its TLS configuration; `None`: plain TCP.
+    pub tls: Option<Tls>,
+}
+
+impl Listener {
+    /// A plain TCP listener.
+    pub fn plain(tcp: std::net::TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
+/// Tokens below this are listeners; the waker is the last one.
+const FIRST_SOCKET: usize = 1 << 16;
+const WAKER: Token = Token(usize::MAX);
+/// Bytes read from one socket per readiness before others get a turn.
+const READ_BUDGET: usize = 256 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Slot {
+    stream: TcpStream,
+    /// `None` while a TLS handshake is under way.
+    conn: Option<ConnId>,
+    tls: Option<Box<ServerConnection>>,
+    peer: String,
+    /// Plain output the socket did not take yet.
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// Close once the output is written.
+    closing: bool,
+}
+
+/// What a policy answer brings back when it is ready.
+enum Pending {
+    Authentication(Ticket, Answer<AuthnOutcome>),
+    Authorization(Ticket, Answer<Decision>),
+}
+
+/// Wakes the loop for one pending answer.
+struct AnswerWaker {
+    id: u64,
+    woken: Arc<Mutex<Vec<u64>>>,
+    waker: Arc<::mio::Waker>,
+}
+
+impl Wake for AnswerWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.id);
+        let _ = self.waker.wake();
+    }
+}
+
+struct MioIo {
+    poll: MioPoll,
+    slots: BTreeMap<usize, Slot>,
+    by_conn: BTreeMap<ConnId, usize>,
+    next_token: usize,
+    max_output: usize,
+    /// Answers not ready when asked, by id.
+    pending: BTreeMap<u64, Pending>,
+    next_pending: u64,
+    woken: Arc<Mutex<Vec<u64>>>,
+    waker: Arc<::mio::Waker>,
+    /// Sockets with more to read than one turn's budget.
+    backlog: BTreeSet<usize>,
+}
+
+impl MioIo {
+    fn slot_of(&mut self, conn: ConnId) -> Option<(usize, &mut Slot)> {
+        let token = *self.by_conn.get(&conn)?;
+        self.slots.get_mut(&token).map(|s| (token, s))
+    }
+
+    fn drop_slot(&mut self, token: usize, how: Shutdown) {
+        if let Some(mut s) = self.slots.remove(&token) {
+            if let Some(tls) = s.tls.as_mut()
+                && how == Shutdown::Write
+            {
+                tls.send_close_notify();
+                let _ = flush_tls(&mut s.stream, tls);
+            }
+            let _ = self.poll.registry().deregister(&mut s.stream);
+            let _ = s.stream.shutdown(how);
+            if let Some(c) = s.conn {
+                self.by_conn.remove(&c);
+            }
+            self.backlog.remove(&token);
+        }
+    }
+
+    /// Writes what waits; closes a closing connection once it is written.
+    fn flush(&mut self, token: usize) {
+        let Some(s) = self.slots.get_mut(&token) else {
+            return;
+        };
+        let result = match s.tls.as_mut() {
+            Some(tls) => flush_tls(&mut s.stream, tls),
+            None => flush_plain(&mut s.stream, &mut s.queue, &mut s.queued),
+        };
+        match result {
+            Ok(true) if s.closing => self.drop_slot(token, Shutdown::Write),
+            Ok(_) => {}
+            // The read side sees the end and reports it.
+            Err(_) => {
+                s.queue.clear();
+                s.queued = 0;
+            }
+        }
+    }
+
+    fn add_pending(&mut self, p: Pending) {
+        self.next_pending += 1;
+        let id = self.next_pending;
+        self.pending.insert(id, p);
+        // Poll it once now: that registers its waker.
+        self.woken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Writes the queue; `Ok(true)` when it is empty.
+fn flush_plain(
+    stream: &mut TcpStream,
+    queue: &mut VecDeque<Bytes>,
+    queued: &mut usize,
+) -> std::io::Result<bool> {
+    while let Some(front) = queue.front_mut() {
+        match stream.write(front) {
+            Ok(n) => {
+                *queued -= n;
+                if n == front.len() {
+                    queue.pop_front();
+                } else {
+                    bytes::Buf::advance(front, n);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes rustls' pending records; `Ok(true)` when none is left.
+fn flush_tls(stream: &mut TcpStream, tls: &mut ServerConnection) -> std::io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+impl Io for MioIo {
+    fn write(&mut self, conn: ConnId, mut bytes: Bytes) -> bool {
+        let max = self.max_output;
+        let Some((token, s)) = self.slot_of(conn) else {
+            return true;
+        };
+        if let Some(tls) = s.tls.as_mut() {
+            // rustls holds what the socket does not take, up to its limit.
+            match tls.writer().write(&bytes) {
+                Ok(n) if n == bytes.len() => {}
+                _ => return false,
+            }
+            if flush_tls(&mut s.stream, tls).is_err() {
+                s.closing = true;
+            }
+            return true;
+        }
+        if s.queued + bytes.len() > max {
+            return false;
+        }
+        if s.queue.is_empty() {
+            loop {
+                match s.stream.write(&bytes) {
+                    Ok(n) if n == bytes.len() => return true,
+                    Ok(n) => bytes::Buf::advance(&mut bytes, n),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    // The read side sees the end and reports it.
+                    Err(_) => return true,
+                }
+                break;
+            }
+        }
+        s.queued += bytes.len();
+        s.queue.push_back(bytes);
+        let _ = token;
+        true
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let Some((token, s)) = self.slot_of(conn) else {
+            return;
+        };
+        s.closing = true;
+        self.flush(token);
+    }
+
+    fn abort(&mut self, conn: ConnId) {
+        if let Some(token) = self.by_conn.get(&conn).copied() {
+            self.drop_slot(token, Shutdown::Both);
+        }
+    }
+
+    fn spawn_authentication(&mut self, ticket: Ticket, answer: Answer<AuthnOutcome>) {
+        self.add_pending(Pending::Authentication(ticket, answer));
+    }
+
+    fn spawn_authorization(&mut self, ticket: Ticket, answer: Answer<Decision>) {
+        self.add_pending(Pending::Authorization(ticket, answer));
+    }
+}
+
+fn poll_answer<T>(answer: &mut Answer<T>, waker: &Waker) -> Poll<T> {
+    let mut cx = Context::from_waker(waker);
+    Pin::as_mut(answer).poll(&mut cx)
+}
+
+/// Serves MQTT on `listeners` until [`Control::Shutdown`] arrives on
+/// `control` (or every sender of it is dropped), on the calling thread.
+///
+/// # Errors
+/// The poller could not be created or a listener registered.
+pub fn serve(
+    listeners: Vec<Listener>,
+    hub: Broker,
+    policy: Arc<dyn Policy>,
+    config: DriverConfig,
+    recorder: Option<Recorder>,
+    control: Receiver<Control>,
+) -> std::io::Result<()> {
+    let poll = MioPoll::new()?;
+    let waker = Arc::new(::mio::Waker::new(poll.registry(), WAKER)?);
+    let mut sockets = Vec::new();
+    let mut tls_configs = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        l.tcp.set_nonblocking(true)?;
+        let mut tcp = MioListener::from_std(l.tcp);
+        poll.registry()
+            .register(&mut tcp, Token(i), Interest::READABLE)?;
+        if let Some(tls) = &l.tls {
+            tls_configs.push(tls.clone());
+        }
+        sockets.push((tcp, l.tls));
+    }
+    // Controls come on a channel; a thread turns them into wakeups.
+    let controls = Arc::new(Mutex::new(VecDeque::new()));
+    {
+        let (controls, waker) = (controls.clone(), waker.clone());
+        std::thread::spawn(move || {
+            loop {
+                let c = control.recv().unwrap_or(Control::Shutdown);
+                controls
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push_back(c);
+                let _ = waker.wake();
+                if c == Control::Shutdown {
+                    return;
+                }
+            }
+        });
+    }
+    let mut io = MioIo {
+        poll,
+        slots: BTreeMap::new(),
+        by_conn: BTreeMap::new(),
+        next_token: FIRST_SOCKET,
+        max_output: config.max_output_bytes,
+        pending: BTreeMap::new(),
+        next_pending: 0,
+        woken: Arc::new(Mutex::new(Vec::new())),
+        waker,
+        backlog: BTreeSet::new(),
+    };
+    let mut runner = Runner::new(hub, policy, recorder, &config);
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; config.read_buffer.max(4096)];
+    let mut handshakes: BTreeSet<(Instant, usize)> = BTreeSet::new();
+    let mut accept_retry: Option<Instant> = None;
+    loop {
+        let mut timeout = runner
+            .hub
+            .poll_timeout()
+            .map(|at| instant_of(at).saturating_duration_since(Instant::now()));
+        let mut soonest = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
+        if !io.backlog.is_empty() {
+            soonest(Duration::ZERO);
+        }
+        if let Some(&(at, _)) = handshakes.first() {
+            soonest(at.saturating_duration_since(Instant::now()));
+        }
+        if let Some(at) = accept_retry {
+            soonest(at.saturating_duration_since(Instant::now()));
+        }
+        if let Err(e) = io.poll.poll(&mut events, timeout) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let now = now();
+        let mut readable: Vec<usize> = std::mem::take(&mut io.backlog).into_iter().collect();
+        for event in events.iter() {
+            match event.token() {
+                WAKER => {}
+                Token(i) if i < FIRST_SOCKET => {
+                    if let Some((listener, tls)) = sockets.get(i) {
+                        let retry = accept_all(
+                            listener,
+                            tls.as_ref(),
+                            now,
+                            &mut runner,
+                            &mut io,
+                            &mut handshakes,
+                        );
+                        accept_retry = retry.then(|| Instant::now() + Duration::from_millis(50));
+                    }
+                }
+                Token(token) => {
+                    if event.is_writable() {
+                        io.flush(token);
+                    }
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        readable.push(token);
+                    }
+                }
+            }
+        }
+        if accept_retry.is_some_and(|at| at <= Instant::now()) {
+            accept_retry = None;
+            for (listener, tls) in &sockets {
+                let (r, i) = (&mut runner, &mut io);
+                if accept_all(listener, tls.as_ref(), now, r, i, &mut handshakes) {
+                    accept_retry = Some(Instant::now() + Duration::from_millis(50));
+                }
+            }
+        }
+        for token in readable {
+            read_ready(token, now, &mut buf, &mut runner, &mut io);
+        }
+        // Handshakes that finished, or took too long.
+        if !handshakes.is_empty() {
+            let late = Instant::now();
+            let done: Vec<(Instant, usize)> = handshakes
+                .iter()
+                .filter(|(at, token)| {
+                    *at <= late || io.slots.get(token).is_none_or(|s| s.conn.is_some())
+                })
+                .copied()
+                .collect();
+            for (at, token) in done {
+                handshakes.remove(&(at, token));
+                if at <= late && io.slots.get(&token).is_some_and(|s| s.conn.is_none()) {
+                    log::info!("TLS handshake timed out");
+                    io.drop_slot(token, Shutdown::Both);
+                }
+            }
+        }
+        // Policy answers that became ready.
+        let woken: Vec<u64> =
+            std::mem::take(&mut *io.woken.lock().unwrap_or_else(PoisonError::into_inner));
+        for id in woken {
+            let Some(mut p) = io.pending.remove(&id) else {
+                continue;
+            };
+            let waker = Waker::from(Arc::new(AnswerWaker {
+                id,
+                woken: io.woken.clone(),
+                waker: io.waker.clone(),
+            }));
+            let event = match &mut p {
+                Pending::Authentication(ticket, answer) => match poll_answer(answer, &waker) {
+                    Poll::Ready(outcome) => Some(Event::Authenticated(*ticket, Box::new(outcome))),
+                    Poll::Pending => None,
+                },
+                Pending::Authorization(ticket, answer) => match poll_answer(answer, &waker) {
+                    Poll::Ready(decision) => Some(Event::Authorized(*ticket, decision)),
+                    Poll::Pending => None,
+                },
+            };
+            match event {
+                Some(e) => runner.handle(now, e, &mut io),
+                None => {
+                    io.pending.insert(id, p);
+                }
+            }
+        }
+        runner.timeout(now, &mut io);
+        let controls: Vec<Control> = controls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        for c in controls {
+            match c {
+                Control::Reload => {
+                    log::info!("reloading the key set and the ACL");
+                    runner.reload(now);
+                    for tls in &tls_configs {
+                        if let Err(e) = tls.reload() {
+                            log::error!("TLS reload refused, the old certificate stays: {e}");
+                        }
+                    }
+                }
+                Control::Shutdown => {
+                    log::info!("shutting down");
+                    runner.shutdown(now, &mut io);
+                    let conns: Vec<ConnId> = io.by_conn.keys().copied().collect();
+                    for c in conns {
+                        io.close(c);
+                    }
+                    // Give what is queued a moment to leave.
+                    let until = Instant::now() + Duration::from_millis(100);
+                    while !io.slots.is_empty() && Instant::now() < until {
+                        let _ = io.poll.poll(&mut events, Some(Duration::from_millis(10)));
+                        let tokens: Vec<usize> = io.slots.keys().copied().collect();
+                        for t in tokens {
+                            io.flush(t);
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Accepts every waiting connection; `true` when accepting failed for
+/// another reason than having none left (no descriptors): try again later.
+fn accept_all(
+    listener: &MioListener,
+    tls: Option<&Tls>,
+    now: crate::time::Timestamp,
+    runner: &mut Runner,
+    io: &mut MioIo,
+    handshakes: &mut BTreeSet<(Instant, usize)>,
+) -> bool {
+    loop {
+        let (mut stream, peer): (TcpStream, SocketAddr) = match listener.accept() {
+            Ok(a) => a,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                return true;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let token = io.next_token;
+        io.next_token += 1;
+        if io
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            continue;
+        }
+        let peer = peer.to_string();
+        let tls = match tls.map(|t| ServerConnection::new(t.config())) {
+            Some(Ok(mut c)) => {
+                c.set_buffer_limit(Some(io.max_output));
+                Some(Box::new(c))
+            }
+            Some(Err(e)) => {
+                log::warn!("TLS session for {peer} not created: {e}");
+                let _ = io.poll.registry().deregister(&mut stream);
+                continue;
+            }
+            None => None,
+        };
+        let handshaking = tls.is_some();
+        io.slots.insert(
+            token,
+            Slot {
+                stream,
+                conn: None,
+                tls,
+                peer: peer.clone(),
+                queue: VecDeque::new(),
+                queued: 0,
+                closing: false,
+            },
+        );
+        if handshaking {
+            handshakes.insert((Instant::now() + HANDSHAKE_TIMEOUT, token));
+        } else {
+            open(token, None, now, runner, io);
+        }
+    }
+}
+
+/// The hub hears of a connection (plain: accepted; TLS: handshake done).
+fn open(
+    token: usize,
+    certificate: Option<crate::auth::ClientCertificate>,
+    now: crate::time::Timestamp,
+    runner: &mut Runner,
+    io: &mut MioIo,
+) {
+    let Some(peer) = io.slots.get(&token).map(|s| s.peer.clone()) else {
+        return;
+    };
+    let conn = runner.open(now, peer, certificate, io);
+    if let Some(s) = io.slots.get_mut(&token) {
+        s.conn = Some(conn);
+        // The address is in the hub's credentials now.
+        s.peer = String::new();
+        io.by_conn.insert(conn, token);
+    }
+    if !runner.hub.is_open(conn) {
+        io.close(conn);
+    }
+}
+
+/// What one read of a socket gave.
+enum Got {
+    Data(usize),
+    Empty,
+    End(TransportClosed),
+}
+
+fn read_plain(stream: &mut TcpStream, buf: &mut [u8]) -> Got {
+    loop {
+        return match stream.read(buf) {
+            Ok(0) => Got::End(TransportClosed::PeerClosed),
+            Ok(n) => Got::Data(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Got::Empty,
+            Err(_) => Got::End(TransportClosed::Error),
+        };
+    }
+}
+
+/// Reads TLS records and hands out the plaintext they hold.
+fn read_tls(stream: &mut TcpStream, tls: &mut ServerConnection, buf: &mut [u8]) -> Got {
+    // Plaintext already decrypted goes first.
+    match tls.reader().read(buf) {
+        Ok(0) => return Got::End(TransportClosed::PeerClosed),
+        Ok(n) => return Got::Data(n),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        Err(_) => return Got::End(TransportClosed::Error),
+    }
+    loop {
+        match tls.read_tls(stream) {
+            Ok(0) => return Got::End(TransportClosed::PeerClosed),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Got::Empty,
+            Err(_) => return Got::End(TransportClosed::Error),
+        }
+        if tls.process_new_packets().is_err() {
+            // The alert rustls queued tells the peer why.
+            let _ = flush_tls(stream, tls);
+            return Got::End(TransportClosed::Error);
+        }
+        let _ = flush_tls(stream, tls);
+        match tls.reader().read(buf) {
+            Ok(0) => return Got::End(TransportClosed::PeerClosed),
+            Ok(n) => return Got::Data(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if tls.is_handshaking() {
+                    continue;
+                }
+                return Got::Data(0);
+            }
+            Err(_) => return Got::End(TransportClosed::Error),
+        }
+    }
+}
+
+/// Reads a socket until it is empty (or its turn's budget is spent) and
+/// feeds the hub.
+fn read_ready(
+    token: usize,
+    now: crate::time::Timestamp,
+    buf: &mut [u8],
+    runner: &mut Runner,
+    io: &mut MioIo,
+) {
+    let mut budget = READ_BUDGET;
+    loop {
+        let Some(s) = io.slots.get_mut(&token) else {
+            return;
+        };
+        let was_handshaking = s.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        let got = match s.tls.as_mut() {
+            Some(tls) => read_tls(&mut s.stream, tls, buf),
+            None => read_plain(&mut s.stream, buf),
+        };
+        let conn = s.conn;
+        if was_handshaking && conn.is_none() {
+            let done = s.tls.as_ref().is_some_and(|t| !t.is_handshaking());
+            if done {
+                let certificate = s
+                    .tls
+                    .as_ref()
+                    .and_then(|t| client_certificate(t.peer_certificates()));
+                open(token, certificate, now, runner, io);
+            }
+        }
+        let Some(s) = io.slots.get(&token) else {
+            return;
+        };
+        let conn = s.conn;
+        match (got, conn) {
+            (Got::Data(0), _) => continue,
+            (Got::Data(n), Some(conn)) => {
+                runner.bytes(now, conn, &buf[..n], io);
+                budget = budget.saturating_sub(n);
+                if budget == 0 {
+                    io.backlog.insert(token);
+                    return;
+                }
+                if n < buf.len() && io.slots.get(&token).is_some_and(|s| s.tls.is_none()) {
+                    // A short read emptied the socket (edge-triggered: the
+                    // next byte brings a new event).
+                    return;
+                }
+            }
+            (Got::Data(_), None) => {}
+            (Got::Empty, _) => return,
+            (Got::End(how), Some(conn)) => {
+                runner.handle(now, Event::Closed(conn, how), io);
+                io.drop_slot(token, Shutdown::Write);
+                return;
+            }
+            (Got::End(_), None) => {
+                log::info!("TLS handshake failed");
+                io.drop_slot(token, Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
