@@ -1,4 +1,5 @@
-//! Load on the real broker process (the `testament` binary, smol driver):
+//! Load on the real broker process (the `testament` binary, its default
+//! driver):
 //!
 //! - memory per idle session: 10,000 connected 3.1.1 clients, the broker's
 //!   resident memory before and after, per connection (kernel socket buffers
@@ -240,7 +241,7 @@ fn main() {
     };
     let b = Broker::start();
     let token = b.token();
-    println!("# load: the testament binary (smol driver) on loopback");
+    println!("# load: the testament binary (default driver) on loopback");
     idle(&b, idle_n, &token);
     storm(&b, storm_n, &token);
 }

@@ -8,8 +8,10 @@
 #
 # testament authenticates every client with an RS256 JWT and its ACL
 # answers every publish and subscription; mosquitto runs its default
-# configuration (anonymous clients, no ACL) — with a password file for the
-# connect storm, and `set_tcp_nodelay true` for the latency scenario.
+# configuration (anonymous clients, no ACL) — with a password file holding
+# the same token for the connect storm, and `set_tcp_nodelay true` for the
+# latency scenario. Idle sessions: testament's JWT-authenticated against
+# mosquitto's anonymous ones.
 #
 #   bash benches/vs-mosquitto.sh            # ROUNDS=2 MESSAGES=1000000 STORM=5000 IDLE=5000
 #
@@ -135,7 +137,7 @@ run() {
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {m = (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf (m >= 100 ? "%.0f\n" : "%.1f\n"), m}'; }
 
 table=()
 # scenario NAME KEY MOSQUITTO-CONF LOADGEN-ARGS…
@@ -172,7 +174,7 @@ scenario "QoS 1 4→4" per_cpu_s default --publishers 4 --subscribers 4 --topolo
 scenario "latency p50, 10k msg/s QoS 0 1→1" p50_us nodelay --publishers 1 --subscribers 1 --qos 0 --rate 10000 --messages 50000
 scenario "latency p99, 10k msg/s QoS 0 1→1" p99_us nodelay --publishers 1 --subscribers 1 --qos 0 --rate 10000 --messages 50000
 scenario "connect storm (RS256 / password file)" per_cpu_s passwd --storm "$STORM" --threads 4
-scenario "idle memory per session" per_session_b passwd --idle "$IDLE"
+scenario "idle memory per session" per_session_b default --idle "$IDLE"
 
 echo
 echo "## testament vs mosquitto ($("$MOSQUITTO" -h 2>&1 | head -1 | awk '{print $3}'))"
