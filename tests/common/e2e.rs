@@ -25,7 +25,8 @@ enum ControlTx {
 /// A broker serving on 127.0.0.1 with an ephemeral port.
 pub struct Running {
     pub addr: SocketAddr,
-    pub policy: Arc<JwtAclPolicy>,
+    /// `None` when the test brought its own policy.
+    pub policy: Option<Arc<JwtAclPolicy>>,
     control: ControlTx,
     thread: Option<JoinHandle<()>>,
 }
@@ -91,45 +92,36 @@ impl Running {
         let addr = listener.local_addr().unwrap();
         let hub = Broker::new(config);
         let p: Arc<dyn driver::Policy> = policy.clone();
-        let (control, thread) = match kind {
-            DriverKind::Smol => {
-                let (tx, rx) = smol::channel::unbounded();
-                listener.set_nonblocking(true).unwrap();
-                let l = smol::net::TcpListener::try_from(listener).unwrap();
-                let t = std::thread::spawn(move || {
-                    smol::block_on(driver::smol::serve(
-                        vec![driver::smol::Listener { tcp: l, tls }],
-                        hub,
-                        p,
-                        driver_config,
-                        recorder,
-                        rx,
-                    ))
-                    .unwrap();
-                });
-                (ControlTx::Smol(tx), t)
-            }
-            DriverKind::Blocking => {
-                let (tx, rx) = mpsc::channel();
-                let t = std::thread::spawn(move || {
-                    let listeners = vec![driver::blocking::Listener { tcp: listener, tls }];
-                    driver::blocking::serve(listeners, hub, p, driver_config, recorder, rx)
-                        .unwrap();
-                });
-                (ControlTx::Blocking(tx), t)
-            }
-            DriverKind::Mio => {
-                let (tx, rx) = mpsc::channel();
-                let t = std::thread::spawn(move || {
-                    let listeners = vec![driver::mio::Listener { tcp: listener, tls }];
-                    driver::mio::serve(listeners, hub, p, driver_config, recorder, rx).unwrap();
-                });
-                (ControlTx::Blocking(tx), t)
-            }
-        };
+        let (control, thread) = launch(kind, listener, tls, hub, p, driver_config, recorder);
         Self {
             addr,
+            policy: Some(policy),
+            control,
+            thread: Some(thread),
+        }
+    }
+
+    /// A broker answering with the test's own policy.
+    pub fn start_with_policy(
+        kind: DriverKind,
+        config: BrokerConfig,
+        policy: Arc<dyn driver::Policy>,
+    ) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = Broker::new(config);
+        let (control, thread) = launch(
+            kind,
+            listener,
+            None,
+            hub,
             policy,
+            DriverConfig::default(),
+            None,
+        );
+        Self {
+            addr,
+            policy: None,
             control,
             thread: Some(thread),
         }
@@ -147,11 +139,15 @@ impl Running {
     }
 
     pub fn rotate_keys(&self, keys: &[&TestKey]) {
-        self.policy.replace_keys(jwt::key_set(keys, false));
+        if let Some(p) = &self.policy {
+            p.replace_keys(jwt::key_set(keys, false));
+        }
     }
 
     pub fn set_acl(&self, acl: Acl) {
-        self.policy.replace_acl(acl);
+        if let Some(p) = &self.policy {
+            p.replace_acl(acl);
+        }
         self.control(Control::Reload);
     }
 
@@ -166,6 +162,52 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.control(Control::Shutdown);
+    }
+}
+
+fn launch(
+    kind: DriverKind,
+    listener: std::net::TcpListener,
+    tls: Option<testament::driver::tls::Tls>,
+    hub: Broker,
+    p: Arc<dyn driver::Policy>,
+    driver_config: DriverConfig,
+    recorder: Option<testament::driver::Recorder>,
+) -> (ControlTx, JoinHandle<()>) {
+    match kind {
+        DriverKind::Smol => {
+            let (tx, rx) = smol::channel::unbounded();
+            listener.set_nonblocking(true).unwrap();
+            let l = smol::net::TcpListener::try_from(listener).unwrap();
+            let t = std::thread::spawn(move || {
+                smol::block_on(driver::smol::serve(
+                    vec![driver::smol::Listener { tcp: l, tls }],
+                    hub,
+                    p,
+                    driver_config,
+                    recorder,
+                    rx,
+                ))
+                .unwrap();
+            });
+            (ControlTx::Smol(tx), t)
+        }
+        DriverKind::Blocking => {
+            let (tx, rx) = mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let listeners = vec![driver::blocking::Listener { tcp: listener, tls }];
+                driver::blocking::serve(listeners, hub, p, driver_config, recorder, rx).unwrap();
+            });
+            (ControlTx::Blocking(tx), t)
+        }
+        DriverKind::Mio => {
+            let (tx, rx) = mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let listeners = vec![driver::mio::Listener { tcp: listener, tls }];
+                driver::mio::serve(listeners, hub, p, driver_config, recorder, rx).unwrap();
+            });
+            (ControlTx::Blocking(tx), t)
+        }
     }
 }
 
