@@ -102,8 +102,9 @@ struct StoredSession {
     identity: Arc<Identity>,
     /// When it expires while disconnected (`None`: connected, or never).
     expires_at: Option<Timestamp>,
-    /// Delivery state kept while disconnected.
-    inflight: Inflight,
+    /// Delivery state kept while disconnected (`None` while connected: the
+    /// connection's session holds it).
+    inflight: Option<Box<Inflight>>,
     offline: VecDeque<Queued>,
     /// Its filters in the tree, for removal when the session ends.
     filters: Vec<TopicFilter>,

@@ -38,7 +38,7 @@ impl Broker {
         for msg in inflight.queued.drain(..) {
             s.offline.push_back(Queued { msg, at: now });
         }
-        s.inflight = inflight;
+        s.inflight = Some(Box::new(inflight));
         if expiry != u32::MAX {
             let at = now + Duration::from_secs(u64::from(expiry));
             s.expires_at = Some(at);
@@ -75,12 +75,12 @@ impl Broker {
         for f in std::mem::take(&mut s.filters) {
             self.remove_subscription(key, &f);
         }
-        let queued = s
-            .inflight
+        let inflight = s.inflight.take().map(|b| *b).unwrap_or_default();
+        let queued = inflight
             .outbound
-            .drain(..)
+            .into_iter()
             .map(|m| m.message)
-            .chain(s.inflight.queued.drain(..))
+            .chain(inflight.queued)
             .chain(s.offline.drain(..).map(|q| q.msg));
         let lost: Vec<OutboundMessage> = queued.collect();
         for msg in &lost {
@@ -164,7 +164,7 @@ impl Broker {
                 conn: Some(id),
                 identity,
                 expires_at: None,
-                inflight: Inflight::default(),
+                inflight: None,
                 offline: VecDeque::new(),
                 filters: Vec::new(),
                 will: None,
@@ -194,7 +194,7 @@ impl Broker {
         }
         s.conn = Some(id);
         s.identity = identity;
-        let mut inflight = std::mem::take(&mut s.inflight);
+        let mut inflight = s.inflight.take().map(|b| *b).unwrap_or_default();
         for q in s.offline.drain(..) {
             let mut msg = q.msg;
             match remaining_expiry(&msg.properties, q.at, now) {

@@ -53,6 +53,8 @@ const WAKER: Token = Token(usize::MAX);
 /// Bytes read from one socket per readiness before others get a turn.
 const READ_BUDGET: usize = 256 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closed connection may take to read what was left for it.
+const LINGER: Duration = Duration::from_secs(10);
 
 struct Slot {
     stream: TcpStream,
@@ -106,6 +108,8 @@ struct MioIo {
     waker: Arc<::mio::Waker>,
     /// Sockets with more to read than one turn's budget.
     backlog: BTreeSet<usize>,
+    /// Closed connections whose output is still being written, until when.
+    lingering: BTreeSet<(Instant, usize)>,
 }
 
 impl MioIo {
@@ -246,6 +250,11 @@ impl Io for MioIo {
         };
         s.closing = true;
         self.flush(token);
+        if self.slots.contains_key(&token) {
+            // A client that never reads its last bytes does not keep the
+            // socket forever.
+            self.lingering.insert((Instant::now() + LINGER, token));
+        }
     }
 
     fn abort(&mut self, conn: ConnId) {
@@ -324,6 +333,7 @@ pub fn serve(
         woken: Arc::new(Mutex::new(Vec::new())),
         waker,
         backlog: BTreeSet::new(),
+        lingering: BTreeSet::new(),
     };
     let mut runner = Runner::new(hub, policy, recorder, &config);
     let mut events = Events::with_capacity(1024);
@@ -343,6 +353,9 @@ pub fn serve(
             soonest(at.saturating_duration_since(Instant::now()));
         }
         if let Some(at) = accept_retry {
+            soonest(at.saturating_duration_since(Instant::now()));
+        }
+        if let Some(&(at, _)) = io.lingering.first() {
             soonest(at.saturating_duration_since(Instant::now()));
         }
         if let Err(e) = io.poll.poll(&mut events, timeout) {
@@ -408,6 +421,13 @@ pub fn serve(
                     io.drop_slot(token, Shutdown::Both);
                 }
             }
+        }
+        while let Some(&(at, token)) = io.lingering.first() {
+            if at > Instant::now() {
+                break;
+            }
+            io.lingering.remove(&(at, token));
+            io.drop_slot(token, Shutdown::Both);
         }
         // Policy answers that became ready.
         let woken: Vec<u64> =

@@ -12,15 +12,15 @@ impl Session {
 
     pub(super) fn on_connect(&mut self, now: Timestamp, c: Connect) {
         self.version = c.protocol;
-        if let Some(refusal) = self.refusal.take() {
-            let (code, detail) = *refusal;
+        // Whatever the CONNECT says, what the host told is used now or never.
+        let prelude = self.prelude.take().map(|p| *p).unwrap_or_default();
+        if let Some((code, detail)) = prelude.refusal {
             self.refuse(code, &detail);
             return;
         }
         let v5 = c.protocol == ProtocolVersion::V5;
         let props = &c.properties;
-        // Needed for this CONNECT only, whatever the client sends.
-        let given_id = self.assigned_client_id.take();
+        let given_id = prelude.assigned_client_id;
         let request_problem_info = props.request_problem_information.unwrap_or(true);
         let (client_id, assigned) = if c.client_id.is_empty() {
             // [MQTT-3.1.3-6]/[MQTT-3.1.3-7]: an empty id is given one; 3.1.1
@@ -62,8 +62,8 @@ impl Session {
                 .as_deref()
                 .map(Bytes::copy_from_slice),
             // Only the credentials need them from now on.
-            peer: self.peer.take(),
-            certificate: self.certificate.take().map(|c| *c),
+            peer: prelude.peer,
+            certificate: prelude.certificate,
         };
         self.conn = Some(Conn {
             client_id,

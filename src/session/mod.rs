@@ -187,8 +187,9 @@ pub struct Session {
     version: ProtocolVersion,
     opened_at: Timestamp,
     next_ticket: u64,
-    /// The id for a client that sends none; `None`: derived when needed.
-    assigned_client_id: Option<String>,
+    /// What the host said about the connection before its CONNECT; gone
+    /// once the CONNECT is handled.
+    prelude: Option<Box<Prelude>>,
     conn: Option<Conn>,
     /// Bytes written since the last queued output.
     tx: BytesMut,
@@ -196,12 +197,19 @@ pub struct Session {
     unsent_bytes: usize,
     /// Answers authorization requests on the spot instead of emitting them.
     authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+/// What the host says about a connection before its CONNECT.
+#[derive(Debug, Default)]
+struct Prelude {
+    /// The id for a client that sends none; `None`: derived when needed.
+    assigned_client_id: Option<String>,
     /// The peer's address as the host describes it, for the credentials.
     peer: Option<String>,
     /// The TLS client certificate the host verified, for the credentials.
-    certificate: Option<Box<crate::auth::ClientCertificate>>,
+    certificate: Option<crate::auth::ClientCertificate>,
     /// Refuse the CONNECT with this code (a limit the host enforces).
-    refusal: Option<Box<(ConnectReasonCode, String)>>,
+    refusal: Option<(ConnectReasonCode, String)>,
 }
 
 impl Session {
@@ -217,15 +225,16 @@ impl Session {
             version: ProtocolVersion::V311,
             opened_at: now,
             next_ticket: 0,
-            assigned_client_id: None,
+            prelude: None,
             conn: None,
             tx: BytesMut::new(),
             unsent_bytes: 0,
             authorizer: None,
-            peer: None,
-            certificate: None,
-            refusal: None,
         }
+    }
+
+    fn prelude_mut(&mut self) -> &mut Prelude {
+        self.prelude.get_or_insert_with(Box::default)
     }
 
     /// Makes the session refuse its client's CONNECT with `code` (3.1.1: the
@@ -233,7 +242,7 @@ impl Session {
     /// anything is authenticated (too many connections from an address…).
     #[must_use]
     pub fn refusing(mut self, code: ConnectReasonCode, detail: impl Into<String>) -> Self {
-        self.refusal = Some(Box::new((code, detail.into())));
+        self.prelude_mut().refusal = Some((code, detail.into()));
         self
     }
 
@@ -241,7 +250,7 @@ impl Session {
     /// authentication, in the credentials.
     #[must_use]
     pub fn with_client_certificate(mut self, certificate: crate::auth::ClientCertificate) -> Self {
-        self.certificate = Some(Box::new(certificate));
+        self.prelude_mut().certificate = Some(certificate);
         self
     }
 
@@ -249,7 +258,7 @@ impl Session {
     /// credentials handed out for authentication.
     #[must_use]
     pub fn with_peer(mut self, peer: impl Into<String>) -> Self {
-        self.peer = Some(peer.into());
+        self.prelude_mut().peer = Some(peer.into());
         self
     }
 
@@ -257,7 +266,7 @@ impl Session {
     /// hub makes it unique across connections.
     #[must_use]
     pub fn with_assigned_client_id(mut self, id: impl Into<String>) -> Self {
-        self.assigned_client_id = Some(id.into());
+        self.prelude_mut().assigned_client_id = Some(id.into());
         self
     }
 
