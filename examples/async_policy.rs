@@ -11,60 +11,13 @@
 //! `sensors/#` when its user name starts with `dashboard`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use testament::auth::{
-    AuthMethod, AuthnError, AuthzQuery, ClaimAcl, Credentials, DecidedBy, Decision, Effect,
-    Identity, Operation,
-};
 use testament::broker::{Broker, BrokerConfig};
-use testament::driver::{self, Answer, DriverConfig, Policy};
-use testament::session::AuthnOutcome;
-use testament::time::Timestamp;
+use testament::driver::{self, DriverConfig};
 
-struct SlowPolicy;
-
-impl Policy for SlowPolicy {
-    fn authenticate(&self, credentials: &Credentials, now: Timestamp) -> Answer<AuthnOutcome> {
-        let credentials = credentials.clone();
-        Box::pin(async move {
-            // A round trip to an identity service.
-            smol::Timer::after(Duration::from_millis(20)).await;
-            match (&credentials.username, &credentials.password) {
-                (Some(user), Some(p)) if &p[..] == b"demo" => AuthnOutcome::Success(Identity {
-                    principal: user.clone(),
-                    client_id: credentials.client_id.clone(),
-                    roles: vec![],
-                    acl: ClaimAcl::default(),
-                    expires_at: None,
-                    key_id: None,
-                    method: AuthMethod::Password,
-                    authenticated_at: now,
-                    token_digest: None,
-                }),
-                _ => AuthnOutcome::Failure(AuthnError::EmptyCredentials.into()),
-            }
-        })
-    }
-
-    fn authorize(&self, query: &AuthzQuery, _now: Timestamp) -> Answer<Decision> {
-        let query = query.clone();
-        Box::pin(async move {
-            // A round trip to a policy service.
-            smol::Timer::after(Duration::from_millis(5)).await;
-            let user = &query.identity.principal;
-            let own = format!("sensors/{user}/");
-            let allowed = query.topic.starts_with(&own)
-                || (query.op == Operation::Subscribe
-                    && user.starts_with("dashboard")
-                    && query.topic.starts_with("sensors/"));
-            Decision {
-                effect: if allowed { Effect::Allow } else { Effect::Deny },
-                decided_by: DecidedBy::NoMatch,
-            }
-        })
-    }
-}
+#[path = "shared/slow_policy.rs"]
+mod slow_policy;
+use slow_policy::SlowPolicy;
 
 fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

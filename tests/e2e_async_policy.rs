@@ -9,59 +9,12 @@ use std::time::Duration;
 
 use common::e2e::{Running, V3};
 use rumqttc::QoS;
-use testament::auth::{
-    AuthMethod, AuthnError, AuthzQuery, ClaimAcl, Credentials, DecidedBy, Decision, Effect,
-    Identity, Operation,
-};
 use testament::broker::BrokerConfig;
 use testament::config::DriverKind;
-use testament::driver::{Answer, Policy};
-use testament::session::AuthnOutcome;
-use testament::time::Timestamp;
 
-/// Any user name with the password `demo`; a client publishes under
-/// `sensors/<user>/`, a `dashboard…` user reads `sensors/#`. Every answer
-/// comes from another thread's timer, after a delay.
-struct SlowPolicy;
-
-impl Policy for SlowPolicy {
-    fn authenticate(&self, credentials: &Credentials, now: Timestamp) -> Answer<AuthnOutcome> {
-        let credentials = credentials.clone();
-        Box::pin(async move {
-            smol::Timer::after(Duration::from_millis(20)).await;
-            match (&credentials.username, &credentials.password) {
-                (Some(user), Some(p)) if &p[..] == b"demo" => AuthnOutcome::Success(Identity {
-                    principal: user.clone(),
-                    client_id: credentials.client_id.clone(),
-                    roles: vec![],
-                    acl: ClaimAcl::default(),
-                    expires_at: None,
-                    key_id: None,
-                    method: AuthMethod::Password,
-                    authenticated_at: now,
-                    token_digest: None,
-                }),
-                _ => AuthnOutcome::Failure(AuthnError::EmptyCredentials.into()),
-            }
-        })
-    }
-
-    fn authorize(&self, query: &AuthzQuery, _now: Timestamp) -> Answer<Decision> {
-        let query = query.clone();
-        Box::pin(async move {
-            smol::Timer::after(Duration::from_millis(5)).await;
-            let user = &query.identity.principal;
-            let allowed = query.topic.starts_with(&format!("sensors/{user}/"))
-                || (query.op == Operation::Subscribe
-                    && user.starts_with("dashboard")
-                    && query.topic.starts_with("sensors/"));
-            Decision {
-                effect: if allowed { Effect::Allow } else { Effect::Deny },
-                decided_by: DecidedBy::NoMatch,
-            }
-        })
-    }
-}
+#[path = "../examples/shared/slow_policy.rs"]
+mod slow_policy;
+use slow_policy::SlowPolicy;
 
 fn answers_after_an_await(kind: DriverKind) {
     let b = Running::start_with_policy(kind, BrokerConfig::default(), Arc::new(SlowPolicy));

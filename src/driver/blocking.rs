@@ -24,20 +24,7 @@ use crate::codec::Bytes;
 use crate::session::{AuthnOutcome, TransportClosed};
 
 /// A listening socket, plain or TLS.
-#[derive(Debug)]
-pub struct Listener {
-    /// The socket.
-    pub tcp: TcpListener,
-    /// Its TLS configuration; `None`: plain TCP.
-    pub tls: Option<Tls>,
-}
-
-impl Listener {
-    /// A plain TCP listener.
-    pub fn plain(tcp: TcpListener) -> Self {
-        Self { tcp, tls: None }
-    }
-}
+pub type Listener = super::Listener<TcpListener>;
 
 /// The write side of a connection.
 trait Sink: Write + Send {

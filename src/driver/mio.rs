@@ -32,20 +32,7 @@ use crate::codec::Bytes;
 use crate::session::{AuthnOutcome, TransportClosed};
 
 /// A listening socket, plain or TLS.
-#[derive(Debug)]
-pub struct Listener {
-    /// The socket.
-    pub tcp: std::net::TcpListener,
-    /// Its TLS configuration; `None`: plain TCP.
-    pub tls: Option<Tls>,
-}
-
-impl Listener {
-    /// A plain TCP listener.
-    pub fn plain(tcp: std::net::TcpListener) -> Self {
-        Self { tcp, tls: None }
-    }
-}
+pub type Listener = super::Listener<std::net::TcpListener>;
 
 /// Tokens below this are listeners; the waker is the last one.
 const FIRST_SOCKET: usize = 1 << 16;

@@ -68,6 +68,23 @@ impl Default for DriverConfig {
     }
 }
 
+/// A listening socket and, for TLS, its configuration; each driver names
+/// its socket type (`smol::Listener`, `blocking::Listener`, `mio::Listener`).
+#[derive(Debug)]
+pub struct Listener<T> {
+    /// The socket.
+    pub tcp: T,
+    /// Its TLS configuration; `None`: plain TCP.
+    pub tls: Option<tls::Tls>,
+}
+
+impl<T> Listener<T> {
+    /// A plain TCP listener.
+    pub fn plain(tcp: T) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
 /// What the embedding program (or a signal handler) asks of a running
 /// driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

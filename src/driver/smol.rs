@@ -30,20 +30,7 @@ use crate::session::{AuthnOutcome, TransportClosed};
 use bytes::Buf as _;
 
 /// A listening socket, plain or TLS.
-#[derive(Debug)]
-pub struct Listener {
-    /// The socket.
-    pub tcp: TcpListener,
-    /// Its TLS configuration; `None`: plain TCP.
-    pub tls: Option<Tls>,
-}
-
-impl Listener {
-    /// A plain TCP listener.
-    pub fn plain(tcp: TcpListener) -> Self {
-        Self { tcp, tls: None }
-    }
-}
+pub type Listener = super::Listener<TcpListener>;
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
