@@ -96,7 +96,8 @@ struct DelayedWill {
 
 #[derive(Debug)]
 struct StoredSession {
-    client_id: String,
+    /// Shared with the registry's index.
+    client_id: Arc<str>,
     conn: Option<ConnId>,
     /// The identity of the last successful (re)authentication.
     identity: Arc<Identity>,
@@ -147,7 +148,7 @@ pub struct Broker {
     conns: BTreeMap<ConnId, Conn>,
     /// Boxed: a map node holds 11 entries, often half of them empty.
     sessions: BTreeMap<SessionKey, Box<StoredSession>>,
-    by_client_id: BTreeMap<String, SessionKey>,
+    by_client_id: BTreeMap<Arc<str>, SessionKey>,
     tree: Tree,
     /// Shared subscriptions by full filter (`$share/g/f`).
     shares: BTreeMap<Box<str>, ShareGroup>,
@@ -427,7 +428,7 @@ impl Broker {
                         s.conn.is_none() && s.expires_at.is_some_and(|at| at <= now)
                     });
                     if expired {
-                        let client_id = self.sessions[&key].client_id.clone();
+                        let client_id = self.sessions[&key].client_id.to_string();
                         self.audit(AuditRecord::SessionExpired { at: now, client_id });
                         self.end_session(now, key);
                     }

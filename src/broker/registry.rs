@@ -119,7 +119,7 @@ impl Broker {
         clean_start: bool,
         identity: Arc<Identity>,
     ) {
-        if let Some(&key) = self.by_client_id.get(&client_id)
+        if let Some(&key) = self.by_client_id.get(client_id.as_str())
             && let Some(old) = self.sessions[&key].conn
             && old != id
         {
@@ -135,7 +135,7 @@ impl Broker {
             self.drain(now, old);
             self.detach(now, old);
         }
-        if let Some(&key) = self.by_client_id.get(&client_id) {
+        if let Some(&key) = self.by_client_id.get(client_id.as_str()) {
             if clean_start {
                 // A clean start ends the old session, and sends its will.
                 self.end_session(now, key);
@@ -156,6 +156,7 @@ impl Broker {
         }
         self.next_session += 1;
         let key = SessionKey(self.next_session);
+        let client_id: Arc<str> = client_id.into();
         self.by_client_id.insert(client_id.clone(), key);
         self.sessions.insert(
             key,

@@ -150,7 +150,7 @@ impl Broker {
                     self.dirty.push(id);
                 }
                 Delivery::QueueFull if qos != QoS::AtMostOnce => {
-                    let client_id = s.client_id.clone();
+                    let client_id = s.client_id.to_string();
                     self.audit(AuditRecord::MessageDropped {
                         at: now,
                         client_id,

@@ -43,17 +43,22 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closed connection may take to read what was left for it.
 const LINGER: Duration = Duration::from_secs(10);
 
+/// One socket: kept small, an idle connection is mostly this.
 struct Slot {
     stream: TcpStream,
+    /// Close once the output is written.
+    closing: bool,
     /// `None` while a TLS handshake is under way.
     conn: Option<ConnId>,
     tls: Option<Box<ServerConnection>>,
-    peer: String,
-    /// Plain output the socket did not take yet.
+    /// Plain output the socket did not take yet; there only while some is.
+    out: Option<Box<Output>>,
+}
+
+#[derive(Default)]
+struct Output {
     queue: VecDeque<Bytes>,
-    queued: usize,
-    /// Close once the output is written.
-    closing: bool,
+    bytes: usize,
 }
 
 /// What a policy answer brings back when it is ready.
@@ -97,6 +102,8 @@ struct MioIo {
     backlog: BTreeSet<usize>,
     /// Closed connections whose output is still being written, until when.
     lingering: BTreeSet<(Instant, usize)>,
+    /// The peer address of a TLS connection until its handshake is done.
+    peers: BTreeMap<usize, String>,
 }
 
 impl MioIo {
@@ -119,6 +126,7 @@ impl MioIo {
                 self.by_conn.remove(&c);
             }
             self.backlog.remove(&token);
+            self.peers.remove(&token);
         }
     }
 
@@ -127,18 +135,18 @@ impl MioIo {
         let Some(s) = self.slots.get_mut(&token) else {
             return;
         };
-        let result = match s.tls.as_mut() {
-            Some(tls) => flush_tls(&mut s.stream, tls),
-            None => flush_plain(&mut s.stream, &mut s.queue, &mut s.queued),
+        let result = match (s.tls.as_mut(), s.out.as_mut()) {
+            (Some(tls), _) => flush_tls(&mut s.stream, tls),
+            (None, Some(out)) => flush_plain(&mut s.stream, &mut out.queue, &mut out.bytes),
+            (None, None) => Ok(true),
         };
-        match result {
-            Ok(true) if s.closing => self.drop_slot(token, Shutdown::Write),
-            Ok(_) => {}
-            // The read side sees the end and reports it.
-            Err(_) => {
-                s.queue.clear();
-                s.queued = 0;
-            }
+        if !matches!(result, Ok(false)) {
+            // Written, or never will be (the read side sees the end and
+            // reports it).
+            s.out = None;
+        }
+        if matches!(result, Ok(true)) && s.closing {
+            self.drop_slot(token, Shutdown::Write);
         }
     }
 
@@ -195,7 +203,7 @@ fn flush_tls(stream: &mut TcpStream, tls: &mut ServerConnection) -> std::io::Res
 impl Io for MioIo {
     fn write(&mut self, conn: ConnId, mut bytes: Bytes) -> bool {
         let max = self.max_output;
-        let Some((token, s)) = self.slot_of(conn) else {
+        let Some((_, s)) = self.slot_of(conn) else {
             return true;
         };
         if let Some(tls) = s.tls.as_mut() {
@@ -209,10 +217,10 @@ impl Io for MioIo {
             }
             return true;
         }
-        if s.queued + bytes.len() > max {
+        if s.out.as_ref().map_or(0, |o| o.bytes) + bytes.len() > max {
             return false;
         }
-        if s.queue.is_empty() {
+        if s.out.is_none() {
             loop {
                 match s.stream.write(&bytes) {
                     Ok(n) if n == bytes.len() => return true,
@@ -225,9 +233,9 @@ impl Io for MioIo {
                 break;
             }
         }
-        s.queued += bytes.len();
-        s.queue.push_back(bytes);
-        let _ = token;
+        let out = s.out.get_or_insert_with(Box::default);
+        out.bytes += bytes.len();
+        out.queue.push_back(bytes);
         true
     }
 
@@ -321,6 +329,7 @@ pub fn serve(
         waker,
         backlog: BTreeSet::new(),
         lingering: BTreeSet::new(),
+        peers: BTreeMap::new(),
     };
     let mut runner = Runner::new(hub, policy, recorder, &config);
     let mut events = Events::with_capacity(1024);
@@ -538,18 +547,17 @@ fn accept_all(
             token,
             Slot {
                 stream,
+                closing: false,
                 conn: None,
                 tls,
-                peer: peer.clone(),
-                queue: VecDeque::new(),
-                queued: 0,
-                closing: false,
+                out: None,
             },
         );
         if handshaking {
+            io.peers.insert(token, peer);
             handshakes.insert((Instant::now() + HANDSHAKE_TIMEOUT, token));
         } else {
-            open(token, None, now, runner, io);
+            open(token, peer, None, now, runner, io);
         }
     }
 }
@@ -557,19 +565,18 @@ fn accept_all(
 /// The hub hears of a connection (plain: accepted; TLS: handshake done).
 fn open(
     token: usize,
+    peer: String,
     certificate: Option<crate::auth::ClientCertificate>,
     now: crate::time::Timestamp,
     runner: &mut Runner,
     io: &mut MioIo,
 ) {
-    let Some(peer) = io.slots.get(&token).map(|s| s.peer.clone()) else {
+    if !io.slots.contains_key(&token) {
         return;
-    };
+    }
     let conn = runner.open(now, peer, certificate, io);
     if let Some(s) = io.slots.get_mut(&token) {
         s.conn = Some(conn);
-        // The address is in the hub's credentials now.
-        s.peer = String::new();
         io.by_conn.insert(conn, token);
     }
     if !runner.hub.is_open(conn) {
@@ -660,7 +667,8 @@ fn read_ready(
                     .tls
                     .as_ref()
                     .and_then(|t| client_certificate(t.peer_certificates()));
-                open(token, certificate, now, runner, io);
+                let peer = io.peers.remove(&token).unwrap_or_default();
+                open(token, peer, certificate, now, runner, io);
             }
         }
         let Some(s) = io.slots.get(&token) else {
