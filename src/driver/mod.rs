@@ -20,6 +20,7 @@
 
 mod policy;
 pub mod record;
+#[cfg(any(feature = "smol", feature = "blocking", feature = "mio"))]
 mod runner;
 pub mod tls;
 
@@ -30,7 +31,7 @@ pub mod mio;
 #[cfg(feature = "smol")]
 pub mod smol;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use policy::{Answer, CertificatePrincipal, JwtAclPolicy, Policy};
 pub use record::{Recorder, replay};
@@ -98,6 +99,7 @@ pub enum Control {
 
 /// Counts `len` more bytes waiting for a connection's writer; `false` when
 /// that passes the bound (the client does not read).
+#[cfg(feature = "blocking")]
 fn admit(queued: &std::sync::atomic::AtomicUsize, len: usize, max: usize) -> bool {
     queued.fetch_add(len, std::sync::atomic::Ordering::AcqRel) + len <= max
 }
@@ -111,7 +113,9 @@ pub fn now() -> Timestamp {
 }
 
 /// The monotonic instant at which the wall-clock `deadline` falls.
-fn instant_of(deadline: Timestamp) -> Instant {
+#[cfg(any(feature = "smol", feature = "blocking", feature = "mio"))]
+fn instant_of(deadline: Timestamp) -> std::time::Instant {
+    use std::time::{Duration, Instant};
     let wait = deadline.saturating_duration_since(now());
     Instant::now() + wait.min(Duration::from_secs(24 * 3600))
 }

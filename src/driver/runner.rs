@@ -18,6 +18,8 @@ use crate::time::Timestamp;
 
 /// Something that happened outside the hub.
 #[derive(Debug)]
+// mio alone hands bytes over borrowed (`Runner::bytes`): no `Bytes` event.
+#[cfg_attr(not(any(feature = "smol", feature = "blocking")), allow(dead_code))]
 pub(crate) enum Event {
     Bytes(ConnId, Vec<u8>),
     Closed(ConnId, TransportClosed),
@@ -201,6 +203,7 @@ impl Runner {
         self.pump(now, io);
     }
 
+    #[cfg(feature = "mio")]
     /// Bytes from a connection, borrowed (a driver that reads into a
     /// buffer of its own need not copy them first).
     pub fn bytes(&mut self, now: Timestamp, conn: ConnId, data: &[u8], io: &mut dyn Io) {
