@@ -77,7 +77,7 @@ impl Session {
             identity: None,
             client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
             client_max_packet: props.maximum_packet_size.map(|m| m.get()),
-            aliases_out: Vec::new(),
+            traffic: None,
             client_alias_max: if self.config.outbound_topic_aliases {
                 props.topic_alias_maximum.unwrap_or(0)
             } else {
@@ -87,14 +87,8 @@ impl Session {
             last_packet: now,
             reauth: None,
             will_recheck: None,
-            pending: VecDeque::new(),
             inbound_inflight: 0,
-            awaiting_pubrel: Vec::new(),
-            // Grown on first use, up to Topic Alias Maximum.
-            aliases_in: Vec::new(),
             next_packet_id: 0,
-            outbound: Vec::new(),
-            outbound_queue: VecDeque::new(),
             subscriptions: Vec::new(),
         });
         if !self.valid_client_id(&credentials.client_id) {

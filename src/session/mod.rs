@@ -142,8 +142,9 @@ struct Conn {
     identity: Option<Arc<Identity>>,
     client_receive_max: u16,
     client_max_packet: Option<u32>,
-    /// Topics given an alias towards the client (alias = index + 1).
-    aliases_out: Vec<TopicName>,
+    /// The tables that are empty while the connection idles: allocated on
+    /// first use, let go when empty again.
+    traffic: Option<Box<Traffic>>,
     /// Highest alias the client accepts (0 when outbound aliases are off).
     client_alias_max: u16,
     request_problem_info: bool,
@@ -151,22 +152,67 @@ struct Conn {
     reauth: Option<ReauthStep>,
     /// A will re-check after re-authentication waiting for its decision.
     will_recheck: Option<Box<(Ticket, AuthzQuery)>>,
-    pending: VecDeque<Pending>,
     /// Inbound QoS 1/2 publishes not yet completed (Receive Maximum).
     inbound_inflight: u16,
-    /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
-    awaiting_pubrel: Vec<PacketId>,
-    aliases_in: Vec<Option<TopicName>>,
     next_packet_id: u16,
-    /// QoS 1/2 messages in flight to the client, kept for the hub to
-    /// redeliver on a later connection ([`Session::take_inflight`]).
-    outbound: Vec<(PacketId, OutState, OutboundMessage)>,
-    outbound_queue: VecDeque<OutboundMessage>,
     /// The filters the session holds (bounded by `max_subscriptions`).
     subscriptions: Vec<TopicFilter>,
 }
 
+/// A connection's per-message tables.
+#[derive(Debug, Default)]
+struct Traffic {
+    /// Topics given an alias towards the client (alias = index + 1).
+    aliases_out: Vec<TopicName>,
+    pending: VecDeque<Pending>,
+    /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
+    awaiting_pubrel: Vec<PacketId>,
+    aliases_in: Vec<Option<TopicName>>,
+    /// QoS 1/2 messages in flight to the client, kept for the hub to
+    /// redeliver on a later connection ([`Session::take_inflight`]).
+    outbound: Vec<(PacketId, OutState, OutboundMessage)>,
+    outbound_queue: VecDeque<OutboundMessage>,
+}
+
+/// What an idle connection's [`Traffic`] reads as.
+static NO_TRAFFIC: Traffic = Traffic {
+    aliases_out: Vec::new(),
+    pending: VecDeque::new(),
+    awaiting_pubrel: Vec::new(),
+    aliases_in: Vec::new(),
+    outbound: Vec::new(),
+    outbound_queue: VecDeque::new(),
+};
+
+impl Traffic {
+    fn is_empty(&self) -> bool {
+        self.aliases_out.is_empty()
+            && self.pending.is_empty()
+            && self.awaiting_pubrel.is_empty()
+            && self.aliases_in.is_empty()
+            && self.outbound.is_empty()
+            && self.outbound_queue.is_empty()
+    }
+}
+
 impl Conn {
+    /// The per-message tables, to change them.
+    fn t(&mut self) -> &mut Traffic {
+        self.traffic.get_or_insert_with(Box::default)
+    }
+
+    /// The per-message tables, to read them.
+    fn tr(&self) -> &Traffic {
+        self.traffic.as_deref().unwrap_or(&NO_TRAFFIC)
+    }
+
+    /// Lets go of the tables once they are all empty.
+    fn release_traffic(&mut self) {
+        if self.traffic.as_ref().is_some_and(|t| t.is_empty()) {
+            self.traffic = None;
+        }
+    }
+
     fn auth_method(&self) -> Option<&str> {
         self.credentials.as_ref()?.auth_method.as_deref()
     }
@@ -323,9 +369,14 @@ impl Session {
             self.flush_tx();
         }
         let action = self.actions.pop_front();
-        if action.is_none() && self.actions.capacity() > 0 {
-            // Drained: an idle connection keeps no queue.
-            self.actions = VecDeque::new();
+        if action.is_none() {
+            // Drained: an idle connection keeps no queue and no tables.
+            if self.actions.capacity() > 0 {
+                self.actions = VecDeque::new();
+            }
+            if let Some(conn) = self.conn.as_mut() {
+                conn.release_traffic();
+            }
         }
         if let Some(Action::Send(bytes)) = &action {
             self.unsent_bytes = self.unsent_bytes.saturating_sub(bytes.len());

@@ -51,13 +51,13 @@ impl Session {
                 }
                 match topic {
                     Some(t) => {
-                        if conn.aliases_in.len() <= slot {
-                            conn.aliases_in.resize(slot + 1, None);
+                        if conn.tr().aliases_in.len() <= slot {
+                            conn.t().aliases_in.resize(slot + 1, None);
                         }
-                        conn.aliases_in[slot] = Some(t.clone());
+                        conn.t().aliases_in[slot] = Some(t.clone());
                         t
                     }
-                    None => match conn.aliases_in.get(slot).cloned().flatten() {
+                    None => match conn.tr().aliases_in.get(slot).cloned().flatten() {
                         Some(t) => t,
                         None => {
                             self.protocol_error(now, "unknown topic alias");
@@ -88,13 +88,13 @@ impl Session {
             return;
         };
         if let Some(id) = p.packet_id {
-            if p.qos == QoS::ExactlyOnce && conn.awaiting_pubrel.contains(&id) {
+            if p.qos == QoS::ExactlyOnce && conn.tr().awaiting_pubrel.contains(&id) {
                 // Already received and acknowledged: acknowledge again, do
                 // not hand it up twice (exactly once).
                 self.send(&Packet::PubRec(PubRec::new(id)));
                 return;
             }
-            let in_progress = p.qos == QoS::ExactlyOnce && conn.pending.iter().any(|x| {
+            let in_progress = p.qos == QoS::ExactlyOnce && conn.tr().pending.iter().any(|x| {
                 matches!(x, Pending::Publish { publish, .. } if publish.packet_id == Some(id) && publish.qos == QoS::ExactlyOnce)
             });
             if in_progress {
@@ -111,7 +111,7 @@ impl Session {
             }
             conn.inbound_inflight += 1;
         }
-        if conn.pending.len() >= max_pending {
+        if conn.tr().pending.len() >= max_pending {
             self.fail(
                 now,
                 DisconnectReasonCode::MessageRateTooHigh,
@@ -123,7 +123,7 @@ impl Session {
         // The common case — a synchronous authorizer and nothing waiting —
         // decides on borrowed data: no owned request is built unless an
         // audit record needs it.
-        if conn.pending.is_empty()
+        if conn.tr().pending.is_empty()
             && let (Some(authorizer), Some(identity)) = (&self.authorizer, &conn.identity)
         {
             let request = crate::auth::AuthzRequest {
@@ -154,13 +154,13 @@ impl Session {
             let Some(conn) = self.conn.as_mut() else {
                 return;
             };
-            if conn.pending.is_empty() {
+            if conn.tr().pending.is_empty() {
                 let identity = query.identity.clone();
                 self.finish_publish(now, identity, Some(query), p, topic, decision);
             } else {
                 // Earlier requests still wait: take effect after them. Its
                 // ticket is never answered: the decision is already in.
-                conn.pending.push_back(Pending::Publish {
+                conn.t().pending.push_back(Pending::Publish {
                     ticket: Ticket(0),
                     query,
                     publish: p,
@@ -174,7 +174,7 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        conn.pending.push_back(Pending::Publish {
+        conn.t().pending.push_back(Pending::Publish {
             ticket,
             query: query.clone(),
             publish: p,
@@ -192,7 +192,7 @@ impl Session {
     /// Carries out every decided request at the front of the queue, in order.
     pub(super) fn drain_pending(&mut self, now: Timestamp) {
         loop {
-            let ready = match self.conn.as_ref().and_then(|c| c.pending.front()) {
+            let ready = match self.conn.as_ref().and_then(|c| c.tr().pending.front()) {
                 Some(Pending::Publish { decision, .. }) => decision.is_some(),
                 Some(Pending::Subscribe { slots, .. }) => {
                     !slots.iter().any(|s| matches!(s, Slot::Waiting(..)))
@@ -202,7 +202,7 @@ impl Session {
             if !ready || self.state != State::Connected {
                 return;
             }
-            let Some(item) = self.conn.as_mut().and_then(|c| c.pending.pop_front()) else {
+            let Some(item) = self.conn.as_mut().and_then(|c| c.t().pending.pop_front()) else {
                 return;
             };
             match item {
@@ -288,7 +288,7 @@ impl Session {
                     // The exchange ends with an error PUBREC (§4.3.3).
                     conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
                 } else {
-                    conn.awaiting_pubrel.push(id);
+                    conn.t().awaiting_pubrel.push(id);
                 }
                 self.send(&Packet::PubRec(PubRec::with_reason(id, code)));
             }
@@ -301,12 +301,13 @@ impl Session {
             return;
         };
         let code = match conn
+            .tr()
             .awaiting_pubrel
             .iter()
             .position(|id| *id == r.packet_id)
         {
             Some(i) => {
-                conn.awaiting_pubrel.swap_remove(i);
+                conn.t().awaiting_pubrel.swap_remove(i);
                 conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
                 PubRelReasonCode::Success
             }
@@ -338,7 +339,7 @@ impl Session {
             return Delivery::TooLarge;
         }
         let sending_now = msg.qos == QoS::AtMostOnce
-            || (conn.outbound.len() < window && conn.outbound_queue.is_empty());
+            || (conn.tr().outbound.len() < window && conn.tr().outbound_queue.is_empty());
         if sending_now && self.unsent_bytes + self.tx.len() + size > self.config.max_unsent_bytes {
             // The host has not taken what was written: drop for this client
             // rather than grow without bound.
@@ -349,11 +350,11 @@ impl Session {
             self.send(&Packet::Publish(probe));
             return Delivery::Accepted;
         }
-        if conn.outbound.len() < window && conn.outbound_queue.is_empty() {
+        if conn.tr().outbound.len() < window && conn.tr().outbound_queue.is_empty() {
             self.send_outbound(msg);
             Delivery::Accepted
-        } else if conn.outbound_queue.len() < self.config.max_outbound_queue {
-            conn.outbound_queue.push_back(msg);
+        } else if conn.tr().outbound_queue.len() < self.config.max_outbound_queue {
+            conn.t().outbound_queue.push_back(msg);
             Delivery::Accepted
         } else {
             Delivery::QueueFull
@@ -367,8 +368,15 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Inflight::default();
         };
+        let subscriptions = std::mem::take(&mut conn.subscriptions);
+        let Some(t) = conn.traffic.as_mut() else {
+            return Inflight {
+                subscriptions,
+                ..Inflight::default()
+            };
+        };
         Inflight {
-            outbound: conn
+            outbound: t
                 .outbound
                 .drain(..)
                 .map(|(packet_id, state, message)| InflightMessage {
@@ -377,9 +385,9 @@ impl Session {
                     released: state == OutState::Released,
                 })
                 .collect(),
-            queued: conn.outbound_queue.drain(..).collect(),
-            awaiting_pubrel: std::mem::take(&mut conn.awaiting_pubrel),
-            subscriptions: std::mem::take(&mut conn.subscriptions),
+            queued: t.outbound_queue.drain(..).collect(),
+            awaiting_pubrel: std::mem::take(&mut t.awaiting_pubrel),
+            subscriptions,
         }
     }
 
@@ -391,13 +399,14 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        conn.awaiting_pubrel = inflight.awaiting_pubrel;
+        conn.t().awaiting_pubrel = inflight.awaiting_pubrel;
         conn.subscriptions = inflight.subscriptions;
-        conn.inbound_inflight = u16::try_from(conn.awaiting_pubrel.len()).unwrap_or(u16::MAX);
+        conn.inbound_inflight = u16::try_from(conn.tr().awaiting_pubrel.len()).unwrap_or(u16::MAX);
         for m in inflight.outbound {
             if m.released {
                 let _ = Packet::PubRel(PubRel::new(m.packet_id)).encode(version, &mut self.tx);
-                conn.outbound
+                conn.t()
+                    .outbound
                     .push((m.packet_id, OutState::Released, m.message));
             } else {
                 let mut p = Publish::new(m.message.topic.clone(), m.message.payload.clone());
@@ -407,25 +416,24 @@ impl Session {
                 p.packet_id = Some(m.packet_id);
                 p.properties = m.message.properties.clone();
                 let _ = p.encode(version, &mut self.tx);
-                conn.outbound
+                conn.t()
+                    .outbound
                     .push((m.packet_id, OutState::Published, m.message));
             }
         }
-        conn.outbound_queue.extend(inflight.queued);
+        conn.t().outbound_queue.extend(inflight.queued);
         self.fill_window();
     }
 
     /// Sends queued messages while the outbound window has room.
     fn fill_window(&mut self) {
-        while self
-            .conn
-            .as_ref()
-            .is_some_and(|c| !c.outbound_queue.is_empty() && c.outbound.len() < self.window())
-        {
+        while self.conn.as_ref().is_some_and(|c| {
+            !c.tr().outbound_queue.is_empty() && c.tr().outbound.len() < self.window()
+        }) {
             let Some(msg) = self
                 .conn
                 .as_mut()
-                .and_then(|c| c.outbound_queue.pop_front())
+                .and_then(|c| c.t().outbound_queue.pop_front())
             else {
                 break;
             };
@@ -447,7 +455,7 @@ impl Session {
             return;
         };
         let Some(id) = next_free_id(conn) else {
-            conn.outbound_queue.push_front(msg);
+            conn.t().outbound_queue.push_front(msg);
             return;
         };
         let mut p = Publish::new(msg.topic.clone(), msg.payload.clone());
@@ -463,7 +471,7 @@ impl Session {
             return;
         };
         if p.encode(version, &mut self.tx).is_ok() {
-            conn.outbound.push((id, OutState::Published, msg));
+            conn.t().outbound.push((id, OutState::Published, msg));
         }
     }
 
@@ -472,6 +480,7 @@ impl Session {
             return;
         };
         match conn
+            .t()
             .outbound
             .iter_mut()
             .find(|(id, state, _)| *id == r.packet_id && *state == OutState::Published)
@@ -497,11 +506,12 @@ impl Session {
             return;
         };
         if let Some(i) = conn
+            .tr()
             .outbound
             .iter()
             .position(|(pid, state, _)| *pid == id && *state == expected)
         {
-            conn.outbound.remove(i);
+            conn.t().outbound.remove(i);
         }
         self.fill_window();
     }
@@ -533,7 +543,7 @@ impl Session {
             return Ok(());
         }
         let mut found = false;
-        for p in conn.pending.iter_mut() {
+        for p in conn.t().pending.iter_mut() {
             match p {
                 Pending::Publish {
                     ticket: t,
@@ -574,7 +584,7 @@ pub(super) fn next_free_id(conn: &mut Conn) -> Option<PacketId> {
     for _ in 0..u16::MAX {
         conn.next_packet_id = conn.next_packet_id.checked_add(1).unwrap_or(1);
         let id = PacketId::new(conn.next_packet_id)?;
-        if !conn.outbound.iter().any(|(pid, _, _)| *pid == id) {
+        if !conn.tr().outbound.iter().any(|(pid, _, _)| *pid == id) {
             return Some(id);
         }
     }
@@ -591,14 +601,14 @@ fn alias_topic(conn: &mut Conn, p: &mut Publish) {
     let Some(topic) = p.topic.as_ref() else {
         return;
     };
-    if let Some(i) = conn.aliases_out.iter().position(|t| t == topic) {
+    if let Some(i) = conn.tr().aliases_out.iter().position(|t| t == topic) {
         p.topic = None;
         p.properties.topic_alias = u16::try_from(i + 1)
             .ok()
             .and_then(std::num::NonZeroU16::new);
-    } else if conn.aliases_out.len() < usize::from(conn.client_alias_max) {
-        conn.aliases_out.push(topic.clone());
-        p.properties.topic_alias = u16::try_from(conn.aliases_out.len())
+    } else if conn.tr().aliases_out.len() < usize::from(conn.client_alias_max) {
+        conn.t().aliases_out.push(topic.clone());
+        p.properties.topic_alias = u16::try_from(conn.tr().aliases_out.len())
             .ok()
             .and_then(std::num::NonZeroU16::new);
     }

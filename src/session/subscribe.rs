@@ -21,7 +21,7 @@ impl Session {
         if self
             .conn
             .as_ref()
-            .is_some_and(|c| c.pending.len() >= self.config.max_pending_authorizations)
+            .is_some_and(|c| c.tr().pending.len() >= self.config.max_pending_authorizations)
         {
             self.fail(
                 now,
@@ -69,7 +69,8 @@ impl Session {
             }
         }
         if let Some(conn) = self.conn.as_mut() {
-            conn.pending
+            conn.t()
+                .pending
                 .push_back(Pending::Subscribe { packet: s, slots });
         }
         for r in requests {
