@@ -13,7 +13,7 @@ mod harness;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use harness::{Case, measure, ratio, report, rounds, timed};
+use harness::{Case, measure, ratio, report, rounds, settle, timed};
 use testament::auth::{
     Acl, AuthMethod, ClaimAcl, Effect, FilterTemplate, Identity, Ops, Rule, Subject,
 };
@@ -22,7 +22,7 @@ use testament::codec::{
     Bytes, BytesMut, Connect, Decoder, Encode, MqttString, Packet, PacketId, ProtocolVersion,
     Publish, QoS, Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
-use testament::session::{AuthnOutcome, SessionConfig};
+use testament::session::SessionConfig;
 use testament::time::Timestamp;
 
 const MESSAGES: usize = 20_000;
@@ -62,30 +62,6 @@ fn identity(name: &str, now: Timestamp) -> Identity {
     }
 }
 
-/// Runs the hub's actions: answers authentications, drops bytes.
-fn settle(hub: &mut Broker, now: Timestamp) {
-    let mut pending = Vec::new();
-    loop {
-        while let Some(a) = hub.poll_action() {
-            if let Action::Authenticate {
-                ticket,
-                credentials,
-                ..
-            } = a
-            {
-                pending.push((ticket, credentials.client_id.clone()));
-            }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        for (ticket, name) in pending.drain(..) {
-            hub.handle_authentication(now, ticket, AuthnOutcome::Success(identity(&name, now)))
-                .unwrap();
-        }
-    }
-}
-
 fn setup(publishers: usize, subscribers: usize, qos: QoS) -> Setup {
     let now = Timestamp::from_secs(1_800_000_000);
     let config = BrokerConfig {
@@ -113,7 +89,7 @@ fn setup(publishers: usize, subscribers: usize, qos: QoS) -> Setup {
         c.username = Some(MqttString::from_static("u"));
         c.password = Some(Bytes::from_static(b"t"));
         hub.handle_bytes(conn, now, &Packet::Connect(Box::new(c)).to_vec(V).unwrap());
-        settle(&mut hub, now);
+        settle(&mut hub, now, identity);
         conn
     };
     let publishers: Vec<ConnId> = (0..publishers)
@@ -135,7 +111,7 @@ fn setup(publishers: usize, subscribers: usize, qos: QoS) -> Setup {
             }],
         };
         hub.handle_bytes(*s, now, &Packet::Subscribe(sub).to_vec(V).unwrap());
-        settle(&mut hub, now);
+        settle(&mut hub, now, identity);
     }
     Setup {
         hub,

@@ -7,6 +7,8 @@
 //! `cargo bench --bench memory` (`MEMORY_SESSIONS` changes the count).
 #![allow(clippy::disallowed_methods)]
 
+mod harness;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -14,9 +16,8 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use testament::auth::{
     Acl, AuthMethod, ClaimAcl, Effect, FilterTemplate, Identity, Ops, Rule, Subject, TokenDigest,
 };
-use testament::broker::{Action, Broker, BrokerConfig, ConnId};
+use testament::broker::{Broker, BrokerConfig, ConnId};
 use testament::codec::{Bytes, Connect, Encode, MqttString, Packet, ProtocolVersion};
-use testament::session::AuthnOutcome;
 use testament::time::Timestamp;
 
 struct Counting;
@@ -69,29 +70,6 @@ fn identity(client_id: &str, now: Timestamp) -> Identity {
     }
 }
 
-fn settle(hub: &mut Broker, now: Timestamp) {
-    let mut pending = Vec::new();
-    loop {
-        while let Some(a) = hub.poll_action() {
-            if let Action::Authenticate {
-                ticket,
-                credentials,
-                ..
-            } = a
-            {
-                pending.push((ticket, credentials.client_id.clone()));
-            }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        for (ticket, name) in pending.drain(..) {
-            let outcome = AuthnOutcome::Success(identity(&name, now));
-            hub.handle_authentication(now, ticket, outcome).unwrap();
-        }
-    }
-}
-
 fn main() {
     let n: usize = std::env::var("MEMORY_SESSIONS")
         .ok()
@@ -126,7 +104,7 @@ fn main() {
     let opened = live();
     for (conn, (_, bytes)) in conns.iter().zip(&connects) {
         hub.handle_bytes(*conn, now, bytes);
-        settle(&mut hub, now);
+        harness::settle(&mut hub, now, identity);
     }
     let idle = live();
     let per = |a: isize, b: isize| (b - a) as f64 / n as f64;

@@ -477,16 +477,16 @@ fn subscriber(
                     }
                     match (p.qos, p.packet_id) {
                         (QoS::AtLeastOnce, Some(id)) => {
-                            let _ = Packet::PubAck(PubAck::new(id)).encode_into(&mut out);
+                            let _ = Packet::PubAck(PubAck::new(id)).encode(V, &mut out);
                         }
                         (QoS::ExactlyOnce, Some(id)) => {
-                            let _ = Packet::PubRec(PubRec::new(id)).encode_into(&mut out);
+                            let _ = Packet::PubRec(PubRec::new(id)).encode(V, &mut out);
                         }
                         _ => {}
                     }
                 }
                 Packet::PubRel(r) => {
-                    let _ = Packet::PubComp(PubComp::new(r.packet_id)).encode_into(&mut out);
+                    let _ = Packet::PubComp(PubComp::new(r.packet_id)).encode(V, &mut out);
                 }
                 _ => {}
             }
@@ -507,18 +507,6 @@ fn subscriber(
     stats
 }
 
-trait EncodeInto {
-    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), String>;
-}
-
-impl EncodeInto for Packet {
-    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        let bytes = self.to_vec(V).map_err(|e| e.to_string())?;
-        out.extend_from_slice(&bytes);
-        Ok(())
-    }
-}
-
 #[derive(Default)]
 struct PubStats {
     sent: u64,
@@ -537,7 +525,7 @@ fn publisher(plan: &Plan, index: usize, ready: &Barrier, deadline: Instant) -> P
         plan.password(index),
     );
     ready.wait();
-    let mut client = match client {
+    let client = match client {
         Ok(c) => c,
         Err(e) => {
             stats.error = Some(format!("publisher {index}: {e}"));
@@ -575,7 +563,7 @@ fn publisher(plan: &Plan, index: usize, ready: &Barrier, deadline: Instant) -> P
                     match p {
                         Packet::PubAck(_) | Packet::PubComp(_) => done += 1,
                         Packet::PubRec(r) => {
-                            let _ = Packet::PubRel(PubRel::new(r.packet_id)).encode_into(&mut out);
+                            let _ = Packet::PubRel(PubRel::new(r.packet_id)).encode(V, &mut out);
                         }
                         _ => {}
                     }
@@ -651,7 +639,6 @@ fn publisher(plan: &Plan, index: usize, ready: &Barrier, deadline: Instant) -> P
     }
     let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
     let _ = w.write_all(&[0xe0, 0x00]);
-    let _ = &mut client;
     stats
 }
 

@@ -7,6 +7,36 @@
 
 use std::time::{Duration, Instant};
 
+use testament::auth::Identity;
+use testament::broker::{Action, Broker};
+use testament::session::AuthnOutcome;
+use testament::time::Timestamp;
+
+/// Runs the hub's actions until none is left: authentications are answered
+/// with `identity(client id, now)`, bytes are dropped.
+pub fn settle(hub: &mut Broker, now: Timestamp, identity: impl Fn(&str, Timestamp) -> Identity) {
+    let mut pending = Vec::new();
+    loop {
+        while let Some(a) = hub.poll_action() {
+            if let Action::Authenticate {
+                ticket,
+                credentials,
+                ..
+            } = a
+            {
+                pending.push((ticket, credentials.client_id.clone()));
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        for (ticket, name) in pending.drain(..) {
+            let outcome = AuthnOutcome::Success(identity(&name, now));
+            hub.handle_authentication(now, ticket, outcome).unwrap();
+        }
+    }
+}
+
 /// One thing to measure: it does its own untimed setup and returns the time
 /// of the part that counts.
 pub struct Case<'a> {

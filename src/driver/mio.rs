@@ -100,8 +100,9 @@ struct MioIo {
     waker: Arc<::mio::Waker>,
     /// Sockets with more to read than one turn's budget.
     backlog: BTreeSet<usize>,
-    /// Closed connections whose output is still being written, until when.
-    lingering: BTreeSet<(Instant, usize)>,
+    /// When a TLS handshake must be done, or a closed connection's output
+    /// written, by: past it, the socket is dropped.
+    deadlines: BTreeSet<(Instant, usize)>,
     /// The peer address of a TLS connection until its handshake is done.
     peers: BTreeMap<usize, String>,
 }
@@ -137,7 +138,7 @@ impl MioIo {
         };
         let result = match (s.tls.as_mut(), s.out.as_mut()) {
             (Some(tls), _) => flush_tls(&mut s.stream, tls),
-            (None, Some(out)) => flush_plain(&mut s.stream, &mut out.queue, &mut out.bytes),
+            (None, Some(out)) => flush_plain(&mut s.stream, out),
             (None, None) => Ok(true),
         };
         if !matches!(result, Ok(false)) {
@@ -163,26 +164,31 @@ impl MioIo {
     }
 }
 
-/// Writes the queue; `Ok(true)` when it is empty.
-fn flush_plain(
-    stream: &mut TcpStream,
-    queue: &mut VecDeque<Bytes>,
-    queued: &mut usize,
-) -> std::io::Result<bool> {
-    while let Some(front) = queue.front_mut() {
-        match stream.write(front) {
-            Ok(n) => {
-                *queued -= n;
-                if n == front.len() {
-                    queue.pop_front();
-                } else {
-                    bytes::Buf::advance(front, n);
-                }
-            }
+/// Writes `bytes` while the socket takes them: `Ok(true)` when all went,
+/// `Ok(false)` when it is full (`bytes` keeps the rest).
+fn write_some(stream: &mut TcpStream, bytes: &mut Bytes) -> std::io::Result<bool> {
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes::Buf::advance(bytes, n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(true)
+}
+
+/// Writes the queue; `Ok(true)` when it is empty.
+fn flush_plain(stream: &mut TcpStream, out: &mut Output) -> std::io::Result<bool> {
+    while let Some(front) = out.queue.front_mut() {
+        let before = front.len();
+        let all = write_some(stream, front)?;
+        out.bytes -= before - front.len();
+        if !all {
+            return Ok(false);
+        }
+        out.queue.pop_front();
     }
     Ok(true)
 }
@@ -220,18 +226,10 @@ impl Io for MioIo {
         if s.out.as_ref().map_or(0, |o| o.bytes) + bytes.len() > max {
             return false;
         }
-        if s.out.is_none() {
-            loop {
-                match s.stream.write(&bytes) {
-                    Ok(n) if n == bytes.len() => return true,
-                    Ok(n) => bytes::Buf::advance(&mut bytes, n),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    // The read side sees the end and reports it.
-                    Err(_) => return true,
-                }
-                break;
-            }
+        // Nothing waits: straight to the socket; the read side sees a
+        // failure and reports it.
+        if s.out.is_none() && write_some(&mut s.stream, &mut bytes).unwrap_or(true) {
+            return true;
         }
         let out = s.out.get_or_insert_with(Box::default);
         out.bytes += bytes.len();
@@ -248,7 +246,7 @@ impl Io for MioIo {
         if self.slots.contains_key(&token) {
             // A client that never reads its last bytes does not keep the
             // socket forever.
-            self.lingering.insert((Instant::now() + LINGER, token));
+            self.deadlines.insert((Instant::now() + LINGER, token));
         }
     }
 
@@ -328,13 +326,12 @@ pub fn serve(
         woken: Arc::new(Mutex::new(Vec::new())),
         waker,
         backlog: BTreeSet::new(),
-        lingering: BTreeSet::new(),
+        deadlines: BTreeSet::new(),
         peers: BTreeMap::new(),
     };
     let mut runner = Runner::new(hub, policy, recorder, &config);
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; config.read_buffer.max(4096)];
-    let mut handshakes: BTreeSet<(Instant, usize)> = BTreeSet::new();
     let mut accept_retry: Option<Instant> = None;
     loop {
         let mut timeout = runner
@@ -345,13 +342,10 @@ pub fn serve(
         if !io.backlog.is_empty() {
             soonest(Duration::ZERO);
         }
-        if let Some(&(at, _)) = handshakes.first() {
-            soonest(at.saturating_duration_since(Instant::now()));
-        }
         if let Some(at) = accept_retry {
             soonest(at.saturating_duration_since(Instant::now()));
         }
-        if let Some(&(at, _)) = io.lingering.first() {
+        if let Some(&(at, _)) = io.deadlines.first() {
             soonest(at.saturating_duration_since(Instant::now()));
         }
         if let Err(e) = io.poll.poll(&mut events, timeout) {
@@ -367,14 +361,7 @@ pub fn serve(
                 WAKER => {}
                 Token(i) if i < FIRST_SOCKET => {
                     if let Some((listener, tls)) = sockets.get(i) {
-                        let retry = accept_all(
-                            listener,
-                            tls.as_ref(),
-                            now,
-                            &mut runner,
-                            &mut io,
-                            &mut handshakes,
-                        );
+                        let retry = accept_all(listener, tls.as_ref(), now, &mut runner, &mut io);
                         accept_retry = retry.then(|| Instant::now() + Duration::from_millis(50));
                     }
                 }
@@ -391,8 +378,7 @@ pub fn serve(
         if accept_retry.is_some_and(|at| at <= Instant::now()) {
             accept_retry = None;
             for (listener, tls) in &sockets {
-                let (r, i) = (&mut runner, &mut io);
-                if accept_all(listener, tls.as_ref(), now, r, i, &mut handshakes) {
+                if accept_all(listener, tls.as_ref(), now, &mut runner, &mut io) {
                     accept_retry = Some(Instant::now() + Duration::from_millis(50));
                 }
             }
@@ -400,29 +386,18 @@ pub fn serve(
         for token in readable {
             read_ready(token, now, &mut buf, &mut runner, &mut io);
         }
-        // Handshakes that finished, or took too long.
-        if !handshakes.is_empty() {
-            let late = Instant::now();
-            let done: Vec<(Instant, usize)> = handshakes
-                .iter()
-                .filter(|(at, token)| {
-                    *at <= late || io.slots.get(token).is_none_or(|s| s.conn.is_some())
-                })
-                .copied()
-                .collect();
-            for (at, token) in done {
-                handshakes.remove(&(at, token));
-                if at <= late && io.slots.get(&token).is_some_and(|s| s.conn.is_none()) {
-                    log::info!("TLS handshake timed out");
-                    io.drop_slot(token, Shutdown::Both);
-                }
-            }
-        }
-        while let Some(&(at, token)) = io.lingering.first() {
+        while let Some(&(at, token)) = io.deadlines.first() {
             if at > Instant::now() {
                 break;
             }
-            io.lingering.remove(&(at, token));
+            io.deadlines.remove(&(at, token));
+            // Only a handshake still under way or a closed connection still
+            // writing is late; anything else met its deadline.
+            match io.slots.get(&token) {
+                Some(s) if s.conn.is_none() => log::info!("TLS handshake timed out"),
+                Some(s) if s.closing => {}
+                _ => continue,
+            }
             io.drop_slot(token, Shutdown::Both);
         }
         // Policy answers that became ready.
@@ -502,7 +477,6 @@ fn accept_all(
     now: crate::time::Timestamp,
     runner: &mut Runner,
     io: &mut MioIo,
-    handshakes: &mut BTreeSet<(Instant, usize)>,
 ) -> bool {
     loop {
         let (mut stream, peer): (TcpStream, SocketAddr) = match listener.accept() {
@@ -555,7 +529,8 @@ fn accept_all(
         );
         if handshaking {
             io.peers.insert(token, peer);
-            handshakes.insert((Instant::now() + HANDSHAKE_TIMEOUT, token));
+            io.deadlines
+                .insert((Instant::now() + HANDSHAKE_TIMEOUT, token));
         } else {
             open(token, peer, None, now, runner, io);
         }
@@ -659,8 +634,7 @@ fn read_ready(
             Some(tls) => read_tls(&mut s.stream, tls, buf),
             None => read_plain(&mut s.stream, buf),
         };
-        let conn = s.conn;
-        if was_handshaking && conn.is_none() {
+        if was_handshaking && s.conn.is_none() {
             let done = s.tls.as_ref().is_some_and(|t| !t.is_handshaking());
             if done {
                 let certificate = s

@@ -18,7 +18,7 @@ use crate::time::Timestamp;
 
 /// Something that happened outside the hub.
 #[derive(Debug)]
-// mio alone hands bytes over borrowed (`Runner::bytes`): no `Bytes` event.
+// mio alone hands bytes over borrowed ([`Runner::bytes`]): no `Bytes` event.
 #[cfg_attr(not(any(feature = "smol", feature = "blocking")), allow(dead_code))]
 pub(crate) enum Event {
     Bytes(ConnId, Vec<u8>),
@@ -161,31 +161,10 @@ impl Runner {
     }
 
     pub fn handle(&mut self, now: Timestamp, event: Event, io: &mut dyn Io) {
-        self.record(|| match &event {
-            Event::Bytes(conn, data) => Entry::Bytes {
-                t: now,
-                conn: *conn,
-                data: encode_bytes(data),
-            },
-            Event::Closed(conn, how) => Entry::Closed {
-                t: now,
-                conn: *conn,
-                how: *how,
-            },
-            Event::Authenticated(ticket, outcome) => Entry::Authenticated {
-                t: now,
-                ticket: *ticket,
-                outcome: outcome.clone(),
-            },
-            Event::Authorized(ticket, decision) => Entry::Authorized {
-                t: now,
-                ticket: *ticket,
-                decision: decision.clone(),
-            },
-        });
         match event {
-            Event::Bytes(conn, data) => self.hub.handle_bytes(conn, now, &data),
+            Event::Bytes(conn, data) => return self.bytes(now, conn, &data, io),
             Event::Closed(conn, how) => {
+                self.record(|| Entry::Closed { t: now, conn, how });
                 self.untrack(conn);
                 self.hub.handle_closed(conn, now, how);
                 // The hub emits no Close for a transport that ended on its
@@ -193,17 +172,26 @@ impl Runner {
                 io.close(conn);
             }
             Event::Authenticated(ticket, outcome) => {
+                self.record(|| Entry::Authenticated {
+                    t: now,
+                    ticket,
+                    outcome: outcome.clone(),
+                });
                 // A ticket whose connection closed meanwhile is void.
                 let _ = self.hub.handle_authentication(now, ticket, *outcome);
             }
             Event::Authorized(ticket, decision) => {
+                self.record(|| Entry::Authorized {
+                    t: now,
+                    ticket,
+                    decision: decision.clone(),
+                });
                 let _ = self.hub.handle_authorization(now, ticket, decision);
             }
         }
         self.pump(now, io);
     }
 
-    #[cfg(feature = "mio")]
     /// Bytes from a connection, borrowed (a driver that reads into a
     /// buffer of its own need not copy them first).
     pub fn bytes(&mut self, now: Timestamp, conn: ConnId, data: &[u8], io: &mut dyn Io) {

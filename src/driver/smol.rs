@@ -351,150 +351,134 @@ pub async fn serve(
     control: Receiver<Control>,
 ) -> std::io::Result<()> {
     let ex = Arc::new(Executor::new());
-    ex.run(run(
-        ex.clone(),
-        listeners,
-        hub,
-        policy,
-        config,
-        recorder,
-        control,
-    ))
+    let spawner = ex.clone();
+    ex.run(async move {
+        let ex = spawner;
+        let (events, incoming) = channel::bounded::<Event>(1024);
+        let mut io = SmolIo {
+            ex: ex.clone(),
+            conns: BTreeMap::new(),
+            events: events.clone(),
+            max_output: config.max_output_bytes,
+        };
+        let mut runner = Runner::new(hub, policy, recorder, &config);
+        let tls_configs: Vec<Tls> = listeners.iter().filter_map(|l| l.tls.clone()).collect();
+        let (accepted_tx, accepted) = channel::bounded(64);
+        let _acceptors: Vec<Task<()>> = listeners
+            .into_iter()
+            .map(|l| ex.spawn(accept_loop(ex.clone(), l, accepted_tx.clone())))
+            .collect();
+        // One timer, moved only when the hub's deadline does: a timer made and
+        // dropped per wakeup costs the reactor work on every message.
+        let mut timer = Timer::never();
+        let mut armed = None;
+        loop {
+            let deadline = runner.hub.poll_timeout();
+            if deadline != armed {
+                match deadline {
+                    Some(at) => timer.set_at(instant_of(at)),
+                    None => timer = Timer::never(),
+                }
+                armed = deadline;
+            }
+            let accept = async {
+                match accepted.recv().await {
+                    Ok(r) => Wake::Accepted(r),
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let event = async {
+                match incoming.recv().await {
+                    Ok(e) => Wake::Event(e),
+                    Err(_) => Wake::Control(Control::Shutdown),
+                }
+            };
+            let control = async {
+                match control.recv().await {
+                    Ok(c) => Wake::Control(c),
+                    Err(_) => Wake::Control(Control::Shutdown),
+                }
+            };
+            let tick = async {
+                (&mut timer).await;
+                Wake::Tick
+            };
+            let wake = control.or(event).or(tick).or(accept).await;
+            let now = now();
+            match wake {
+                Wake::Accepted(a) => {
+                    let (tcp, peer, certificate, stream) = match a {
+                        Accepted::Plain { tcp, peer } => (tcp, peer, None, None),
+                        Accepted::Tls {
+                            stream,
+                            tcp,
+                            peer,
+                            certificate,
+                        } => (tcp, peer, certificate, Some(stream)),
+                    };
+                    let conn = runner.open(now, peer, certificate, &mut io);
+                    let size = config.read_buffer;
+                    let (writer, reader) = match stream {
+                        None => (
+                            Writer::Tcp(tcp.clone()),
+                            ex.spawn(read_plain(conn, tcp.clone(), events.clone(), size)),
+                        ),
+                        Some(stream) => {
+                            let (r, w) = smol::io::split(stream);
+                            let reader = ex.spawn(read_stream(conn, r, events.clone(), size));
+                            (Writer::Stream(w), reader)
+                        }
+                    };
+                    let out = Outbox {
+                        queue: VecDeque::new(),
+                        bytes: 0,
+                        writer: Some(writer),
+                        closing: false,
+                        failed: false,
+                    };
+                    io.conns.insert(
+                        conn,
+                        Connection {
+                            out: Arc::new(Mutex::new(out)),
+                            tcp,
+                            _reader: reader,
+                        },
+                    );
+                    if !runner.hub.is_open(conn) {
+                        io.close(conn);
+                    }
+                }
+                Wake::Event(e) => runner.handle(now, e, &mut io),
+                Wake::Tick => {
+                    // A one-shot timer that fired stays silent: arm it again
+                    // even for the same deadline (it may have fired early).
+                    armed = None;
+                    runner.timeout(now, &mut io);
+                }
+                Wake::Control(Control::Reload) => {
+                    log::info!("reloading the key set and the ACL");
+                    runner.reload(now);
+                    for tls in &tls_configs {
+                        if let Err(e) = tls.reload() {
+                            log::error!("TLS reload refused, the old certificate stays: {e}");
+                        }
+                    }
+                }
+                Wake::Control(Control::Shutdown) => {
+                    log::info!("shutting down");
+                    runner.shutdown(now, &mut io);
+                    // Let the flush tasks write the DISCONNECTs.
+                    let ids: Vec<ConnId> = io.conns.keys().copied().collect();
+                    for id in ids {
+                        io.close(id);
+                    }
+                    Timer::after(std::time::Duration::from_millis(100)).await;
+                    return Ok(());
+                }
+            }
+        }
+    })
     .await
-}
-
-async fn run(
-    ex: Arc<Executor<'static>>,
-    listeners: Vec<Listener>,
-    hub: Broker,
-    policy: Arc<dyn Policy>,
-    config: DriverConfig,
-    recorder: Option<Recorder>,
-    control: Receiver<Control>,
-) -> std::io::Result<()> {
-    let (events, incoming) = channel::bounded::<Event>(1024);
-    let mut io = SmolIo {
-        ex: ex.clone(),
-        conns: BTreeMap::new(),
-        events: events.clone(),
-        max_output: config.max_output_bytes,
-    };
-    let mut runner = Runner::new(hub, policy, recorder, &config);
-    let tls_configs: Vec<Tls> = listeners.iter().filter_map(|l| l.tls.clone()).collect();
-    let (accepted_tx, accepted) = channel::bounded(64);
-    let _acceptors: Vec<Task<()>> = listeners
-        .into_iter()
-        .map(|l| ex.spawn(accept_loop(ex.clone(), l, accepted_tx.clone())))
-        .collect();
-    // One timer, moved only when the hub's deadline does: a timer made and
-    // dropped per wakeup costs the reactor work on every message.
-    let mut timer = Timer::never();
-    let mut armed = None;
-    loop {
-        let deadline = runner.hub.poll_timeout();
-        if deadline != armed {
-            match deadline {
-                Some(at) => timer.set_at(instant_of(at)),
-                None => timer = Timer::never(),
-            }
-            armed = deadline;
-        }
-        let accept = async {
-            match accepted.recv().await {
-                Ok(r) => Wake::Accepted(r),
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let event = async {
-            match incoming.recv().await {
-                Ok(e) => Wake::Event(e),
-                Err(_) => Wake::Control(Control::Shutdown),
-            }
-        };
-        let control = async {
-            match control.recv().await {
-                Ok(c) => Wake::Control(c),
-                Err(_) => Wake::Control(Control::Shutdown),
-            }
-        };
-        let tick = async {
-            (&mut timer).await;
-            Wake::Tick
-        };
-        let wake = control.or(event).or(tick).or(accept).await;
-        let now = now();
-        match wake {
-            Wake::Accepted(a) => {
-                let (tcp, peer, certificate, stream) = match a {
-                    Accepted::Plain { tcp, peer } => (tcp, peer, None, None),
-                    Accepted::Tls {
-                        stream,
-                        tcp,
-                        peer,
-                        certificate,
-                    } => (tcp, peer, certificate, Some(stream)),
-                };
-                let conn = runner.open(now, peer, certificate, &mut io);
-                let size = config.read_buffer;
-                let (writer, reader) = match stream {
-                    None => (
-                        Writer::Tcp(tcp.clone()),
-                        ex.spawn(read_plain(conn, tcp.clone(), events.clone(), size)),
-                    ),
-                    Some(stream) => {
-                        let (r, w) = smol::io::split(stream);
-                        let reader = ex.spawn(read_stream(conn, r, events.clone(), size));
-                        (Writer::Stream(w), reader)
-                    }
-                };
-                let out = Outbox {
-                    queue: VecDeque::new(),
-                    bytes: 0,
-                    writer: Some(writer),
-                    closing: false,
-                    failed: false,
-                };
-                io.conns.insert(
-                    conn,
-                    Connection {
-                        out: Arc::new(Mutex::new(out)),
-                        tcp,
-                        _reader: reader,
-                    },
-                );
-                if !runner.hub.is_open(conn) {
-                    io.close(conn);
-                }
-            }
-            Wake::Event(e) => runner.handle(now, e, &mut io),
-            Wake::Tick => {
-                // A one-shot timer that fired stays silent: arm it again
-                // even for the same deadline (it may have fired early).
-                armed = None;
-                runner.timeout(now, &mut io);
-            }
-            Wake::Control(Control::Reload) => {
-                log::info!("reloading the key set and the ACL");
-                runner.reload(now);
-                for tls in &tls_configs {
-                    if let Err(e) = tls.reload() {
-                        log::error!("TLS reload refused, the old certificate stays: {e}");
-                    }
-                }
-            }
-            Wake::Control(Control::Shutdown) => {
-                log::info!("shutting down");
-                runner.shutdown(now, &mut io);
-                // Let the flush tasks write the DISCONNECTs.
-                let ids: Vec<ConnId> = io.conns.keys().copied().collect();
-                for id in ids {
-                    io.close(id);
-                }
-                Timer::after(std::time::Duration::from_millis(100)).await;
-                return Ok(());
-            }
-        }
-    }
 }
 
 /// Accepts connections; TLS ones are handed on only once their handshake is
