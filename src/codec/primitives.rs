@@ -1,7 +1,7 @@
 //! Wire primitives shared by every packet: a bounds-checked reader over one
 //! frame, variable byte integers, and the length helpers the encoder uses.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 
 use super::error::{DecodeError, EncodeError};
 use super::string::MqttString;
@@ -16,51 +16,94 @@ pub(crate) const U16_LEN_MAX: usize = u16::MAX as usize;
 ///
 /// The frame is complete, so running out of bytes here means the packet lied
 /// about its own structure: that is a Malformed Packet, not "need more bytes".
+///
+/// It borrows the frame and moves an index: the fields it reads stay in
+/// registers, and only the pieces a packet keeps ([`Reader::take`]) touch
+/// the shared buffer's reference count.
 #[derive(Debug)]
-pub(crate) struct Reader {
-    buf: Bytes,
+pub(crate) struct Reader<'a> {
+    frame: &'a Bytes,
+    pos: usize,
+    end: usize,
 }
 
-impl Reader {
-    pub(crate) fn new(buf: Bytes) -> Self {
-        Self { buf }
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    fn need(&self, n: usize) -> Result<(), DecodeError> {
-        if self.buf.len() < n {
-            Err(DecodeError::Truncated)
-        } else {
-            Ok(())
+impl<'a> Reader<'a> {
+    /// A reader over all of `frame`.
+    #[inline]
+    pub(crate) fn new(frame: &'a Bytes) -> Self {
+        Self {
+            frame,
+            pos: 0,
+            end: frame.len(),
         }
     }
 
+    /// A reader over `frame` from `pos` on (`pos` must lie within it).
+    #[inline]
+    pub(crate) fn at(frame: &'a Bytes, pos: usize) -> Self {
+        Self {
+            frame,
+            pos: pos.min(frame.len()),
+            end: frame.len(),
+        }
+    }
+
+    /// Where the reader stands in its frame.
+    #[inline]
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    #[inline]
+    pub(crate) fn remaining(&self) -> usize {
+        self.end - self.pos
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pos == self.end
+    }
+
+    /// The next `n` bytes, borrowed, and the cursor moved past them.
+    #[inline]
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let frame: &'a [u8] = self.frame;
+        if n > self.end - self.pos {
+            return Err(DecodeError::Truncated);
+        }
+        let out = &frame[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let b = self.bytes(N)?;
+        let mut out = [0; N];
+        out.copy_from_slice(b);
+        Ok(out)
+    }
+
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        self.need(1)?;
-        Ok(self.buf.get_u8())
+        Ok(self.array::<1>()?[0])
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.need(2)?;
-        Ok(self.buf.get_u16())
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.need(4)?;
-        Ok(self.buf.get_u32())
+        Ok(u32::from_be_bytes(self.array()?))
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u32, DecodeError> {
-        match parse_varint(&self.buf)? {
+        match parse_varint(&self.frame[self.pos..self.end])? {
             Some((value, used)) => {
-                self.buf.advance(used);
+                self.pos += used;
                 Ok(value)
             }
             None => Err(DecodeError::Truncated),
@@ -68,36 +111,50 @@ impl Reader {
     }
 
     /// Takes `n` bytes without copying them.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
-        self.need(n)?;
-        Ok(self.buf.split_to(n))
+        let start = self.pos;
+        self.bytes(n)?;
+        Ok(self.frame.slice(start..self.pos))
     }
 
-    /// Takes everything that is left (a PUBLISH payload).
-    pub(crate) fn rest(&mut self) -> Bytes {
-        std::mem::take(&mut self.buf)
+    /// A two-byte length followed by that many bytes [MQTT-1.5.6], borrowed.
+    #[inline]
+    pub(crate) fn binary_slice(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u16()? as usize;
+        self.bytes(len)
     }
 
     /// A two-byte length followed by that many bytes [MQTT-1.5.6].
+    #[inline]
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u16()? as usize;
         self.take(len)
     }
 
     /// A UTF-8 encoded string [MQTT-1.5.4].
+    #[inline]
     pub(crate) fn string(&mut self) -> Result<MqttString, DecodeError> {
         let raw = self.binary()?;
         MqttString::decode(raw)
     }
 
     /// Splits off a sub-reader of `len` bytes (a property block).
-    pub(crate) fn sub(&mut self, len: usize) -> Result<Reader, DecodeError> {
-        Ok(Reader::new(self.take(len)?))
+    #[inline]
+    pub(crate) fn sub(&mut self, len: usize) -> Result<Reader<'a>, DecodeError> {
+        let start = self.pos;
+        self.bytes(len)?;
+        Ok(Reader {
+            frame: self.frame,
+            pos: start,
+            end: self.pos,
+        })
     }
 
     /// Fails unless every byte of the frame was used.
+    #[inline]
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
+        if self.is_empty() {
             Ok(())
         } else {
             Err(DecodeError::TrailingBytes)
@@ -109,6 +166,7 @@ impl Reader {
 ///
 /// `Ok(None)` means the input ended before the integer did. A fifth byte, or a
 /// non-minimal encoding, is malformed [MQTT-1.5.5-1].
+#[inline]
 pub(crate) fn parse_varint(input: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in input.iter().enumerate().take(4) {

@@ -84,14 +84,15 @@ impl Packet {
         body: Bytes,
         version: Option<ProtocolVersion>,
     ) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(body);
+        let mut r = Reader::new(&body);
         // Only CONNECT can be read before the version is known: it carries it.
         let packet = match (header.packet_type, version) {
             (PacketType::Connect, _) => Self::Connect(Box::new(Connect::decode(&mut r)?)),
             (packet_type, None) => return Err(DecodeError::VersionUnknown(packet_type)),
             (PacketType::ConnAck, Some(v)) => Self::ConnAck(ConnAck::decode(&mut r, v)?),
             (PacketType::Publish, Some(v)) => {
-                Self::Publish(Publish::decode(header.flags, &mut r, v)?)
+                // Its payload is the rest of the frame: nothing can trail it.
+                return Publish::decode(header.flags, body.clone(), 0, v).map(Self::Publish);
             }
             (PacketType::PubAck, Some(v)) => Self::PubAck(PubAck::decode(&mut r, v)?),
             (PacketType::PubRec, Some(v)) => Self::PubRec(PubRec::decode(&mut r, v)?),
