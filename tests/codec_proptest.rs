@@ -197,11 +197,14 @@ fn publish_properties() -> impl Strategy<Value = PublishProperties> {
             payload_format_indicator: pf,
             message_expiry_interval: me,
             topic_alias: ta,
-            response_topic: rt,
-            correlation_data: cd,
-            subscription_identifiers: si.into(),
-            content_type: ct,
-            user_properties: up.into(),
+            extras: PublishExtras {
+                response_topic: rt,
+                correlation_data: cd,
+                subscription_identifiers: si.into(),
+                content_type: ct,
+                user_properties: up.into(),
+            }
+            .into(),
         })
 }
 
@@ -331,7 +334,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     retain,
                     topic,
                     packet_id: (!qos0).then_some(id),
-                    properties: properties.into(),
+                    properties,
                     payload,
                 })
             },

@@ -48,8 +48,8 @@ use crate::auth::{
     AuditRecord, DecidedBy, Decision, DropReason, Effect, Identity, Operation, WillOutcome,
 };
 use crate::codec::{
-    Bytes, ConnectReasonCode, Properties, PublishProperties, QoS, RetainHandling, SubscriptionId,
-    TopicFilter, TopicName,
+    Bytes, ConnectReasonCode, Properties, PublishExtras, PublishProperties, QoS, RetainHandling,
+    SubscriptionId, TopicFilter, TopicName,
 };
 use crate::session::{
     self, Authorizer, AuthzQuery, Delivery, DueWill, GrantedSubscription, InboundMessage, Inflight,
@@ -599,7 +599,7 @@ impl Broker {
 /// The Message Expiry Interval left after waiting since `since`: `None` when
 /// the message expired, `Some(None)` when it has no expiry.
 pub(crate) fn remaining_expiry(
-    properties: &Properties<PublishProperties>,
+    properties: &PublishProperties,
     since: Timestamp,
     now: Timestamp,
 ) -> Option<Option<u32>> {

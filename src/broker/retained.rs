@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::remaining_expiry;
-use crate::codec::{Bytes, Properties, PublishProperties, QoS, TopicName, filter_matches};
+use crate::codec::{Bytes, PublishProperties, QoS, TopicName, filter_matches};
 use crate::time::Timestamp;
 
 /// A retained message as stored.
@@ -12,7 +12,7 @@ pub(crate) struct Retained {
     pub topic: TopicName,
     pub payload: Bytes,
     pub qos: QoS,
-    pub properties: Properties<PublishProperties>,
+    pub properties: PublishProperties,
     pub stored_at: Timestamp,
 }
 

@@ -30,7 +30,7 @@ impl Broker {
         topic: &TopicName,
         payload: &Bytes,
         qos: QoS,
-        properties: &Properties<PublishProperties>,
+        properties: &PublishProperties,
     ) {
         let outcome = self.retained.store(Retained {
             topic: topic.clone(),
@@ -58,7 +58,7 @@ impl Broker {
         payload: &Bytes,
         qos: QoS,
         retain: bool,
-        properties: &Properties<PublishProperties>,
+        properties: &PublishProperties,
     ) {
         let mut targets: Vec<Target> = Vec::new();
         let mut groups: Vec<(Box<str>, Vec<Target>)> = Vec::new();

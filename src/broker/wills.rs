@@ -124,15 +124,18 @@ impl Broker {
             let w = &*will.properties;
             // Published exactly as the client would have: every will
             // property, User Property order kept [MQTT-3.1.3-10].
-            let properties = Properties::from(PublishProperties {
+            let properties = PublishProperties {
                 payload_format_indicator: w.payload_format_indicator,
                 message_expiry_interval: w.message_expiry_interval,
-                content_type: w.content_type.clone(),
-                response_topic: w.response_topic.clone(),
-                correlation_data: w.correlation_data.clone(),
-                user_properties: w.user_properties.clone(),
-                ..PublishProperties::default()
-            });
+                topic_alias: None,
+                extras: Properties::from(PublishExtras {
+                    content_type: w.content_type.clone(),
+                    response_topic: w.response_topic.clone(),
+                    correlation_data: w.correlation_data.clone(),
+                    user_properties: w.user_properties.clone(),
+                    ..PublishExtras::default()
+                }),
+            };
             if will.retain {
                 self.retain(now, &will.topic, &will.payload, will.qos, &properties);
             }

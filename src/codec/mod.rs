@@ -34,8 +34,8 @@ pub use packet::{
 pub use primitives::VARINT_MAX;
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PayloadFormat, Properties, PropertySet, PublishProperties, SubscribeProperties, SubscriptionId,
-    UnsubscribeProperties, UserProperty, WillProperties,
+    PayloadFormat, Properties, PropertySet, PublishExtras, PublishProperties, SubscribeProperties,
+    SubscriptionId, UnsubscribeProperties, UserProperty, WillProperties,
 };
 pub use reason::{
     AuthReasonCode, ConnectReasonCode, ConnectReturnCode, DisconnectReasonCode, PubAckReasonCode,

@@ -127,6 +127,62 @@ impl<T: PropertySet> Properties<T> {
     }
 }
 
+/// Reading one property of a set from the wire.
+pub(crate) trait Absorb {
+    /// Reads the value of property `pid` into its field.
+    fn absorb(
+        &mut self,
+        r: &mut Reader<'_>,
+        pid: u8,
+        packet_type: PacketType,
+    ) -> Result<(), DecodeError>;
+}
+
+/// A property identifier the set does not hold: another packet's
+/// (Protocol Error) or none the specification defines (Malformed Packet).
+fn not_allowed(pid: u8, packet_type: PacketType) -> DecodeError {
+    if id::ALL.contains(&pid) {
+        DecodeError::PropertyNotAllowed {
+            id: pid,
+            packet_type,
+        }
+    } else {
+        DecodeError::UnknownProperty(u32::from(pid))
+    }
+}
+
+/// Reads a property block's identifiers, handing each to `absorb`.
+#[inline]
+fn read_block(
+    r: &mut Reader<'_>,
+    mut absorb: impl FnMut(&mut Reader<'_>, u8) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let len = r.varint()? as usize;
+    let mut r = r.sub(len)?;
+    while !r.is_empty() {
+        let raw = r.varint()?;
+        let pid = u8::try_from(raw).map_err(|_| DecodeError::UnknownProperty(raw))?;
+        absorb(&mut r, pid)?;
+    }
+    Ok(())
+}
+
+/// Decodes a property block (its length prefix included); an empty block
+/// allocates nothing.
+pub(crate) fn decode_block<T: PropertySet + Absorb>(
+    r: &mut Reader<'_>,
+    packet_type: PacketType,
+) -> Result<Properties<T>, DecodeError> {
+    let mut props = Properties::<T>::default();
+    read_block(r, |r, pid| {
+        props
+            .0
+            .get_or_insert_with(Box::default)
+            .absorb(r, pid, packet_type)
+    })?;
+    Ok(props)
+}
+
 impl<T: PropertySet> std::ops::Deref for Properties<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -401,48 +457,42 @@ macro_rules! properties {
             $( $(#[$fmeta])* pub $field: $ty, )*
         }
 
-        impl $name {
-            /// Decodes a property block (its length prefix included); an
-            /// empty block allocates nothing.
-            pub(crate) fn decode(
-                r: &mut Reader,
+        impl Absorb for $name {
+            fn absorb(
+                &mut self,
+                r: &mut Reader<'_>,
+                pid: u8,
                 packet_type: PacketType,
-            ) -> Result<Properties<Self>, DecodeError> {
-                let len = r.varint()? as usize;
-                if len == 0 {
-                    return Ok(Properties::default());
+            ) -> Result<(), DecodeError> {
+                match pid {
+                    $( $id => Field::absorb(&mut self.$field, r, pid), )*
+                    _ => Err(not_allowed(pid, packet_type)),
                 }
-                let mut boxed = Box::<Self>::default();
-                let props = &mut *boxed;
-                let mut r = r.sub(len)?;
-                while !r.is_empty() {
-                    let raw = r.varint()?;
-                    let pid = u8::try_from(raw).map_err(|_| DecodeError::UnknownProperty(raw))?;
-                    match pid {
-                        $( $id => Field::absorb(&mut props.$field, &mut r, pid)?, )*
-                        _ if id::ALL.contains(&pid) => {
-                            return Err(DecodeError::PropertyNotAllowed { id: pid, packet_type });
-                        }
-                        _ => return Err(DecodeError::UnknownProperty(raw)),
-                    }
-                }
-                Ok(Properties(Some(boxed)))
             }
+        }
 
+        impl $name {
             /// Length of the properties, without the block's length prefix.
             pub(crate) fn inner_len(&self) -> Result<usize, EncodeError> {
                 Ok(0 $( + Field::field_len(&self.$field)? )*)
             }
 
             /// Length of the whole block, its length prefix included.
+            #[allow(dead_code, reason = "PublishExtras is written inside PublishProperties' block")]
             pub(crate) fn block_len(&self) -> Result<usize, EncodeError> {
                 property_block_len(self.inner_len()?)
             }
 
             /// Writes the whole block; [`Self::block_len`] has validated it.
+            #[allow(dead_code, reason = "PublishExtras is written inside PublishProperties' block")]
             pub(crate) fn put_block<B: BufMut>(&self, b: &mut B) {
                 let inner = self.inner_len().expect("block_len validated these properties");
                 put_varint(b, inner as u32);
+                self.put_fields(b);
+            }
+
+            /// Writes the properties without the block's length prefix.
+            pub(crate) fn put_fields<B: BufMut>(&self, b: &mut B) {
                 $( Field::put(&self.$field, $id, b); )*
             }
 
@@ -547,15 +597,95 @@ properties! {
     }
 }
 
+/// PUBLISH properties (§3.3.2.3).
+///
+/// The three small ones most messages carry live inline; the others
+/// ([`PublishExtras`]) are allocated only when one is present. They read
+/// and write through this struct all the same (`p.properties.content_type`),
+/// and writing one allocates them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishProperties {
+    /// Whether the payload is UTF-8.
+    pub payload_format_indicator: Option<PayloadFormat>,
+    /// Lifetime of the message in seconds.
+    pub message_expiry_interval: Option<u32>,
+    /// Topic alias standing for (or being set to) the topic name.
+    pub topic_alias: Option<NonZeroU16>,
+    /// Every other PUBLISH property.
+    pub extras: Properties<PublishExtras>,
+}
+
+impl std::ops::Deref for PublishProperties {
+    type Target = PublishExtras;
+    fn deref(&self) -> &PublishExtras {
+        &self.extras
+    }
+}
+
+impl std::ops::DerefMut for PublishProperties {
+    fn deref_mut(&mut self) -> &mut PublishExtras {
+        &mut self.extras
+    }
+}
+
+impl PublishProperties {
+    /// Decodes a property block (its length prefix included); allocates
+    /// only for a property outside the three inline ones.
+    #[inline]
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let mut props = Self::default();
+        read_block(r, |r, pid| match pid {
+            PAYLOAD_FORMAT_INDICATOR => Field::absorb(&mut props.payload_format_indicator, r, pid),
+            MESSAGE_EXPIRY_INTERVAL => Field::absorb(&mut props.message_expiry_interval, r, pid),
+            TOPIC_ALIAS => Field::absorb(&mut props.topic_alias, r, pid),
+            _ => {
+                props
+                    .extras
+                    .0
+                    .get_or_insert_with(Box::default)
+                    .absorb(r, pid, PacketType::Publish)
+            }
+        })?;
+        Ok(props)
+    }
+
+    /// Length of the properties, without the block's length prefix.
+    pub(crate) fn inner_len(&self) -> Result<usize, EncodeError> {
+        Ok(Field::field_len(&self.payload_format_indicator)?
+            + Field::field_len(&self.message_expiry_interval)?
+            + Field::field_len(&self.topic_alias)?
+            + self.extras.inner_len()?)
+    }
+
+    /// Length of the whole block, its length prefix included.
+    pub(crate) fn block_len(&self) -> Result<usize, EncodeError> {
+        property_block_len(self.inner_len()?)
+    }
+
+    /// Writes the whole block; [`Self::block_len`] has validated it.
+    pub(crate) fn put_block<B: BufMut>(&self, b: &mut B) {
+        let inner = self
+            .inner_len()
+            .expect("block_len validated these properties");
+        put_varint(b, inner as u32);
+        Field::put(&self.payload_format_indicator, PAYLOAD_FORMAT_INDICATOR, b);
+        Field::put(&self.message_expiry_interval, MESSAGE_EXPIRY_INTERVAL, b);
+        Field::put(&self.topic_alias, TOPIC_ALIAS, b);
+        self.extras.put_fields(b);
+    }
+
+    /// Whether no property is set.
+    pub fn is_empty(&self) -> bool {
+        self.payload_format_indicator.is_none()
+            && self.message_expiry_interval.is_none()
+            && self.topic_alias.is_none()
+            && self.extras.is_empty()
+    }
+}
+
 properties! {
-    /// PUBLISH properties (§3.3.2.3).
-    PublishProperties {
-        /// Whether the payload is UTF-8.
-        payload_format_indicator: Option<PayloadFormat> = PAYLOAD_FORMAT_INDICATOR,
-        /// Lifetime of the message in seconds.
-        message_expiry_interval: Option<u32> = MESSAGE_EXPIRY_INTERVAL,
-        /// Topic alias standing for (or being set to) the topic name.
-        topic_alias: Option<NonZeroU16> = TOPIC_ALIAS,
+    /// The PUBLISH properties besides the three inline in [`PublishProperties`].
+    PublishExtras {
         /// Topic for a response.
         response_topic: Option<TopicName> = RESPONSE_TOPIC,
         /// Correlation data for a response.

@@ -6,8 +6,8 @@ use std::time::Duration;
 pub use crate::auth::AuthzQuery;
 use crate::auth::{AuditRecord, AuthnFailure, Credentials, Decision, Identity, WillTrigger};
 use crate::codec::{
-    Bytes, DisconnectReasonCode, LastWill, PacketId, Properties, PublishProperties, QoS,
-    Subscription, SubscriptionId, TopicFilter, TopicName,
+    Bytes, DisconnectReasonCode, LastWill, PacketId, PublishProperties, QoS, Subscription,
+    SubscriptionId, TopicFilter, TopicName,
 };
 
 /// An opaque handle pairing a request the session emitted with its answer.
@@ -174,7 +174,7 @@ pub struct InboundMessage {
     /// Retain flag.
     pub retain: bool,
     /// 5.0 properties (topic alias removed).
-    pub properties: Properties<PublishProperties>,
+    pub properties: PublishProperties,
 }
 
 /// A subscription that passed authorization, with the QoS granted.
@@ -215,7 +215,7 @@ pub struct OutboundMessage {
     /// Retain flag as delivered.
     pub retain: bool,
     /// 5.0 properties.
-    pub properties: Properties<PublishProperties>,
+    pub properties: PublishProperties,
 }
 
 /// A QoS 1/2 message sent to the client and not yet completed.

@@ -6,7 +6,7 @@ use bytes::BufMut;
 
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::Reader;
-use crate::codec::properties::{AckProperties, Properties};
+use crate::codec::properties::{AckProperties, Properties, decode_block};
 use crate::codec::reason::{PubAckReasonCode, PubRelReasonCode};
 use crate::codec::{PacketId, PacketType, ProtocolVersion};
 
@@ -47,7 +47,7 @@ macro_rules! ack_packet {
                         DecodeError::InvalidReasonCode { packet_type: PacketType::$name, code },
                     )?;
                     if !r.is_empty() {
-                        ack.properties = AckProperties::decode(r, PacketType::$name)?;
+                        ack.properties = decode_block(r, PacketType::$name)?;
                     }
                 }
                 Ok(ack)

@@ -4,7 +4,9 @@ use bytes::{BufMut, Bytes};
 
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::{Reader, prefixed_len, put_binary};
-use crate::codec::properties::{ConnAckProperties, ConnectProperties, Properties, WillProperties};
+use crate::codec::properties::{
+    ConnAckProperties, ConnectProperties, Properties, WillProperties, decode_block,
+};
 use crate::codec::reason::{ConnectReasonCode, ConnectReturnCode};
 use crate::codec::string::MqttString;
 use crate::codec::topic::TopicName;
@@ -102,7 +104,7 @@ impl Connect {
         let keep_alive = r.u16()?;
         let properties = match protocol {
             ProtocolVersion::V5 => {
-                let p = ConnectProperties::decode(r, PacketType::Connect)?;
+                let p = decode_block::<ConnectProperties>(r, PacketType::Connect)?;
                 if p.authentication_data.is_some() && p.authentication_method.is_none() {
                     return Err(DecodeError::AuthDataWithoutMethod);
                 }
@@ -113,7 +115,7 @@ impl Connect {
         let client_id = r.string()?;
         let will = if will_flag {
             let properties = match protocol {
-                ProtocolVersion::V5 => WillProperties::decode(r, PacketType::Connect)?,
+                ProtocolVersion::V5 => decode_block(r, PacketType::Connect)?,
                 ProtocolVersion::V311 => Properties::default(),
             };
             let topic = TopicName::decode(r.binary()?)?;
@@ -256,7 +258,7 @@ impl ConnAck {
         let (reason_code, properties) = match v {
             ProtocolVersion::V5 => (
                 ConnectReasonCode::from_code(code).ok_or(invalid)?,
-                ConnAckProperties::decode(r, PacketType::ConnAck)?,
+                decode_block(r, PacketType::ConnAck)?,
             ),
             ProtocolVersion::V311 => (
                 ConnectReturnCode::from_code(code).ok_or(invalid)?.into(),

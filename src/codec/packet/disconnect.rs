@@ -5,7 +5,7 @@ use bytes::BufMut;
 
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::Reader;
-use crate::codec::properties::{AuthProperties, DisconnectProperties, Properties};
+use crate::codec::properties::{AuthProperties, DisconnectProperties, Properties, decode_block};
 use crate::codec::reason::{AuthReasonCode, DisconnectReasonCode};
 use crate::codec::{PacketType, ProtocolVersion};
 
@@ -37,7 +37,7 @@ impl Disconnect {
                     code,
                 })?;
             if !r.is_empty() {
-                d.properties = DisconnectProperties::decode(r, PacketType::Disconnect)?;
+                d.properties = decode_block(r, PacketType::Disconnect)?;
             }
         }
         Ok(d)
@@ -103,7 +103,7 @@ impl Auth {
                     code,
                 })?;
             if !r.is_empty() {
-                a.properties = AuthProperties::decode(r, PacketType::Auth)?;
+                a.properties = decode_block(r, PacketType::Auth)?;
             }
         }
         if a.properties.authentication_data.is_some()

@@ -4,7 +4,7 @@ use bytes::{Buf, BufMut, Bytes};
 
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::{Reader, prefixed_len, put_binary};
-use crate::codec::properties::{Properties, PublishProperties};
+use crate::codec::properties::PublishProperties;
 use crate::codec::topic::TopicName;
 use crate::codec::{PacketId, PacketType, ProtocolVersion, QoS};
 
@@ -22,7 +22,7 @@ pub struct Publish {
     /// Packet identifier: present exactly when QoS is 1 or 2.
     pub packet_id: Option<PacketId>,
     /// PUBLISH properties (5.0 only).
-    pub properties: Properties<PublishProperties>,
+    pub properties: PublishProperties,
     /// Application payload, shared with the input buffer.
     pub payload: Bytes,
 }
@@ -36,7 +36,7 @@ impl Publish {
             retain: false,
             topic: Some(topic),
             packet_id: None,
-            properties: Properties::default(),
+            properties: PublishProperties::default(),
             payload: payload.into(),
         }
     }
@@ -73,8 +73,8 @@ impl Publish {
             Some(PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?)
         };
         let properties = match v {
-            ProtocolVersion::V5 => PublishProperties::decode(&mut r, PacketType::Publish)?,
-            ProtocolVersion::V311 => Properties::default(),
+            ProtocolVersion::V5 => PublishProperties::decode(&mut r)?,
+            ProtocolVersion::V311 => PublishProperties::default(),
         };
         if named.is_none() && properties.topic_alias.is_none() {
             return Err(DecodeError::EmptyTopicName);

@@ -6,7 +6,7 @@ use super::ack::read_packet_id;
 use crate::codec::error::{DecodeError, EncodeError};
 use crate::codec::primitives::{Reader, prefixed_len, put_binary};
 use crate::codec::properties::{
-    AckProperties, Properties, SubscribeProperties, UnsubscribeProperties,
+    AckProperties, Properties, SubscribeProperties, UnsubscribeProperties, decode_block,
 };
 use crate::codec::reason::{SubAckReasonCode, UnsubAckReasonCode};
 use crate::codec::topic::TopicFilter;
@@ -98,7 +98,7 @@ impl Subscribe {
     pub(crate) fn decode(r: &mut Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = read_packet_id(r)?;
         let properties = match v {
-            ProtocolVersion::V5 => SubscribeProperties::decode(r, PacketType::Subscribe)?,
+            ProtocolVersion::V5 => decode_block(r, PacketType::Subscribe)?,
             ProtocolVersion::V311 => Properties::default(),
         };
         let mut subscriptions = Vec::new();
@@ -161,7 +161,7 @@ impl SubAck {
     pub(crate) fn decode(r: &mut Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = read_packet_id(r)?;
         let properties = match v {
-            ProtocolVersion::V5 => AckProperties::decode(r, PacketType::SubAck)?,
+            ProtocolVersion::V5 => decode_block(r, PacketType::SubAck)?,
             ProtocolVersion::V311 => Properties::default(),
         };
         let mut reason_codes = Vec::with_capacity(r.remaining());
@@ -229,7 +229,7 @@ impl Unsubscribe {
     pub(crate) fn decode(r: &mut Reader, v: ProtocolVersion) -> Result<Self, DecodeError> {
         let packet_id = read_packet_id(r)?;
         let properties = match v {
-            ProtocolVersion::V5 => UnsubscribeProperties::decode(r, PacketType::Unsubscribe)?,
+            ProtocolVersion::V5 => decode_block(r, PacketType::Unsubscribe)?,
             ProtocolVersion::V311 => Properties::default(),
         };
         let mut filters = Vec::new();
@@ -291,7 +291,7 @@ impl UnsubAck {
             reason_codes: Vec::new(),
         };
         if v == ProtocolVersion::V5 {
-            ack.properties = AckProperties::decode(r, PacketType::UnsubAck)?;
+            ack.properties = decode_block(r, PacketType::UnsubAck)?;
             ack.reason_codes.reserve(r.remaining());
             while !r.is_empty() {
                 let code = r.u8()?;
