@@ -422,7 +422,56 @@ fn user_property_order_is_kept() {
         .properties
         .user_properties
         .iter()
-        .map(|u| (u.key.as_str(), u.value.as_str()))
+        .map(|u| (u.key, u.value))
         .collect();
     assert_eq!(order, [("b", "1"), ("a", "2"), ("b", "3")]);
+}
+
+#[test]
+fn user_properties_between_other_properties_keep_their_order() {
+    // Other properties may stand between User Properties on the wire; their
+    // order among themselves is what counts, and the encoder writes them last.
+    // Properties: UP (a,1), Content Type "x", UP (b,2), Message Expiry 5.
+    let wire = "30 1D 00 01 74 17 26 00 01 61 00 01 31 03 00 01 78 26 00 01 62 00 01 32 02 00 00 00 05 68 69";
+    let Packet::Publish(p) = decode(&hex(wire), V5).unwrap() else {
+        panic!()
+    };
+    let pairs: Vec<_> = p
+        .properties
+        .user_properties
+        .iter()
+        .map(|u| (u.key, u.value))
+        .collect();
+    assert_eq!(pairs, [("a", "1"), ("b", "2")]);
+    assert_eq!(p.properties.user_properties.len(), 2);
+    assert_eq!(p.properties.content_type.as_deref(), Some("x"));
+    assert_eq!(p.properties.message_expiry_interval, Some(5));
+    assert_eq!(&p.payload[..], b"hi");
+    let mut expected = Publish::new(topic("t"), Bytes::from_static(b"hi"));
+    expected.properties.message_expiry_interval = Some(5);
+    expected.properties.content_type = Some(MqttString::from_static("x"));
+    expected
+        .properties
+        .user_properties
+        .push(UserProperty::from_static("a", "1"));
+    expected
+        .properties
+        .user_properties
+        .push(UserProperty::from_static("b", "2"));
+    assert_eq!(p, expected);
+    assert_eq!(
+        encode(&Packet::Publish(p), V5),
+        hex(
+            "30 1D 00 01 74 17 02 00 00 00 05 03 00 01 78 26 00 01 61 00 01 31 26 00 01 62 00 01 32 68 69"
+        )
+    );
+}
+
+#[test]
+fn a_bad_string_in_a_user_property_is_named() {
+    // Key with U+0000, then a value that is not UTF-8.
+    let nul = "30 0E 00 01 74 09 26 00 02 61 00 00 02 31 31 68";
+    assert_eq!(decode(&hex(nul), V5), Err(DecodeError::NullCharacter));
+    let bad = "30 0E 00 01 74 09 26 00 02 61 62 00 02 C3 28 68";
+    assert_eq!(decode(&hex(bad), V5), Err(DecodeError::InvalidUtf8));
 }

@@ -35,7 +35,8 @@ pub use primitives::VARINT_MAX;
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PayloadFormat, Properties, PropertySet, PublishExtras, PublishProperties, SubscribeProperties,
-    SubscriptionId, UnsubscribeProperties, UserProperty, WillProperties,
+    SubscriptionId, UnsubscribeProperties, UserProperties, UserProperty, UserPropertyRef,
+    WillProperties,
 };
 pub use reason::{
     AuthReasonCode, ConnectReasonCode, ConnectReturnCode, DisconnectReasonCode, PubAckReasonCode,

@@ -48,6 +48,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Bytes `range` of the frame, shared.
+    #[inline]
+    pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> Bytes {
+        self.frame.slice(range)
+    }
+
+    /// Where `part` starts in the frame, if it is a slice of it.
+    pub(crate) fn offset_of(&self, part: &[u8]) -> Option<usize> {
+        let base = self.frame.as_ptr() as usize;
+        let at = (part.as_ptr() as usize).checked_sub(base)?;
+        (at + part.len() <= self.frame.len()).then_some(at)
+    }
+
     /// Where the reader stands in its frame.
     #[inline]
     pub(crate) fn position(&self) -> usize {

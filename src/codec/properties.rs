@@ -7,14 +7,14 @@
 
 use std::num::{NonZeroU16, NonZeroU32};
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::error::{DecodeError, EncodeError};
 use super::primitives::{
     Reader, VARINT_MAX, prefixed_len, property_block_len, put_binary, put_varint, varint_len,
 };
-use super::string::MqttString;
+use super::string::{MqttString, any_byte, contains_nul};
 use super::topic::TopicName;
 use super::{PacketType, QoS};
 
@@ -103,6 +103,167 @@ impl UserProperty {
             key: MqttString::from_static(key),
             value: MqttString::from_static(value),
         }
+    }
+}
+
+/// The User Properties of one packet, in order [MQTT-3.1.3-10], duplicates
+/// allowed.
+///
+/// They are kept in their wire form, `0x26 name value` after one another,
+/// checked once when decoded: a decoded packet shares them with its input
+/// buffer by one reference whatever their number, and forwarding writes
+/// them with one copy. Read them with [`UserProperties::iter`].
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct UserProperties {
+    raw: Bytes,
+    count: usize,
+}
+
+/// One User Property read from [`UserProperties`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserPropertyRef<'a> {
+    /// Its name.
+    pub key: &'a str,
+    /// Its value.
+    pub value: &'a str,
+}
+
+impl UserProperties {
+    /// No property.
+    pub const fn new() -> Self {
+        Self {
+            raw: Bytes::new(),
+            count: 0,
+        }
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends one.
+    pub fn push(&mut self, p: UserProperty) {
+        let mut raw = BytesMut::with_capacity(self.raw.len() + p.wire_len());
+        raw.extend_from_slice(&self.raw);
+        raw.put_u8(USER_PROPERTY);
+        put_binary(&mut raw, p.key.as_bytes());
+        put_binary(&mut raw, p.value.as_bytes());
+        self.raw = raw.freeze();
+        self.count += 1;
+    }
+
+    /// The properties in order.
+    pub fn iter(&self) -> impl Iterator<Item = UserPropertyRef<'_>> + '_ {
+        let mut rest: &[u8] = &self.raw;
+        std::iter::from_fn(move || {
+            let (key, after) = split_string(rest.get(1..)?)?;
+            let (value, after) = split_string(after)?;
+            rest = after;
+            Some(UserPropertyRef { key, value })
+        })
+    }
+
+    /// The same properties in an allocation of their own, so that keeping
+    /// them does not keep the buffer they were decoded from.
+    #[must_use]
+    pub fn detached(&self) -> Self {
+        Self {
+            raw: Bytes::copy_from_slice(&self.raw),
+            count: self.count,
+        }
+    }
+
+    /// Reads one after its identifier, checking both strings, and adds it:
+    /// by widening the shared slice when it follows the last one read.
+    fn absorb_one(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        // The identifier 0x26 is one byte, just read.
+        let start = r.position() - 1;
+        check_string(r.binary_slice()?)?;
+        check_string(r.binary_slice()?)?;
+        let end = r.position();
+        self.raw = match r.offset_of(&self.raw) {
+            _ if self.raw.is_empty() => r.slice(start..end),
+            Some(at) if at + self.raw.len() == start => r.slice(at..end),
+            // Another property stands between: rare, so copied.
+            _ => {
+                let mut raw = BytesMut::with_capacity(self.raw.len() + end - start);
+                raw.extend_from_slice(&self.raw);
+                raw.extend_from_slice(&r.slice(start..end));
+                raw.freeze()
+            }
+        };
+        self.count += 1;
+        Ok(())
+    }
+}
+
+/// Splits a checked two-byte-length-prefixed string off the front of `b`.
+fn split_string(b: &[u8]) -> Option<(&str, &[u8])> {
+    let (len, rest) = b.split_first_chunk::<2>()?;
+    let (s, rest) = rest.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+    Some((std::str::from_utf8(s).ok()?, rest))
+}
+
+/// [MQTT-1.5.4-1] then [MQTT-1.5.4-2], as for every UTF-8 string.
+fn check_string(raw: &[u8]) -> Result<(), DecodeError> {
+    // Most names and values are short ASCII: one branch-free pass proves
+    // both rules, cheaper than setting up a UTF-8 validation.
+    if !any_byte(raw, |b| (b == 0) | (b >= 0x80)) {
+        return Ok(());
+    }
+    std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8)?;
+    if contains_nul(raw) {
+        return Err(DecodeError::NullCharacter);
+    }
+    Ok(())
+}
+
+impl UserProperty {
+    fn wire_len(&self) -> usize {
+        1 + 2 + self.key.len() + 2 + self.value.len()
+    }
+}
+
+impl From<Vec<UserProperty>> for UserProperties {
+    fn from(v: Vec<UserProperty>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl FromIterator<UserProperty> for UserProperties {
+    fn from_iter<I: IntoIterator<Item = UserProperty>>(iter: I) -> Self {
+        let mut out = Self::new();
+        for p in iter {
+            out.push(p);
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for UserProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|p| (p.key, p.value)))
+            .finish()
+    }
+}
+
+impl Field for UserProperties {
+    const NONE: Self = Self::new();
+    fn absorb(&mut self, r: &mut Reader<'_>, _: u8) -> Result<(), DecodeError> {
+        self.absorb_one(r)
+    }
+    fn field_len(&self) -> Result<usize, EncodeError> {
+        Ok(self.raw.len())
+    }
+    fn put<B: BufMut>(&self, _: u8, b: &mut B) {
+        b.put_slice(&self.raw);
     }
 }
 
@@ -372,22 +533,6 @@ impl Wire for Bytes {
     }
 }
 
-impl Wire for UserProperty {
-    fn read(r: &mut Reader, _: u8) -> Result<Self, DecodeError> {
-        Ok(UserProperty {
-            key: r.string()?,
-            value: r.string()?,
-        })
-    }
-    fn wire_len(&self) -> Result<usize, EncodeError> {
-        Ok(prefixed_len(self.key.len())? + prefixed_len(self.value.len())?)
-    }
-    fn write<B: BufMut>(&self, b: &mut B) {
-        put_binary(b, self.key.as_bytes());
-        put_binary(b, self.value.as_bytes());
-    }
-}
-
 /// How a property field of a struct holds its occurrences.
 pub(crate) trait Field {
     const NONE: Self;
@@ -533,7 +678,7 @@ properties! {
         /// Enhanced authentication data.
         authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
         /// User properties, in order.
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }
 
@@ -553,7 +698,7 @@ properties! {
         /// Correlation data for a response.
         correlation_data: Option<Bytes> = CORRELATION_DATA,
         /// User properties, in order [MQTT-3.1.3-10].
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }
 
@@ -593,16 +738,15 @@ properties! {
         /// Enhanced authentication data.
         authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
         /// User properties, in order.
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }
 
 /// PUBLISH properties (§3.3.2.3).
 ///
-/// The three small ones most messages carry live inline; the others
-/// ([`PublishExtras`]) are allocated only when one is present. They read
-/// and write through this struct all the same (`p.properties.content_type`),
-/// and writing one allocates them.
+/// The three small ones most messages carry live inline; the others ([`PublishExtras`]) are allocated only when one is
+/// present. They read and write through this struct all the same
+/// (`p.properties.content_type`), and writing one allocates them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishProperties {
     /// Whether the payload is UTF-8.
@@ -695,7 +839,7 @@ properties! {
         /// Content type of the payload.
         content_type: Option<MqttString> = CONTENT_TYPE,
         /// User properties, in order.
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }
 
@@ -705,7 +849,7 @@ properties! {
         /// Human-readable reason.
         reason_string: Option<MqttString> = REASON_STRING,
         /// User properties, in order.
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }
 
@@ -715,7 +859,7 @@ properties! {
         /// Identifier attached to messages delivered through these subscriptions.
         subscription_identifier: Option<SubscriptionId> = SUBSCRIPTION_IDENTIFIER,
         /// User properties, in order.
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }
 
@@ -723,7 +867,7 @@ properties! {
     /// UNSUBSCRIBE properties (§3.10.2.1).
     UnsubscribeProperties {
         /// User properties, in order.
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }
 
@@ -737,7 +881,7 @@ properties! {
         /// Another server to use.
         server_reference: Option<MqttString> = SERVER_REFERENCE,
         /// User properties, in order.
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }
 
@@ -751,6 +895,6 @@ properties! {
         /// Human-readable reason.
         reason_string: Option<MqttString> = REASON_STRING,
         /// User properties, in order.
-        user_properties: Repeated<UserProperty> = USER_PROPERTY,
+        user_properties: UserProperties = USER_PROPERTY,
     }
 }

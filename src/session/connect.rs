@@ -539,10 +539,7 @@ fn owned_will(w: &LastWill) -> LastWill {
         p.content_type = p.content_type.as_ref().map(string);
         p.response_topic = p.response_topic.as_ref().map(topic);
         p.correlation_data = p.correlation_data.as_deref().map(Bytes::copy_from_slice);
-        for u in p.user_properties.iter_mut() {
-            u.key = string(&u.key);
-            u.value = string(&u.value);
-        }
+        p.user_properties = p.user_properties.detached();
     }
     LastWill {
         topic: topic(&w.topic),
