@@ -34,9 +34,16 @@ impl Broker {
         let mut inflight = c.session.take_inflight();
         // Messages that waited for the client's window wait on; their
         // expiry counts from now (the time they spent queued while connected
-        // is not known here).
+        // is not known here). What the session keeps while offline is
+        // copied, so that it does not keep its read buffers alive.
         for msg in inflight.queued.drain(..) {
-            s.offline.push_back(Queued { msg, at: now });
+            s.offline.push_back(Queued {
+                msg: msg.detached(),
+                at: now,
+            });
+        }
+        for m in &mut inflight.outbound {
+            m.message = m.message.detached();
         }
         s.inflight = Some(Box::new(inflight));
         if expiry != u32::MAX {

@@ -32,11 +32,13 @@ impl Broker {
         qos: QoS,
         properties: &PublishProperties,
     ) {
+        // Copied: a retained message outlives the read buffer it came in,
+        // and sharing it would keep all of that buffer alive.
         let outcome = self.retained.store(Retained {
-            topic: topic.clone(),
-            payload: payload.clone(),
+            topic: topic.detached(),
+            payload: Bytes::copy_from_slice(payload),
             qos,
-            properties: properties.clone(),
+            properties: properties.detached(),
             stored_at: now,
         });
         if let RetainOutcome::Refused(reason) = outcome {
@@ -169,6 +171,8 @@ impl Broker {
         if msg.qos == QoS::AtMostOnce {
             return;
         }
+        // Copied for the same reason as a retained message.
+        let msg = msg.detached();
         let mut lost = None;
         if s.offline.len() >= self.config.max_offline_messages {
             match self.config.offline_overflow {

@@ -818,6 +818,21 @@ impl PublishProperties {
         self.extras.put_fields(b);
     }
 
+    /// The same properties in allocations of their own, so that keeping
+    /// them does not keep the buffer they were decoded from.
+    #[must_use]
+    pub fn detached(&self) -> Self {
+        let mut out = self.clone();
+        if !self.extras.is_empty() {
+            let e = &mut *out.extras;
+            e.response_topic = e.response_topic.as_ref().map(TopicName::detached);
+            e.correlation_data = e.correlation_data.as_deref().map(Bytes::copy_from_slice);
+            e.content_type = e.content_type.as_ref().map(MqttString::detached);
+            e.user_properties = e.user_properties.detached();
+        }
+        out
+    }
+
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
         self.payload_format_indicator.is_none()

@@ -53,6 +53,13 @@ impl MqttString {
         Self::new(ByteString::from_static(s)).expect("static MQTT strings are valid")
     }
 
+    /// The same string in an allocation of its own, so that keeping it
+    /// does not keep the buffer it was decoded from.
+    #[must_use]
+    pub fn detached(&self) -> Self {
+        Self(ByteString::from(self.as_str()))
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -84,6 +84,13 @@ impl TopicName {
         Ok(Self(MqttString::from_checked(s)))
     }
 
+    /// The same name in an allocation of its own, so that keeping it does
+    /// not keep the buffer it was decoded from.
+    #[must_use]
+    pub fn detached(&self) -> Self {
+        Self(self.0.detached())
+    }
+
     /// The topic name.
     pub fn as_str(&self) -> &str {
         self.0.as_str()

@@ -531,18 +531,16 @@ fn same_method(conn: &Conn, a: &Auth) -> bool {
 /// A copy of the will in allocations of its own: what a session keeps for
 /// its whole life must not pin the read buffer its CONNECT arrived in.
 fn owned_will(w: &LastWill) -> LastWill {
-    let string = |s: &MqttString| MqttString::try_from(s.as_str()).unwrap_or_else(|_| s.clone());
-    let topic = |t: &TopicName| TopicName::try_from(t.as_str()).unwrap_or_else(|_| t.clone());
     let mut properties = w.properties.clone();
     if !w.properties.is_empty() {
         let p = &mut *properties;
-        p.content_type = p.content_type.as_ref().map(string);
-        p.response_topic = p.response_topic.as_ref().map(topic);
+        p.content_type = p.content_type.as_ref().map(MqttString::detached);
+        p.response_topic = p.response_topic.as_ref().map(TopicName::detached);
         p.correlation_data = p.correlation_data.as_deref().map(Bytes::copy_from_slice);
         p.user_properties = p.user_properties.detached();
     }
     LastWill {
-        topic: topic(&w.topic),
+        topic: w.topic.detached(),
         payload: Bytes::copy_from_slice(&w.payload),
         qos: w.qos,
         retain: w.retain,

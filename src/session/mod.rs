@@ -481,8 +481,13 @@ impl Session {
     /// Whether a topic name or filter is within the configured length and
     /// depth.
     pub(super) fn topic_fits(&self, topic: &str) -> bool {
+        let levels_max = self.config.max_topic_levels;
         topic.len() <= self.config.max_topic_len
-            && memchr::memchr_iter(b'/', topic.as_bytes()).count() < self.config.max_topic_levels
+            // Fewer bytes than levels allowed cannot hold too many levels;
+            // otherwise a plain count, which vectorizes on short names
+            // where a search set up for long ones does not pay.
+            && (topic.len() < levels_max
+                || topic.bytes().filter(|&b| b == b'/').count() < levels_max)
     }
 
     /// Whether the next buffered packet may be decoded now.

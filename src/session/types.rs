@@ -218,6 +218,22 @@ pub struct OutboundMessage {
     pub properties: PublishProperties,
 }
 
+impl OutboundMessage {
+    /// The same message in allocations of its own, for storage that
+    /// outlives the moment (an offline queue): a message decoded from a
+    /// read buffer would otherwise keep all of that buffer alive.
+    #[must_use]
+    pub fn detached(&self) -> Self {
+        Self {
+            topic: self.topic.detached(),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.detached(),
+        }
+    }
+}
+
 /// A QoS 1/2 message sent to the client and not yet completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InflightMessage {

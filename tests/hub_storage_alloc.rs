@@ -1,0 +1,114 @@
+//! What the hub keeps beyond the moment — retained messages, offline
+//! queues — is copied out of the read buffer it arrived in: sharing it would
+//! keep that whole buffer alive for as long as the message is kept. Counted
+//! with a global allocator, so this file holds a single test.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use common::hub::{Net, connect};
+use testament::codec::*;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const MESSAGES: usize = 50;
+const BIG: usize = 32 * 1024;
+
+fn publish(topic: &str, payload: Vec<u8>, qos: QoS, retain: bool) -> Vec<u8> {
+    let mut p = Publish::new(TopicName::try_from(topic).unwrap(), payload);
+    p.qos = qos;
+    p.retain = retain;
+    p.packet_id = (qos != QoS::AtMostOnce).then(|| PacketId::new(1).unwrap());
+    Packet::Publish(p).to_vec(V5).unwrap()
+}
+
+#[test]
+fn kept_messages_do_not_keep_their_read_buffers() {
+    let mut net = Net::standard();
+    // A persistent subscriber that goes away: QoS 1 messages queue for it.
+    let mut c = connect(V5, "s", "s");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    let (s, _) = net.connect(c);
+    net.subscribe(s, &[("open/q/#", QoS::AtLeastOnce)]);
+    net.crash(s);
+    let (p, _) = net.connect(connect(V5, "p", "p"));
+    // Warm up whatever the hub allocates once (tables, queues).
+    net.send_bytes(
+        p,
+        &publish("open/warm", b"w".to_vec(), QoS::AtLeastOnce, true),
+    );
+    net.send_bytes(
+        p,
+        &publish("open/q/warm", b"w".to_vec(), QoS::AtLeastOnce, false),
+    );
+    net.take(p);
+    // The test's own records would keep what they name alive.
+    net.audits.clear();
+    net.log.clear();
+
+    let before = LIVE.load(Ordering::Relaxed);
+    for i in 0..MESSAGES {
+        // Each small message to keep arrives in one read with a big one
+        // that nobody keeps: they share the read buffer.
+        let mut read = publish(&format!("open/r/{i}"), vec![1; 10], QoS::AtMostOnce, true);
+        read.extend(publish(
+            &format!("open/q/{i}"),
+            vec![2; 10],
+            QoS::AtLeastOnce,
+            false,
+        ));
+        read.extend(publish("open/big", vec![3; BIG], QoS::AtMostOnce, false));
+        net.send_bytes(p, &read);
+        net.take(p);
+        net.audits.clear();
+        net.log.clear();
+    }
+    let grown = LIVE.load(Ordering::Relaxed) - before;
+    assert_eq!(net.hub.retained_messages(), MESSAGES + 1);
+    // Shared, each kept message would hold a buffer of more than BIG bytes.
+    let per_message = grown / (2 * MESSAGES) as isize;
+    assert!(
+        per_message < 1024,
+        "{per_message} bytes held per kept message ({grown} in all)"
+    );
+
+    // And they are all there.
+    let (s, present) = net.connect({
+        let mut c = connect(V5, "s", "s");
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+        c
+    });
+    assert!(present);
+    let queued = net.publishes(s);
+    assert_eq!(queued.len(), MESSAGES + 1);
+    assert!(queued[1..].iter().all(|m| m.payload[..] == [2; 10]));
+}
