@@ -354,7 +354,9 @@ impl Session {
             self.send_outbound(msg);
             Delivery::Accepted
         } else if conn.tr().outbound_queue.len() < self.config.max_outbound_queue {
-            conn.t().outbound_queue.push_back(msg);
+            // Copied: a message waiting behind a slow client's window would
+            // otherwise keep the publisher's whole read buffer alive.
+            conn.t().outbound_queue.push_back(msg.detached());
             Delivery::Accepted
         } else {
             Delivery::QueueFull
