@@ -14,12 +14,14 @@
 # mosquitto's anonymous ones.
 #
 #   bash benches/vs-mosquitto.sh            # ROUNDS=2 MESSAGES=1000000 STORM=5000 IDLE=5000
+#   ONLY=latency ROUNDS=5 bash benches/vs-mosquitto.sh   # the scenarios whose name matches
 #
 # Installs mosquitto from the Debian registry when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-2}
+ONLY=${ONLY:-}
 MESSAGES=${MESSAGES:-1000000}
 STORM=${STORM:-5000}
 IDLE=${IDLE:-5000}
@@ -144,6 +146,9 @@ table=()
 scenario() {
     local name=$1 key=$2 mconf=$3
     shift 3
+    if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then
+        return 0
+    fi
     echo "== $name" >&2
     local t=() m=() tl=0 ml=0 td=0 md=0
     for r in $(seq "$ROUNDS"); do
