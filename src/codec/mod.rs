@@ -29,7 +29,8 @@ pub use decoder::{Decoder, FixedHeader, decode_packet, parse_fixed_header};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PubAck, PubComp, PubRec, PubRel, Publish,
-    RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe,
+    PublishView, RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions, UnsubAck,
+    Unsubscribe,
 };
 pub use primitives::VARINT_MAX;
 pub use properties::{

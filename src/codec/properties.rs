@@ -793,28 +793,31 @@ impl PublishProperties {
         Ok(props)
     }
 
-    /// Length of the properties, without the block's length prefix.
-    pub(crate) fn inner_len(&self) -> Result<usize, EncodeError> {
+    /// Length of the properties with `alias` as the Topic Alias, without
+    /// the block's length prefix.
+    fn inner_len_with(&self, alias: Option<NonZeroU16>) -> Result<usize, EncodeError> {
         Ok(Field::field_len(&self.payload_format_indicator)?
             + Field::field_len(&self.message_expiry_interval)?
-            + Field::field_len(&self.topic_alias)?
+            + Field::field_len(&alias)?
             + self.extras.inner_len()?)
     }
 
-    /// Length of the whole block, its length prefix included.
-    pub(crate) fn block_len(&self) -> Result<usize, EncodeError> {
-        property_block_len(self.inner_len()?)
+    /// Length of the whole block with `alias` as the Topic Alias, its length
+    /// prefix included.
+    pub(crate) fn block_len_with(&self, alias: Option<NonZeroU16>) -> Result<usize, EncodeError> {
+        property_block_len(self.inner_len_with(alias)?)
     }
 
-    /// Writes the whole block; [`Self::block_len`] has validated it.
-    pub(crate) fn put_block<B: BufMut>(&self, b: &mut B) {
+    /// Writes the whole block with `alias` as the Topic Alias;
+    /// [`Self::block_len_with`] has validated it.
+    pub(crate) fn put_block_with<B: BufMut>(&self, alias: Option<NonZeroU16>, b: &mut B) {
         let inner = self
-            .inner_len()
+            .inner_len_with(alias)
             .expect("block_len validated these properties");
         put_varint(b, inner as u32);
         Field::put(&self.payload_format_indicator, PAYLOAD_FORMAT_INDICATOR, b);
         Field::put(&self.message_expiry_interval, MESSAGE_EXPIRY_INTERVAL, b);
-        Field::put(&self.topic_alias, TOPIC_ALIAS, b);
+        Field::put(&alias, TOPIC_ALIAS, b);
         self.extras.put_fields(b);
     }
 

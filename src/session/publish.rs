@@ -1,6 +1,7 @@
 //! Publishes in both directions and the authorization queue they wait in.
 
 use super::*;
+use crate::codec::PublishView;
 
 impl Session {
     pub(super) fn on_publish(&mut self, now: Timestamp, mut p: Publish) {
@@ -326,12 +327,9 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Delivery::NotConnected;
         };
-        let mut probe = Publish::new(msg.topic.clone(), msg.payload.clone());
-        probe.qos = msg.qos;
-        probe.packet_id = (msg.qos != QoS::AtMostOnce).then_some(PacketId::MIN);
-        probe.retain = msg.retain;
-        probe.properties = msg.properties.clone();
-        let size = probe.encoded_len(self.version).unwrap_or(usize::MAX);
+        let size = view(&msg, (msg.qos != QoS::AtMostOnce).then_some(PacketId::MIN))
+            .encoded_len(self.version)
+            .unwrap_or(usize::MAX);
         if conn
             .client_max_packet
             .is_some_and(|max| size > max as usize)
@@ -346,8 +344,11 @@ impl Session {
             return Delivery::QueueFull;
         }
         if msg.qos == QoS::AtMostOnce {
-            alias_topic(conn, &mut probe);
-            self.send(&Packet::Publish(probe));
+            let mut p = view(&msg, None);
+            alias_topic(conn, &mut p);
+            self.reserve_tx();
+            // Sized above: it encodes.
+            let _ = p.encode(self.version, &mut self.tx);
             return Delivery::Accepted;
         }
         if conn.tr().outbound.len() < window && conn.tr().outbound_queue.is_empty() {
@@ -411,12 +412,8 @@ impl Session {
                     .outbound
                     .push((m.packet_id, OutState::Released, m.message));
             } else {
-                let mut p = Publish::new(m.message.topic.clone(), m.message.payload.clone());
+                let mut p = view(&m.message, Some(m.packet_id));
                 p.dup = true;
-                p.qos = m.message.qos;
-                p.retain = m.message.retain;
-                p.packet_id = Some(m.packet_id);
-                p.properties = m.message.properties.clone();
                 let _ = p.encode(version, &mut self.tx);
                 conn.t()
                     .outbound
@@ -460,11 +457,7 @@ impl Session {
             conn.t().outbound_queue.push_front(msg);
             return;
         };
-        let mut p = Publish::new(msg.topic.clone(), msg.payload.clone());
-        p.qos = msg.qos;
-        p.retain = msg.retain;
-        p.packet_id = Some(id);
-        p.properties = msg.properties.clone();
+        let mut p = view(&msg, Some(id));
         alias_topic(conn, &mut p);
         // The hub keeps the message for redelivery on a later connection; a
         // connection itself never resends [MQTT-4.4.0-1].
@@ -596,22 +589,36 @@ pub(super) fn next_free_id(conn: &mut Conn) -> Option<PacketId> {
 /// Replaces the topic by an alias the client already knows, or teaches it a
 /// new one while it accepts more (MQTT 5.0 §3.3.2.3.4); first come, first
 /// aliased, never reassigned.
-fn alias_topic(conn: &mut Conn, p: &mut Publish) {
+fn alias_topic(conn: &mut Conn, p: &mut PublishView<'_>) {
     if conn.client_alias_max == 0 {
         return;
     }
-    let Some(topic) = p.topic.as_ref() else {
+    let Some(topic) = p.topic else {
         return;
     };
     if let Some(i) = conn.tr().aliases_out.iter().position(|t| t == topic) {
         p.topic = None;
-        p.properties.topic_alias = u16::try_from(i + 1)
+        p.topic_alias = u16::try_from(i + 1)
             .ok()
             .and_then(std::num::NonZeroU16::new);
     } else if conn.tr().aliases_out.len() < usize::from(conn.client_alias_max) {
         conn.t().aliases_out.push(topic.clone());
-        p.properties.topic_alias = u16::try_from(conn.tr().aliases_out.len())
+        p.topic_alias = u16::try_from(conn.tr().aliases_out.len())
             .ok()
             .and_then(std::num::NonZeroU16::new);
+    }
+}
+
+/// A kept message as a PUBLISH to encode, without copying it into one.
+fn view(msg: &OutboundMessage, packet_id: Option<PacketId>) -> PublishView<'_> {
+    PublishView {
+        dup: false,
+        qos: msg.qos,
+        retain: msg.retain,
+        topic: Some(&msg.topic),
+        packet_id,
+        topic_alias: msg.properties.topic_alias,
+        properties: &msg.properties,
+        payload: &msg.payload,
     }
 }

@@ -16,7 +16,7 @@ use super::{Encode, PacketType, ProtocolVersion};
 pub use ack::{PubAck, PubComp, PubRec, PubRel};
 pub use connect::{ConnAck, Connect, LastWill};
 pub use disconnect::{Auth, Disconnect};
-pub use publish::Publish;
+pub use publish::{Publish, PublishView};
 pub use subscribe::{
     RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
@@ -244,6 +244,19 @@ impl Encode for Connect {
 }
 
 impl Encode for Publish {
+    fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        self.view().encoded_len(version)
+    }
+    fn encode<B: BufMut>(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut B,
+    ) -> Result<usize, EncodeError> {
+        self.view().encode(version, buf)
+    }
+}
+
+impl Encode for PublishView<'_> {
     fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
         frame_len(self.body_len(version)?)
     }

@@ -1,5 +1,7 @@
 //! PUBLISH (§3.3).
 
+use std::num::NonZeroU16;
+
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::codec::error::{DecodeError, EncodeError};
@@ -93,6 +95,56 @@ impl Publish {
         })
     }
 
+    /// The packet as borrowed parts, for encoding.
+    pub fn view(&self) -> PublishView<'_> {
+        PublishView {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.as_ref(),
+            packet_id: self.packet_id,
+            topic_alias: self.properties.topic_alias,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+
+    pub(crate) fn first_byte(&self) -> u8 {
+        self.view().first_byte()
+    }
+
+    pub(crate) fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+        self.view().body_len(v)
+    }
+
+    pub(crate) fn put_body<B: BufMut>(&self, v: ProtocolVersion, b: &mut B) {
+        self.view().put_body(v, b);
+    }
+}
+
+/// A PUBLISH to encode from borrowed parts: what a broker sends from a
+/// message it keeps, without cloning the message into a [`Publish`] first.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishView<'a> {
+    /// DUP.
+    pub dup: bool,
+    /// Delivery QoS.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// Topic Name; `None` only in 5.0 with a Topic Alias.
+    pub topic: Option<&'a TopicName>,
+    /// Packet identifier: present exactly when QoS is 1 or 2.
+    pub packet_id: Option<PacketId>,
+    /// The Topic Alias sent, in place of the one in `properties`.
+    pub topic_alias: Option<NonZeroU16>,
+    /// The other 5.0 properties.
+    pub properties: &'a PublishProperties,
+    /// Application payload.
+    pub payload: &'a [u8],
+}
+
+impl PublishView<'_> {
     pub(crate) fn first_byte(&self) -> u8 {
         ((PacketType::Publish as u8) << 4)
             | (u8::from(self.dup) << 3)
@@ -104,9 +156,9 @@ impl Publish {
         if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
             return Err(EncodeError::PacketIdMismatch);
         }
-        let topic_len = match &self.topic {
+        let topic_len = match self.topic {
             Some(t) => t.len(),
-            None if v == ProtocolVersion::V5 && self.properties.topic_alias.is_some() => 0,
+            None if v == ProtocolVersion::V5 && self.topic_alias.is_some() => 0,
             None => return Err(EncodeError::MissingTopic),
         };
         let mut len = prefixed_len(topic_len)? + self.payload.len();
@@ -114,13 +166,13 @@ impl Publish {
             len += 2;
         }
         if v == ProtocolVersion::V5 {
-            len += self.properties.block_len()?;
+            len += self.properties.block_len_with(self.topic_alias)?;
         }
         Ok(len)
     }
 
     pub(crate) fn put_body<B: BufMut>(&self, v: ProtocolVersion, b: &mut B) {
-        match &self.topic {
+        match self.topic {
             Some(t) => put_binary(b, t.as_bytes()),
             None => b.put_u16(0),
         }
@@ -128,8 +180,8 @@ impl Publish {
             b.put_u16(id.get());
         }
         if v == ProtocolVersion::V5 {
-            self.properties.put_block(b);
+            self.properties.put_block_with(self.topic_alias, b);
         }
-        b.put_slice(&self.payload);
+        b.put_slice(self.payload);
     }
 }
