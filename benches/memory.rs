@@ -7,12 +7,14 @@
 //! `cargo bench --bench memory` (`MEMORY_SESSIONS` changes the count).
 #![allow(clippy::disallowed_methods)]
 
+#[path = "../tests/common/alloc.rs"]
+#[allow(dead_code)] // the call count serves the tests
+mod alloc;
 mod harness;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
+use alloc::Counting;
 use testament::auth::{
     Acl, AuthMethod, ClaimAcl, Effect, FilterTemplate, Identity, Ops, Rule, Subject, TokenDigest,
 };
@@ -20,39 +22,8 @@ use testament::broker::{Broker, BrokerConfig, ConnId};
 use testament::codec::{Bytes, Connect, Encode, MqttString, Packet, ProtocolVersion};
 use testament::time::Timestamp;
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only a
-// counter is kept beside it.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout as given.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
 
 const TOKEN_LEN: usize = 600; // an RS256 JWT with a few claims
 
@@ -99,14 +70,14 @@ fn main() {
             (id, bytes)
         })
         .collect();
-    let base = live();
+    let base = Counting::live();
     let conns: Vec<ConnId> = (0..n).map(|_| hub.open(now, None)).collect();
-    let opened = live();
+    let opened = Counting::live();
     for (conn, (_, bytes)) in conns.iter().zip(&connects) {
         hub.handle_bytes(*conn, now, bytes);
         harness::settle(&mut hub, now, identity);
     }
-    let idle = live();
+    let idle = Counting::live();
     let per = |a: isize, b: isize| (b - a) as f64 / n as f64;
     let floor: usize = connects.iter().map(|(id, _)| id.len()).sum::<usize>() / n;
     println!("hub heap per connection, {n} clients (3.1.1, JWT-shaped identity):");

@@ -2,31 +2,12 @@
 //! payload share the receive buffer. Counted with a global allocator, so this
 //! file holds a single test (tests of one binary share the allocator).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
+use common::alloc::Counting;
 use testament::codec::{
     Bytes, Decoder, Encode, Packet, PacketId, ProtocolVersion, Publish, QoS, TopicName,
 };
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -54,13 +35,13 @@ fn publish_decoding_allocates_nothing_per_packet() {
             let bytes = stream(version, qos);
             let mut decoder = Decoder::new(1 << 20).with_version(version);
             decoder.feed(&bytes);
-            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let before = Counting::calls();
             let mut decoded = 0;
             while let Some(packet) = decoder.decode().unwrap() {
                 assert!(matches!(packet, Packet::Publish(ref p) if p.payload.len() == 100));
                 decoded += 1;
             }
-            let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+            let allocations = Counting::calls() - before;
             assert_eq!(decoded, PACKETS);
             // The first split turns the receive buffer into a shared one: one
             // allocation for the whole stream, none per packet.

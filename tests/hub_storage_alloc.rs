@@ -1,38 +1,14 @@
 //! What the hub keeps beyond the moment — retained messages, offline
-//! queues, messages waiting behind a slow client's window — is copied out of the read buffer it arrived in: sharing it would
-//! keep that whole buffer alive for as long as the message is kept. Counted
-//! with a global allocator, so this file holds a single test.
+//! queues, messages waiting behind a slow client's window — is copied out of
+//! the read buffer it arrived in: sharing it would keep that whole buffer
+//! alive for as long as the message is kept. Counted with a global
+//! allocator, so this file holds a single test.
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
+use common::alloc::Counting;
 use common::hub::{Net, connect};
 use testament::codec::*;
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -81,7 +57,7 @@ fn kept_messages_do_not_keep_their_read_buffers() {
     net.audits.clear();
     net.log.clear();
 
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = Counting::live();
     for i in 0..MESSAGES {
         // Each small message to keep arrives in one read with a big one
         // that nobody keeps: they share the read buffer.
@@ -99,7 +75,7 @@ fn kept_messages_do_not_keep_their_read_buffers() {
         net.audits.clear();
         net.log.clear();
     }
-    let grown = LIVE.load(Ordering::Relaxed) - before;
+    let grown = Counting::live() - before;
     assert_eq!(net.hub.retained_messages(), MESSAGES + 1);
     // Shared, each kept message would hold a buffer of more than BIG bytes.
     let per_message = grown / (3 * MESSAGES) as isize;

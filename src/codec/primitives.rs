@@ -31,11 +31,7 @@ impl<'a> Reader<'a> {
     /// A reader over all of `frame`.
     #[inline]
     pub(crate) fn new(frame: &'a Bytes) -> Self {
-        Self {
-            frame,
-            pos: 0,
-            end: frame.len(),
-        }
+        Self::at(frame, 0)
     }
 
     /// A reader over `frame` from `pos` on (`pos` must lie within it).

@@ -187,16 +187,19 @@ impl UserProperties {
         check_string(r.binary_slice()?)?;
         check_string(r.binary_slice()?)?;
         let end = r.position();
-        self.raw = match r.offset_of(&self.raw) {
-            _ if self.raw.is_empty() => r.slice(start..end),
-            Some(at) if at + self.raw.len() == start => r.slice(at..end),
+        let follows = r
+            .offset_of(&self.raw)
+            .filter(|at| at + self.raw.len() == start);
+        self.raw = if self.raw.is_empty() {
+            r.slice(start..end)
+        } else if let Some(at) = follows {
+            r.slice(at..end)
+        } else {
             // Another property stands between: rare, so copied.
-            _ => {
-                let mut raw = BytesMut::with_capacity(self.raw.len() + end - start);
-                raw.extend_from_slice(&self.raw);
-                raw.extend_from_slice(&r.slice(start..end));
-                raw.freeze()
-            }
+            let mut raw = BytesMut::with_capacity(self.raw.len() + end - start);
+            raw.extend_from_slice(&self.raw);
+            raw.extend_from_slice(&r.slice(start..end));
+            raw.freeze()
         };
         self.count += 1;
         Ok(())
@@ -271,6 +274,69 @@ impl Field for UserProperties {
 pub trait PropertySet: Default + PartialEq + 'static {
     /// The set with no property present.
     fn empty() -> &'static Self;
+
+    /// The same properties in allocations of their own, so that keeping
+    /// them does not keep the buffer they were decoded from.
+    #[must_use]
+    fn detached(&self) -> Self;
+}
+
+/// A property value in allocations of its own (see [`PropertySet::detached`]).
+pub(crate) trait Detach {
+    fn detach(&self) -> Self;
+}
+
+impl<T: Detach> Detach for Option<T> {
+    fn detach(&self) -> Self {
+        self.as_ref().map(T::detach)
+    }
+}
+
+/// Values that own everything they hold: a copy is already detached.
+macro_rules! detach_by_clone {
+    ($($t:ty),*) => {$(
+        impl Detach for $t {
+            fn detach(&self) -> Self {
+                self.clone()
+            }
+        }
+    )*};
+}
+
+detach_by_clone!(
+    bool,
+    u16,
+    u32,
+    NonZeroU16,
+    NonZeroU32,
+    QoS,
+    PayloadFormat,
+    SubscriptionId,
+    Repeated<SubscriptionId>
+);
+
+impl Detach for Bytes {
+    fn detach(&self) -> Self {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl Detach for MqttString {
+    fn detach(&self) -> Self {
+        self.detached()
+    }
+}
+
+impl Detach for TopicName {
+    fn detach(&self) -> Self {
+        self.detached()
+    }
+}
+
+impl Detach for UserProperties {
+    fn detach(&self) -> Self {
+        self.detached()
+    }
 }
 
 /// The properties of a packet, allocated only when at least one is present,
@@ -285,6 +351,13 @@ impl<T: PropertySet> Properties<T> {
     /// Whether no property is present.
     pub fn is_empty(&self) -> bool {
         self.0.as_deref().is_none_or(|p| p == T::empty())
+    }
+
+    /// The same properties in allocations of their own, so that keeping
+    /// them does not keep the buffer they were decoded from.
+    #[must_use]
+    pub fn detached(&self) -> Self {
+        Self(self.0.as_deref().map(|p| Box::new(p.detached())))
     }
 }
 
@@ -335,13 +408,21 @@ pub(crate) fn decode_block<T: PropertySet + Absorb>(
     packet_type: PacketType,
 ) -> Result<Properties<T>, DecodeError> {
     let mut props = Properties::<T>::default();
-    read_block(r, |r, pid| {
-        props
-            .0
-            .get_or_insert_with(Box::default)
-            .absorb(r, pid, packet_type)
-    })?;
+    read_block(r, |r, pid| absorb_boxed(&mut props, r, pid, packet_type))?;
     Ok(props)
+}
+
+/// Reads property `pid` into the set, allocating it on its first property.
+fn absorb_boxed<T: PropertySet + Absorb>(
+    props: &mut Properties<T>,
+    r: &mut Reader<'_>,
+    pid: u8,
+    packet_type: PacketType,
+) -> Result<(), DecodeError> {
+    props
+        .0
+        .get_or_insert_with(Box::default)
+        .absorb(r, pid, packet_type)
 }
 
 impl<T: PropertySet> std::ops::Deref for Properties<T> {
@@ -652,6 +733,10 @@ macro_rules! properties {
                 static EMPTY: $name = $name { $( $field: <$ty as Field>::NONE, )* };
                 &EMPTY
             }
+
+            fn detached(&self) -> Self {
+                Self { $( $field: Detach::detach(&self.$field), )* }
+            }
         }
     };
 }
@@ -782,13 +867,7 @@ impl PublishProperties {
             PAYLOAD_FORMAT_INDICATOR => Field::absorb(&mut props.payload_format_indicator, r, pid),
             MESSAGE_EXPIRY_INTERVAL => Field::absorb(&mut props.message_expiry_interval, r, pid),
             TOPIC_ALIAS => Field::absorb(&mut props.topic_alias, r, pid),
-            _ => {
-                props
-                    .extras
-                    .0
-                    .get_or_insert_with(Box::default)
-                    .absorb(r, pid, PacketType::Publish)
-            }
+            _ => absorb_boxed(&mut props.extras, r, pid, PacketType::Publish),
         })?;
         Ok(props)
     }
@@ -825,15 +904,10 @@ impl PublishProperties {
     /// them does not keep the buffer they were decoded from.
     #[must_use]
     pub fn detached(&self) -> Self {
-        let mut out = self.clone();
-        if !self.extras.is_empty() {
-            let e = &mut *out.extras;
-            e.response_topic = e.response_topic.as_ref().map(TopicName::detached);
-            e.correlation_data = e.correlation_data.as_deref().map(Bytes::copy_from_slice);
-            e.content_type = e.content_type.as_ref().map(MqttString::detached);
-            e.user_properties = e.user_properties.detached();
+        Self {
+            extras: self.extras.detached(),
+            ..self.clone()
         }
-        out
     }
 
     /// Whether no property is set.

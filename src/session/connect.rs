@@ -531,19 +531,11 @@ fn same_method(conn: &Conn, a: &Auth) -> bool {
 /// A copy of the will in allocations of its own: what a session keeps for
 /// its whole life must not pin the read buffer its CONNECT arrived in.
 fn owned_will(w: &LastWill) -> LastWill {
-    let mut properties = w.properties.clone();
-    if !w.properties.is_empty() {
-        let p = &mut *properties;
-        p.content_type = p.content_type.as_ref().map(MqttString::detached);
-        p.response_topic = p.response_topic.as_ref().map(TopicName::detached);
-        p.correlation_data = p.correlation_data.as_deref().map(Bytes::copy_from_slice);
-        p.user_properties = p.user_properties.detached();
-    }
     LastWill {
         topic: w.topic.detached(),
         payload: Bytes::copy_from_slice(&w.payload),
         qos: w.qos,
         retain: w.retain,
-        properties,
+        properties: w.properties.detached(),
     }
 }

@@ -55,7 +55,11 @@ impl Session {
                         if conn.tr().aliases_in.len() <= slot {
                             conn.t().aliases_in.resize(slot + 1, None);
                         }
-                        conn.t().aliases_in[slot] = Some(t.clone());
+                        // Kept for the connection's life: copied out of the
+                        // read buffer, and only when the alias changes.
+                        if conn.tr().aliases_in[slot].as_ref() != Some(&t) {
+                            conn.t().aliases_in[slot] = Some(t.detached());
+                        }
                         t
                     }
                     None => match conn.tr().aliases_in.get(slot).cloned().flatten() {
@@ -602,7 +606,9 @@ fn alias_topic(conn: &mut Conn, p: &mut PublishView<'_>) {
             .ok()
             .and_then(std::num::NonZeroU16::new);
     } else if conn.tr().aliases_out.len() < usize::from(conn.client_alias_max) {
-        conn.t().aliases_out.push(topic.clone());
+        // Kept for the connection's life: copied out of the publisher's
+        // read buffer.
+        conn.t().aliases_out.push(topic.detached());
         p.topic_alias = u16::try_from(conn.tr().aliases_out.len())
             .ok()
             .and_then(std::num::NonZeroU16::new);

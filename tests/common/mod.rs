@@ -54,6 +54,7 @@ pub fn pid(id: u16) -> PacketId {
     PacketId::new(id).unwrap()
 }
 
+pub mod alloc;
 pub mod e2e;
 pub mod hub;
 pub mod jwt;
