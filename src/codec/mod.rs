@@ -17,7 +17,7 @@ mod packet;
 mod primitives;
 pub mod properties;
 mod reason;
-mod string;
+pub(crate) mod string;
 mod topic;
 
 use std::fmt;

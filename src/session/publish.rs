@@ -139,8 +139,7 @@ impl Session {
                 retain: p.retain,
             };
             if let Some(decision) = authorizer.authorize(&request) {
-                let identity = identity.clone();
-                self.finish_publish(now, identity, None, p, topic, decision);
+                self.finish_publish(now, None, p, topic, decision);
                 return;
             }
         }
@@ -160,8 +159,7 @@ impl Session {
                 return;
             };
             if conn.tr().pending.is_empty() {
-                let identity = query.identity.clone();
-                self.finish_publish(now, identity, Some(query), p, topic, decision);
+                self.finish_publish(now, Some(query), p, topic, decision);
             } else {
                 // Earlier requests still wait: take effect after them. Its
                 // ticket is never answered: the decision is already in.
@@ -218,8 +216,7 @@ impl Session {
                     decision: Some(decision),
                     ..
                 } => {
-                    let identity = query.identity.clone();
-                    self.finish_publish(now, identity, Some(query), publish, topic, decision);
+                    self.finish_publish(now, Some(query), publish, topic, decision);
                 }
                 Pending::Publish { .. } => {}
                 Pending::Subscribe { packet, slots } => self.finish_subscribe(now, packet, slots),
@@ -228,12 +225,12 @@ impl Session {
     }
 
     /// Carries out a publish decision: the audit record (its request built
-    /// here when the decision was made on borrowed data), the hand-up, the
-    /// acknowledgement.
+    /// here, against the identity in force, when the decision was made on
+    /// borrowed data), the hand-up, the acknowledgement.
+    #[inline]
     pub(super) fn finish_publish(
         &mut self,
         now: Timestamp,
-        identity: Arc<Identity>,
         query: Option<AuthzQuery>,
         p: Publish,
         topic: TopicName,
@@ -241,19 +238,24 @@ impl Session {
     ) {
         let allowed = decision.is_allowed();
         if !allowed || self.config.audit_allowed_publishes {
-            let query = query.unwrap_or_else(|| AuthzQuery {
-                identity: identity.clone(),
-                op: Operation::Publish,
-                topic: topic.as_mqtt_str().clone(),
-                qos: p.qos,
-                retain: p.retain,
-                will_trigger: None,
+            let query = query.or_else(|| {
+                Some(AuthzQuery {
+                    identity: self.conn.as_ref()?.identity.clone()?,
+                    op: Operation::Publish,
+                    topic: topic.as_mqtt_str().clone(),
+                    qos: p.qos,
+                    retain: p.retain,
+                    will_trigger: None,
+                })
             });
-            self.audit(AuditRecord::authorization(now, query, decision));
+            if let Some(query) = query {
+                self.audit(AuditRecord::authorization(now, query, decision));
+            }
         }
         if allowed {
-            self.push(Action::Publish(InboundMessage {
-                identity,
+            // Straight into the queue (a publish never waits for bytes
+            // written before it): one copy of the message, not three.
+            self.actions.push_back(Action::Publish(InboundMessage {
                 topic,
                 payload: p.payload,
                 qos: p.qos,
@@ -286,7 +288,17 @@ impl Session {
         match p.qos {
             QoS::AtLeastOnce => {
                 conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
-                self.send(&Packet::PubAck(PubAck::with_reason(id, code)));
+                if code == PubAckReasonCode::Success {
+                    // The same four bytes in 3.1.1 and 5.0 (a success
+                    // without properties leaves its reason code out), so
+                    // the one acknowledgement per message skips the
+                    // general encoder.
+                    let [hi, lo] = id.get().to_be_bytes();
+                    self.reserve_tx();
+                    self.tx.extend_from_slice(&[0x40, 0x02, hi, lo]);
+                } else {
+                    self.send(&Packet::PubAck(PubAck::with_reason(id, code)));
+                }
             }
             QoS::ExactlyOnce => {
                 if code.is_error() {

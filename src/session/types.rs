@@ -161,10 +161,14 @@ pub struct CloseReason {
 }
 
 /// An application message that passed authorization, handed up for routing.
+///
+/// It was authorized against the session's identity when the PUBLISH
+/// arrived — the one in [`Action::Open`] or the latest
+/// [`Action::IdentityChanged`]; the [`Action::Authorize`] and the audit
+/// record name it. The message does not carry it: routing never reads it,
+/// and carrying it cost a reference count taken and dropped per message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundMessage {
-    /// The publisher's identity at the time of the decision.
-    pub identity: Arc<Identity>,
     /// Topic (aliases resolved).
     pub topic: TopicName,
     /// Payload.
