@@ -99,8 +99,8 @@ enum Pending {
     Publish {
         ticket: Ticket,
         query: AuthzQuery,
+        /// Its topic resolved (never `None`).
         publish: Publish,
-        topic: TopicName,
         decision: Option<Decision>,
     },
     Subscribe {
@@ -465,17 +465,16 @@ impl Session {
             match self.decoder.decode() {
                 // Most of any stream: straight to its handler, without the
                 // general dispatch's copy of the packet.
-                Ok(Some(Packet::Publish(p))) if self.state == State::Connected => {
+                Ok(Some(mut packet)) => {
                     if let Some(conn) = self.conn.as_mut() {
                         conn.last_packet = now;
                     }
-                    self.on_publish(now, p);
-                }
-                Ok(Some(packet)) => {
-                    if let Some(conn) = self.conn.as_mut() {
-                        conn.last_packet = now;
+                    match &mut packet {
+                        Packet::Publish(p) if self.state == State::Connected => {
+                            self.on_publish(now, p);
+                        }
+                        _ => self.handle_packet(now, packet),
                     }
-                    self.handle_packet(now, packet);
                 }
                 Ok(None) => {
                     self.decoder.release_if_empty();
@@ -744,7 +743,7 @@ impl Session {
             }
             (State::Authenticating(_), Packet::Auth(a)) => self.on_auth_before_connack(a),
             (State::Connected, Packet::Connect(_)) => self.protocol_error(now, "second CONNECT"),
-            (State::Connected, Packet::Publish(p)) => self.on_publish(now, p),
+            (State::Connected, Packet::Publish(mut p)) => self.on_publish(now, &mut p),
             (State::Connected, Packet::PubAck(a)) => {
                 self.on_outbound_ack(a.packet_id, OutState::Published)
             }

@@ -4,7 +4,9 @@ use super::*;
 use crate::codec::PublishView;
 
 impl Session {
-    pub(super) fn on_publish(&mut self, now: Timestamp, mut p: Publish) {
+    // By reference: moving the packet just decoded into an argument copies it
+    // with wide loads over the decoder's narrow stores, which stalls.
+    pub(super) fn on_publish(&mut self, now: Timestamp, p: &mut Publish) {
         let v5 = self.version == ProtocolVersion::V5;
         let config_max_qos = self.config.maximum_qos;
         let retain_available = self.config.retain_available;
@@ -36,46 +38,41 @@ impl Session {
             );
             return;
         }
-        // Topic aliases (§3.3.2.3.4).
-        let alias_max = usize::from(self.config.topic_alias_maximum);
-        let topic = match (p.topic.take(), p.properties.topic_alias) {
-            (topic, Some(alias)) => {
-                let slot = usize::from(alias.get()) - 1;
-                if slot >= alias_max {
-                    self.fail(
-                        now,
-                        DisconnectReasonCode::TopicAliasInvalid,
-                        "topic alias out of range",
-                        WillTrigger::ProtocolError,
-                    );
-                    return;
-                }
-                match topic {
-                    Some(t) => {
-                        if conn.tr().aliases_in.len() <= slot {
-                            conn.t().aliases_in.resize(slot + 1, None);
-                        }
-                        // Kept for the connection's life: copied out of the
-                        // read buffer, and only when the alias changes.
-                        if conn.tr().aliases_in[slot].as_ref() != Some(&t) {
-                            conn.t().aliases_in[slot] = Some(t.detached());
-                        }
-                        t
-                    }
-                    None => match conn.tr().aliases_in.get(slot).cloned().flatten() {
-                        Some(t) => t,
-                        None => {
-                            self.protocol_error(now, "unknown topic alias");
-                            return;
-                        }
-                    },
-                }
-            }
-            (Some(t), None) => t,
-            (None, None) => {
-                self.protocol_error(now, "no topic");
+        // Topic aliases (§3.3.2.3.4): the topic meant ends up in `p.topic`.
+        if let Some(alias) = p.properties.topic_alias {
+            let slot = usize::from(alias.get()) - 1;
+            if slot >= usize::from(self.config.topic_alias_maximum) {
+                self.fail(
+                    now,
+                    DisconnectReasonCode::TopicAliasInvalid,
+                    "topic alias out of range",
+                    WillTrigger::ProtocolError,
+                );
                 return;
             }
+            match &p.topic {
+                Some(t) => {
+                    if conn.tr().aliases_in.len() <= slot {
+                        conn.t().aliases_in.resize(slot + 1, None);
+                    }
+                    // Kept for the connection's life: copied out of the
+                    // read buffer, and only when the alias changes.
+                    if conn.tr().aliases_in[slot].as_ref() != Some(t) {
+                        conn.t().aliases_in[slot] = Some(t.detached());
+                    }
+                }
+                None => match conn.tr().aliases_in.get(slot).cloned().flatten() {
+                    Some(t) => p.topic = Some(t),
+                    None => {
+                        self.protocol_error(now, "unknown topic alias");
+                        return;
+                    }
+                },
+            }
+        }
+        let Some(topic) = &p.topic else {
+            self.protocol_error(now, "no topic");
+            return;
         };
         if v5 {
             p.properties.topic_alias = None;
@@ -139,7 +136,7 @@ impl Session {
                 retain: p.retain,
             };
             if let Some(decision) = authorizer.authorize(&request) {
-                self.finish_publish(now, None, p, topic, decision);
+                self.finish_publish(now, None, p, decision);
                 return;
             }
         }
@@ -159,15 +156,14 @@ impl Session {
                 return;
             };
             if conn.tr().pending.is_empty() {
-                self.finish_publish(now, Some(query), p, topic, decision);
+                self.finish_publish(now, Some(query), p, decision);
             } else {
                 // Earlier requests still wait: take effect after them. Its
                 // ticket is never answered: the decision is already in.
                 conn.t().pending.push_back(Pending::Publish {
                     ticket: Ticket(0),
                     query,
-                    publish: p,
-                    topic,
+                    publish: take_publish(p),
                     decision: Some(decision),
                 });
             }
@@ -180,8 +176,7 @@ impl Session {
         conn.t().pending.push_back(Pending::Publish {
             ticket,
             query: query.clone(),
-            publish: p,
-            topic,
+            publish: take_publish(p),
             decision: None,
         });
         self.push(Action::Authorize { ticket, query });
@@ -211,12 +206,11 @@ impl Session {
             match item {
                 Pending::Publish {
                     query,
-                    publish,
-                    topic,
+                    mut publish,
                     decision: Some(decision),
                     ..
                 } => {
-                    self.finish_publish(now, Some(query), publish, topic, decision);
+                    self.finish_publish(now, Some(query), &mut publish, decision);
                 }
                 Pending::Publish { .. } => {}
                 Pending::Subscribe { packet, slots } => self.finish_subscribe(now, packet, slots),
@@ -232,8 +226,7 @@ impl Session {
         &mut self,
         now: Timestamp,
         query: Option<AuthzQuery>,
-        p: Publish,
-        topic: TopicName,
+        p: &mut Publish,
         decision: Decision,
     ) {
         let allowed = decision.is_allowed();
@@ -242,7 +235,7 @@ impl Session {
                 Some(AuthzQuery {
                     identity: self.conn.as_ref()?.identity.clone()?,
                     op: Operation::Publish,
-                    topic: topic.as_mqtt_str().clone(),
+                    topic: p.topic.as_ref()?.as_mqtt_str().clone(),
                     qos: p.qos,
                     retain: p.retain,
                     will_trigger: None,
@@ -252,15 +245,15 @@ impl Session {
                 self.audit(AuditRecord::authorization(now, query, decision));
             }
         }
-        if allowed {
+        if allowed && let Some(topic) = p.topic.take() {
             // Straight into the queue (a publish never waits for bytes
             // written before it): one copy of the message, not three.
             self.actions.push_back(Action::Publish(InboundMessage {
                 topic,
-                payload: p.payload,
+                payload: std::mem::take(&mut p.payload),
                 qos: p.qos,
                 retain: p.retain,
-                properties: p.properties,
+                properties: std::mem::take(&mut p.properties),
             }));
         }
         let Some(id) = p.packet_id else {
@@ -588,6 +581,19 @@ impl Session {
         }
         self.drain_pending(now);
         Ok(())
+    }
+}
+
+/// The publish out of `p`, which keeps only empty parts.
+fn take_publish(p: &mut Publish) -> Publish {
+    Publish {
+        dup: p.dup,
+        qos: p.qos,
+        retain: p.retain,
+        topic: p.topic.take(),
+        packet_id: p.packet_id,
+        properties: std::mem::take(&mut p.properties),
+        payload: std::mem::take(&mut p.payload),
     }
 }
 
