@@ -136,7 +136,7 @@ impl Session {
                 retain: p.retain,
             };
             if let Some(decision) = authorizer.authorize(&request) {
-                self.finish_publish(now, None, p, decision);
+                self.finish_publish(now, None, p, &decision);
                 return;
             }
         }
@@ -156,7 +156,7 @@ impl Session {
                 return;
             };
             if conn.tr().pending.is_empty() {
-                self.finish_publish(now, Some(query), p, decision);
+                self.finish_publish(now, Some(query), p, &decision);
             } else {
                 // Earlier requests still wait: take effect after them. Its
                 // ticket is never answered: the decision is already in.
@@ -210,7 +210,7 @@ impl Session {
                     decision: Some(decision),
                     ..
                 } => {
-                    self.finish_publish(now, Some(query), &mut publish, decision);
+                    self.finish_publish(now, Some(query), &mut publish, &decision);
                 }
                 Pending::Publish { .. } => {}
                 Pending::Subscribe { packet, slots } => self.finish_subscribe(now, packet, slots),
@@ -227,7 +227,9 @@ impl Session {
         now: Timestamp,
         query: Option<AuthzQuery>,
         p: &mut Publish,
-        decision: Decision,
+        // Borrowed: an allowed publish reads only its effect, and the
+        // answer just written by the authorizer is not copied.
+        decision: &Decision,
     ) {
         let allowed = decision.is_allowed();
         if !allowed || self.config.audit_allowed_publishes {
@@ -242,7 +244,7 @@ impl Session {
                 })
             });
             if let Some(query) = query {
-                self.audit(AuditRecord::authorization(now, query, decision));
+                self.audit(AuditRecord::authorization(now, query, decision.clone()));
             }
         }
         if allowed && let Some(topic) = p.topic.take() {
