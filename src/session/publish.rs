@@ -135,8 +135,10 @@ impl Session {
                 qos: p.qos,
                 retain: p.retain,
             };
-            if let Some(decision) = authorizer.authorize(&request) {
-                self.finish_publish(now, None, p, &decision);
+            // Matched in place: moving the answer out would copy what the
+            // authorizer just wrote.
+            if let Some(decision) = &authorizer.authorize(&request) {
+                self.finish_publish(now, None, p, decision);
                 return;
             }
         }
