@@ -419,27 +419,24 @@ fn template_eq(parts: &[Part], level: &str, subst: &Subst<'_>) -> bool {
 struct Subst<'a> {
     principal: &'a str,
     client_id: &'a str,
-    principal_safe: bool,
-    client_id_safe: bool,
 }
 
 impl<'a> Subst<'a> {
     /// Whether every placeholder of a template level can be filled safely.
+    /// Asked only of template rules, so most decisions never scan the names.
     fn safe_for(&self, parts: &[Part]) -> bool {
+        let safe = |s: &str| !s.is_empty() && !s.contains(['+', '#', '/']);
         parts.iter().all(|p| match p {
             Part::Lit(_) => true,
-            Part::Principal => self.principal_safe,
-            Part::ClientId => self.client_id_safe,
+            Part::Principal => safe(self.principal),
+            Part::ClientId => safe(self.client_id),
         })
     }
 
     fn new(id: &'a Identity) -> Self {
-        let safe = |s: &str| !s.is_empty() && !s.contains(['+', '#', '/']);
         Self {
             principal: &id.principal,
             client_id: &id.client_id,
-            principal_safe: safe(&id.principal),
-            client_id_safe: safe(&id.client_id),
         }
     }
 }
@@ -760,7 +757,7 @@ impl Acl {
             }
         }
         self.unindexed.lists(principal, &mut lists);
-        for index in merged(lists) {
+        for index in merged(&mut lists) {
             let rule = &self.rules[index];
             if !rule.ops.applies_to(req.op) || !rule.subject.matches(req.identity) {
                 continue;
@@ -789,7 +786,11 @@ impl Acl {
 }
 
 /// The union of ascending, disjoint index lists, ascending: rule order is kept.
-fn merged<'a>(mut lists: SmallVec<[&'a [usize]; 8]>) -> impl Iterator<Item = usize> + 'a {
+// Borrowed: the list set is built on the caller's stack, and moving it in
+// copied it.
+fn merged<'a, 'b>(
+    lists: &'b mut SmallVec<[&'a [usize]; 8]>,
+) -> impl Iterator<Item = usize> + use<'a, 'b> {
     std::iter::from_fn(move || {
         let (k, &next) = lists
             .iter()
