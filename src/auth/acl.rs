@@ -727,7 +727,8 @@ impl Acl {
                 .map_or(req.topic, |(_, inner)| inner),
             _ => req.topic,
         };
-        let levels = split_levels(topic);
+        let mut levels = SmallVec::new();
+        split_levels(topic, &mut levels);
         let principal = req.identity.principal.as_str();
         let mut lists: SmallVec<[&[usize]; 8]> = SmallVec::new();
         let subscribe = req.op == Operation::Subscribe;
@@ -804,15 +805,17 @@ fn merged<'a, 'b>(
 
 /// A topic's levels, split at each `/` (an ASCII byte, so every cut is on a
 /// character boundary).
-fn split_levels(topic: &str) -> SmallVec<[&str; 16]> {
-    let mut levels = SmallVec::new();
+// Into the caller's vector: returned, it was copied out whole. A plain
+// scan: topics are short, and a search set up per level costs more.
+fn split_levels<'a>(topic: &'a str, levels: &mut SmallVec<[&'a str; 16]>) {
     let mut start = 0;
-    for slash in memchr::memchr_iter(b'/', topic.as_bytes()) {
-        levels.push(topic.get(start..slash).unwrap_or_default());
-        start = slash + 1;
+    for (i, &b) in topic.as_bytes().iter().enumerate() {
+        if b == b'/' {
+            levels.push(topic.get(start..i).unwrap_or_default());
+            start = i + 1;
+        }
     }
     levels.push(topic.get(start..).unwrap_or_default());
-    levels
 }
 
 /// Whether a rule (or claim filter) with this effect applies to the request.
