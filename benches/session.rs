@@ -108,7 +108,35 @@ fn cases(version: ProtocolVersion, qos: QoS) -> Vec<Case<'static>> {
         FilterTemplate::new("fleet/#").unwrap(),
     )]));
     let allow_all: Arc<dyn Authorizer> = Arc::new(AllowAll(allow.clone()));
-    let mut cases = vec![decode];
+    let floor_bytes = bytes.clone();
+    let floor = Case::new("floor: fed decode through a queue", n, len, move || {
+        let mut d = Decoder::new(1 << 20).with_version(version);
+        let mut q = std::collections::VecDeque::new();
+        timed(|| {
+            for chunk in floor_bytes.chunks(16 * 1024) {
+                d.feed(chunk);
+                while let Some(p) = d.decode().unwrap() {
+                    q.push_back(p);
+                }
+                while let Some(p) = q.pop_front() {
+                    black_box(p);
+                }
+            }
+        })
+    });
+    let fed_bytes = bytes.clone();
+    let fed = Case::new("floor: fed decode", n, len, move || {
+        let mut d = Decoder::new(1 << 20).with_version(version);
+        timed(|| {
+            for chunk in fed_bytes.chunks(16 * 1024) {
+                d.feed(chunk);
+                while let Some(p) = d.decode().unwrap() {
+                    black_box(p);
+                }
+            }
+        })
+    });
+    let mut cases = vec![decode, floor, fed];
     for (name, authorizer, audited) in [
         ("session, host answers Allow at once", None, true),
         (

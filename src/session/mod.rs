@@ -367,21 +367,22 @@ impl Session {
     pub fn poll_action(&mut self) -> Option<Action> {
         if self.actions.is_empty() {
             self.flush_tx();
-        }
-        let action = self.actions.pop_front();
-        if action.is_none() {
-            // Drained: an idle connection keeps no queue and no tables.
-            if self.actions.capacity() > 0 {
-                self.actions = VecDeque::new();
+            if self.actions.is_empty() {
+                // Drained: an idle connection keeps no queue and no tables.
+                if self.actions.capacity() > 0 {
+                    self.actions = VecDeque::new();
+                }
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.release_traffic();
+                }
+                return None;
             }
-            if let Some(conn) = self.conn.as_mut() {
-                conn.release_traffic();
-            }
         }
-        if let Some(Action::Send(bytes)) = &action {
+        if let Some(Action::Send(bytes)) = self.actions.front() {
             self.unsent_bytes = self.unsent_bytes.saturating_sub(bytes.len());
         }
-        action
+        // Popped straight into the return value: one copy of the action.
+        self.actions.pop_front()
     }
 
     /// The next deadline, if any.
