@@ -93,6 +93,13 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// The next byte, without moving past it.
+    #[inline]
+    pub(crate) fn peek_u8(&self) -> Option<u8> {
+        let frame: &'a [u8] = self.frame;
+        frame.get(self.pos).filter(|_| self.pos < self.end).copied()
+    }
+
     #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])

@@ -75,6 +75,13 @@ impl Publish {
             Some(PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)?)
         };
         let properties = match v {
+            // Most publishes carry none: an empty block is one zero byte,
+            // read without the block decoder (whose result, returned
+            // through memory, stalled the copy that followed).
+            ProtocolVersion::V5 if r.peek_u8() == Some(0) => {
+                r.u8()?;
+                PublishProperties::default()
+            }
             ProtocolVersion::V5 => PublishProperties::decode(&mut r)?,
             ProtocolVersion::V311 => PublishProperties::default(),
         };
