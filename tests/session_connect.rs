@@ -1,13 +1,12 @@
 //! CONNECT to CONNACK: authentication and the will check as pause points,
-//! client identifiers, refusals, timeouts, and packets that arrive early.
+//! client identifiers, refusals, timeouts, and packets that arrive early
+//! (authentication failures and rounds: `session_auth.rs`).
 
 mod common;
 
 use common::session::*;
 use common::{V3, V5, hex};
-use testament::auth::{AuthnError, AuthnFailure};
 use testament::codec::*;
-use testament::session::SessionError;
 use testament::session::*;
 
 #[test]
@@ -80,49 +79,6 @@ fn v311_connack_and_session_present() {
         .flatten()
         .collect();
     assert_eq!(sent, hex("20 02 01 00"));
-}
-
-#[test]
-fn authentication_failure_is_a_refusing_connack_then_close_and_never_a_will() {
-    for (v, code) in [(V5, 0x86u8), (V3, 0x04)] {
-        let mut p = Peer::new(v, SessionConfig::default());
-        let a = p.send(Packet::Connect(Box::new(connect(
-            v,
-            "srv-17",
-            Some(will("t/w", QoS::AtLeastOnce, true)),
-        ))));
-        let failure = AuthnFailure {
-            error: AuthnError::Expired {
-                exp: testament::time::Timestamp::from_secs(1),
-            },
-            key_id: None,
-            token: None,
-        };
-        let a = p.authenticate(authenticate_ticket(&a), AuthnOutcome::Failure(failure));
-        assert_eq!(kinds(&a), ["audit", "send", "close"], "{v}");
-        let Action::Send(bytes) = &a[1] else { panic!() };
-        assert_eq!(bytes[0], 0x20, "{v}");
-        assert_eq!(bytes[3], code, "{v}");
-        if v == V5 {
-            let packets = p.packets(&a);
-            let [Packet::ConnAck(ack)] = &packets[..] else {
-                panic!()
-            };
-            assert_eq!(ack.reason_code, ConnectReasonCode::BadUserNameOrPassword);
-            assert!(
-                ack.properties
-                    .reason_string
-                    .as_deref()
-                    .is_some_and(|r| r.contains("expired"))
-            );
-        }
-        assert!(wills(&a).is_empty());
-        assert!(p.session.is_closed());
-        // Anything later is ignored, and closing the transport sends no will.
-        assert!(p.send(Packet::PingReq).is_empty());
-        p.session.handle_closed(p.now, TransportClosed::Error);
-        assert!(p.drain().is_empty());
-    }
 }
 
 #[test]
@@ -327,37 +283,4 @@ fn packets_before_connack_wait_and_are_processed_after_it() {
     let a = p.open(open_ticket(&a), false);
     assert_eq!(kinds(&a), ["authorize", "send"]);
     assert!(matches!(&p.packets(&a)[..], [Packet::ConnAck(_)]));
-}
-
-#[test]
-fn packets_before_connect_and_a_second_connect_are_protocol_errors() {
-    let mut p = Peer::new(V5, SessionConfig::default());
-    let a = p.bytes(&hex("C0 00"));
-    assert_eq!(kinds(&a), ["close"]);
-    let mut p = Peer::connected(
-        V5,
-        SessionConfig::default(),
-        connect(V5, "c", None),
-        identity("alice", "c", None),
-    );
-    let a = p.send(Packet::Connect(Box::new(connect(V5, "c", None))));
-    let packets = p.packets(&a);
-    assert!(
-        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::ProtocolError)
-    );
-    assert_eq!(closes(&a).len(), 1);
-}
-
-#[test]
-fn an_unknown_ticket_is_a_host_error() {
-    let mut p = Peer::new(V5, SessionConfig::default());
-    assert_eq!(
-        p.session
-            .handle_authentication(p.now, Ticket(99), AuthnOutcome::Continue(Bytes::new())),
-        Err(SessionError::UnknownTicket(Ticket(99)))
-    );
-    assert_eq!(
-        p.session.handle_open(p.now, Ticket(1), false),
-        Err(SessionError::UnknownTicket(Ticket(1)))
-    );
 }

@@ -1,6 +1,5 @@
 //! SUBSCRIBE and UNSUBSCRIBE: one authorization per filter, SUBACK codes in
-//! order, granted QoS capped, unsupported features refused per filter; keep
-//! alive and PINGREQ.
+//! order, granted QoS capped, unsupported features refused per filter.
 
 mod common;
 
@@ -189,63 +188,4 @@ fn subscriptions_per_session_are_bounded() {
             SubAckReasonCode::QuotaExceeded,
         ]
     );
-}
-
-#[test]
-fn pingreq_gets_pingresp_and_resets_keep_alive() {
-    for v in [V3, V5] {
-        let mut p = Peer::connected(
-            v,
-            SessionConfig::default(),
-            connect(v, "c1", None),
-            identity("alice", "c1", None),
-        );
-        assert!(p.advance(14_000).is_empty());
-        let a = p.send(Packet::PingReq);
-        assert_eq!(p.packets(&a), [Packet::PingResp]);
-        assert!(
-            p.advance(14_000).is_empty(),
-            "the ping reset the 15 s deadline"
-        );
-        assert_eq!(closes(&p.advance(1_000)).len(), 1);
-    }
-}
-
-#[test]
-fn server_keep_alive_caps_the_client_and_is_announced() {
-    // [MQTT-3.2.2-21]
-    let config = SessionConfig {
-        server_keep_alive: Some(5),
-        ..Default::default()
-    };
-    let mut p = Peer::new(V5, config);
-    let a = p.send(Packet::Connect(Box::new(connect(V5, "c1", None))));
-    let a = p.authenticate(
-        authenticate_ticket(&a),
-        AuthnOutcome::Success(identity("alice", "c1", None)),
-    );
-    let a = p.open(open_ticket(&a), false);
-    let packets = p.packets(&a);
-    let [Packet::ConnAck(ack)] = &packets[..] else {
-        panic!()
-    };
-    assert_eq!(ack.properties.server_keep_alive, Some(5));
-    assert!(p.advance(7_499).is_empty());
-    assert_eq!(closes(&p.advance(1)).len(), 1);
-}
-
-#[test]
-fn deadlines_move_forward_after_handle_timeout() {
-    let mut p = Peer::connected(
-        V5,
-        SessionConfig::default(),
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
-    for step in [1u64, 500, 7_000, 7_498] {
-        p.advance(step);
-        if let Some(next) = p.session.poll_timeout() {
-            assert!(next > p.now, "deadline {next} not after {}", p.now);
-        }
-    }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use testament::auth::{AuthMethod, ClaimAcl, DecidedBy, Decision, Effect, Identity};
+use testament::auth::{AuthMethod, ClaimAcl, DecidedBy, Decision, Effect, Identity, WillTrigger};
 use testament::codec::*;
 use testament::session::*;
 use testament::time::Timestamp;
@@ -251,4 +251,46 @@ pub fn kinds(actions: &[Action]) -> Vec<&'static str> {
             Action::Audit(_) => "audit",
         })
         .collect()
+}
+
+pub fn with_will(v: ProtocolVersion, config: SessionConfig) -> Peer {
+    Peer::connected(
+        v,
+        config,
+        connect(
+            v,
+            "srv-17",
+            Some(will("trusted/srv-17/server/state", QoS::AtLeastOnce, true)),
+        ),
+        identity(
+            "server-17",
+            "srv-17",
+            Some(Timestamp::from_millis(T0 + 60_000)),
+        ),
+    )
+}
+
+pub fn one_will(actions: &[Action], trigger: WillTrigger) -> DueWill {
+    let w = wills(actions);
+    assert_eq!(w.len(), 1, "{actions:?}");
+    assert_eq!(w[0].trigger, trigger);
+    assert_eq!(w[0].will.topic.as_str(), "trusted/srv-17/server/state");
+    assert_eq!(w[0].identity.principal, "server-17");
+    w[0].clone()
+}
+
+pub fn peer(v: ProtocolVersion, config: SessionConfig) -> Peer {
+    Peer::connected(
+        v,
+        config,
+        connect(v, "c1", Some(will("w", QoS::AtMostOnce, false))),
+        identity("alice", "c1", None),
+    )
+}
+
+pub fn disconnect_code(p: &mut Peer, a: &[Action]) -> DisconnectReasonCode {
+    match &p.packets(a)[..] {
+        [Packet::Disconnect(d)] => d.reason_code,
+        other => panic!("{other:?}"),
+    }
 }
