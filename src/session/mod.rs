@@ -98,7 +98,9 @@ enum ReauthStep {
 enum Pending {
     Publish {
         ticket: Ticket,
-        query: AuthzQuery,
+        /// Who asked; the audit record's request is rebuilt from it and the
+        /// publish, which saves keeping a copy of the one sent out.
+        identity: Arc<Identity>,
         /// Its topic resolved (never `None`).
         publish: Publish,
         decision: Option<Decision>,

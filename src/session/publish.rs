@@ -158,13 +158,13 @@ impl Session {
                 return;
             };
             if conn.tr().pending.is_empty() {
-                self.finish_publish(now, Some(query), p, &decision);
+                self.finish_publish(now, Some(query.identity), p, &decision);
             } else {
                 // Earlier requests still wait: take effect after them. Its
                 // ticket is never answered: the decision is already in.
                 conn.t().pending.push_back(Pending::Publish {
                     ticket: Ticket(0),
-                    query,
+                    identity: query.identity,
                     publish: take_publish(p),
                     decision: Some(decision),
                 });
@@ -177,7 +177,7 @@ impl Session {
         };
         conn.t().pending.push_back(Pending::Publish {
             ticket,
-            query: query.clone(),
+            identity: query.identity.clone(),
             publish: take_publish(p),
             decision: None,
         });
@@ -207,12 +207,12 @@ impl Session {
             };
             match item {
                 Pending::Publish {
-                    query,
+                    identity,
                     mut publish,
                     decision: Some(decision),
                     ..
                 } => {
-                    self.finish_publish(now, Some(query), &mut publish, &decision);
+                    self.finish_publish(now, Some(identity), &mut publish, &decision);
                 }
                 Pending::Publish { .. } => {}
                 Pending::Subscribe { packet, slots } => self.finish_subscribe(now, packet, slots),
@@ -227,7 +227,8 @@ impl Session {
     pub(super) fn finish_publish(
         &mut self,
         now: Timestamp,
-        query: Option<AuthzQuery>,
+        // The identity the request was made with (`None`: the one in force).
+        identity: Option<Arc<Identity>>,
         p: &mut Publish,
         // Borrowed: an allowed publish reads only its effect, and the
         // answer just written by the authorizer is not copied.
@@ -235,9 +236,10 @@ impl Session {
     ) {
         let allowed = decision.is_allowed();
         if !allowed || self.config.audit_allowed_publishes {
-            let query = query.or_else(|| {
+            let identity = identity.or_else(|| self.conn.as_ref()?.identity.clone());
+            let query = identity.and_then(|identity| {
                 Some(AuthzQuery {
-                    identity: self.conn.as_ref()?.identity.clone()?,
+                    identity,
                     op: Operation::Publish,
                     topic: p.topic.as_ref()?.as_mqtt_str().clone(),
                     qos: p.qos,
@@ -550,7 +552,8 @@ impl Session {
             self.on_will_rechecked(now, waiting.1, decision);
             return Ok(());
         }
-        let mut found = false;
+        // Moved to the one request that waits for it (tickets are unique).
+        let mut answer = Some(decision);
         for p in conn.t().pending.iter_mut() {
             match p {
                 Pending::Publish {
@@ -558,8 +561,7 @@ impl Session {
                     decision: d,
                     ..
                 } if *t == ticket && d.is_none() => {
-                    *d = Some(decision.clone());
-                    found = true;
+                    *d = answer.take();
                 }
                 Pending::Subscribe { slots, .. } => {
                     for slot in slots.iter_mut() {
@@ -568,18 +570,19 @@ impl Session {
                                 slot,
                                 Slot::Refused(SubAckReasonCode::UnspecifiedError),
                             )
+                            && let Some(decision) = answer.take()
                         {
-                            *slot = Slot::Decided(query, decision.clone());
-                            found = true;
+                            *slot = Slot::Decided(query, decision);
                         }
                     }
                 }
                 Pending::Publish { .. } => {}
             }
-            if found {
+            if answer.is_none() {
                 break;
             }
         }
+        let found = answer.is_none();
         if !found {
             return Err(SessionError::UnknownTicket(ticket));
         }
