@@ -231,6 +231,9 @@ pub struct Session {
     config: Arc<SessionConfig>,
     decoder: Decoder,
     actions: VecDeque<Action>,
+    /// Actions taken since the queue was last empty: a long drain marks a
+    /// busy connection, whose queue is kept for its next burst.
+    drained: u32,
     state: State,
     version: ProtocolVersion,
     opened_at: Timestamp,
@@ -269,6 +272,7 @@ impl Session {
             config,
             decoder,
             actions: VecDeque::new(),
+            drained: 0,
             state: State::AwaitingConnect,
             version: ProtocolVersion::V311,
             opened_at: now,
@@ -371,9 +375,14 @@ impl Session {
             self.flush_tx();
             if self.actions.is_empty() {
                 // Drained: an idle connection keeps no queue and no tables.
-                if self.actions.capacity() > 0 {
+                // A busy one keeps its queue, which it would otherwise
+                // grow again, copying, a doubling at a time, on every read;
+                // its next short drain lets it go.
+                const BUSY: u32 = 32;
+                if self.actions.capacity() > 0 && self.drained < BUSY {
                     self.actions = VecDeque::new();
                 }
+                self.drained = 0;
                 if let Some(conn) = self.conn.as_mut() {
                     conn.release_traffic();
                 }
@@ -383,6 +392,7 @@ impl Session {
         if let Some(Action::Send(bytes)) = self.actions.front() {
             self.unsent_bytes = self.unsent_bytes.saturating_sub(bytes.len());
         }
+        self.drained = self.drained.saturating_add(1);
         // Popped straight into the return value: one copy of the action.
         self.actions.pop_front()
     }
