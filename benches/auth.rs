@@ -110,9 +110,9 @@ fn token_cases(s: &Signer, tokens: u64) -> Vec<Case<'static>> {
 fn identity(principal: &str) -> Identity {
     Identity {
         principal: principal.into(),
-        client_id: format!("{principal}-client"),
-        roles: vec!["server".into()],
-        acl: ClaimAcl::default(),
+        client_id: format!("{principal}-client").into(),
+        roles: ["server".into()].into(),
+        acl: None,
         expires_at: None,
         key_id: None,
         method: AuthMethod::Password,

@@ -14,9 +14,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use harness::{Case, measure, ratio, report, rounds, settle, timed};
-use testament::auth::{
-    Acl, AuthMethod, ClaimAcl, Effect, FilterTemplate, Identity, Ops, Rule, Subject,
-};
+use testament::auth::{Acl, AuthMethod, Effect, FilterTemplate, Identity, Ops, Rule, Subject};
 use testament::broker::{Action, Broker, BrokerConfig, ConnId};
 use testament::codec::{
     Bytes, BytesMut, Connect, Decoder, Encode, MqttString, Packet, PacketId, ProtocolVersion,
@@ -48,12 +46,12 @@ struct Setup {
     subscribers: Vec<ConnId>,
 }
 
-fn identity(name: &str, now: Timestamp) -> Identity {
+fn identity(name: &std::sync::Arc<str>, now: Timestamp) -> Identity {
     Identity {
-        principal: name.into(),
-        client_id: name.into(),
-        roles: vec![],
-        acl: ClaimAcl::default(),
+        principal: (**name).into(),
+        client_id: name.clone(),
+        roles: Default::default(),
+        acl: None,
         expires_at: None,
         key_id: None,
         method: AuthMethod::Password,

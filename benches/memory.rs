@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use alloc::Counting;
 use testament::auth::{
-    Acl, AuthMethod, ClaimAcl, Effect, FilterTemplate, Identity, Ops, Rule, Subject, TokenDigest,
+    Acl, AuthMethod, Effect, FilterTemplate, Identity, Ops, Rule, Subject, TokenDigest,
 };
 use testament::broker::{Broker, BrokerConfig, ConnId};
 use testament::codec::{Bytes, Connect, Encode, MqttString, Packet, ProtocolVersion};
@@ -27,12 +27,12 @@ static GLOBAL: Counting = Counting;
 
 const TOKEN_LEN: usize = 600; // an RS256 JWT with a few claims
 
-fn identity(client_id: &str, now: Timestamp) -> Identity {
+fn identity(client_id: &std::sync::Arc<str>, now: Timestamp) -> Identity {
     Identity {
-        principal: client_id.into(),
-        client_id: client_id.into(),
-        roles: vec!["sensor".into()],
-        acl: ClaimAcl::default(),
+        principal: (**client_id).into(),
+        client_id: client_id.clone(),
+        roles: ["sensor".into()].into(),
+        acl: None,
         expires_at: Some(now + std::time::Duration::from_secs(3600)),
         key_id: Some("k1".into()),
         method: AuthMethod::Password,

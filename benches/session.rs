@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use harness::{Case, measure, ratio, report, rounds, timed};
 use testament::auth::{
-    Acl, AuthMethod, AuthzRequest, ClaimAcl, DecidedBy, Decision, Effect, FilterTemplate, Identity,
-    Ops, Rule, Subject,
+    Acl, AuthMethod, AuthzRequest, DecidedBy, Decision, Effect, FilterTemplate, Identity, Ops,
+    Rule, Subject,
 };
 use testament::codec::{
     Bytes, BytesMut, Connect, Decoder, Encode, MqttString, Packet, PacketId, ProtocolVersion,
@@ -59,8 +59,8 @@ fn connected(version: ProtocolVersion, now: Timestamp, audit_allowed: bool) -> S
     let identity = Identity {
         principal: "p".into(),
         client_id: "bench".into(),
-        roles: vec![],
-        acl: ClaimAcl::default(),
+        roles: Default::default(),
+        acl: None,
         expires_at: None,
         key_id: None,
         method: AuthMethod::Password,

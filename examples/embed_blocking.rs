@@ -14,7 +14,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use testament::auth::{AuthMethod, AuthnError, ClaimAcl, Identity};
+use testament::auth::{AuthMethod, AuthnError, Identity};
 use testament::broker::{Action, Broker, BrokerConfig, ConnId};
 use testament::config::default_acl;
 use testament::session::{AuthnOutcome, TransportClosed};
@@ -73,10 +73,10 @@ fn main() -> std::io::Result<()> {
                     let ok = credentials.password.as_deref() == Some(&b"let-me-in"[..]);
                     let outcome = match (&credentials.username, ok) {
                         (Some(user), true) => AuthnOutcome::Success(Identity {
-                            principal: user.clone(),
+                            principal: user.as_str().into(),
                             client_id: credentials.client_id.clone(),
-                            roles: vec![],
-                            acl: ClaimAcl::default(),
+                            roles: Default::default(),
+                            acl: None,
                             expires_at: None,
                             key_id: None,
                             method: AuthMethod::Password,

@@ -141,7 +141,7 @@ pub fn session(data: &[u8]) {
 /// The actions of one run of the [`session`] harness (after its checks).
 pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
     use crate::auth::{
-        AuditRecord, AuthMethod, ClaimAcl, DecidedBy, Decision, Effect, Identity, WillOutcome,
+        AuditRecord, AuthMethod, DecidedBy, Decision, Effect, Identity, WillOutcome,
     };
     use crate::codec::{
         Bytes, Connect, Disconnect, DisconnectReasonCode, LastWill, MqttString, PacketId, PubRel,
@@ -176,8 +176,8 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
     let identity = Identity {
         principal: "p".into(),
         client_id: "c".into(),
-        roles: vec![],
-        acl: ClaimAcl::default(),
+        roles: Default::default(),
+        acl: None,
         expires_at: Some(Timestamp::from_secs(1_800_000_100)),
         key_id: None,
         method: AuthMethod::Password,

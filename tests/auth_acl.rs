@@ -10,8 +10,8 @@ fn id(principal: &str, client_id: &str, roles: &[&str]) -> Identity {
     Identity {
         principal: principal.into(),
         client_id: client_id.into(),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        acl: ClaimAcl::default(),
+        roles: roles.iter().map(|&r| r.into()).collect(),
+        acl: None,
         expires_at: None,
         key_id: Some("KEY-A".into()),
         method: AuthMethod::Password,
@@ -318,11 +318,11 @@ fn leading_wildcards_do_not_reach_dollar_topics() {
 #[test]
 fn token_claims_allow_only_where_no_rule_decided() {
     let mut alice = id("alice", "c1", &[]);
-    alice.acl = ClaimAcl {
+    alice.acl = Some(std::sync::Arc::new(ClaimAcl {
         publish: vec![FilterTemplate::new("fleet/%u/#").unwrap()],
         subscribe: vec![FilterTemplate::new("fleet/+/state").unwrap()],
         all: vec![FilterTemplate::new("shared/#").unwrap()],
-    };
+    }));
     let acl = Acl::new(vec![rule(
         Deny,
         Ops::ALL,

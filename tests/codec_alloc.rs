@@ -35,13 +35,13 @@ fn publish_decoding_allocates_nothing_per_packet() {
             let bytes = stream(version, qos);
             let mut decoder = Decoder::new(1 << 20).with_version(version);
             decoder.feed(&bytes);
-            let before = Counting::calls();
+            let before = Counting::thread_calls();
             let mut decoded = 0;
             while let Some(packet) = decoder.decode().unwrap() {
                 assert!(matches!(packet, Packet::Publish(ref p) if p.payload.len() == 100));
                 decoded += 1;
             }
-            let allocations = Counting::calls() - before;
+            let allocations = Counting::thread_calls() - before;
             assert_eq!(decoded, PACKETS);
             // The first split turns the receive buffer into a shared one: one
             // allocation for the whole stream, none per packet.

@@ -488,7 +488,7 @@ fn an_asynchronous_will_decision_is_asked_once_and_used_once() {
     assert!(net.asked.is_empty());
     assert_eq!(conn, None, "asked on behalf of a client that is gone");
     assert_eq!(q.op, Operation::Will);
-    assert_eq!(q.identity.principal, "srv");
+    assert_eq!(&*q.identity.principal, "srv");
     assert_eq!(q.will_trigger, Some(WillTrigger::NetworkError));
     assert!(q.retain);
     assert!(downs(&mut net, m).is_empty(), "nothing before the Allow");

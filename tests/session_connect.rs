@@ -22,7 +22,7 @@ fn v5_connect_pauses_for_authentication_then_open_then_connack() {
     else {
         panic!()
     };
-    assert_eq!(credentials.client_id, "srv-17");
+    assert_eq!(&*credentials.client_id, "srv-17");
     assert_eq!(credentials.username.as_deref(), Some("alice"));
     assert_eq!(credentials.password.as_deref(), Some(&b"token"[..]));
     assert!(!reauthentication);
@@ -42,7 +42,7 @@ fn v5_connect_pauses_for_authentication_then_open_then_connack() {
         panic!()
     };
     assert_eq!(
-        (client_id.as_str(), *clean_start, *session_expiry_interval),
+        (&**client_id, *clean_start, *session_expiry_interval),
         ("srv-17", true, 0)
     );
     let a = p.open(open_ticket(&a), false);
@@ -142,7 +142,7 @@ fn empty_client_id_is_assigned_in_v5_and_with_clean_session_in_v311() {
     let Action::Authenticate { credentials, .. } = &a[0] else {
         panic!()
     };
-    assert_eq!(credentials.client_id, "auto-1");
+    assert_eq!(&*credentials.client_id, "auto-1");
     let a = p.authenticate(
         authenticate_ticket(&a),
         AuthnOutcome::Success(identity("alice", "auto-1", None)),

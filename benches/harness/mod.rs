@@ -13,8 +13,13 @@ use testament::session::AuthnOutcome;
 use testament::time::Timestamp;
 
 /// Runs the hub's actions until none is left: authentications are answered
-/// with `identity(client id, now)`, bytes are dropped.
-pub fn settle(hub: &mut Broker, now: Timestamp, identity: impl Fn(&str, Timestamp) -> Identity) {
+/// with `identity(client id, now)` (the id shared with the session, as an
+/// authenticator shares it), bytes are dropped.
+pub fn settle(
+    hub: &mut Broker,
+    now: Timestamp,
+    identity: impl Fn(&std::sync::Arc<str>, Timestamp) -> Identity,
+) {
     let mut pending = Vec::new();
     loop {
         while let Some(a) = hub.poll_action() {

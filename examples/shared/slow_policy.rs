@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use testament::auth::{
-    AuthMethod, AuthnError, AuthzQuery, ClaimAcl, Credentials, DecidedBy, Decision, Effect,
-    Identity, Operation,
+    AuthMethod, AuthnError, AuthzQuery, Credentials, DecidedBy, Decision, Effect, Identity,
+    Operation,
 };
 use testament::driver::{Answer, Policy};
 use testament::session::AuthnOutcome;
@@ -25,10 +25,10 @@ impl Policy for SlowPolicy {
             smol::Timer::after(Duration::from_millis(20)).await;
             match (&credentials.username, &credentials.password) {
                 (Some(user), Some(p)) if &p[..] == b"demo" => AuthnOutcome::Success(Identity {
-                    principal: user.clone(),
+                    principal: user.as_str().into(),
                     client_id: credentials.client_id.clone(),
-                    roles: vec![],
-                    acl: ClaimAcl::default(),
+                    roles: Default::default(),
+                    acl: None,
                     expires_at: None,
                     key_id: None,
                     method: AuthMethod::Password,

@@ -139,7 +139,7 @@ pub enum Subject {
 impl Subject {
     fn matches(&self, id: &Identity) -> bool {
         match self {
-            Self::Principal(p) => !id.is_anonymous() && id.principal == *p,
+            Self::Principal(p) => !id.is_anonymous() && *id.principal == **p,
             Self::Role(r) => id.has_role(r),
             Self::ClientId(pattern) => glob_match(pattern, &id.client_id),
             Self::Authenticated => !id.is_anonymous(),
@@ -729,7 +729,7 @@ impl Acl {
         };
         let mut levels = SmallVec::new();
         split_levels(topic, &mut levels);
-        let principal = req.identity.principal.as_str();
+        let principal: &str = &req.identity.principal;
         let mut lists: SmallVec<[&[usize]; 8]> = SmallVec::new();
         let subscribe = req.op == Operation::Subscribe;
         // Where a subscription's `#` starts, every deeper literal overlaps it.
@@ -773,7 +773,9 @@ impl Acl {
                 };
             }
         }
-        if let Some(decided_by) = claim_grant(&req.identity.acl, req.op, &levels, &subst) {
+        if let Some(acl) = req.identity.acl.as_deref()
+            && let Some(decided_by) = claim_grant(acl, req.op, &levels, &subst)
+        {
             return Decision {
                 effect: Effect::Allow,
                 decided_by,

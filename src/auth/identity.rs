@@ -2,6 +2,7 @@
 //! later decision — the will's included — is made against.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -14,7 +15,7 @@ pub enum AuthMethod {
     /// A JWT in the CONNECT password.
     Password,
     /// MQTT 5.0 enhanced authentication with this Authentication Method.
-    Enhanced(String),
+    Enhanced(Arc<str>),
     /// No credentials; allowed only where the host allows anonymous clients.
     Anonymous,
     /// A TLS client certificate verified against the configured CA.
@@ -63,20 +64,25 @@ impl fmt::Debug for TokenDigest {
 ///
 /// It holds no token and no key: nothing after authentication needs them,
 /// so a key rotated out of the key set never invalidates it.
+///
+/// Every idle session keeps one, so its text is shared, not owned: the
+/// client id with the session and the registry, the key id with the key
+/// set, principals and role lists with other identities that have the same.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Who: the token's principal claim, or the anonymous name.
-    pub principal: String,
+    pub principal: Arc<str>,
     /// The MQTT client identifier of the connection it was issued to.
-    pub client_id: String,
+    pub client_id: Arc<str>,
     /// Roles from the configured claim, in token order.
-    pub roles: Vec<String>,
-    /// Topic filters the token itself grants (its `acl` claim).
-    pub acl: ClaimAcl,
+    pub roles: Arc<[Arc<str>]>,
+    /// Topic filters the token itself grants (its `acl` claim); `None` when
+    /// it grants none.
+    pub acl: Option<Arc<ClaimAcl>>,
     /// The credential's `exp`, if it had one.
     pub expires_at: Option<Timestamp>,
     /// The `kid` of the key that verified the token.
-    pub key_id: Option<String>,
+    pub key_id: Option<Arc<str>>,
     /// How it was established.
     pub method: AuthMethod,
     /// When it was established.
@@ -88,14 +94,20 @@ pub struct Identity {
 /// Principal name given to anonymous clients; ACL rules can name it.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// One allocation for the name of every anonymous identity.
+fn anonymous_name() -> Arc<str> {
+    static NAME: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| ANONYMOUS.into());
+    NAME.clone()
+}
+
 impl Identity {
     /// The identity of a client that presented no credentials.
-    pub fn anonymous(client_id: impl Into<String>, now: Timestamp) -> Self {
+    pub fn anonymous(client_id: impl Into<Arc<str>>, now: Timestamp) -> Self {
         Self {
-            principal: ANONYMOUS.to_string(),
+            principal: anonymous_name(),
             client_id: client_id.into(),
-            roles: Vec::new(),
-            acl: ClaimAcl::default(),
+            roles: Arc::default(),
+            acl: None,
             expires_at: None,
             key_id: None,
             method: AuthMethod::Anonymous,
@@ -111,7 +123,7 @@ impl Identity {
 
     /// Whether the identity carries `role`.
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+        self.roles.iter().any(|r| &**r == role)
     }
 
     /// Whether the credential had expired at `now` (without leeway).
@@ -124,8 +136,9 @@ impl Identity {
 /// authentication request. Its `Debug` never shows the secret parts.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
-    /// The MQTT client identifier (after any assignment by the server).
-    pub client_id: String,
+    /// The MQTT client identifier (after any assignment by the server);
+    /// shared with the session, so an identity made from it can share it.
+    pub client_id: Arc<str>,
     /// CONNECT User Name.
     pub username: Option<String>,
     /// CONNECT Password.

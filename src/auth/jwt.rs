@@ -245,7 +245,8 @@ pub enum KeySetError {
 }
 
 struct VerifyingKey {
-    kid: Option<String>,
+    /// Shared with every identity the key verifies.
+    kid: Option<Arc<str>>,
     algorithms: SmallVec<[Algorithm; 6]>,
     key: DecodingKey,
 }
@@ -361,7 +362,7 @@ impl VerifyingKey {
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
         Ok(Self {
-            kid: jwk.common.key_id.clone(),
+            kid: jwk.common.key_id.as_deref().map(Arc::from),
             algorithms,
             key,
         })
@@ -409,9 +410,10 @@ impl JwtAuthenticator {
         now: Timestamp,
     ) -> Result<Identity, AuthnFailure> {
         let (token, method) = match (&creds.auth_method, &creds.password) {
-            (Some(m), _) if self.config.enhanced_method.as_deref() == Some(m.as_str()) => {
-                (creds.auth_data.as_ref(), AuthMethod::Enhanced(m.clone()))
-            }
+            (Some(m), _) if self.config.enhanced_method.as_deref() == Some(m.as_str()) => (
+                creds.auth_data.as_ref(),
+                AuthMethod::Enhanced(m.as_str().into()),
+            ),
             (Some(m), _) => return Err(AuthnError::BadAuthenticationMethod(m.clone()).into()),
             (None, Some(p)) => (Some(p), AuthMethod::Password),
             (None, None) if self.config.allow_anonymous => {
@@ -523,18 +525,18 @@ impl JwtAuthenticator {
             });
         }
         let roles = match &c.roles_claim {
-            Some(path) => roles_at(&claims, path),
-            None => Vec::new(),
+            Some(path) => roles_at(&claims, path).into_iter().map(Arc::from).collect(),
+            None => Arc::default(),
         };
         let acl = match c.acl_claim.as_deref().and_then(|name| claims.get(name)) {
-            Some(v) => parse_acl_claim(v).map_err(AuthnError::InvalidAclClaim)?,
-            None => ClaimAcl::default(),
+            Some(v) => Some(parse_acl_claim(v).map_err(AuthnError::InvalidAclClaim)?),
+            None => None,
         };
         Ok(Identity {
-            principal: principal.to_string(),
+            principal: principal.into(),
             client_id: creds.client_id.clone(),
             roles,
-            acl,
+            acl: acl.filter(|a| !a.is_empty()).map(Arc::new),
             expires_at,
             key_id: key.kid.clone(),
             method,
@@ -571,7 +573,7 @@ impl JwtAuthenticator {
         };
         if !key.algorithms.contains(&alg) {
             return Err(AuthnError::AlgorithmNotAllowed {
-                kid: key.kid.clone(),
+                kid: key.kid.as_deref().map(str::to_string),
                 alg: format!("{alg:?}"),
             });
         }

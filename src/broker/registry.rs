@@ -122,18 +122,19 @@ impl Broker {
         now: Timestamp,
         id: ConnId,
         ticket: session::Ticket,
-        client_id: String,
+        // Shared with the session and its identity: one allocation.
+        client_id: Arc<str>,
         clean_start: bool,
         identity: Arc<Identity>,
     ) {
-        if let Some(&key) = self.by_client_id.get(client_id.as_str())
+        if let Some(&key) = self.by_client_id.get(&*client_id)
             && let Some(old) = self.sessions[&key].conn
             && old != id
         {
             // [MQTT-3.1.4-3]
             self.audit(AuditRecord::Takeover {
                 at: now,
-                client_id: client_id.clone(),
+                client_id: client_id.to_string(),
                 identity: identity.clone(),
             });
             if let Some(c) = self.conns.get_mut(&old) {
@@ -142,7 +143,7 @@ impl Broker {
             self.drain(now, old);
             self.detach(now, old);
         }
-        if let Some(&key) = self.by_client_id.get(client_id.as_str()) {
+        if let Some(&key) = self.by_client_id.get(&*client_id) {
             if clean_start {
                 // A clean start ends the old session, and sends its will.
                 self.end_session(now, key);
@@ -163,7 +164,6 @@ impl Broker {
         }
         self.next_session += 1;
         let key = SessionKey(self.next_session);
-        let client_id: Arc<str> = client_id.into();
         self.by_client_id.insert(client_id.clone(), key);
         self.sessions.insert(
             key,

@@ -116,10 +116,10 @@ impl JwtAclPolicy {
             ));
         }
         Some(AuthnOutcome::Success(crate::auth::Identity {
-            principal,
+            principal: principal.into(),
             client_id: c.client_id.clone(),
-            roles: Vec::new(),
-            acl: crate::auth::ClaimAcl::default(),
+            roles: std::sync::Arc::default(),
+            acl: None,
             expires_at: Some(cert.not_after),
             key_id: None,
             method: crate::auth::AuthMethod::Certificate,

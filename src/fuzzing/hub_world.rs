@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{
-    Acl, AuditRecord, AuthMethod, AuthnError, ClaimAcl, DecidedBy, Decision, Effect,
-    FilterTemplate, Identity, Operation, Ops, Rule, Subject, WillOutcome,
+    Acl, AuditRecord, AuthMethod, AuthnError, DecidedBy, Decision, Effect, FilterTemplate,
+    Identity, Operation, Ops, Rule, Subject, WillOutcome,
 };
 use crate::broker::{Action, Broker, BrokerConfig, ConnId, ShutdownWills, Ticket, WillAfterExpiry};
 use crate::codec::{
@@ -230,14 +230,14 @@ impl World {
             return AuthnOutcome::Failure(AuthnError::UnknownKey("A".into()).into());
         }
         AuthnOutcome::Success(Identity {
-            principal: creds.username.clone().unwrap_or_default(),
+            principal: creds.username.as_deref().unwrap_or_default().into(),
             client_id: creds.client_id.clone(),
-            roles: vec![],
-            acl: ClaimAcl::default(),
+            roles: Default::default(),
+            acl: None,
             expires_at: Some(self.now + Duration::from_secs(ttl)),
-            key_id: Some(key),
+            key_id: Some(key.into()),
             method: match &creds.auth_method {
-                Some(m) => AuthMethod::Enhanced(m.clone()),
+                Some(m) => AuthMethod::Enhanced(m.as_str().into()),
                 None => AuthMethod::Password,
             },
             authenticated_at: self.now,
@@ -330,7 +330,7 @@ impl World {
                 Operation::Will if query.will_trigger.is_some() => {
                     *self
                         .will_allows
-                        .entry(query.identity.client_id.clone())
+                        .entry(query.identity.client_id.to_string())
                         .or_default() += 1;
                 }
                 Operation::Will | Operation::Subscribe => {}
@@ -342,7 +342,7 @@ impl World {
                 outcome,
                 ..
             } => {
-                let generation = self.connected_generation.get(&identity.client_id).copied();
+                let generation = self.connected_generation.get(&*identity.client_id).copied();
                 let will = generation.and_then(|g| self.wills.get_mut(&g));
                 match (outcome, will) {
                     (WillOutcome::Triggered, Some(w)) => {

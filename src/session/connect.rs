@@ -34,9 +34,9 @@ impl Session {
             }
             let id =
                 given_id.unwrap_or_else(|| format!("testament-{:x}", self.opened_at.as_millis()));
-            (id, true)
+            (Arc::<str>::from(id), true)
         } else {
-            (c.client_id.to_string(), false)
+            (Arc::<str>::from(&*c.client_id), false)
         };
         let session_expiry = if v5 {
             props.session_expiry_interval.unwrap_or(0)
@@ -184,7 +184,7 @@ impl Session {
             AuthnOutcome::Failure(failure) => {
                 let record = AuditRecord::AuthenticationFailed {
                     at: now,
-                    client_id: conn.client_id.clone(),
+                    client_id: conn.client_id.to_string(),
                     username: conn.username(),
                     failure: Box::new(failure.clone()),
                 };
@@ -334,7 +334,7 @@ impl Session {
             }
             p.maximum_packet_size = std::num::NonZeroU32::new(config.max_packet_size);
             if conn.assigned_client_id {
-                p.assigned_client_identifier = MqttString::try_from(conn.client_id.as_str()).ok();
+                p.assigned_client_identifier = MqttString::try_from(&*conn.client_id).ok();
             }
             if config.topic_alias_maximum > 0 {
                 p.topic_alias_maximum = Some(config.topic_alias_maximum);
@@ -494,7 +494,7 @@ impl Session {
                         username: conn
                             .identity
                             .as_ref()
-                            .map(|i| i.principal.clone())
+                            .map(|i| i.principal.to_string())
                             .unwrap_or_default(),
                         principal: "another principal".into(),
                     }
@@ -502,7 +502,7 @@ impl Session {
                 };
                 let record = AuditRecord::AuthenticationFailed {
                     at: now,
-                    client_id: conn.client_id.clone(),
+                    client_id: conn.client_id.to_string(),
                     username: conn.username(),
                     failure: Box::new(failure),
                 };

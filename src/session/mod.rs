@@ -130,7 +130,8 @@ enum OutState {
 /// What is known of the client once its CONNECT is read.
 #[derive(Debug)]
 struct Conn {
-    client_id: String,
+    /// Shared with the identity, the credentials and the hub's registry.
+    client_id: Arc<str>,
     assigned_client_id: bool,
     clean_start: bool,
     keep_alive: u16,
@@ -354,7 +355,7 @@ impl Session {
 
     /// The client identifier, once the CONNECT is read.
     pub fn client_id(&self) -> Option<&str> {
-        self.conn.as_ref().map(|c| c.client_id.as_str())
+        self.conn.as_ref().map(|c| &*c.client_id)
     }
 
     /// The identity of the last successful (re)authentication.

@@ -305,8 +305,9 @@ pub enum Action {
     Open {
         /// Pairs the answer.
         ticket: Ticket,
-        /// The client identifier (assigned if the client sent none).
-        client_id: String,
+        /// The client identifier (assigned if the client sent none), shared
+        /// with the session and its identity.
+        client_id: Arc<str>,
         /// Clean Start.
         clean_start: bool,
         /// Session Expiry Interval asked for (3.1.1: 0 or "never").

@@ -4,6 +4,7 @@
 //! uses it too.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 /// Forwards to the system allocator, counting.
@@ -12,10 +13,27 @@ pub struct Counting;
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+thread_local! {
+    // Const-initialized and without a destructor: reading it never
+    // allocates, so the allocator itself may use it.
+    static THREAD_CALLS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_call() {
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    THREAD_CALLS.with(|c| c.set(c.get() + 1));
+}
+
 impl Counting {
     /// Allocations and reallocations so far.
     pub fn calls() -> usize {
         CALLS.load(Ordering::Relaxed)
+    }
+
+    /// Allocations and reallocations so far by this thread: what a test
+    /// counts, so that the test harness's own threads do not.
+    pub fn thread_calls() -> usize {
+        THREAD_CALLS.with(Cell::get)
     }
 
     /// Bytes allocated and not freed.
@@ -27,7 +45,7 @@ impl Counting {
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
+        count_call();
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
         // SAFETY: same layout as given.
         unsafe { System.alloc(layout) }
@@ -38,7 +56,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
+        count_call();
         LIVE.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,

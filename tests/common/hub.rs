@@ -318,7 +318,7 @@ impl Net {
                 AuditRecord::Will {
                     identity, outcome, ..
                 } => Some((
-                    identity.client_id.clone(),
+                    identity.client_id.to_string(),
                     match outcome {
                         WillOutcome::Triggered => "triggered",
                         WillOutcome::Delayed { .. } => "delayed",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use testament::auth::{AuthMethod, ClaimAcl, DecidedBy, Decision, Effect, Identity, WillTrigger};
+use testament::auth::{AuthMethod, DecidedBy, Decision, Effect, Identity, WillTrigger};
 use testament::codec::*;
 use testament::session::*;
 use testament::time::Timestamp;
@@ -39,8 +39,8 @@ pub fn identity(principal: &str, client_id: &str, expires_at: Option<Timestamp>)
     Identity {
         principal: principal.into(),
         client_id: client_id.into(),
-        roles: vec![],
-        acl: ClaimAcl::default(),
+        roles: Default::default(),
+        acl: None,
         expires_at,
         key_id: Some("KEY-A".into()),
         method: AuthMethod::Password,
@@ -275,7 +275,7 @@ pub fn one_will(actions: &[Action], trigger: WillTrigger) -> DueWill {
     assert_eq!(w.len(), 1, "{actions:?}");
     assert_eq!(w[0].trigger, trigger);
     assert_eq!(w[0].will.topic.as_str(), "trusted/srv-17/server/state");
-    assert_eq!(w[0].identity.principal, "server-17");
+    assert_eq!(&*w[0].identity.principal, "server-17");
     w[0].clone()
 }
 
