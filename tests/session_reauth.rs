@@ -11,23 +11,34 @@ use testament::codec::*;
 use testament::session::*;
 use testament::time::Timestamp;
 
-#[test]
-fn the_will_carries_the_identity_of_the_last_reauthentication() {
+/// A 5.0 client with a will, connected with Authentication Method `JWT`
+/// (and this token as its Authentication Data, if any).
+fn enhanced_with_will(config: SessionConfig, data: Option<&'static [u8]>) -> Peer {
     let mut c = connect(
         V5,
         "srv-17",
         Some(will("trusted/srv-17/server/state", QoS::AtLeastOnce, true)),
     );
     c.properties.authentication_method = Some(MqttString::from_static("JWT"));
-    let mut p = Peer::connected(
-        V5,
-        SessionConfig::default(),
-        c,
-        identity("server-17", "srv-17", None),
-    );
+    if let Some(data) = data {
+        c.password = None;
+        c.properties.authentication_data = Some(Bytes::from_static(data));
+    }
+    Peer::connected(V5, config, c, identity("server-17", "srv-17", None))
+}
+
+/// AUTH 0x19 with the method `JWT` (and this token, if any).
+fn reauthenticate(data: Option<&'static [u8]>) -> Packet {
     let mut auth = Auth::new(AuthReasonCode::ReAuthenticate);
     auth.properties.authentication_method = Some(MqttString::from_static("JWT"));
-    let a = p.send(Packet::Auth(auth));
+    auth.properties.authentication_data = data.map(Bytes::from_static);
+    Packet::Auth(auth)
+}
+
+#[test]
+fn the_will_carries_the_identity_of_the_last_reauthentication() {
+    let mut p = enhanced_with_will(SessionConfig::default(), None);
+    let a = p.send(reauthenticate(None));
     let ticket = authenticate_ticket(&a);
     let fresh = identity(
         "server-17",
@@ -46,24 +57,8 @@ fn the_will_carries_the_identity_of_the_last_reauthentication() {
 #[test]
 fn reauthentication_failure_disconnects_0x87_and_triggers_the_will() {
     // [MQTT-4.12.1-2]
-    let mut c = connect(
-        V5,
-        "srv-17",
-        Some(will("trusted/srv-17/server/state", QoS::AtLeastOnce, true)),
-    );
-    c.password = None;
-    c.properties.authentication_method = Some(MqttString::from_static("JWT"));
-    c.properties.authentication_data = Some(Bytes::from_static(b"t1"));
-    let mut p = Peer::connected(
-        V5,
-        SessionConfig::default(),
-        c,
-        identity("server-17", "srv-17", None),
-    );
-    let mut auth = Auth::new(AuthReasonCode::ReAuthenticate);
-    auth.properties.authentication_method = Some(MqttString::from_static("JWT"));
-    auth.properties.authentication_data = Some(Bytes::from_static(b"t2"));
-    let a = p.send(Packet::Auth(auth));
+    let mut p = enhanced_with_will(SessionConfig::default(), Some(b"t1"));
+    let a = p.send(reauthenticate(Some(b"t2")));
     let Action::Authenticate {
         ticket,
         reauthentication: true,
@@ -93,16 +88,8 @@ fn the_will_can_be_rechecked_after_reauthentication() {
         ..Default::default()
     };
     for allowed in [true, false] {
-        let mut c = connect(
-            V5,
-            "srv-17",
-            Some(will("trusted/srv-17/server/state", QoS::AtLeastOnce, true)),
-        );
-        c.properties.authentication_method = Some(MqttString::from_static("JWT"));
-        let mut p = Peer::connected(V5, config.clone(), c, identity("server-17", "srv-17", None));
-        let mut auth = Auth::new(AuthReasonCode::ReAuthenticate);
-        auth.properties.authentication_method = Some(MqttString::from_static("JWT"));
-        let a = p.send(Packet::Auth(auth));
+        let mut p = enhanced_with_will(config.clone(), None);
+        let a = p.send(reauthenticate(None));
         let a = p.authenticate(
             authenticate_ticket(&a),
             AuthnOutcome::Success(identity("server-17", "srv-17", None)),
