@@ -157,6 +157,10 @@ pub struct Broker {
     timers: BTreeSet<(Timestamp, Timer)>,
     actions: VecDeque<Action>,
     dirty: Vec<ConnId>,
+    /// The targets of the publish being routed, kept between publishes so
+    /// that routing allocates nothing per message once warmed up; bounded
+    /// by the subscriptions one topic can match.
+    route_targets: Vec<routing::Target>,
     next_conn: u64,
     next_session: u64,
     next_ticket: u64,
@@ -181,6 +185,7 @@ impl Broker {
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             dirty: Vec::new(),
+            route_targets: Vec::new(),
             next_conn: 0,
             next_session: 0,
             next_ticket: 0,

@@ -62,29 +62,26 @@ impl Broker {
         retain: bool,
         properties: &PublishProperties,
     ) {
-        let mut targets: Vec<Target> = Vec::new();
+        // Reused from one publish to the next: no allocation per message.
+        let mut targets = std::mem::take(&mut self.route_targets);
+        targets.clear();
         let mut groups: Vec<(Box<str>, Vec<Target>)> = Vec::new();
-        {
-            let mut hits: Vec<&Sub> = Vec::new();
-            self.tree.matches(topic.as_str(), &mut hits);
-            for sub in hits {
-                if let Some(group) = sub.group() {
-                    let _ = group;
-                    let name = sub.filter.as_str();
-                    let t = Target::of(sub);
-                    match groups.iter_mut().find(|(g, _)| &**g == name) {
-                        Some((_, members)) => members.push(t),
-                        None => groups.push((name.into(), vec![t])),
-                    }
-                    continue;
+        self.tree.for_each_match(topic.as_str(), |sub| {
+            if sub.group().is_some() {
+                let name = sub.filter.as_str();
+                let t = Target::of(sub);
+                match groups.iter_mut().find(|(g, _)| &**g == name) {
+                    Some((_, members)) => members.push(t),
+                    None => groups.push((name.into(), vec![t])),
                 }
-                // [MQTT-3.8.3-3] No Local: not to the publisher itself.
-                if sub.options.no_local && Some(sub.key) == from {
-                    continue;
-                }
-                targets.push(Target::of(sub));
+                return;
             }
-        }
+            // [MQTT-3.8.3-3] No Local: not to the publisher itself.
+            if sub.options.no_local && Some(sub.key) == from {
+                return;
+            }
+            targets.push(Target::of(sub));
+        });
         // One delivery per session: the highest QoS, every identifier.
         targets.sort_by_key(|t| t.key);
         targets.dedup_by(|later, first| {
@@ -102,7 +99,7 @@ impl Broker {
                 targets.push(t);
             }
         }
-        for t in targets {
+        for t in targets.drain(..) {
             let mut props = properties.clone();
             if !t.ids.is_empty() {
                 props.subscription_identifiers = t.ids.into_iter().collect();
@@ -117,6 +114,7 @@ impl Broker {
             };
             self.deliver(now, t.key, msg);
         }
+        self.route_targets = targets;
     }
 
     /// Round-robin over the group's members in subscription order: the next
@@ -145,13 +143,15 @@ impl Broker {
             && let Some(c) = self.conns.get_mut(&id)
             && c.session.is_connected()
         {
-            let (topic, qos) = (msg.topic.as_mqtt_str().clone(), msg.qos);
+            // Kept only for the record a refused QoS 1/2 message gets.
+            let qos = msg.qos;
+            let topic = (qos != QoS::AtMostOnce).then(|| msg.topic.as_mqtt_str().clone());
             match c.session.deliver(now, msg) {
                 Delivery::Accepted if !c.dirty => {
                     c.dirty = true;
                     self.dirty.push(id);
                 }
-                Delivery::QueueFull if qos != QoS::AtMostOnce => {
+                Delivery::QueueFull if let Some(topic) = topic => {
                     let client_id = s.client_id.to_string();
                     self.audit(AuditRecord::MessageDropped {
                         at: now,

@@ -143,27 +143,34 @@ impl Tree {
 
     /// Every subscription whose filter matches `topic` (a valid topic
     /// name), in tree order: deterministic for a given set of insertions.
+    #[cfg(test)]
     pub fn matches<'t>(&'t self, topic: &str, out: &mut Vec<&'t Sub>) {
+        self.for_each_match(topic, |sub| out.push(sub));
+    }
+
+    /// Calls `f` with every subscription matching `topic`: routing collects
+    /// what it needs without a list of them per message.
+    pub fn for_each_match<'t>(&'t self, topic: &str, mut f: impl FnMut(&'t Sub)) {
         let lv = levels(topic);
         // [MQTT-4.7.2-1] A filter starting with a wildcard does not match a
         // topic starting with `$`.
         let dollar = topic.starts_with('$');
-        Self::collect(&self.root, &lv, !dollar, out);
+        Self::collect(&self.root, &lv, !dollar, &mut f);
     }
 
-    fn collect<'t>(node: &'t Node, lv: &[&str], wildcards: bool, out: &mut Vec<&'t Sub>) {
+    fn collect<'t>(node: &'t Node, lv: &[&str], wildcards: bool, f: &mut impl FnMut(&'t Sub)) {
         if wildcards {
-            out.extend(node.hash.iter());
+            node.hash.iter().for_each(&mut *f);
         }
         let Some((first, rest)) = lv.split_first() else {
-            out.extend(node.exact.iter());
+            node.exact.iter().for_each(&mut *f);
             return;
         };
         if let Some(child) = node.children.get(*first) {
-            Self::collect(child, rest, true, out);
+            Self::collect(child, rest, true, f);
         }
         if wildcards && let Some(plus) = node.plus.as_deref() {
-            Self::collect(plus, rest, true, out);
+            Self::collect(plus, rest, true, f);
         }
     }
 }
