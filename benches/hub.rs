@@ -6,7 +6,8 @@
 //! Subscribers acknowledge QoS 1 deliveries as a client would (the PUBACKs
 //! are part of the measured work); publishers' acknowledgements are dropped.
 //!
-//! `cargo bench --bench hub` (BENCH_ROUNDS=n to change the rounds).
+//! `cargo bench --bench hub` (BENCH_ROUNDS=n to change the rounds, ONLY=text
+//! to run the groups whose title holds it, e.g. `ONLY="1→100 AtLeastOnce"`).
 
 mod harness;
 
@@ -235,8 +236,12 @@ fn main() {
     );
     for (publishers, subscribers) in [(1, 1), (1, 100), (100, 1)] {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-            let results = measure(rounds, &mut cases(publishers, subscribers, qos));
             let title = format!("{publishers}→{subscribers} {qos:?}");
+            // ONLY=text: the groups whose title holds it (for a profile).
+            if std::env::var("ONLY").is_ok_and(|only| !title.contains(&only)) {
+                continue;
+            }
+            let results = measure(rounds, &mut cases(publishers, subscribers, qos));
             report(
                 &title,
                 "deliveries",

@@ -173,7 +173,9 @@ struct Traffic {
     aliases_in: Vec<Option<TopicName>>,
     /// QoS 1/2 messages in flight to the client, kept for the hub to
     /// redeliver on a later connection ([`Session::take_inflight`]).
-    outbound: Vec<(PacketId, OutState, OutboundMessage)>,
+    /// A deque: acknowledgements come oldest first, and taking the front
+    /// of a vector moved every message behind it.
+    outbound: VecDeque<(PacketId, OutState, OutboundMessage)>,
     outbound_queue: VecDeque<OutboundMessage>,
 }
 
@@ -183,7 +185,7 @@ static NO_TRAFFIC: Traffic = Traffic {
     pending: VecDeque::new(),
     awaiting_pubrel: Vec::new(),
     aliases_in: Vec::new(),
-    outbound: Vec::new(),
+    outbound: VecDeque::new(),
     outbound_queue: VecDeque::new(),
 };
 

@@ -425,14 +425,14 @@ impl Session {
                 let _ = Packet::PubRel(PubRel::new(m.packet_id)).encode(version, &mut self.tx);
                 conn.t()
                     .outbound
-                    .push((m.packet_id, OutState::Released, m.message));
+                    .push_back((m.packet_id, OutState::Released, m.message));
             } else {
                 let mut p = view(&m.message, Some(m.packet_id));
                 p.dup = true;
                 let _ = p.encode(version, &mut self.tx);
                 conn.t()
                     .outbound
-                    .push((m.packet_id, OutState::Published, m.message));
+                    .push_back((m.packet_id, OutState::Published, m.message));
             }
         }
         conn.t().outbound_queue.extend(inflight.queued);
@@ -481,7 +481,7 @@ impl Session {
             return;
         };
         if p.encode(version, &mut self.tx).is_ok() {
-            conn.t().outbound.push((id, OutState::Published, msg));
+            conn.t().outbound.push_back((id, OutState::Published, msg));
         }
     }
 
