@@ -234,9 +234,6 @@ pub struct Session {
     config: Arc<SessionConfig>,
     decoder: Decoder,
     actions: VecDeque<Action>,
-    /// Actions taken since the queue was last empty: a long drain marks a
-    /// busy connection, whose queue is kept for its next burst.
-    drained: u32,
     state: State,
     version: ProtocolVersion,
     opened_at: Timestamp,
@@ -275,7 +272,6 @@ impl Session {
             config,
             decoder,
             actions: VecDeque::new(),
-            drained: 0,
             state: State::AwaitingConnect,
             version: ProtocolVersion::V311,
             opened_at: now,
@@ -377,15 +373,12 @@ impl Session {
         if self.actions.is_empty() {
             self.flush_tx();
             if self.actions.is_empty() {
-                // Drained: an idle connection keeps no queue and no tables.
-                // A busy one keeps its queue, which it would otherwise
-                // grow again, copying, a doubling at a time, on every read;
-                // its next short drain lets it go.
-                const BUSY: u32 = 32;
-                if self.actions.capacity() > 0 && self.drained < BUSY {
+                // Drained: an idle connection keeps no queue and no tables
+                // (keeping a busy one's queue for its next burst saved too
+                // little to let a connection that falls silent hold it).
+                if self.actions.capacity() > 0 {
                     self.actions = VecDeque::new();
                 }
-                self.drained = 0;
                 if let Some(conn) = self.conn.as_mut() {
                     conn.release_traffic();
                 }
@@ -395,7 +388,6 @@ impl Session {
         if let Some(Action::Send(bytes)) = self.actions.front() {
             self.unsent_bytes = self.unsent_bytes.saturating_sub(bytes.len());
         }
-        self.drained = self.drained.saturating_add(1);
         // Popped straight into the return value: one copy of the action.
         self.actions.pop_front()
     }
