@@ -67,7 +67,7 @@ impl fmt::Debug for TokenDigest {
 ///
 /// Every idle session keeps one, so its text is shared, not owned: the
 /// client id with the session and the registry, the key id with the key
-/// set, principals and role lists with other identities that have the same.
+/// set; clones of an identity share all of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Who: the token's principal claim, or the anonymous name.

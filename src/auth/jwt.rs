@@ -528,15 +528,18 @@ impl JwtAuthenticator {
             Some(path) => roles_at(&claims, path).into_iter().map(Arc::from).collect(),
             None => Arc::default(),
         };
+        // Kept only when it grants something: most tokens carry none.
         let acl = match c.acl_claim.as_deref().and_then(|name| claims.get(name)) {
-            Some(v) => Some(parse_acl_claim(v).map_err(AuthnError::InvalidAclClaim)?),
+            Some(v) => Some(parse_acl_claim(v).map_err(AuthnError::InvalidAclClaim)?)
+                .filter(|a| !a.is_empty())
+                .map(Arc::new),
             None => None,
         };
         Ok(Identity {
             principal: principal.into(),
             client_id: creds.client_id.clone(),
             roles,
-            acl: acl.filter(|a| !a.is_empty()).map(Arc::new),
+            acl,
             expires_at,
             key_id: key.kid.clone(),
             method,

@@ -499,8 +499,8 @@ impl Session {
         let levels_max = self.config.max_topic_levels;
         topic.len() <= self.config.max_topic_len
             // Fewer bytes than levels allowed cannot hold too many levels;
-            // otherwise a block-wise count, which vectorizes on short names
-            // where a search set up for long ones does not pay.
+            // otherwise a count a word at a time, which short names repay
+            // where a search set up for long ones does not.
             && (topic.len() < levels_max
                 || crate::codec::string::count_byte(topic.as_bytes(), b'/') < levels_max)
     }

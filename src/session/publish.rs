@@ -582,8 +582,7 @@ impl Session {
                 break;
             }
         }
-        let found = answer.is_none();
-        if !found {
+        if answer.is_some() {
             return Err(SessionError::UnknownTicket(ticket));
         }
         self.drain_pending(now);
