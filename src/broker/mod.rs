@@ -70,8 +70,7 @@ pub(crate) struct SessionKey(pub u64);
 
 #[derive(Debug)]
 struct Conn {
-    /// Boxed: the map's nodes stay small.
-    session: Box<Session>,
+    session: Session,
     /// The session it is attached to, once opened.
     key: Option<SessionKey>,
     /// Its entry in the timer set.
@@ -145,7 +144,9 @@ pub struct Broker {
     /// `config.session`, shared by every session.
     session_config: Arc<crate::session::SessionConfig>,
     authorizer: Option<Arc<dyn Authorizer>>,
-    conns: BTreeMap<ConnId, Conn>,
+    /// Boxed, the session and its hub state in one allocation: a map node
+    /// holds 11 entries, and keys inserted in order leave nodes half full.
+    conns: BTreeMap<ConnId, Box<Conn>>,
     /// Boxed: a map node holds 11 entries, often half of them empty.
     sessions: BTreeMap<SessionKey, Box<StoredSession>>,
     by_client_id: BTreeMap<Arc<str>, SessionKey>,
@@ -288,12 +289,12 @@ impl Broker {
         session.set_authorizer(self.authorizer.clone());
         self.conns.insert(
             id,
-            Conn {
-                session: Box::new(session),
+            Box::new(Conn {
+                session,
                 key: None,
                 deadline: None,
                 dirty: false,
-            },
+            }),
         );
         if self.shut_down {
             // No new sessions while shutting down.

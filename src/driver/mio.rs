@@ -46,6 +46,8 @@ const LINGER: Duration = Duration::from_secs(10);
 /// One socket: kept small, an idle connection is mostly this.
 struct Slot {
     stream: TcpStream,
+    /// Tells this socket's token from a token its slab index had before.
+    serial: u32,
     /// Close once the output is written.
     closing: bool,
     /// `None` while a TLS handshake is under way.
@@ -59,6 +61,61 @@ struct Slot {
 struct Output {
     queue: VecDeque<Bytes>,
     bytes: usize,
+}
+
+/// The sockets, in a slab: an idle connection costs its slot and no map
+/// node. A token is the slab index tagged with a serial number, so that an
+/// event or deadline left over for a closed socket never reaches the one
+/// that reuses its index.
+struct Slots {
+    slab: slab::Slab<Slot>,
+    serial: u32,
+}
+
+// The serial takes a token's upper 32 bits.
+const _: () = assert!(usize::BITS >= 64, "the mio driver needs 64-bit tokens");
+
+impl Slots {
+    fn split(token: usize) -> (usize, u32) {
+        (token & 0xffff_ffff, (token >> 32) as u32)
+    }
+
+    fn get(&self, token: usize) -> Option<&Slot> {
+        let (index, serial) = Self::split(token);
+        self.slab.get(index).filter(|s| s.serial == serial)
+    }
+
+    fn get_mut(&mut self, token: usize) -> Option<&mut Slot> {
+        let (index, serial) = Self::split(token);
+        self.slab.get_mut(index).filter(|s| s.serial == serial)
+    }
+
+    fn contains(&self, token: usize) -> bool {
+        self.get(token).is_some()
+    }
+
+    fn remove(&mut self, token: usize) -> Option<Slot> {
+        self.contains(token)
+            .then(|| self.slab.remove(token & 0xffff_ffff))
+    }
+
+    /// The token the next inserted slot gets, with the serial to give it.
+    fn next(&mut self) -> (usize, u32) {
+        // Serials start above the listeners' tokens and skip the waker's.
+        self.serial = self.serial.wrapping_add(1).max(1);
+        if self.serial == u32::MAX {
+            self.serial = 1;
+        }
+        let index = self.slab.vacant_key();
+        ((self.serial as usize) << 32 | index, self.serial)
+    }
+
+    fn tokens(&self) -> Vec<usize> {
+        self.slab
+            .iter()
+            .map(|(i, s)| (s.serial as usize) << 32 | i)
+            .collect()
+    }
 }
 
 /// What a policy answer brings back when it is ready.
@@ -89,9 +146,8 @@ impl Wake for AnswerWaker {
 
 struct MioIo {
     poll: MioPoll,
-    slots: BTreeMap<usize, Slot>,
+    slots: Slots,
     by_conn: BTreeMap<ConnId, usize>,
-    next_token: usize,
     max_output: usize,
     /// Answers not ready when asked, by id.
     pending: BTreeMap<u64, Pending>,
@@ -110,11 +166,11 @@ struct MioIo {
 impl MioIo {
     fn slot_of(&mut self, conn: ConnId) -> Option<(usize, &mut Slot)> {
         let token = *self.by_conn.get(&conn)?;
-        self.slots.get_mut(&token).map(|s| (token, s))
+        self.slots.get_mut(token).map(|s| (token, s))
     }
 
     fn drop_slot(&mut self, token: usize, how: Shutdown) {
-        if let Some(mut s) = self.slots.remove(&token) {
+        if let Some(mut s) = self.slots.remove(token) {
             if let Some(tls) = s.tls.as_mut()
                 && how == Shutdown::Write
             {
@@ -133,7 +189,7 @@ impl MioIo {
 
     /// Writes what waits; closes a closing connection once it is written.
     fn flush(&mut self, token: usize) {
-        let Some(s) = self.slots.get_mut(&token) else {
+        let Some(s) = self.slots.get_mut(token) else {
             return;
         };
         let result = match (s.tls.as_mut(), s.out.as_mut()) {
@@ -243,7 +299,7 @@ impl Io for MioIo {
         };
         s.closing = true;
         self.flush(token);
-        if self.slots.contains_key(&token) {
+        if self.slots.contains(token) {
             // A client that never reads its last bytes does not keep the
             // socket forever.
             self.deadlines.insert((Instant::now() + LINGER, token));
@@ -317,9 +373,11 @@ pub fn serve(
     }
     let mut io = MioIo {
         poll,
-        slots: BTreeMap::new(),
+        slots: Slots {
+            slab: slab::Slab::new(),
+            serial: 0,
+        },
         by_conn: BTreeMap::new(),
-        next_token: FIRST_SOCKET,
         max_output: config.max_output_bytes,
         pending: BTreeMap::new(),
         next_pending: 0,
@@ -393,7 +451,7 @@ pub fn serve(
             io.deadlines.remove(&(at, token));
             // Only a handshake still under way or a closed connection still
             // writing is late; anything else met its deadline.
-            match io.slots.get(&token) {
+            match io.slots.get(token) {
                 Some(s) if s.conn.is_none() => log::info!("TLS handshake timed out"),
                 Some(s) if s.closing => {}
                 _ => continue,
@@ -455,9 +513,9 @@ pub fn serve(
                     }
                     // Give what is queued a moment to leave.
                     let until = Instant::now() + Duration::from_millis(100);
-                    while !io.slots.is_empty() && Instant::now() < until {
+                    while !io.slots.slab.is_empty() && Instant::now() < until {
                         let _ = io.poll.poll(&mut events, Some(Duration::from_millis(10)));
-                        let tokens: Vec<usize> = io.slots.keys().copied().collect();
+                        let tokens = io.slots.tokens();
                         for t in tokens {
                             io.flush(t);
                         }
@@ -489,8 +547,7 @@ fn accept_all(
             }
         };
         let _ = stream.set_nodelay(true);
-        let token = io.next_token;
-        io.next_token += 1;
+        let (token, serial) = io.slots.next();
         if io
             .poll
             .registry()
@@ -517,16 +574,14 @@ fn accept_all(
             None => None,
         };
         let handshaking = tls.is_some();
-        io.slots.insert(
-            token,
-            Slot {
-                stream,
-                closing: false,
-                conn: None,
-                tls,
-                out: None,
-            },
-        );
+        io.slots.slab.insert(Slot {
+            stream,
+            serial,
+            closing: false,
+            conn: None,
+            tls,
+            out: None,
+        });
         if handshaking {
             io.peers.insert(token, peer);
             io.deadlines
@@ -546,11 +601,11 @@ fn open(
     runner: &mut Runner,
     io: &mut MioIo,
 ) {
-    if !io.slots.contains_key(&token) {
+    if !io.slots.contains(token) {
         return;
     }
     let conn = runner.open(now, peer, certificate, io);
-    if let Some(s) = io.slots.get_mut(&token) {
+    if let Some(s) = io.slots.get_mut(token) {
         s.conn = Some(conn);
         io.by_conn.insert(conn, token);
     }
@@ -626,7 +681,7 @@ fn read_ready(
 ) {
     let mut budget = READ_BUDGET;
     loop {
-        let Some(s) = io.slots.get_mut(&token) else {
+        let Some(s) = io.slots.get_mut(token) else {
             return;
         };
         let was_handshaking = s.tls.as_ref().is_some_and(|t| t.is_handshaking());
@@ -645,7 +700,7 @@ fn read_ready(
                 open(token, peer, certificate, now, runner, io);
             }
         }
-        let Some(s) = io.slots.get(&token) else {
+        let Some(s) = io.slots.get(token) else {
             return;
         };
         let conn = s.conn;
@@ -658,7 +713,7 @@ fn read_ready(
                     io.backlog.insert(token);
                     return;
                 }
-                if n < buf.len() && io.slots.get(&token).is_some_and(|s| s.tls.is_none()) {
+                if n < buf.len() && io.slots.get(token).is_some_and(|s| s.tls.is_none()) {
                     // A short read emptied the socket (edge-triggered: the
                     // next byte brings a new event).
                     return;
