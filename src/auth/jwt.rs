@@ -524,9 +524,11 @@ impl JwtAuthenticator {
                 principal: principal.to_string(),
             });
         }
-        let roles = match &c.roles_claim {
-            Some(path) => roles_at(&claims, path).into_iter().map(Arc::from).collect(),
-            None => Arc::default(),
+        // No roles: the shared empty slice (`Arc::default` does not
+        // allocate; collecting an empty iterator does).
+        let roles = match c.roles_claim.as_deref().map(|path| roles_at(&claims, path)) {
+            Some(roles) if !roles.is_empty() => roles.into_iter().map(Arc::from).collect(),
+            _ => Arc::default(),
         };
         // Kept only when it grants something: most tokens carry none.
         let acl = match c.acl_claim.as_deref().and_then(|name| claims.get(name)) {

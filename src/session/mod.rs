@@ -232,8 +232,9 @@ impl Conn {
 pub struct Session {
     /// Shared: every session of a hub has the same limits.
     config: Arc<SessionConfig>,
-    decoder: Decoder,
-    actions: VecDeque<Action>,
+    /// Boxed, and there only while the connection has something in hand:
+    /// an idle connection holds no buffer, no queue, and not their room.
+    io: Option<Box<Io>>,
     state: State,
     version: ProtocolVersion,
     opened_at: Timestamp,
@@ -242,12 +243,69 @@ pub struct Session {
     /// once the CONNECT is handled.
     prelude: Option<Box<Prelude>>,
     conn: Option<Conn>,
+    /// Answers authorization requests on the spot instead of emitting them.
+    authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+/// What a connection holds while it has input not yet decoded, output not
+/// yet queued or actions not yet polled.
+#[derive(Debug)]
+struct Io {
+    decoder: Decoder,
+    actions: VecDeque<Action>,
     /// Bytes written since the last queued output.
     tx: BytesMut,
     /// Bytes in queued [`Action::Send`]s the host has not taken yet.
     unsent_bytes: usize,
-    /// Answers authorization requests on the spot instead of emitting them.
-    authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+impl Io {
+    /// The connection's `io`, taken anew if it idled.
+    #[inline]
+    fn of<'a>(
+        io: &'a mut Option<Box<Io>>,
+        config: &SessionConfig,
+        state: State,
+        version: ProtocolVersion,
+    ) -> &'a mut Io {
+        io.get_or_insert_with(|| Self::new(config, state, version))
+    }
+
+    #[cold]
+    fn new(config: &SessionConfig, state: State, version: ProtocolVersion) -> Box<Io> {
+        let mut decoder = Decoder::new(config.max_packet_size);
+        // Past the CONNECT, the stream is in the version it named.
+        if state != State::AwaitingConnect {
+            decoder.set_version(version);
+        }
+        Box::new(Io {
+            decoder,
+            actions: VecDeque::new(),
+            tx: BytesMut::new(),
+            unsent_bytes: 0,
+        })
+    }
+
+    /// The output buffer, grown a block at a time: a burst of small packets
+    /// then fills one allocation instead of doubling (and copying) it.
+    fn reserve_tx(&mut self) -> &mut BytesMut {
+        const BLOCK: usize = 4096;
+        if self.tx.capacity() - self.tx.len() < 512 {
+            self.tx.reserve(BLOCK);
+        }
+        &mut self.tx
+    }
+
+    fn flush_tx(&mut self) {
+        if !self.tx.is_empty() {
+            let bytes = self.tx.split().freeze();
+            self.unsent_bytes += bytes.len();
+            self.actions.push_back(Action::Send(bytes));
+            // The rest of the block would keep the allocation alive while
+            // the connection idles; the next burst takes a new one.
+            self.tx = BytesMut::new();
+        }
+    }
 }
 
 /// What the host says about a connection before its CONNECT.
@@ -266,22 +324,23 @@ struct Prelude {
 impl Session {
     /// A session for a connection opened at `now`.
     pub fn new(config: impl Into<Arc<SessionConfig>>, now: Timestamp) -> Self {
-        let config = config.into();
-        let decoder = Decoder::new(config.max_packet_size);
         Self {
-            config,
-            decoder,
-            actions: VecDeque::new(),
+            config: config.into(),
+            io: None,
             state: State::AwaitingConnect,
             version: ProtocolVersion::V311,
             opened_at: now,
             next_ticket: 0,
             prelude: None,
             conn: None,
-            tx: BytesMut::new(),
-            unsent_bytes: 0,
             authorizer: None,
         }
+    }
+
+    /// The connection's buffers and queue, taken anew after an idle spell.
+    #[inline]
+    fn io(&mut self) -> &mut Io {
+        Io::of(&mut self.io, &self.config, self.state, self.version)
     }
 
     fn prelude_mut(&mut self) -> &mut Prelude {
@@ -370,14 +429,18 @@ impl Session {
 
     /// The next output, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
-        if self.actions.is_empty() {
-            self.flush_tx();
-            if self.actions.is_empty() {
-                // Drained: an idle connection keeps no queue and no tables
-                // (keeping a busy one's queue for its next burst saved too
-                // little to let a connection that falls silent hold it).
-                if self.actions.capacity() > 0 {
-                    self.actions = VecDeque::new();
+        let io = self.io.as_mut()?;
+        if io.actions.is_empty() {
+            io.flush_tx();
+            if io.actions.is_empty() {
+                // Drained: an idle connection keeps no buffers, no queue and
+                // no tables (keeping a busy one's for its next burst saved
+                // too little to let a connection that falls silent hold
+                // them).
+                if io.decoder.buffered() == 0 {
+                    self.io = None;
+                } else if io.actions.capacity() > 0 {
+                    io.actions = VecDeque::new();
                 }
                 if let Some(conn) = self.conn.as_mut() {
                     conn.release_traffic();
@@ -385,11 +448,11 @@ impl Session {
                 return None;
             }
         }
-        if let Some(Action::Send(bytes)) = self.actions.front() {
-            self.unsent_bytes = self.unsent_bytes.saturating_sub(bytes.len());
+        if let Some(Action::Send(bytes)) = io.actions.front() {
+            io.unsent_bytes = io.unsent_bytes.saturating_sub(bytes.len());
         }
         // Popped straight into the return value: one copy of the action.
-        self.actions.pop_front()
+        io.actions.pop_front()
     }
 
     /// The next deadline, if any.
@@ -458,19 +521,19 @@ impl Session {
         if self.state == State::Closed {
             return;
         }
-        self.decoder.feed(bytes);
+        self.io().decoder.feed(bytes);
         while self.state != State::Closed {
             if !self.may_decode() {
                 // Packets after CONNECT wait for the CONNACK [MQTT-3.1.4-6];
                 // a client that floods meanwhile is cut off.
-                if self.decoder.buffered() > 2 * self.config.max_packet_size as usize {
+                if self.io().decoder.buffered() > 2 * self.config.max_packet_size as usize {
                     self.close_before_connack("too much data before CONNACK");
                 }
                 // The CONNECT alone came: its buffer need not wait with it.
-                self.decoder.release_if_empty();
+                self.io().decoder.release_if_empty();
                 return;
             }
-            match self.decoder.decode() {
+            match self.io().decoder.decode() {
                 // Most of any stream: straight to its handler, without the
                 // general dispatch's copy of the packet.
                 Ok(Some(mut packet)) => {
@@ -485,7 +548,7 @@ impl Session {
                     }
                 }
                 Ok(None) => {
-                    self.decoder.release_if_empty();
+                    self.io().decoder.release_if_empty();
                     return;
                 }
                 Err(e) => self.decode_fault(now, e),
@@ -511,6 +574,7 @@ impl Session {
             State::AwaitingConnect | State::Connected => true,
             // Only AUTH is read before the CONNACK (enhanced authentication).
             State::Authenticating(_) => self
+                .io()
                 .decoder
                 .buffer_mut()
                 .first()
@@ -579,35 +643,27 @@ impl Session {
         ) {
             self.flush_tx();
         }
-        self.actions.push_back(action);
+        self.io().actions.push_back(action);
     }
 
     fn flush_tx(&mut self) {
-        if !self.tx.is_empty() {
-            let bytes = self.tx.split().freeze();
-            self.unsent_bytes += bytes.len();
-            self.actions.push_back(Action::Send(bytes));
-            // The rest of the block would keep the allocation alive while
-            // the connection idles; the next burst takes a new one.
-            self.tx = BytesMut::new();
+        if let Some(io) = self.io.as_mut() {
+            io.flush_tx();
         }
     }
 
     /// Writes a packet to the client. Consecutive packets are batched into
     /// one [`Action::Send`]: a burst of acknowledgements is one write.
     fn send(&mut self, packet: &Packet) {
-        self.reserve_tx();
+        let version = self.version;
+        let tx = self.reserve_tx();
         // Packets built here always encode; an error would only drop it.
-        let _ = packet.encode(self.version, &mut self.tx);
+        let _ = packet.encode(version, tx);
     }
 
-    /// Grows the output buffer a block at a time: a burst of small packets
-    /// then fills one allocation instead of doubling (and copying) it.
-    pub(super) fn reserve_tx(&mut self) {
-        const BLOCK: usize = 4096;
-        if self.tx.capacity() - self.tx.len() < 512 {
-            self.tx.reserve(BLOCK);
-        }
+    /// The output buffer, with room for a packet or more.
+    pub(super) fn reserve_tx(&mut self) -> &mut BytesMut {
+        self.io().reserve_tx()
     }
 
     fn audit(&mut self, record: AuditRecord) {

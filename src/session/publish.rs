@@ -254,7 +254,7 @@ impl Session {
         if allowed && let Some(topic) = p.topic.take() {
             // Straight into the queue (a publish never waits for bytes
             // written before it): one copy of the message, not three.
-            self.actions.push_back(Action::Publish(InboundMessage {
+            self.io().actions.push_back(Action::Publish(InboundMessage {
                 topic,
                 payload: std::mem::take(&mut p.payload),
                 qos: p.qos,
@@ -293,8 +293,7 @@ impl Session {
                     // the one acknowledgement per message skips the
                     // general encoder.
                     let [hi, lo] = id.get().to_be_bytes();
-                    self.reserve_tx();
-                    self.tx.extend_from_slice(&[0x40, 0x02, hi, lo]);
+                    self.reserve_tx().extend_from_slice(&[0x40, 0x02, hi, lo]);
                 } else {
                     self.send(&Packet::PubAck(PubAck::with_reason(id, code)));
                 }
@@ -353,7 +352,11 @@ impl Session {
         }
         let sending_now = msg.qos == QoS::AtMostOnce
             || (conn.tr().outbound.len() < window && conn.tr().outbound_queue.is_empty());
-        if sending_now && self.unsent_bytes + self.tx.len() + size > self.config.max_unsent_bytes {
+        let unsent = self
+            .io
+            .as_ref()
+            .map_or(0, |io| io.unsent_bytes + io.tx.len());
+        if sending_now && unsent + size > self.config.max_unsent_bytes {
             // The host has not taken what was written: drop for this client
             // rather than grow without bound.
             return Delivery::QueueFull;
@@ -361,9 +364,9 @@ impl Session {
         if msg.qos == QoS::AtMostOnce {
             let mut p = view(&msg, None);
             alias_topic(conn, &mut p);
-            self.reserve_tx();
+            let version = self.version;
             // Sized above: it encodes.
-            let _ = p.encode(self.version, &mut self.tx);
+            let _ = p.encode(version, self.reserve_tx());
             return Delivery::Accepted;
         }
         if conn.tr().outbound.len() < window && conn.tr().outbound_queue.is_empty() {
@@ -414,6 +417,7 @@ impl Session {
     /// [MQTT-4.4.0-1].
     pub(super) fn redeliver(&mut self, inflight: Inflight) {
         let version = self.version;
+        let tx = &mut Io::of(&mut self.io, &self.config, self.state, version).tx;
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
@@ -422,14 +426,14 @@ impl Session {
         conn.inbound_inflight = u16::try_from(conn.tr().awaiting_pubrel.len()).unwrap_or(u16::MAX);
         for m in inflight.outbound {
             if m.released {
-                let _ = Packet::PubRel(PubRel::new(m.packet_id)).encode(version, &mut self.tx);
+                let _ = Packet::PubRel(PubRel::new(m.packet_id)).encode(version, tx);
                 conn.t()
                     .outbound
                     .push_back((m.packet_id, OutState::Released, m.message));
             } else {
                 let mut p = view(&m.message, Some(m.packet_id));
                 p.dup = true;
-                let _ = p.encode(version, &mut self.tx);
+                let _ = p.encode(version, tx);
                 conn.t()
                     .outbound
                     .push_back((m.packet_id, OutState::Published, m.message));
@@ -476,11 +480,11 @@ impl Session {
         alias_topic(conn, &mut p);
         // The hub keeps the message for redelivery on a later connection; a
         // connection itself never resends [MQTT-4.4.0-1].
-        self.reserve_tx();
+        let tx = Io::of(&mut self.io, &self.config, self.state, version).reserve_tx();
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if p.encode(version, &mut self.tx).is_ok() {
+        if p.encode(version, tx).is_ok() {
             conn.t().outbound.push_back((id, OutState::Published, msg));
         }
     }
