@@ -100,15 +100,43 @@ struct StoredSession {
     conn: Option<ConnId>,
     /// The identity of the last successful (re)authentication.
     identity: Arc<Identity>,
-    /// When it expires while disconnected (`None`: connected, or never).
-    expires_at: Option<Timestamp>,
-    /// Delivery state kept while disconnected (`None` while connected: the
-    /// connection's session holds it).
-    inflight: Option<Box<Inflight>>,
-    offline: VecDeque<Queued>,
     /// Its filters in the tree, for removal when the session ends.
     filters: Vec<TopicFilter>,
+    /// What it keeps while disconnected; `None` while connected (the
+    /// connection's session holds its delivery state). Boxed: most sessions
+    /// are connected, and an idle one costs this word.
+    away: Option<Box<Away>>,
+}
+
+/// A disconnected session's state.
+#[derive(Debug, Default)]
+struct Away {
+    /// When it expires (`None`: never).
+    expires_at: Option<Timestamp>,
+    /// Messages in flight and waiting for the window when it left.
+    inflight: Inflight,
+    offline: VecDeque<Queued>,
     will: Option<DelayedWill>,
+}
+
+impl StoredSession {
+    fn away(&mut self) -> &mut Away {
+        self.away.get_or_insert_with(Box::default)
+    }
+
+    fn expires_at(&self) -> Option<Timestamp> {
+        self.away.as_ref().and_then(|a| a.expires_at)
+    }
+
+    fn has_will(&self) -> bool {
+        self.away.as_ref().is_some_and(|a| a.will.is_some())
+    }
+
+    /// Its delayed will, if due at `now` (any: `None`).
+    fn take_will(&mut self, due_at: Option<Timestamp>) -> Option<DelayedWill> {
+        let away = self.away.as_mut()?;
+        away.will.take_if(|w| due_at.is_none_or(|now| w.at <= now))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -425,13 +453,13 @@ impl Broker {
                     let Some(s) = self.sessions.get_mut(&key) else {
                         continue;
                     };
-                    if let Some(w) = s.will.take_if(|w| w.at <= now) {
+                    if let Some(w) = s.take_will(Some(now)) {
                         self.send_will(now, key, w.due);
                     }
                 }
                 Timer::Expiry(key) => {
                     let expired = self.sessions.get(&key).is_some_and(|s| {
-                        s.conn.is_none() && s.expires_at.is_some_and(|at| at <= now)
+                        s.conn.is_none() && s.expires_at().is_some_and(|at| at <= now)
                     });
                     if expired {
                         let client_id = self.sessions[&key].client_id.to_string();
@@ -458,11 +486,11 @@ impl Broker {
         let waiting: Vec<SessionKey> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.will.is_some())
+            .filter(|(_, s)| s.has_will())
             .map(|(k, _)| *k)
             .collect();
         for key in waiting {
-            let Some(w) = self.sessions.get_mut(&key).and_then(|s| s.will.take()) else {
+            let Some(w) = self.sessions.get_mut(&key).and_then(|s| s.take_will(None)) else {
                 continue;
             };
             self.timers.remove(&(w.at, Timer::Will(key)));

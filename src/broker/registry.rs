@@ -36,8 +36,9 @@ impl Broker {
         // expiry counts from now (the time they spent queued while connected
         // is not known here). What the session keeps while offline is
         // copied, so that it does not keep its read buffers alive.
+        let away = s.away();
         for msg in inflight.queued.drain(..) {
-            s.offline.push_back(Queued {
+            away.offline.push_back(Queued {
                 msg: msg.detached(),
                 at: now,
             });
@@ -45,10 +46,10 @@ impl Broker {
         for m in &mut inflight.outbound {
             m.message = m.message.detached();
         }
-        s.inflight = Some(Box::new(inflight));
+        away.inflight = inflight;
         if expiry != u32::MAX {
             let at = now + Duration::from_secs(u64::from(expiry));
-            s.expires_at = Some(at);
+            away.expires_at = Some(at);
             self.timers.insert((at, Timer::Expiry(key)));
         }
         let client_id = s.client_id.clone();
@@ -58,8 +59,9 @@ impl Broker {
                 .sessions
                 .get_mut(&key)
                 .expect("the session was just stored");
-            if s.offline.len() > max {
-                s.offline.drain(max..).collect()
+            let offline = &mut s.away().offline;
+            if offline.len() > max {
+                offline.drain(max..).collect()
             } else {
                 Vec::new()
             }
@@ -76,24 +78,25 @@ impl Broker {
             return;
         };
         self.by_client_id.remove(&s.client_id);
-        if let Some(at) = s.expires_at {
+        let away = s.away.take().map(|b| *b).unwrap_or_default();
+        if let Some(at) = away.expires_at {
             self.timers.remove(&(at, Timer::Expiry(key)));
         }
         for f in std::mem::take(&mut s.filters) {
             self.remove_subscription(key, &f);
         }
-        let inflight = s.inflight.take().map(|b| *b).unwrap_or_default();
-        let queued = inflight
+        let queued = away
+            .inflight
             .outbound
             .into_iter()
             .map(|m| m.message)
-            .chain(inflight.queued)
-            .chain(s.offline.drain(..).map(|q| q.msg));
+            .chain(away.inflight.queued)
+            .chain(away.offline.into_iter().map(|q| q.msg));
         let lost: Vec<OutboundMessage> = queued.collect();
         for msg in &lost {
             self.dropped(now, &s.client_id, msg, DropReason::SessionEnded);
         }
-        if let Some(w) = s.will.take() {
+        if let Some(w) = away.will {
             self.timers.remove(&(w.at, Timer::Will(key)));
             self.send_will(now, key, w.due);
         }
@@ -171,11 +174,8 @@ impl Broker {
                 client_id,
                 conn: Some(id),
                 identity,
-                expires_at: None,
-                inflight: None,
-                offline: VecDeque::new(),
                 filters: Vec::new(),
-                will: None,
+                away: None,
             }),
         );
         if let Some(c) = self.conns.get_mut(&id) {
@@ -196,14 +196,15 @@ impl Broker {
             return;
         };
         // [MQTT-3.1.3-9] The client is back before its will was due.
-        let will = s.will.take();
-        if let Some(at) = s.expires_at.take() {
+        let away = s.away.take().map(|b| *b).unwrap_or_default();
+        let will = away.will;
+        if let Some(at) = away.expires_at {
             self.timers.remove(&(at, Timer::Expiry(key)));
         }
         s.conn = Some(id);
         s.identity = identity;
-        let mut inflight = s.inflight.take().map(|b| *b).unwrap_or_default();
-        for q in s.offline.drain(..) {
+        let mut inflight = away.inflight;
+        for q in away.offline {
             let mut msg = q.msg;
             match remaining_expiry(&msg.properties, q.at, now) {
                 None => {}

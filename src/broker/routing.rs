@@ -174,16 +174,17 @@ impl Broker {
         // Copied for the same reason as a retained message.
         let msg = msg.detached();
         let mut lost = None;
-        if s.offline.len() >= self.config.max_offline_messages {
+        let offline = &mut s.away().offline;
+        if offline.len() >= self.config.max_offline_messages {
             match self.config.offline_overflow {
                 OfflineOverflow::DropNewest => lost = Some(msg),
                 OfflineOverflow::DropOldest => {
-                    lost = s.offline.pop_front().map(|q| q.msg);
-                    s.offline.push_back(Queued { msg, at: now });
+                    lost = offline.pop_front().map(|q| q.msg);
+                    offline.push_back(Queued { msg, at: now });
                 }
             }
         } else {
-            s.offline.push_back(Queued { msg, at: now });
+            offline.push_back(Queued { msg, at: now });
         }
         if let Some(msg) = lost {
             let client_id = s.client_id.clone();

@@ -35,7 +35,7 @@ impl Broker {
             trigger: Some(due.trigger),
             outcome: WillOutcome::Delayed { until: at },
         };
-        s.will = Some(DelayedWill { due, at });
+        s.away().will = Some(DelayedWill { due, at });
         self.timers.insert((at, Timer::Will(key)));
         self.audit(record);
     }
