@@ -48,6 +48,7 @@ pub mod config;
 pub mod driver;
 pub mod keys;
 pub mod session;
+mod slots;
 pub mod time;
 
 #[doc(hidden)]

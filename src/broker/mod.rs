@@ -55,6 +55,7 @@ use crate::session::{
     self, Authorizer, AuthzQuery, Delivery, DueWill, GrantedSubscription, InboundMessage, Inflight,
     OutboundMessage, Session, TransportClosed,
 };
+use crate::slots::{SlotKey, Slots};
 use crate::time::Timestamp;
 
 use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
@@ -67,6 +68,24 @@ pub use types::{
 /// A session in the registry; outlives its connections when persistent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct SessionKey(pub u64);
+
+impl SlotKey for SessionKey {
+    fn from_id(id: u64) -> Self {
+        SessionKey(id)
+    }
+    fn id(self) -> u64 {
+        self.0
+    }
+}
+
+impl SlotKey for ConnId {
+    fn from_id(id: u64) -> Self {
+        ConnId(id)
+    }
+    fn id(self) -> u64 {
+        self.0
+    }
+}
 
 #[derive(Debug)]
 struct Conn {
@@ -174,9 +193,9 @@ pub struct Broker {
     authorizer: Option<Arc<dyn Authorizer>>,
     /// Boxed, the session and its hub state in one allocation: a map node
     /// holds 11 entries, and keys inserted in order leave nodes half full.
-    conns: BTreeMap<ConnId, Box<Conn>>,
+    conns: Slots<ConnId, Box<Conn>>,
     /// Boxed: a map node holds 11 entries, often half of them empty.
-    sessions: BTreeMap<SessionKey, Box<StoredSession>>,
+    sessions: Slots<SessionKey, Box<StoredSession>>,
     by_client_id: BTreeMap<Arc<str>, SessionKey>,
     tree: Tree,
     /// Shared subscriptions by full filter (`$share/g/f`).
@@ -190,8 +209,6 @@ pub struct Broker {
     /// that routing allocates nothing per message once warmed up; bounded
     /// by the subscriptions one topic can match.
     route_targets: Vec<routing::Target>,
-    next_conn: u64,
-    next_session: u64,
     next_ticket: u64,
     shut_down: bool,
 }
@@ -204,8 +221,8 @@ impl Broker {
             session_config: Arc::new(config.session.clone()),
             config,
             authorizer: None,
-            conns: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            conns: Slots::default(),
+            sessions: Slots::default(),
             by_client_id: BTreeMap::new(),
             tree: Tree::default(),
             shares: BTreeMap::new(),
@@ -215,8 +232,6 @@ impl Broker {
             actions: VecDeque::new(),
             dirty: Vec::new(),
             route_targets: Vec::new(),
-            next_conn: 0,
-            next_session: 0,
             next_ticket: 0,
             shut_down: false,
         }
@@ -301,29 +316,27 @@ impl Broker {
         certificate: Option<crate::auth::ClientCertificate>,
         refusal: Option<(ConnectReasonCode, &str)>,
     ) -> ConnId {
-        self.next_conn += 1;
-        let id = ConnId(self.next_conn);
-        let mut session = Session::new(self.session_config.clone(), now)
-            .with_assigned_client_id(format!("auto-{:x}", id.0));
-        if let Some(peer) = peer {
-            session = session.with_peer(peer);
-        }
-        if let Some(cert) = certificate {
-            session = session.with_client_certificate(cert);
-        }
-        if let Some((code, detail)) = refusal {
-            session = session.refusing(code, detail);
-        }
-        session.set_authorizer(self.authorizer.clone());
-        self.conns.insert(
-            id,
+        let (config, authorizer) = (&self.session_config, &self.authorizer);
+        let id = self.conns.insert_with(|id| {
+            let mut session = Session::new(config.clone(), now)
+                .with_assigned_client_id(format!("auto-{:x}", id.0));
+            if let Some(peer) = peer {
+                session = session.with_peer(peer);
+            }
+            if let Some(cert) = certificate {
+                session = session.with_client_certificate(cert);
+            }
+            if let Some((code, detail)) = refusal {
+                session = session.refusing(code, detail);
+            }
+            session.set_authorizer(authorizer.clone());
             Box::new(Conn {
                 session,
                 key: None,
                 deadline: None,
                 dirty: false,
-            }),
-        );
+            })
+        });
         if self.shut_down {
             // No new sessions while shutting down.
             if let Some(c) = self.conns.get_mut(&id) {
@@ -476,7 +489,7 @@ impl Broker {
     /// (5.0) and is closed; wills follow [`BrokerConfig::shutdown_wills`].
     pub fn handle_shutdown(&mut self, now: Timestamp) {
         self.shut_down = true;
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        let ids: Vec<ConnId> = self.conns.keys();
         for id in ids {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.session.handle_shutdown(now);
@@ -485,9 +498,9 @@ impl Broker {
         }
         let waiting: Vec<SessionKey> = self
             .sessions
-            .iter()
-            .filter(|(_, s)| s.has_will())
-            .map(|(k, _)| *k)
+            .keys()
+            .into_iter()
+            .filter(|k| self.sessions[k].has_will())
             .collect();
         for key in waiting {
             let Some(w) = self.sessions.get_mut(&key).and_then(|s| s.take_will(None)) else {

@@ -165,19 +165,16 @@ impl Broker {
             }
             return;
         }
-        self.next_session += 1;
-        let key = SessionKey(self.next_session);
-        self.by_client_id.insert(client_id.clone(), key);
-        self.sessions.insert(
-            key,
+        let key = self.sessions.insert_with(|_| {
             Box::new(StoredSession {
-                client_id,
+                client_id: client_id.clone(),
                 conn: Some(id),
                 identity,
                 filters: Vec::new(),
                 away: None,
-            }),
-        );
+            })
+        });
+        self.by_client_id.insert(client_id, key);
         if let Some(c) = self.conns.get_mut(&id) {
             c.key = Some(key);
             let _ = c.session.handle_open(now, ticket, false);

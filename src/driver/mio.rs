@@ -30,6 +30,7 @@ use crate::auth::Decision;
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::Bytes;
 use crate::session::{AuthnOutcome, TransportClosed};
+use crate::slots::{SideTable, Slots};
 
 /// A listening socket, plain or TLS.
 pub type Listener = super::Listener<std::net::TcpListener>;
@@ -46,8 +47,6 @@ const LINGER: Duration = Duration::from_secs(10);
 /// One socket: kept small, an idle connection is mostly this.
 struct Slot {
     stream: TcpStream,
-    /// Tells this socket's token from a token its slab index had before.
-    serial: u32,
     /// Close once the output is written.
     closing: bool,
     /// `None` while a TLS handshake is under way.
@@ -61,61 +60,6 @@ struct Slot {
 struct Output {
     queue: VecDeque<Bytes>,
     bytes: usize,
-}
-
-/// The sockets, in a slab: an idle connection costs its slot and no map
-/// node. A token is the slab index tagged with a serial number, so that an
-/// event or deadline left over for a closed socket never reaches the one
-/// that reuses its index.
-struct Slots {
-    slab: slab::Slab<Slot>,
-    serial: u32,
-}
-
-// The serial takes a token's upper 32 bits.
-const _: () = assert!(usize::BITS >= 64, "the mio driver needs 64-bit tokens");
-
-impl Slots {
-    fn split(token: usize) -> (usize, u32) {
-        (token & 0xffff_ffff, (token >> 32) as u32)
-    }
-
-    fn get(&self, token: usize) -> Option<&Slot> {
-        let (index, serial) = Self::split(token);
-        self.slab.get(index).filter(|s| s.serial == serial)
-    }
-
-    fn get_mut(&mut self, token: usize) -> Option<&mut Slot> {
-        let (index, serial) = Self::split(token);
-        self.slab.get_mut(index).filter(|s| s.serial == serial)
-    }
-
-    fn contains(&self, token: usize) -> bool {
-        self.get(token).is_some()
-    }
-
-    fn remove(&mut self, token: usize) -> Option<Slot> {
-        self.contains(token)
-            .then(|| self.slab.remove(token & 0xffff_ffff))
-    }
-
-    /// The token the next inserted slot gets, with the serial to give it.
-    fn next(&mut self) -> (usize, u32) {
-        // Serials start above the listeners' tokens and skip the waker's.
-        self.serial = self.serial.wrapping_add(1).max(1);
-        if self.serial == u32::MAX {
-            self.serial = 1;
-        }
-        let index = self.slab.vacant_key();
-        ((self.serial as usize) << 32 | index, self.serial)
-    }
-
-    fn tokens(&self) -> Vec<usize> {
-        self.slab
-            .iter()
-            .map(|(i, s)| (s.serial as usize) << 32 | i)
-            .collect()
-    }
 }
 
 /// What a policy answer brings back when it is ready.
@@ -146,8 +90,10 @@ impl Wake for AnswerWaker {
 
 struct MioIo {
     poll: MioPoll,
-    slots: Slots,
-    by_conn: BTreeMap<ConnId, usize>,
+    /// The sockets by token: a slab entry each, and a stale token (an event
+    /// or deadline left over for a closed socket) misses.
+    slots: Slots<usize, Slot>,
+    by_conn: SideTable<ConnId, usize>,
     max_output: usize,
     /// Answers not ready when asked, by id.
     pending: BTreeMap<u64, Pending>,
@@ -166,11 +112,11 @@ struct MioIo {
 impl MioIo {
     fn slot_of(&mut self, conn: ConnId) -> Option<(usize, &mut Slot)> {
         let token = *self.by_conn.get(&conn)?;
-        self.slots.get_mut(token).map(|s| (token, s))
+        self.slots.get_mut(&token).map(|s| (token, s))
     }
 
     fn drop_slot(&mut self, token: usize, how: Shutdown) {
-        if let Some(mut s) = self.slots.remove(token) {
+        if let Some(mut s) = self.slots.remove(&token) {
             if let Some(tls) = s.tls.as_mut()
                 && how == Shutdown::Write
             {
@@ -189,7 +135,7 @@ impl MioIo {
 
     /// Writes what waits; closes a closing connection once it is written.
     fn flush(&mut self, token: usize) {
-        let Some(s) = self.slots.get_mut(token) else {
+        let Some(s) = self.slots.get_mut(&token) else {
             return;
         };
         let result = match (s.tls.as_mut(), s.out.as_mut()) {
@@ -299,7 +245,7 @@ impl Io for MioIo {
         };
         s.closing = true;
         self.flush(token);
-        if self.slots.contains(token) {
+        if self.slots.contains_key(&token) {
             // A client that never reads its last bytes does not keep the
             // socket forever.
             self.deadlines.insert((Instant::now() + LINGER, token));
@@ -373,11 +319,8 @@ pub fn serve(
     }
     let mut io = MioIo {
         poll,
-        slots: Slots {
-            slab: slab::Slab::new(),
-            serial: 0,
-        },
-        by_conn: BTreeMap::new(),
+        slots: Slots::default(),
+        by_conn: SideTable::default(),
         max_output: config.max_output_bytes,
         pending: BTreeMap::new(),
         next_pending: 0,
@@ -451,7 +394,7 @@ pub fn serve(
             io.deadlines.remove(&(at, token));
             // Only a handshake still under way or a closed connection still
             // writing is late; anything else met its deadline.
-            match io.slots.get(token) {
+            match io.slots.get(&token) {
                 Some(s) if s.conn.is_none() => log::info!("TLS handshake timed out"),
                 Some(s) if s.closing => {}
                 _ => continue,
@@ -507,15 +450,15 @@ pub fn serve(
                 Control::Shutdown => {
                     log::info!("shutting down");
                     runner.shutdown(now, &mut io);
-                    let conns: Vec<ConnId> = io.by_conn.keys().copied().collect();
+                    let conns: Vec<ConnId> = io.by_conn.keys();
                     for c in conns {
                         io.close(c);
                     }
                     // Give what is queued a moment to leave.
                     let until = Instant::now() + Duration::from_millis(100);
-                    while !io.slots.slab.is_empty() && Instant::now() < until {
+                    while !io.slots.is_empty() && Instant::now() < until {
                         let _ = io.poll.poll(&mut events, Some(Duration::from_millis(10)));
-                        let tokens = io.slots.tokens();
+                        let tokens = io.slots.keys();
                         for t in tokens {
                             io.flush(t);
                         }
@@ -537,7 +480,7 @@ fn accept_all(
     io: &mut MioIo,
 ) -> bool {
     loop {
-        let (mut stream, peer): (TcpStream, SocketAddr) = match listener.accept() {
+        let (stream, peer): (TcpStream, SocketAddr) = match listener.accept() {
             Ok(a) => a,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -547,19 +490,6 @@ fn accept_all(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (token, serial) = io.slots.next();
-        if io
-            .poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(token),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
-            continue;
-        }
         let peer = peer.to_string();
         let tls = match tls.map(|t| ServerConnection::new(t.config())) {
             Some(Ok(mut c)) => {
@@ -568,20 +498,32 @@ fn accept_all(
             }
             Some(Err(e)) => {
                 log::warn!("TLS session for {peer} not created: {e}");
-                let _ = io.poll.registry().deregister(&mut stream);
                 continue;
             }
             None => None,
         };
         let handshaking = tls.is_some();
-        io.slots.slab.insert(Slot {
+        let token = io.slots.insert_with(|_| Slot {
             stream,
-            serial,
             closing: false,
             conn: None,
             tls,
             out: None,
         });
+        let registered = io.slots.get_mut(&token).is_some_and(|s| {
+            io.poll
+                .registry()
+                .register(
+                    &mut s.stream,
+                    Token(token),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_ok()
+        });
+        if !registered {
+            io.slots.remove(&token);
+            continue;
+        }
         if handshaking {
             io.peers.insert(token, peer);
             io.deadlines
@@ -601,11 +543,11 @@ fn open(
     runner: &mut Runner,
     io: &mut MioIo,
 ) {
-    if !io.slots.contains(token) {
+    if !io.slots.contains_key(&token) {
         return;
     }
     let conn = runner.open(now, peer, certificate, io);
-    if let Some(s) = io.slots.get_mut(token) {
+    if let Some(s) = io.slots.get_mut(&token) {
         s.conn = Some(conn);
         io.by_conn.insert(conn, token);
     }
@@ -681,7 +623,7 @@ fn read_ready(
 ) {
     let mut budget = READ_BUDGET;
     loop {
-        let Some(s) = io.slots.get_mut(token) else {
+        let Some(s) = io.slots.get_mut(&token) else {
             return;
         };
         let was_handshaking = s.tls.as_ref().is_some_and(|t| t.is_handshaking());
@@ -700,7 +642,7 @@ fn read_ready(
                 open(token, peer, certificate, now, runner, io);
             }
         }
-        let Some(s) = io.slots.get(token) else {
+        let Some(s) = io.slots.get(&token) else {
             return;
         };
         let conn = s.conn;
@@ -713,7 +655,7 @@ fn read_ready(
                     io.backlog.insert(token);
                     return;
                 }
-                if n < buf.len() && io.slots.get(token).is_some_and(|s| s.tls.is_none()) {
+                if n < buf.len() && io.slots.get(&token).is_some_and(|s| s.tls.is_none()) {
                     // A short read emptied the socket (edge-triggered: the
                     // next byte brings a new event).
                     return;

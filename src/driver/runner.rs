@@ -1,6 +1,8 @@
 //! What both drivers do with the hub: feed it events, run its actions.
 
 use std::collections::BTreeMap;
+
+use crate::slots::SideTable;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -49,7 +51,7 @@ pub(crate) struct Runner {
     recorder: Option<Recorder>,
     limits: DriverConfig,
     /// Open connections and their addresses.
-    conn_ip: BTreeMap<ConnId, Option<IpAddr>>,
+    conn_ip: SideTable<ConnId, Option<IpAddr>>,
     per_ip: BTreeMap<IpAddr, usize>,
     /// Authentication attempts per address in the current second.
     attempts: BTreeMap<IpAddr, (u64, u32)>,
@@ -76,7 +78,7 @@ impl Runner {
             policy,
             recorder,
             limits: limits.clone(),
-            conn_ip: BTreeMap::new(),
+            conn_ip: SideTable::default(),
             per_ip: BTreeMap::new(),
             attempts: BTreeMap::new(),
         }

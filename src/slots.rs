@@ -1,0 +1,255 @@
+//! Tables of live objects (connections, sessions, sockets) keyed by ids that
+//! are slab indices tagged with a serial number.
+//!
+//! A map keyed by ids handed out in order leaves its nodes half full, and a
+//! node per few entries is much of what an idle connection costs. A slab
+//! costs its entry, and reuses the index of what was removed; the serial in
+//! the id's upper half tells an id from the one its index had before, so a
+//! stale id misses instead of reaching the new occupant. Ids still grow in
+//! the order they were handed out (the serial does), and the index is dense
+//! enough for a host to keep its own per-connection data in a vector.
+
+/// A key of a [`Slots`] table.
+pub(crate) trait SlotKey: Copy {
+    fn from_id(id: u64) -> Self;
+    fn id(self) -> u64;
+}
+
+/// The index part of an id.
+pub(crate) fn index_of(id: u64) -> usize {
+    (id & 0xffff_ffff) as usize
+}
+
+/// A slab of `V` keyed by `K`.
+#[derive(Debug)]
+pub(crate) struct Slots<K, V> {
+    slab: slab::Slab<(u32, V)>,
+    serial: u32,
+    key: std::marker::PhantomData<K>,
+}
+
+impl<K, V> Default for Slots<K, V> {
+    fn default() -> Self {
+        Self {
+            slab: slab::Slab::new(),
+            serial: 0,
+            key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: SlotKey, V> Slots<K, V> {
+    /// Stores the value `make` builds for its key; returns the key.
+    pub fn insert_with(&mut self, make: impl FnOnce(K) -> V) -> K {
+        // Never 0 (an id of 0 is the smallest key, for range bounds) nor
+        // all ones (a driver's reserved token).
+        self.serial = self.serial.wrapping_add(1);
+        if self.serial == 0 || self.serial == u32::MAX {
+            self.serial = 1;
+        }
+        let entry = self.slab.vacant_entry();
+        let id = u64::from(self.serial) << 32 | entry.key() as u64;
+        let key = K::from_id(id);
+        entry.insert((self.serial, make(key)));
+        key
+    }
+
+    fn slot(&self, key: K) -> Option<&(u32, V)> {
+        let id = key.id();
+        self.slab
+            .get(index_of(id))
+            .filter(|(serial, _)| u64::from(*serial) == id >> 32)
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.slot(*key).map(|(_, v)| v)
+    }
+
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let id = key.id();
+        self.slab
+            .get_mut(index_of(id))
+            .filter(|(serial, _)| u64::from(*serial) == id >> 32)
+            .map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.slot(*key).is_some()
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        self.contains_key(key)
+            .then(|| self.slab.remove(index_of(key.id())).1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Every key, in the order they were handed out.
+    pub fn keys(&self) -> Vec<K> {
+        let mut ids: Vec<u64> = self
+            .slab
+            .iter()
+            .map(|(index, (serial, _))| u64::from(*serial) << 32 | index as u64)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(K::from_id).collect()
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.slab.iter_mut().map(|(_, (_, v))| v)
+    }
+}
+
+impl SlotKey for usize {
+    fn from_id(id: u64) -> Self {
+        // Drivers use ids as 64-bit poll tokens.
+        const _: () = assert!(usize::BITS >= 64, "slot ids need 64-bit words");
+        id as usize
+    }
+    fn id(self) -> u64 {
+        self as u64
+    }
+}
+
+/// A host's own data per key of another table (the hub's connections),
+/// in a vector by the key's index: an entry per live key, no map node.
+#[derive(Debug)]
+pub(crate) struct SideTable<K, V> {
+    /// Id 0: vacant.
+    entries: Vec<(u64, V)>,
+    len: usize,
+    key: std::marker::PhantomData<K>,
+}
+
+impl<K, V> Default for SideTable<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            len: 0,
+            key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: SlotKey, V: Default> SideTable<K, V> {
+    /// Sets `key`'s value; a stale key of the same index is replaced.
+    pub fn insert(&mut self, key: K, value: V) {
+        let i = index_of(key.id());
+        if i >= self.entries.len() {
+            self.entries.resize_with(i + 1, || (0, V::default()));
+        }
+        if self.entries[i].0 == 0 {
+            self.len += 1;
+        }
+        self.entries[i] = (key.id(), value);
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries
+            .get(index_of(key.id()))
+            .filter(|(id, _)| *id == key.id())
+            .map(|(_, v)| v)
+    }
+
+    /// Takes `key`'s value out; a key that is not there (or no longer)
+    /// leaves the table as it is.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let entry = self
+            .entries
+            .get_mut(index_of(key.id()))
+            .filter(|(id, _)| *id == key.id())?;
+        entry.0 = 0;
+        self.len -= 1;
+        Some(std::mem::take(&mut entry.1))
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every key, in the order the other table handed them out.
+    pub fn keys(&self) -> Vec<K> {
+        let mut ids: Vec<u64> = self
+            .entries
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != 0)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(K::from_id).collect()
+    }
+}
+
+impl<K: SlotKey, V> std::ops::Index<&K> for Slots<K, V> {
+    type Output = V;
+
+    /// # Panics
+    /// When `key` is not in the table, as a map's index does.
+    fn index(&self, key: &K) -> &V {
+        self.get(key).expect("a key in the table")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    struct Id(u64);
+
+    impl SlotKey for Id {
+        fn from_id(id: u64) -> Self {
+            Id(id)
+        }
+        fn id(self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_stale_key_misses_the_value_that_reuses_its_index() {
+        let mut t: Slots<Id, &str> = Slots::default();
+        let a = t.insert_with(|_| "a");
+        assert_eq!(t.remove(&a), Some("a"));
+        let b = t.insert_with(|_| "b");
+        assert_eq!(index_of(a.0), index_of(b.0), "the index is reused");
+        assert_eq!(t.get(&a), None);
+        assert_eq!(t.remove(&a), None);
+        assert_eq!(t.get(&b), Some(&"b"));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_side_table_forgets_a_stale_key_without_touching_its_successor() {
+        let mut t: Slots<Id, ()> = Slots::default();
+        let mut side: SideTable<Id, u32> = SideTable::default();
+        let a = t.insert_with(|_| ());
+        side.insert(a, 1);
+        t.remove(&a);
+        let b = t.insert_with(|_| ());
+        side.insert(b, 2);
+        assert_eq!(side.len(), 1, "b took a's place");
+        assert_eq!(side.remove(&a), None);
+        assert_eq!(side.get(&b), Some(&2));
+        assert_eq!(side.keys(), vec![b]);
+        assert_eq!(side.remove(&b), Some(2));
+        assert_eq!(side.len(), 0);
+    }
+
+    #[test]
+    fn keys_come_in_the_order_they_were_handed_out() {
+        let mut t: Slots<Id, u32> = Slots::default();
+        let ids: Vec<Id> = (0..5).map(|i| t.insert_with(|_| i)).collect();
+        t.remove(&ids[1]);
+        let again = t.insert_with(|_| 9);
+        assert!(again > ids[4]);
+        assert_eq!(t.keys(), vec![ids[0], ids[2], ids[3], ids[4], again]);
+        assert!(ids.iter().all(|id| id.0 != 0 && id.0 >> 32 != 0));
+    }
+}
