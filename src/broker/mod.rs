@@ -67,14 +67,15 @@ pub use types::{
 
 /// A session in the registry; outlives its connections when persistent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct SessionKey(pub u64);
+/// Never 0 (slot ids are not): an `Option` of it is a word.
+pub(crate) struct SessionKey(pub std::num::NonZeroU64);
 
 impl SlotKey for SessionKey {
     fn from_id(id: u64) -> Self {
-        SessionKey(id)
+        SessionKey(std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN))
     }
     fn id(self) -> u64 {
-        self.0
+        self.0.get()
     }
 }
 
@@ -189,7 +190,7 @@ struct ShareGroup {
 pub struct Broker {
     config: BrokerConfig,
     /// `config.session`, shared by every session.
-    session_config: Arc<crate::session::SessionConfig>,
+    session_config: Arc<crate::session::Shared>,
     authorizer: Option<Arc<dyn Authorizer>>,
     /// Boxed, the session and its hub state in one allocation: a map node
     /// holds 11 entries, and keys inserted in order leave nodes half full.
@@ -218,7 +219,7 @@ impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         let retained = RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
         Self {
-            session_config: Arc::new(config.session.clone()),
+            session_config: Arc::new(crate::session::Shared::new(config.session.clone(), None)),
             config,
             authorizer: None,
             conns: Slots::default(),
@@ -242,8 +243,12 @@ impl Broker {
     /// [`Action::Authorize`]. Replacing it (an ACL reload) takes effect for
     /// every decision from now on, wills still waiting included.
     pub fn set_authorizer(&mut self, authorizer: Option<Arc<dyn Authorizer>>) {
+        self.session_config = Arc::new(crate::session::Shared::new(
+            self.config.session.clone(),
+            authorizer.clone(),
+        ));
         for conn in self.conns.values_mut() {
-            conn.session.set_authorizer(authorizer.clone());
+            conn.session.set_shared(self.session_config.clone());
         }
         self.authorizer = authorizer;
     }
@@ -316,9 +321,9 @@ impl Broker {
         certificate: Option<crate::auth::ClientCertificate>,
         refusal: Option<(ConnectReasonCode, &str)>,
     ) -> ConnId {
-        let (config, authorizer) = (&self.session_config, &self.authorizer);
+        let config = &self.session_config;
         let id = self.conns.insert_with(|id| {
-            let mut session = Session::new(config.clone(), now)
+            let mut session = Session::with_shared(config.clone(), now)
                 .with_assigned_client_id(format!("auto-{:x}", id.0));
             if let Some(peer) = peer {
                 session = session.with_peer(peer);
@@ -329,7 +334,6 @@ impl Broker {
             if let Some((code, detail)) = refusal {
                 session = session.refusing(code, detail);
             }
-            session.set_authorizer(authorizer.clone());
             Box::new(Conn {
                 session,
                 key: None,

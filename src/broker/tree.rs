@@ -179,10 +179,11 @@ impl Tree {
 mod tests {
     use super::*;
     use crate::codec::{QoS, TopicName};
+    use crate::slots::SlotKey;
 
     fn sub(key: u64, filter: &'static str) -> Sub {
         Sub {
-            key: SessionKey(key),
+            key: SessionKey::from_id(key),
             filter: TopicFilter::from_static(filter),
             options: SubscriptionOptions {
                 qos: QoS::AtMostOnce,
@@ -197,7 +198,8 @@ mod tests {
         tree.matches(topic, &mut out);
         let mut names: Vec<String> = out
             .iter()
-            .map(|s| format!("{}:{}", s.key.0, s.filter))
+            // Keys are never 0: the test's filter `i` has key `i + 1`.
+            .map(|s| format!("{}:{}", s.key.0.get() - 1, s.filter))
             .collect();
         names.sort();
         names
@@ -227,7 +229,7 @@ mod tests {
         ];
         let mut tree = Tree::default();
         for (i, f) in filters.iter().enumerate() {
-            tree.insert(sub(i as u64, f));
+            tree.insert(sub(i as u64 + 1, f));
         }
         assert_eq!(tree.len(), filters.len());
         for topic in topics {
@@ -250,10 +252,14 @@ mod tests {
         assert!(tree.insert(sub(1, "a/+/c")));
         assert!(!tree.insert(sub(2, "a/+/c")));
         assert_eq!(tree.len(), 2);
-        assert!(tree.remove(SessionKey(1), &TopicFilter::from_static("a/+/c")));
-        assert!(!tree.remove(SessionKey(1), &TopicFilter::from_static("a/+/c")));
-        assert_eq!(matched(&tree, "a/b/c"), vec!["2:a/+/c".to_string()]);
-        assert!(tree.remove(SessionKey(2), &TopicFilter::from_static("a/+/c")));
+        assert!(tree.remove(SessionKey::from_id(1), &TopicFilter::from_static("a/+/c")));
+        assert!(!tree.remove(SessionKey::from_id(1), &TopicFilter::from_static("a/+/c")));
+        assert_eq!(
+            matched(&tree, "a/b/c"),
+            vec!["1:a/+/c".to_string()],
+            "key 2"
+        );
+        assert!(tree.remove(SessionKey::from_id(2), &TopicFilter::from_static("a/+/c")));
         assert!(tree.root.is_empty());
     }
 }

@@ -73,10 +73,14 @@ impl Session {
             server_keep_alive: (keep_alive != c.keep_alive).then_some(keep_alive),
             session_expiry,
             will: c.will.as_ref().map(|w| Box::new(owned_will(w))),
-            credentials: Some(Box::new(credentials.clone())),
+            kept: Some(Box::new(Kept {
+                credentials: credentials.clone(),
+                reauth: None,
+                will_recheck: None,
+            })),
             identity: None,
             client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
-            client_max_packet: props.maximum_packet_size.map(|m| m.get()),
+            client_max_packet: props.maximum_packet_size,
             traffic: None,
             client_alias_max: if self.config.outbound_topic_aliases {
                 props.topic_alias_maximum.unwrap_or(0)
@@ -85,11 +89,9 @@ impl Session {
             },
             request_problem_info,
             last_packet: now,
-            reauth: None,
-            will_recheck: None,
             inbound_inflight: 0,
             next_packet_id: 0,
-            subscriptions: Vec::new(),
+            subscriptions: Box::default(),
         });
         if !self.valid_client_id(&credentials.client_id) {
             self.refuse(
@@ -139,9 +141,9 @@ impl Session {
     fn authenticate_again(&mut self, a: Auth, reauthentication: bool) -> Ticket {
         let ticket = self.ticket();
         let credentials = self.conn.as_mut().and_then(|conn| {
-            let kept = conn.credentials.as_mut()?;
+            let kept = &mut conn.kept.as_mut()?.credentials;
             kept.auth_data = a.properties.authentication_data.clone();
-            Some(kept.clone())
+            Some(Box::new(kept.clone()))
         });
         if let Some(credentials) = credentials {
             self.push(Action::Authenticate {
@@ -168,7 +170,7 @@ impl Session {
             return Ok(());
         }
         if self.state == State::Connected
-            && self.conn.as_ref().and_then(|c| c.reauth) == Some(ReauthStep::WithHost(ticket))
+            && self.conn.as_ref().and_then(Conn::reauth) == Some(ReauthStep::WithHost(ticket))
         {
             self.on_reauthenticated(now, outcome);
             return Ok(());
@@ -216,12 +218,12 @@ impl Session {
                 // own (AUTH 0x19). Nothing keeps a credential longer.
                 // Without an Authentication Method there is no
                 // re-authentication to reuse them for.
-                match &mut conn.credentials {
-                    Some(kept) if kept.auth_method.is_some() => {
-                        kept.password = None;
-                        kept.auth_data = None;
+                match &mut conn.kept {
+                    Some(kept) if kept.credentials.auth_method.is_some() => {
+                        kept.credentials.password = None;
+                        kept.credentials.auth_data = None;
                     }
-                    _ => conn.credentials = None,
+                    _ => conn.kept = None,
                 }
                 self.audit(AuditRecord::authenticated(identity));
                 match self.will_query() {
@@ -425,9 +427,9 @@ impl Session {
         // method; [MQTT-4.12.1-1]: re-authenticate with the same method.
         let allowed = same_method(conn, &a)
             && match a.reason_code {
-                AuthReasonCode::ReAuthenticate => conn.reauth.is_none(),
+                AuthReasonCode::ReAuthenticate => conn.reauth().is_none(),
                 AuthReasonCode::ContinueAuthentication => {
-                    conn.reauth == Some(ReauthStep::WithClient)
+                    conn.reauth() == Some(ReauthStep::WithClient)
                 }
                 AuthReasonCode::Success => false,
             };
@@ -437,7 +439,7 @@ impl Session {
         }
         let ticket = self.authenticate_again(a, true);
         if let Some(conn) = self.conn.as_mut() {
-            conn.reauth = Some(ReauthStep::WithHost(ticket));
+            conn.set_reauth(Some(ReauthStep::WithHost(ticket)));
         }
     }
 
@@ -455,7 +457,7 @@ impl Session {
                     .as_ref()
                     .is_some_and(|old| old.principal == identity.principal) =>
             {
-                conn.reauth = None;
+                conn.set_reauth(None);
                 let identity = Arc::new(identity);
                 conn.identity = Some(identity.clone());
                 self.audit(AuditRecord::authenticated(identity.clone()));
@@ -470,8 +472,8 @@ impl Session {
                         Some(decision) => self.on_will_rechecked(now, query, decision),
                         None => {
                             let ticket = self.ticket();
-                            if let Some(conn) = self.conn.as_mut() {
-                                conn.will_recheck = Some(Box::new((ticket, query.clone())));
+                            if let Some(kept) = self.conn.as_mut().and_then(|c| c.kept.as_mut()) {
+                                kept.will_recheck = Some((ticket, query.clone()));
                             }
                             self.push(Action::Authorize { ticket, query });
                         }
@@ -483,11 +485,11 @@ impl Session {
                 more.properties.authentication_method = method;
                 more.properties.authentication_data = Some(data);
                 // The client's next AUTH opens a new request.
-                conn.reauth = Some(ReauthStep::WithClient);
+                conn.set_reauth(Some(ReauthStep::WithClient));
                 self.send(&Packet::Auth(more));
             }
             failed => {
-                conn.reauth = None;
+                conn.set_reauth(None);
                 let failure = match failed {
                     AuthnOutcome::Failure(f) => f,
                     _ => crate::auth::AuthnError::PrincipalMismatch {

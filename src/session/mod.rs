@@ -140,11 +140,12 @@ struct Conn {
     /// Boxed: most clients register none.
     will: Option<Box<LastWill>>,
     /// Kept while authenticating, and after only for a client with an
-    /// Authentication Method (its re-authentications reuse them).
-    credentials: Option<Box<Credentials>>,
+    /// Authentication Method (its re-authentications reuse them), with
+    /// where its re-authentication stands: boxed, most clients have none.
+    kept: Option<Box<Kept>>,
     identity: Option<Arc<Identity>>,
     client_receive_max: u16,
-    client_max_packet: Option<u32>,
+    client_max_packet: Option<std::num::NonZeroU32>,
     /// The tables that are empty while the connection idles: allocated on
     /// first use, let go when empty again.
     traffic: Option<Box<Traffic>>,
@@ -152,14 +153,22 @@ struct Conn {
     client_alias_max: u16,
     request_problem_info: bool,
     last_packet: Timestamp,
-    reauth: Option<ReauthStep>,
-    /// A will re-check after re-authentication waiting for its decision.
-    will_recheck: Option<Box<(Ticket, AuthzQuery)>>,
     /// Inbound QoS 1/2 publishes not yet completed (Receive Maximum).
     inbound_inflight: u16,
     next_packet_id: u16,
     /// The filters the session holds (bounded by `max_subscriptions`).
-    subscriptions: Vec<TopicFilter>,
+    /// A boxed slice: a word less than a vector, and subscribing is rare.
+    subscriptions: Box<[TopicFilter]>,
+}
+
+/// The credentials of a client that authenticates with a method, and its
+/// re-authentication under way.
+#[derive(Debug)]
+struct Kept {
+    credentials: Credentials,
+    reauth: Option<ReauthStep>,
+    /// A will re-check after re-authentication waiting for its decision.
+    will_recheck: Option<(Ticket, AuthzQuery)>,
 }
 
 /// A connection's per-message tables.
@@ -219,32 +228,67 @@ impl Conn {
     }
 
     fn auth_method(&self) -> Option<&str> {
-        self.credentials.as_ref()?.auth_method.as_deref()
+        self.kept.as_ref()?.credentials.auth_method.as_deref()
     }
 
     fn username(&self) -> Option<String> {
-        self.credentials.as_ref()?.username.clone()
+        self.kept.as_ref()?.credentials.username.clone()
+    }
+
+    fn reauth(&self) -> Option<ReauthStep> {
+        self.kept.as_ref()?.reauth
+    }
+
+    /// Only a client with a method re-authenticates: one without keeps
+    /// nothing to set.
+    fn set_reauth(&mut self, step: Option<ReauthStep>) {
+        if let Some(kept) = self.kept.as_mut() {
+            kept.reauth = step;
+        }
     }
 }
 
 /// One connection's MQTT protocol state machine.
 #[derive(Debug)]
 pub struct Session {
-    /// Shared: every session of a hub has the same limits.
-    config: Arc<SessionConfig>,
+    /// Shared: every session of a hub has the same limits and authorizer.
+    config: Arc<Shared>,
     /// Boxed, and there only while the connection has something in hand:
     /// an idle connection holds no buffer, no queue, and not their room.
     io: Option<Box<Io>>,
     state: State,
     version: ProtocolVersion,
     opened_at: Timestamp,
-    next_ticket: u64,
+    /// Wraps after 4 G requests of one connection: only those still
+    /// waiting need to differ.
+    next_ticket: u32,
     /// What the host said about the connection before its CONNECT; gone
     /// once the CONNECT is handled.
     prelude: Option<Box<Prelude>>,
     conn: Option<Conn>,
+}
+
+/// What the sessions of a hub share (one allocation, not a word or two in
+/// each): the configuration, read through it, and the authorizer.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    config: SessionConfig,
     /// Answers authorization requests on the spot instead of emitting them.
     authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: SessionConfig, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
+        Self { config, authorizer }
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = SessionConfig;
+
+    fn deref(&self) -> &SessionConfig {
+        &self.config
+    }
 }
 
 /// What a connection holds while it has input not yet decoded, output not
@@ -324,8 +368,14 @@ struct Prelude {
 impl Session {
     /// A session for a connection opened at `now`.
     pub fn new(config: impl Into<Arc<SessionConfig>>, now: Timestamp) -> Self {
+        let config = Arc::unwrap_or_clone(config.into());
+        Self::with_shared(Arc::new(Shared::new(config, None)), now)
+    }
+
+    /// A session of a hub, sharing its configuration and authorizer.
+    pub(crate) fn with_shared(config: Arc<Shared>, now: Timestamp) -> Self {
         Self {
-            config: config.into(),
+            config,
             io: None,
             state: State::AwaitingConnect,
             version: ProtocolVersion::V311,
@@ -333,7 +383,6 @@ impl Session {
             next_ticket: 0,
             prelude: None,
             conn: None,
-            authorizer: None,
         }
     }
 
@@ -385,14 +434,20 @@ impl Session {
     /// [`Action::Authorize`]; those it returns `None` for still leave.
     #[must_use]
     pub fn with_authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
-        self.authorizer = Some(authorizer);
+        self.set_authorizer(Some(authorizer));
         self
     }
 
     /// Replaces (or removes) the synchronous authorizer, e.g. after the ACL
     /// was reloaded; decisions from now on use it.
     pub fn set_authorizer(&mut self, authorizer: Option<Arc<dyn Authorizer>>) {
-        self.authorizer = authorizer;
+        // The session's own copy if the hub's is shared.
+        Arc::make_mut(&mut self.config).authorizer = authorizer;
+    }
+
+    /// Takes the hub's configuration and authorizer (after a reload).
+    pub(crate) fn set_shared(&mut self, shared: Arc<Shared>) {
+        self.config = shared;
     }
 
     /// The protocol version (3.1.1 until a CONNECT says otherwise).
@@ -624,8 +679,8 @@ impl Session {
     }
 
     fn ticket(&mut self) -> Ticket {
-        self.next_ticket += 1;
-        Ticket(self.next_ticket)
+        self.next_ticket = self.next_ticket.wrapping_add(1);
+        Ticket(u64::from(self.next_ticket))
     }
 
     /// Queues an output. Bytes written so far go out first when the output's

@@ -126,7 +126,7 @@ impl Session {
         // decides on borrowed data: no owned request is built unless an
         // audit record needs it.
         if conn.tr().pending.is_empty()
-            && let (Some(authorizer), Some(identity)) = (&self.authorizer, &conn.identity)
+            && let (Some(authorizer), Some(identity)) = (&self.config.authorizer, &conn.identity)
         {
             let request = crate::auth::AuthzRequest {
                 identity,
@@ -186,7 +186,10 @@ impl Session {
 
     /// The synchronous authorizer's answer, if one is installed and answers.
     pub(super) fn decide_now(&self, query: &AuthzQuery) -> Option<Decision> {
-        self.authorizer.as_ref()?.authorize(&query.as_request())
+        self.config
+            .authorizer
+            .as_ref()?
+            .authorize(&query.as_request())
     }
 
     /// Carries out every decided request at the front of the queue, in order.
@@ -346,7 +349,7 @@ impl Session {
             .unwrap_or(usize::MAX);
         if conn
             .client_max_packet
-            .is_some_and(|max| size > max as usize)
+            .is_some_and(|max| size > max.get() as usize)
         {
             return Delivery::TooLarge;
         }
@@ -389,7 +392,7 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Inflight::default();
         };
-        let subscriptions = std::mem::take(&mut conn.subscriptions);
+        let subscriptions = std::mem::take(&mut conn.subscriptions).into_vec();
         let Some(t) = conn.traffic.as_mut() else {
             return Inflight {
                 subscriptions,
@@ -422,7 +425,7 @@ impl Session {
             return;
         };
         conn.t().awaiting_pubrel = inflight.awaiting_pubrel;
-        conn.subscriptions = inflight.subscriptions;
+        conn.subscriptions = inflight.subscriptions.into_boxed_slice();
         conn.inbound_inflight = u16::try_from(conn.tr().awaiting_pubrel.len()).unwrap_or(u16::MAX);
         for m in inflight.outbound {
             if m.released {
@@ -550,8 +553,9 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SessionError::UnknownTicket(ticket));
         };
-        if conn.will_recheck.as_ref().is_some_and(|w| w.0 == ticket)
-            && let Some(waiting) = conn.will_recheck.take()
+        if let Some(kept) = conn.kept.as_mut()
+            && kept.will_recheck.as_ref().is_some_and(|w| w.0 == ticket)
+            && let Some(waiting) = kept.will_recheck.take()
         {
             self.on_will_rechecked(now, waiting.1, decision);
             return Ok(());

@@ -130,7 +130,9 @@ impl Session {
         if conn.subscriptions.len() >= max {
             return false;
         }
-        conn.subscriptions.push(filter.clone());
+        let mut all = std::mem::take(&mut conn.subscriptions).into_vec();
+        all.push(filter.clone());
+        conn.subscriptions = all.into_boxed_slice();
         true
     }
 
@@ -138,17 +140,19 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
+        let mut all = std::mem::take(&mut conn.subscriptions).into_vec();
         let codes = u
             .filters
             .iter()
-            .map(|f| match conn.subscriptions.iter().position(|s| s == f) {
+            .map(|f| match all.iter().position(|s| s == f) {
                 Some(i) => {
-                    conn.subscriptions.swap_remove(i);
+                    all.swap_remove(i);
                     UnsubAckReasonCode::Success
                 }
                 None => UnsubAckReasonCode::NoSubscriptionExisted,
             })
             .collect();
+        conn.subscriptions = all.into_boxed_slice();
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Default::default(),
