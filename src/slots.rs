@@ -15,6 +15,9 @@ pub(crate) trait SlotKey: Copy {
     fn id(self) -> u64;
 }
 
+/// Serials wrap below this: ids stay below 2^62.
+const MAX_SERIAL: u32 = 1 << 30;
+
 /// The index part of an id.
 pub(crate) fn index_of(id: u64) -> usize {
     (id & 0xffff_ffff) as usize
@@ -41,10 +44,11 @@ impl<K, V> Default for Slots<K, V> {
 impl<K: SlotKey, V> Slots<K, V> {
     /// Stores the value `make` builds for its key; returns the key.
     pub fn insert_with(&mut self, make: impl FnOnce(K) -> V) -> K {
-        // Never 0 (an id of 0 is the smallest key, for range bounds) nor
-        // all ones (a driver's reserved token).
-        self.serial = self.serial.wrapping_add(1);
-        if self.serial == 0 || self.serial == u32::MAX {
+        // Never 0 (an id of 0 is the smallest key, for range bounds), and
+        // below 2^30 so that ids leave two bits free (the hub packs a
+        // timer's kind there).
+        self.serial += 1;
+        if self.serial >= MAX_SERIAL {
             self.serial = 1;
         }
         let entry = self.slab.vacant_entry();
@@ -243,6 +247,17 @@ mod tests {
     }
 
     #[test]
+    fn the_serial_wraps_below_two_to_the_thirty() {
+        let mut t: Slots<Id, ()> = Slots {
+            serial: MAX_SERIAL - 1,
+            ..Slots::default()
+        };
+        let id = t.insert_with(|_| ());
+        assert_eq!(id.0 >> 32, 1);
+        assert_eq!(t.get(&id), Some(&()));
+    }
+
+    #[test]
     fn keys_come_in_the_order_they_were_handed_out() {
         let mut t: Slots<Id, u32> = Slots::default();
         let ids: Vec<Id> = (0..5).map(|i| t.insert_with(|_| i)).collect();
@@ -250,6 +265,9 @@ mod tests {
         let again = t.insert_with(|_| 9);
         assert!(again > ids[4]);
         assert_eq!(t.keys(), vec![ids[0], ids[2], ids[3], ids[4], again]);
-        assert!(ids.iter().all(|id| id.0 != 0 && id.0 >> 32 != 0));
+        assert!(
+            ids.iter()
+                .all(|id| id.0 != 0 && id.0 >> 32 != 0 && id.0 >> 62 == 0)
+        );
     }
 }

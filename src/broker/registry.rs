@@ -11,7 +11,7 @@ impl Broker {
             return;
         };
         if let Some(at) = c.deadline {
-            self.timers.remove(&(at, Timer::Conn(id)));
+            self.timers.remove(&(at, Timer::Conn(id).pack()));
         }
         // Its requests die with it.
         self.pending
@@ -50,7 +50,7 @@ impl Broker {
         if expiry != u32::MAX {
             let at = now + Duration::from_secs(u64::from(expiry));
             away.expires_at = Some(at);
-            self.timers.insert((at, Timer::Expiry(key)));
+            self.timers.insert((at, Timer::Expiry(key).pack()));
         }
         let client_id = s.client_id.clone();
         let excess: Vec<Queued> = {
@@ -80,7 +80,7 @@ impl Broker {
         self.by_client_id.remove(&s.client_id);
         let away = s.away.take().map(|b| *b).unwrap_or_default();
         if let Some(at) = away.expires_at {
-            self.timers.remove(&(at, Timer::Expiry(key)));
+            self.timers.remove(&(at, Timer::Expiry(key).pack()));
         }
         for f in std::mem::take(&mut s.filters) {
             self.remove_subscription(key, &f);
@@ -97,7 +97,7 @@ impl Broker {
             self.dropped(now, &s.client_id, msg, DropReason::SessionEnded);
         }
         if let Some(w) = away.will {
-            self.timers.remove(&(w.at, Timer::Will(key)));
+            self.timers.remove(&(w.at, Timer::Will(key).pack()));
             self.send_will(now, key, w.due);
         }
     }
@@ -170,7 +170,7 @@ impl Broker {
                 client_id: client_id.clone(),
                 conn: Some(id),
                 identity,
-                filters: Vec::new(),
+                filters: Box::default(),
                 away: None,
             })
         });
@@ -196,7 +196,7 @@ impl Broker {
         let away = s.away.take().map(|b| *b).unwrap_or_default();
         let will = away.will;
         if let Some(at) = away.expires_at {
-            self.timers.remove(&(at, Timer::Expiry(key)));
+            self.timers.remove(&(at, Timer::Expiry(key).pack()));
         }
         s.conn = Some(id);
         s.identity = identity;
@@ -214,7 +214,7 @@ impl Broker {
             }
         }
         if let Some(w) = will {
-            self.timers.remove(&(w.at, Timer::Will(key)));
+            self.timers.remove(&(w.at, Timer::Will(key).pack()));
             self.cancel_will(now, &w.due, "the client reconnected");
         }
         if let Some(c) = self.conns.get_mut(&id) {

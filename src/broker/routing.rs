@@ -217,7 +217,9 @@ impl Broker {
                         .members += 1;
                 }
                 if let Some(s) = self.sessions.get_mut(&key) {
-                    s.filters.push(filter.clone());
+                    let mut filters = std::mem::take(&mut s.filters).into_vec();
+                    filters.push(filter.clone());
+                    s.filters = filters.into_boxed_slice();
                 }
             }
             // [MQTT-3.8.4-4] Retained messages on subscribe, per Retain
@@ -252,7 +254,9 @@ impl Broker {
         if self.remove_subscription(key, filter)
             && let Some(s) = self.sessions.get_mut(&key)
         {
-            s.filters.retain(|f| f != filter);
+            let mut filters = std::mem::take(&mut s.filters).into_vec();
+            filters.retain(|f| f != filter);
+            s.filters = filters.into_boxed_slice();
         }
     }
 

@@ -36,7 +36,7 @@ impl Broker {
             outcome: WillOutcome::Delayed { until: at },
         };
         s.away().will = Some(DelayedWill { due, at });
-        self.timers.insert((at, Timer::Will(key)));
+        self.timers.insert((at, Timer::Will(key).pack()));
         self.audit(record);
     }
 
