@@ -431,8 +431,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     }
     {
         let send = send.clone();
+        // Taken here, not in the thread: a change made before the thread
+        // first ran would otherwise be its starting point, never reloaded.
+        let mut seen = modified(&watched);
         std::thread::spawn(move || {
-            let mut seen = modified(&watched);
             loop {
                 std::thread::sleep(Duration::from_secs(2));
                 let now = modified(&watched);

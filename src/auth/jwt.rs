@@ -26,9 +26,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lc_rs::signature::{ParsedPublicKey, VerificationAlgorithm};
 use base64::Engine as _;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
@@ -249,6 +250,10 @@ struct VerifyingKey {
     kid: Option<Arc<str>>,
     algorithms: SmallVec<[Algorithm; 6]>,
     key: DecodingKey,
+    /// The public key parsed once per algorithm it serves (not HMAC):
+    /// verifying through `jsonwebtoken` rebuilds the key — for RSA its
+    /// big numbers and Montgomery context — at every token.
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
 }
 
 /// A set of verification keys, each parsed once when the set is loaded.
@@ -361,10 +366,12 @@ impl VerifyingKey {
             }
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        let parsed = parse_public_key(&key, &algorithms)?;
         Ok(Self {
             kid: jwk.common.key_id.as_deref().map(Arc::from),
             algorithms,
             key,
+            parsed,
         })
     }
 }
@@ -464,10 +471,23 @@ impl JwtAuthenticator {
         // against its own clock, which this module does not use.
         let (message, signature) = token.rsplit_once('.').ok_or(AuthnError::NotAJwt)?;
         let claims_b64 = message.split_once('.').ok_or(AuthnError::NotAJwt)?.1;
-        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, alg) {
-            Ok(true) => {}
-            Ok(false) => return Err(AuthnError::BadSignature),
-            Err(e) => return Err(verify_fault(&e)),
+        match key.parsed.iter().find(|(a, _)| *a == alg) {
+            Some((_, parsed)) => {
+                let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(signature)
+                    .map_err(|_| AuthnError::NotAJwt)?;
+                parsed
+                    .verify_sig(message.as_bytes(), &signature)
+                    .map_err(|_| AuthnError::BadSignature)?;
+            }
+            // HMAC.
+            None => {
+                match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, alg) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(AuthnError::BadSignature),
+                    Err(e) => return Err(verify_fault(&e)),
+                }
+            }
         }
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(claims_b64)
@@ -622,6 +642,83 @@ fn header_fault(token: &str) -> AuthnError {
     }
 }
 
+/// The aws-lc verification algorithm of a JWS signature algorithm (`None`:
+/// HMAC, left to `jsonwebtoken`).
+fn verification_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    use aws_lc_rs::signature as s;
+    Some(match alg {
+        Algorithm::RS256 => &s::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &s::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &s::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &s::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &s::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &s::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &s::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &s::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &s::ED25519,
+        // HMAC, or one added later.
+        _ => return None,
+    })
+}
+
+/// Parses `key` once for each of its (non-HMAC) algorithms. The bytes are
+/// those `jsonwebtoken` hands aws-lc: an EC point or Ed25519 key as they
+/// are, an RSA key's modulus and exponent as a DER `RSAPublicKey`.
+fn parse_public_key(
+    key: &DecodingKey,
+    algorithms: &[Algorithm],
+) -> Result<Vec<(Algorithm, ParsedPublicKey)>, String> {
+    let bytes = match key.kind() {
+        DecodingKeyKind::SecretOrDer(bytes) => bytes.clone(),
+        DecodingKeyKind::RsaModulusExponent { n, e } => rsa_public_key_der(n, e),
+    };
+    let mut parsed = Vec::new();
+    for &alg in algorithms {
+        if let Some(verification) = verification_algorithm(alg) {
+            let p = ParsedPublicKey::new(verification, &bytes)
+                .map_err(|e| format!("{alg:?} key rejected: {e}"))?;
+            parsed.push((alg, p));
+        }
+    }
+    Ok(parsed)
+}
+
+/// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`
+/// (RFC 8017 A.1.1) in DER, from the big-endian unsigned `n` and `e`.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn length(out: &mut Vec<u8>, len: usize) {
+        match len {
+            0..0x80 => out.push(len as u8),
+            0x80..0x100 => out.extend_from_slice(&[0x81, len as u8]),
+            _ => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
+        }
+    }
+    fn integer(out: &mut Vec<u8>, magnitude: &[u8]) {
+        let start = magnitude
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(magnitude.len());
+        let digits = &magnitude[start..];
+        // A leading 0 keeps a set top bit from reading as a sign; zero is
+        // one 0 byte.
+        let pad = digits.first().is_none_or(|&b| b & 0x80 != 0);
+        out.push(0x02);
+        length(out, digits.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(digits);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(&mut body, n);
+    integer(&mut body, e);
+    let mut der = Vec::with_capacity(body.len() + 4);
+    der.push(0x30);
+    length(&mut der, body.len());
+    der.extend_from_slice(&body);
+    der
+}
+
 fn verify_fault(e: &jsonwebtoken::errors::Error) -> AuthnError {
     use jsonwebtoken::errors::ErrorKind as K;
     match e.kind() {
@@ -680,4 +777,27 @@ fn parse_acl_claim(v: &Value) -> Result<ClaimAcl, String> {
         }
     }
     Ok(acl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+
+    #[test]
+    fn an_rsa_modulus_and_exponent_give_the_der_aws_lc_writes() {
+        let pem = pem::parse(include_bytes!("../../tests/fixtures/keys/rsa-a.pem")).unwrap();
+        let pair = RsaKeyPair::from_pkcs8(pem.contents())
+            .or_else(|_| RsaKeyPair::from_der(pem.contents()))
+            .unwrap();
+        let components = pair.public_key();
+        let expected = components.as_ref();
+        // n and e as a JWK carries them: big-endian, no sign byte.
+        let public = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(components);
+        assert_eq!(rsa_public_key_der(&public.n, &public.e), expected);
+        // A leading zero in the input is not a digit.
+        let mut padded = vec![0];
+        padded.extend_from_slice(&public.n);
+        assert_eq!(rsa_public_key_der(&padded, &public.e), expected);
+    }
 }
