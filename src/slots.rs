@@ -6,8 +6,9 @@
 //! costs its entry, and reuses the index of what was removed; the serial in
 //! the id's upper half tells an id from the one its index had before, so a
 //! stale id misses instead of reaching the new occupant. Ids still grow in
-//! the order they were handed out (the serial does), and the index is dense
-//! enough for a host to keep its own per-connection data in a vector.
+//! the order they were handed out (the serial does, until it wraps after
+//! 2^30 of them), and the index is dense enough for a host to keep its own
+//! per-connection data in a vector.
 
 /// A key of a [`Slots`] table.
 pub(crate) trait SlotKey: Copy {

@@ -7,7 +7,7 @@ use crate::codec::Bytes;
 use crate::session::{CloseReason, SessionConfig};
 
 /// A network connection, as the hub names it. Never 0; ids grow in the
-/// order connections open. The low 32 bits are an index the hub reuses
+/// order connections open (until 2^30 have). The low 32 bits are an index the hub reuses
 /// once the connection is gone (a host may keep per-connection data in a
 /// vector by it), the high bits a serial number that tells the id from
 /// those its index had before.
