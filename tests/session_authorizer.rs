@@ -32,12 +32,7 @@ fn publish(topic: &'static str, id: u16) -> Packet {
 
 #[test]
 fn the_acl_decides_inline_and_every_decision_is_audited() {
-    let mut p = Peer::connected(
-        V5,
-        SessionConfig::default(),
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, SessionConfig::default());
     p.session.set_authorizer(Some(acl()));
     let a = p.send(publish("clients/alice/state", 1));
     assert_eq!(kinds(&a), ["audit", "publish", "send"]);
@@ -87,12 +82,7 @@ impl Authorizer for Partial {
 
 #[test]
 fn inline_decisions_wait_behind_pending_ones() {
-    let mut p = Peer::connected(
-        V5,
-        SessionConfig::default(),
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, SessionConfig::default());
     p.session.set_authorizer(Some(Arc::new(Partial)));
     let a1 = p.send(publish("slow/1", 1));
     assert_eq!(kinds(&a1), ["authorize"]);

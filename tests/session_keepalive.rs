@@ -31,12 +31,7 @@ fn keep_alive_timeout_sends_0x8d_then_the_will_then_closes() {
 #[test]
 fn pingreq_gets_pingresp_and_resets_keep_alive() {
     for v in [V3, V5] {
-        let mut p = Peer::connected(
-            v,
-            SessionConfig::default(),
-            connect(v, "c1", None),
-            identity("alice", "c1", None),
-        );
+        let mut p = Peer::alice(v, SessionConfig::default());
         assert!(p.advance(14_000).is_empty());
         let a = p.send(Packet::PingReq);
         assert_eq!(p.packets(&a), [Packet::PingResp]);
@@ -103,12 +98,7 @@ fn credential_expiry_closes_with_0xa0_and_triggers_the_will_unless_kept() {
 
 #[test]
 fn deadlines_move_forward_after_handle_timeout() {
-    let mut p = Peer::connected(
-        V5,
-        SessionConfig::default(),
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, SessionConfig::default());
     for step in [1u64, 500, 7_000, 7_498] {
         p.advance(step);
         if let Some(next) = p.session.poll_timeout() {

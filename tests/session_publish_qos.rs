@@ -11,12 +11,7 @@ use testament::codec::*;
 use testament::session::*;
 
 fn peer(v: ProtocolVersion) -> Peer {
-    Peer::connected(
-        v,
-        SessionConfig::default(),
-        connect(v, "c1", None),
-        identity("alice", "c1", None),
-    )
+    Peer::alice(v, SessionConfig::default())
 }
 
 fn publish(topic: &'static str, qos: QoS, id: Option<u16>) -> Packet {
@@ -75,12 +70,7 @@ fn v311_denied_publish_is_acknowledged_or_closes_per_config() {
         denied_publish_v311: DeniedPublishV311::Close,
         ..Default::default()
     };
-    let mut p = Peer::connected(
-        V3,
-        config,
-        connect(V3, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V3, config);
     let a = p.send(publish("a", QoS::AtLeastOnce, Some(1)));
     let a = p.authorize(authorize_tickets(&a)[0], deny());
     assert_eq!(kinds(&a), ["audit", "close"]);
@@ -148,12 +138,7 @@ fn receive_maximum_is_enforced_with_0x93() {
         receive_maximum: 2,
         ..Default::default()
     };
-    let mut p = Peer::connected(
-        V5,
-        config,
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, config);
     p.send(publish("a", QoS::AtLeastOnce, Some(1)));
     p.send(publish("a", QoS::ExactlyOnce, Some(2)));
     let a = p.send(publish("a", QoS::AtLeastOnce, Some(3)));
@@ -210,12 +195,7 @@ fn a_client_may_not_send_subscription_identifiers_or_qos_above_maximum() {
         maximum_qos: QoS::AtLeastOnce,
         ..Default::default()
     };
-    let mut p = Peer::connected(
-        V5,
-        config,
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, config);
     let a = p.send(publish("a", QoS::ExactlyOnce, Some(1)));
     let packets = p.packets(&a);
     assert!(
@@ -313,12 +293,7 @@ fn bytes_the_host_has_not_taken_are_bounded() {
         max_unsent_bytes: 100,
         ..Default::default()
     };
-    let mut p = Peer::connected(
-        V5,
-        config,
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, config);
     let mut accepted = 0;
     // The host does not drain between deliveries: the bound stops growth.
     for _ in 0..50 {

@@ -33,12 +33,7 @@ fn one_authorization_per_filter_and_suback_in_order() {
             maximum_qos: QoS::AtLeastOnce,
             ..Default::default()
         };
-        let mut p = Peer::connected(
-            v,
-            config,
-            connect(v, "c1", None),
-            identity("alice", "c1", None),
-        );
+        let mut p = Peer::alice(v, config);
         let a = p.send(subscribe(vec![
             sub("a/#", QoS::ExactlyOnce),
             sub("b", QoS::AtMostOnce),
@@ -95,12 +90,7 @@ fn unsupported_features_are_refused_per_filter_without_asking() {
         wildcard_subscriptions: false,
         ..Default::default()
     };
-    let mut p = Peer::connected(
-        V5,
-        config,
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, config);
     let a = p.send(subscribe(vec![
         sub("$share/g/a", QoS::AtMostOnce),
         sub("a/+", QoS::AtMostOnce),
@@ -124,12 +114,7 @@ fn unsupported_features_are_refused_per_filter_without_asking() {
 
 #[test]
 fn unsubscribe_is_acknowledged_per_filter_and_handed_up() {
-    let mut p = Peer::connected(
-        V5,
-        SessionConfig::default(),
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, SessionConfig::default());
     let a = p.send(subscribe(vec![sub("a/#", QoS::AtMostOnce)]));
     p.authorize(authorize_tickets(&a)[0], allow());
     let a = p.send(Packet::Unsubscribe(Unsubscribe {
@@ -159,12 +144,7 @@ fn subscriptions_per_session_are_bounded() {
         max_subscriptions: 2,
         ..Default::default()
     };
-    let mut p = Peer::connected(
-        V5,
-        config,
-        connect(V5, "c1", None),
-        identity("alice", "c1", None),
-    );
+    let mut p = Peer::alice(V5, config);
     let a = p.send(subscribe(vec![
         sub("a", QoS::AtMostOnce),
         sub("b", QoS::AtMostOnce),

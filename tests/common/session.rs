@@ -168,6 +168,17 @@ impl Peer {
         peer
     }
 
+    /// Connected as client `c1`, authenticated as `alice`: what most tests
+    /// start from.
+    pub fn alice(version: ProtocolVersion, config: SessionConfig) -> Self {
+        Self::connected(
+            version,
+            config,
+            connect(version, "c1", None),
+            identity("alice", "c1", None),
+        )
+    }
+
     fn will_check_on(&self) -> bool {
         true
     }
