@@ -212,9 +212,9 @@ struct ShareGroup {
 #[derive(Debug)]
 pub struct Broker {
     config: BrokerConfig,
-    /// `config.session`, shared by every session.
-    session_config: Arc<crate::session::Shared>,
-    authorizer: Option<Arc<dyn Authorizer>>,
+    /// `config.session` and the synchronous authorizer, shared by every
+    /// session; the hub's own decisions (wills) use the same authorizer.
+    shared: Arc<crate::session::Shared>,
     /// Boxed, the session and its hub state in one allocation: a map node
     /// holds 11 entries, and keys inserted in order leave nodes half full.
     conns: Slots<ConnId, Box<Conn>>,
@@ -243,9 +243,8 @@ impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         let retained = RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
         Self {
-            session_config: Arc::new(crate::session::Shared::new(config.session.clone(), None)),
+            shared: Arc::new(crate::session::Shared::new(config.session.clone(), None)),
             config,
-            authorizer: None,
             conns: Slots::default(),
             sessions: Slots::default(),
             by_client_id: BTreeMap::new(),
@@ -267,14 +266,13 @@ impl Broker {
     /// [`Action::Authorize`]. Replacing it (an ACL reload) takes effect for
     /// every decision from now on, wills still waiting included.
     pub fn set_authorizer(&mut self, authorizer: Option<Arc<dyn Authorizer>>) {
-        self.session_config = Arc::new(crate::session::Shared::new(
+        self.shared = Arc::new(crate::session::Shared::new(
             self.config.session.clone(),
-            authorizer.clone(),
+            authorizer,
         ));
         for conn in self.conns.values_mut() {
-            conn.session.set_shared(self.session_config.clone());
+            conn.session.set_shared(self.shared.clone());
         }
-        self.authorizer = authorizer;
     }
 
     /// The configuration.
@@ -345,7 +343,7 @@ impl Broker {
         certificate: Option<crate::auth::ClientCertificate>,
         refusal: Option<(ConnectReasonCode, &str)>,
     ) -> ConnId {
-        let config = &self.session_config;
+        let config = &self.shared;
         let id = self.conns.insert_with(|id| {
             let mut session = Session::with_shared(config.clone(), now)
                 .with_assigned_client_id(format!("auto-{:x}", id.0));

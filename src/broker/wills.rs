@@ -79,8 +79,8 @@ impl Broker {
             return;
         }
         let decision = self
-            .authorizer
-            .as_ref()
+            .shared
+            .authorizer()
             .and_then(|a| a.authorize(&query.as_request()));
         match decision {
             Some(decision) => self.will_decided(now, key, *due, query, decision),

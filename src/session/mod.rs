@@ -281,6 +281,10 @@ impl Shared {
     pub(crate) fn new(config: SessionConfig, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
         Self { config, authorizer }
     }
+
+    pub(crate) fn authorizer(&self) -> Option<&Arc<dyn Authorizer>> {
+        self.authorizer.as_ref()
+    }
 }
 
 impl std::ops::Deref for Shared {
