@@ -113,16 +113,19 @@ struct DelayedWill {
     at: Timestamp,
 }
 
+/// A session in the registry, kept in the slab itself (no box of its own):
+/// nearly every session is a connected one that holds only these words.
 #[derive(Debug)]
 struct StoredSession {
-    /// Shared with the registry's index.
+    /// Shared with the connection's session and its identity.
     client_id: Arc<str>,
-    conn: Option<ConnId>,
-    /// The identity of the last successful (re)authentication.
-    identity: Arc<Identity>,
-    /// Its filters in the tree, for removal when the session ends.
-    /// A boxed slice: a word less than a vector, and subscribing is rare.
-    filters: Box<[TopicFilter]>,
+    /// The connection it is attached to: a word, as hub ids are never 0.
+    conn: Option<std::num::NonZeroU64>,
+    /// Its filters in the tree, for removal when the session ends. Boxed
+    /// once more: a word, and a session that subscribes to nothing (or
+    /// subscribes once and idles) costs that.
+    #[allow(clippy::box_collection)] // a word in every session, not three
+    filters: Option<Box<Vec<TopicFilter>>>,
     /// What it keeps while disconnected; `None` while connected (the
     /// connection's session holds its delivery state). Boxed: most sessions
     /// are connected, and an idle one costs this word.
@@ -141,6 +144,29 @@ struct Away {
 }
 
 impl StoredSession {
+    fn conn(&self) -> Option<ConnId> {
+        self.conn.map(|id| ConnId(id.get()))
+    }
+
+    fn set_conn(&mut self, conn: Option<ConnId>) {
+        self.conn = conn.and_then(|id| std::num::NonZeroU64::new(id.0));
+    }
+
+    fn filters_mut(&mut self) -> &mut Vec<TopicFilter> {
+        self.filters.get_or_insert_with(Box::default)
+    }
+
+    /// Lets go of the list once it is empty.
+    fn release_filters(&mut self) {
+        if self.filters.as_ref().is_some_and(|f| f.is_empty()) {
+            self.filters = None;
+        }
+    }
+
+    fn take_filters(&mut self) -> Vec<TopicFilter> {
+        self.filters.take().map(|f| *f).unwrap_or_default()
+    }
+
     fn away(&mut self) -> &mut Away {
         self.away.get_or_insert_with(Box::default)
     }
@@ -219,8 +245,8 @@ pub struct Broker {
     /// holds 11 entries, and keys inserted in order leave nodes half full.
     conns: Slots<ConnId, Box<Conn>>,
     /// Boxed: a map node holds 11 entries, often half of them empty.
-    sessions: Slots<SessionKey, Box<StoredSession>>,
-    by_client_id: BTreeMap<Arc<str>, SessionKey>,
+    sessions: Slots<SessionKey, StoredSession>,
+    by_client_id: registry::ClientIndex,
     tree: Tree,
     /// Shared subscriptions by full filter (`$share/g/f`).
     shares: BTreeMap<Box<str>, ShareGroup>,
@@ -247,7 +273,7 @@ impl Broker {
             config,
             conns: Slots::default(),
             sessions: Slots::default(),
-            by_client_id: BTreeMap::new(),
+            by_client_id: registry::ClientIndex::default(),
             tree: Tree::default(),
             shares: BTreeMap::new(),
             retained,
@@ -628,11 +654,8 @@ impl Broker {
                         self.will_triggered(now, key, due);
                     }
                 }
-                S::IdentityChanged(identity) => {
-                    if let Some(s) = key.and_then(|k| self.sessions.get_mut(&k)) {
-                        s.identity = identity;
-                    }
-                }
+                // The hub keeps no identity: a will carries its own.
+                S::IdentityChanged(_) => {}
                 S::Audit(record) => self.audit(record),
             }
         }

@@ -2,6 +2,7 @@
 //! ending sessions.
 
 use super::*;
+use std::hash::BuildHasher;
 
 impl Broker {
     /// The connection is gone: its session ends, or is stored until it
@@ -22,10 +23,10 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        if s.conn != Some(id) {
+        if s.conn() != Some(id) {
             return;
         }
-        s.conn = None;
+        s.set_conn(None);
         let expiry = c.session.session_expiry_interval().unwrap_or(0);
         if expiry == 0 {
             self.end_session(now, key);
@@ -77,12 +78,12 @@ impl Broker {
         let Some(mut s) = self.sessions.remove(&key) else {
             return;
         };
-        self.by_client_id.remove(&s.client_id);
+        self.by_client_id.remove(key, &s.client_id, &self.sessions);
         let away = s.away.take().map(|b| *b).unwrap_or_default();
         if let Some(at) = away.expires_at {
             self.timers.remove(&(at, Timer::Expiry(key).pack()));
         }
-        for f in std::mem::take(&mut s.filters) {
+        for f in s.take_filters() {
             self.remove_subscription(key, &f);
         }
         let queued = away
@@ -130,8 +131,8 @@ impl Broker {
         clean_start: bool,
         identity: Arc<Identity>,
     ) {
-        if let Some(&key) = self.by_client_id.get(&*client_id)
-            && let Some(old) = self.sessions[&key].conn
+        if let Some(key) = self.by_client_id.get(&client_id, &self.sessions)
+            && let Some(old) = self.sessions[&key].conn()
             && old != id
         {
             // [MQTT-3.1.4-3]
@@ -146,12 +147,12 @@ impl Broker {
             self.drain(now, old);
             self.detach(now, old);
         }
-        if let Some(&key) = self.by_client_id.get(&*client_id) {
+        if let Some(key) = self.by_client_id.get(&client_id, &self.sessions) {
             if clean_start {
                 // A clean start ends the old session, and sends its will.
                 self.end_session(now, key);
             } else {
-                self.resume(now, id, ticket, key, identity);
+                self.resume(now, id, ticket, key);
                 return;
             }
         }
@@ -166,15 +167,16 @@ impl Broker {
             return;
         }
         let key = self.sessions.insert_with(|_| {
-            Box::new(StoredSession {
+            let mut s = StoredSession {
                 client_id: client_id.clone(),
-                conn: Some(id),
-                identity,
-                filters: Box::default(),
+                conn: None,
+                filters: None,
                 away: None,
-            })
+            };
+            s.set_conn(Some(id));
+            s
         });
-        self.by_client_id.insert(client_id, key);
+        self.by_client_id.insert(key, &self.sessions);
         if let Some(c) = self.conns.get_mut(&id) {
             c.key = Some(key);
             let _ = c.session.handle_open(now, ticket, false);
@@ -187,7 +189,6 @@ impl Broker {
         id: ConnId,
         ticket: session::Ticket,
         key: SessionKey,
-        identity: Arc<Identity>,
     ) {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
@@ -198,8 +199,7 @@ impl Broker {
         if let Some(at) = away.expires_at {
             self.timers.remove(&(at, Timer::Expiry(key).pack()));
         }
-        s.conn = Some(id);
-        s.identity = identity;
+        s.set_conn(Some(id));
         let mut inflight = away.inflight;
         for q in away.offline {
             let mut msg = q.msg;
@@ -220,6 +220,73 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(&id) {
             c.key = Some(key);
             let _ = c.session.handle_resume(now, ticket, inflight);
+        }
+    }
+}
+
+/// The sessions by client id: a hash table of session keys alone, each
+/// session's client id read from the session itself. A key is a word where
+/// a map entry held the id too, in nodes half full.
+#[derive(Debug, Default)]
+pub(super) struct ClientIndex {
+    table: hashbrown::HashTable<SessionKey>,
+    /// Seeded per process: client ids are chosen by clients, and a known
+    /// hash would let them collide. Nothing iterates the table, so its order
+    /// never shows.
+    hasher: std::hash::RandomState,
+}
+
+impl ClientIndex {
+    fn hash(&self, client_id: &str) -> u64 {
+        self.hasher.hash_one(client_id)
+    }
+
+    pub(super) fn get(
+        &self,
+        client_id: &str,
+        sessions: &Slots<SessionKey, StoredSession>,
+    ) -> Option<SessionKey> {
+        self.table
+            .find(self.hash(client_id), |k| {
+                sessions.get(k).is_some_and(|s| *s.client_id == *client_id)
+            })
+            .copied()
+    }
+
+    /// Adds `key`, already stored in `sessions`.
+    pub(super) fn insert(&mut self, key: SessionKey, sessions: &Slots<SessionKey, StoredSession>) {
+        let Some(s) = sessions.get(&key) else {
+            return;
+        };
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hasher.hash_one(&*s.client_id), key, |k| {
+                sessions
+                    .get(k)
+                    .map_or(0, |s| hasher.hash_one(&*s.client_id))
+            });
+    }
+
+    /// Removes `key`, whose client id is `client_id`.
+    /// Removes `key`, whose client id is `client_id`; the others are in
+    /// `sessions`.
+    pub(super) fn remove(
+        &mut self,
+        key: SessionKey,
+        client_id: &str,
+        sessions: &Slots<SessionKey, StoredSession>,
+    ) {
+        if let Ok(entry) = self.table.find_entry(self.hash(client_id), |k| *k == key) {
+            entry.remove();
+        }
+        // A storm of sessions that ended leaves no table its size behind.
+        if self.table.capacity() > 64 && self.table.len() < self.table.capacity() / 4 {
+            let hasher = &self.hasher;
+            self.table.shrink_to(self.table.len() * 2, |k| {
+                sessions
+                    .get(k)
+                    .map_or(0, |s| hasher.hash_one(&*s.client_id))
+            });
         }
     }
 }

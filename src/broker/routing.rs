@@ -139,7 +139,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        if let Some(id) = s.conn
+        if let Some(id) = s.conn()
             && let Some(c) = self.conns.get_mut(&id)
             && c.session.is_connected()
         {
@@ -217,9 +217,7 @@ impl Broker {
                         .members += 1;
                 }
                 if let Some(s) = self.sessions.get_mut(&key) {
-                    let mut filters = std::mem::take(&mut s.filters).into_vec();
-                    filters.push(filter.clone());
-                    s.filters = filters.into_boxed_slice();
+                    s.filters_mut().push(filter.clone());
                 }
             }
             // [MQTT-3.8.4-4] Retained messages on subscribe, per Retain
@@ -254,9 +252,8 @@ impl Broker {
         if self.remove_subscription(key, filter)
             && let Some(s) = self.sessions.get_mut(&key)
         {
-            let mut filters = std::mem::take(&mut s.filters).into_vec();
-            filters.retain(|f| f != filter);
-            s.filters = filters.into_boxed_slice();
+            s.filters_mut().retain(|f| f != filter);
+            s.release_filters();
         }
     }
 
