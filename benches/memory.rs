@@ -37,7 +37,7 @@ fn identity(client_id: &std::sync::Arc<str>, now: Timestamp) -> Identity {
         key_id: Some("k1".into()),
         method: AuthMethod::Password,
         authenticated_at: now,
-        token_digest: Some(TokenDigest([7u8; 8])),
+        token_digest: Some(TokenDigest::from_bytes([7u8; 8])),
     }
 }
 

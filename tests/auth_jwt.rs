@@ -373,7 +373,7 @@ fn enhanced_authentication_carries_the_token_in_auth_data() {
         ..Default::default()
     };
     let id = a.authenticate(&creds, now()).unwrap();
-    assert_eq!(id.method, AuthMethod::Enhanced("JWT".into()));
+    assert_eq!(id.method, AuthMethod::enhanced("JWT"));
     let other = Credentials {
         auth_method: Some("SCRAM-SHA-1".into()),
         ..creds

@@ -14,12 +14,21 @@ use crate::time::Timestamp;
 pub enum AuthMethod {
     /// A JWT in the CONNECT password.
     Password,
-    /// MQTT 5.0 enhanced authentication with this Authentication Method.
-    Enhanced(Arc<str>),
+    /// MQTT 5.0 enhanced authentication with this Authentication Method
+    /// (a thin pointer: the enum is two words, not three; see
+    /// [`AuthMethod::enhanced`]).
+    Enhanced(Arc<String>),
     /// No credentials; allowed only where the host allows anonymous clients.
     Anonymous,
     /// A TLS client certificate verified against the configured CA.
     Certificate,
+}
+
+impl AuthMethod {
+    /// Enhanced authentication with the method `name`.
+    pub fn enhanced(name: &str) -> Self {
+        Self::Enhanced(Arc::new(name.to_owned()))
+    }
 }
 
 impl fmt::Display for AuthMethod {
@@ -35,8 +44,11 @@ impl fmt::Display for AuthMethod {
 
 /// A short digest of a credential, so audit records can correlate uses of
 /// the same token without ever holding it: the first 8 bytes of its SHA-256.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct TokenDigest(pub [u8; 8]);
+///
+/// Never zero (8 zero bytes, one token in 2^64, read as `…01`), so that an
+/// `Option<TokenDigest>` is a word: every identity holds one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest(std::num::NonZeroU64);
 
 impl TokenDigest {
     /// The digest of `token`.
@@ -44,13 +56,39 @@ impl TokenDigest {
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);
         let mut out = [0; 8];
         out.copy_from_slice(&d.as_ref()[..8]);
-        Self(out)
+        Self::from_bytes(out)
+    }
+
+    /// A digest from its 8 bytes.
+    pub fn from_bytes(bytes: [u8; 8]) -> Self {
+        Self(
+            std::num::NonZeroU64::new(u64::from_be_bytes(bytes))
+                .unwrap_or(std::num::NonZeroU64::MIN),
+        )
+    }
+
+    /// Its 8 bytes.
+    pub fn bytes(self) -> [u8; 8] {
+        self.0.get().to_be_bytes()
+    }
+}
+
+/// Its 8 bytes, as they always were.
+impl serde::Serialize for TokenDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.bytes().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TokenDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <[u8; 8]>::deserialize(d).map(Self::from_bytes)
     }
 }
 
 impl fmt::Display for TokenDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        write!(f, "{:016x}", self.0)
     }
 }
 
@@ -204,5 +242,21 @@ mod tests {
         let d = TokenDigest::of(b"abc");
         // SHA-256("abc") starts ba7816bf8f01cfea.
         assert_eq!(d.to_string(), "ba7816bf8f01cfea");
+        assert_eq!(TokenDigest::from_bytes(d.bytes()), d);
+        assert_eq!(
+            TokenDigest::from_bytes([0; 8]).bytes(),
+            [0, 0, 0, 0, 0, 0, 0, 1]
+        );
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            "[186,120,22,191,143,1,207,234]"
+        );
+    }
+
+    #[test]
+    fn an_identity_fits_a_128_byte_allocation() {
+        // Every idle session holds one behind an `Arc` (two counters, 16
+        // bytes): past 112 bytes it takes the allocator's next class, 160.
+        assert!(std::mem::size_of::<Identity>() <= 112);
     }
 }

@@ -417,10 +417,9 @@ impl JwtAuthenticator {
         now: Timestamp,
     ) -> Result<Identity, AuthnFailure> {
         let (token, method) = match (&creds.auth_method, &creds.password) {
-            (Some(m), _) if self.config.enhanced_method.as_deref() == Some(m.as_str()) => (
-                creds.auth_data.as_ref(),
-                AuthMethod::Enhanced(m.as_str().into()),
-            ),
+            (Some(m), _) if self.config.enhanced_method.as_deref() == Some(m.as_str()) => {
+                (creds.auth_data.as_ref(), AuthMethod::enhanced(m))
+            }
             (Some(m), _) => return Err(AuthnError::BadAuthenticationMethod(m.clone()).into()),
             (None, Some(p)) => (Some(p), AuthMethod::Password),
             (None, None) if self.config.allow_anonymous => {

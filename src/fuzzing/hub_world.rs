@@ -237,7 +237,7 @@ impl World {
             expires_at: Some(self.now + Duration::from_secs(ttl)),
             key_id: Some(key.into()),
             method: match &creds.auth_method {
-                Some(m) => AuthMethod::Enhanced(m.as_str().into()),
+                Some(m) => AuthMethod::enhanced(m),
                 None => AuthMethod::Password,
             },
             authenticated_at: self.now,
