@@ -95,8 +95,6 @@ struct Conn {
     key: Option<SessionKey>,
     /// Its entry in the timer set.
     deadline: Option<Timestamp>,
-    /// Has output waiting to be drained.
-    dirty: bool,
 }
 
 /// A message queued for a disconnected session, with when it was queued so
@@ -121,11 +119,8 @@ struct StoredSession {
     client_id: Arc<str>,
     /// The connection it is attached to: a word, as hub ids are never 0.
     conn: Option<std::num::NonZeroU64>,
-    /// Its filters in the tree, for removal when the session ends. Boxed
-    /// once more: a word, and a session that subscribes to nothing (or
-    /// subscribes once and idles) costs that.
-    #[allow(clippy::box_collection)] // a word in every session, not three
-    filters: Option<Box<Vec<TopicFilter>>>,
+    /// Its filters in the tree, for removal when the session ends.
+    filters: session::Filters,
     /// What it keeps while disconnected; `None` while connected (the
     /// connection's session holds its delivery state). Boxed: most sessions
     /// are connected, and an idle one costs this word.
@@ -150,21 +145,6 @@ impl StoredSession {
 
     fn set_conn(&mut self, conn: Option<ConnId>) {
         self.conn = conn.and_then(|id| std::num::NonZeroU64::new(id.0));
-    }
-
-    fn filters_mut(&mut self) -> &mut Vec<TopicFilter> {
-        self.filters.get_or_insert_with(Box::default)
-    }
-
-    /// Lets go of the list once it is empty.
-    fn release_filters(&mut self) {
-        if self.filters.as_ref().is_some_and(|f| f.is_empty()) {
-            self.filters = None;
-        }
-    }
-
-    fn take_filters(&mut self) -> Vec<TopicFilter> {
-        self.filters.take().map(|f| *f).unwrap_or_default()
     }
 
     fn away(&mut self) -> &mut Away {
@@ -386,7 +366,6 @@ impl Broker {
                 session,
                 key: None,
                 deadline: None,
-                dirty: false,
             })
         });
         if self.shut_down {
@@ -593,7 +572,7 @@ impl Broker {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
-            c.dirty = false;
+            c.session.marked = false;
             let Some(action) = c.session.poll_action() else {
                 break;
             };
@@ -725,5 +704,15 @@ mod tests {
         for t in timers {
             assert_eq!(Timer::unpack(t.pack()), t);
         }
+    }
+
+    #[test]
+    fn what_every_idle_session_holds_fits_its_allocator_classes() {
+        use std::mem::size_of;
+        // The connection's box: jemalloc's 160-byte class (the next is 192).
+        assert!(size_of::<Conn>() <= 160, "{}", size_of::<Conn>());
+        // A session lives in its slab entry, with the slot's serial.
+        assert!(size_of::<StoredSession>() <= 40);
+        assert_eq!(size_of::<Option<Timestamp>>(), 8);
     }
 }

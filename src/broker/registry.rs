@@ -83,7 +83,7 @@ impl Broker {
         if let Some(at) = away.expires_at {
             self.timers.remove(&(at, Timer::Expiry(key).pack()));
         }
-        for f in s.take_filters() {
+        for f in s.filters.take() {
             self.remove_subscription(key, &f);
         }
         let queued = away
@@ -170,7 +170,7 @@ impl Broker {
             let mut s = StoredSession {
                 client_id: client_id.clone(),
                 conn: None,
-                filters: None,
+                filters: session::Filters::default(),
                 away: None,
             };
             s.set_conn(Some(id));

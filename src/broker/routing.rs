@@ -147,8 +147,8 @@ impl Broker {
             let qos = msg.qos;
             let topic = (qos != QoS::AtMostOnce).then(|| msg.topic.as_mqtt_str().clone());
             match c.session.deliver(now, msg) {
-                Delivery::Accepted if !c.dirty => {
-                    c.dirty = true;
+                Delivery::Accepted if !c.session.marked => {
+                    c.session.marked = true;
                     self.dirty.push(id);
                 }
                 Delivery::QueueFull if let Some(topic) = topic => {
@@ -217,7 +217,7 @@ impl Broker {
                         .members += 1;
                 }
                 if let Some(s) = self.sessions.get_mut(&key) {
-                    s.filters_mut().push(filter.clone());
+                    s.filters.push(filter.clone());
                 }
             }
             // [MQTT-3.8.4-4] Retained messages on subscribe, per Retain
@@ -252,8 +252,7 @@ impl Broker {
         if self.remove_subscription(key, filter)
             && let Some(s) = self.sessions.get_mut(&key)
         {
-            s.filters_mut().retain(|f| f != filter);
-            s.release_filters();
+            s.filters.remove(filter);
         }
     }
 

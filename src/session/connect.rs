@@ -91,7 +91,7 @@ impl Session {
             last_packet: now,
             inbound_inflight: 0,
             next_packet_id: 0,
-            subscriptions: Box::default(),
+            subscriptions: types::Filters::default(),
         });
         if !self.valid_client_id(&credentials.client_id) {
             self.refuse(
@@ -115,7 +115,7 @@ impl Session {
             }
         }
         let ticket = self.ticket();
-        self.state = State::Authenticating(Some(ticket));
+        self.state = State::Authenticating(Some(Tk::own(ticket)));
         self.push(Action::Authenticate {
             ticket,
             credentials: Box::new(credentials),
@@ -133,7 +133,7 @@ impl Session {
             return;
         }
         let ticket = self.authenticate_again(a, false);
-        self.state = State::Authenticating(Some(ticket));
+        self.state = State::Authenticating(Some(Tk::own(ticket)));
     }
 
     /// Asks the host to authenticate the data of a client's AUTH, with the
@@ -165,7 +165,7 @@ impl Session {
         ticket: Ticket,
         outcome: AuthnOutcome,
     ) -> Result<(), SessionError> {
-        if self.state == State::Authenticating(Some(ticket)) {
+        if matches!(self.state, State::Authenticating(Some(t)) if t.is(ticket)) {
             self.on_authenticated(now, outcome);
             return Ok(());
         }
@@ -229,7 +229,7 @@ impl Session {
                 match self.will_query() {
                     Some(query) if self.config.check_will_at_connect => {
                         let ticket = self.ticket();
-                        self.state = State::CheckingWill(ticket);
+                        self.state = State::CheckingWill(Tk::own(ticket));
                         match self.decide_now(&query) {
                             Some(decision) => self.on_will_checked(now, decision),
                             None => self.push(Action::Authorize { ticket, query }),
@@ -256,7 +256,7 @@ impl Session {
             session_expiry_interval: conn.session_expiry,
             identity,
         };
-        self.state = State::Opening(ticket);
+        self.state = State::Opening(Tk::own(ticket));
         self.push(action);
     }
 
@@ -301,7 +301,7 @@ impl Session {
         code: ConnectReasonCode,
         detail: &str,
     ) -> Result<(), SessionError> {
-        if self.state != State::Opening(ticket) {
+        if !matches!(self.state, State::Opening(t) if t.is(ticket)) {
             return Err(SessionError::UnknownTicket(ticket));
         }
         self.refuse(code, detail);
@@ -315,7 +315,7 @@ impl Session {
         session_present: bool,
         inflight: Option<Inflight>,
     ) -> Result<(), SessionError> {
-        if self.state != State::Opening(ticket) {
+        if !matches!(self.state, State::Opening(t) if t.is(ticket)) {
             return Err(SessionError::UnknownTicket(ticket));
         }
         let config = &self.config;

@@ -39,11 +39,11 @@ use crate::codec::{
     Auth, AuthReasonCode, BytesMut, ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder,
     Disconnect, DisconnectReasonCode, Encode, LastWill, MqttString, Packet, PacketId, PacketType,
     ProtocolVersion, PubAck, PubAckReasonCode, PubComp, PubRec, PubRel, PubRelReasonCode, Publish,
-    QoS, SubAck, SubAckReasonCode, Subscribe, TopicFilter, TopicName, UnsubAck, UnsubAckReasonCode,
-    Unsubscribe,
+    QoS, SubAck, SubAckReasonCode, Subscribe, TopicName, UnsubAck, UnsubAckReasonCode, Unsubscribe,
 };
 use crate::time::Timestamp;
 
+pub(crate) use types::Filters;
 pub use types::{
     Action, AuthnOutcome, AuthzAnswer, AuthzQuery, CloseReason, CredentialExpiry, Delivery,
     DeniedPublishV311, DueWill, GrantedSubscription, InboundMessage, Inflight, InflightMessage,
@@ -76,11 +76,28 @@ pub enum SessionError {
 enum State {
     AwaitingConnect,
     /// Waiting for the host's answer (`Some`) or for the client's next AUTH.
-    Authenticating(Option<Ticket>),
-    CheckingWill(Ticket),
-    Opening(Ticket),
+    Authenticating(Option<Tk>),
+    CheckingWill(Tk),
+    Opening(Tk),
     Connected,
     Closed,
+}
+
+/// A ticket the session handed out, as its state keeps it: tickets count in
+/// 32 bits, and the state is then a word, not two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tk(u32);
+
+impl Tk {
+    /// One of the session's own tickets ([`Session::ticket`]).
+    fn own(ticket: Ticket) -> Self {
+        Tk(u32::try_from(ticket.0).unwrap_or(u32::MAX))
+    }
+
+    /// Whether the host's `ticket` is this one.
+    fn is(self, ticket: Ticket) -> bool {
+        u64::from(self.0) == ticket.0
+    }
 }
 
 /// Where a re-authentication stands.
@@ -157,8 +174,7 @@ struct Conn {
     inbound_inflight: u16,
     next_packet_id: u16,
     /// The filters the session holds (bounded by `max_subscriptions`).
-    /// A boxed slice: a word less than a vector, and subscribing is rare.
-    subscriptions: Box<[TopicFilter]>,
+    subscriptions: types::Filters,
 }
 
 /// The credentials of a client that authenticates with a method, and its
@@ -266,6 +282,10 @@ pub struct Session {
     /// once the CONNECT is handled.
     prelude: Option<Box<Prelude>>,
     conn: Option<Conn>,
+    /// The hub's mark: the connection has output waiting to be drained.
+    /// Here, in bytes the session's layout leaves free, rather than a word
+    /// more in the hub's box for every connection.
+    pub(crate) marked: bool,
 }
 
 /// What the sessions of a hub share (one allocation, not a word or two in
@@ -387,6 +407,7 @@ impl Session {
             next_ticket: 0,
             prelude: None,
             conn: None,
+            marked: false,
         }
     }
 

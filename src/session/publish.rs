@@ -392,7 +392,7 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Inflight::default();
         };
-        let subscriptions = std::mem::take(&mut conn.subscriptions).into_vec();
+        let subscriptions = conn.subscriptions.take();
         let Some(t) = conn.traffic.as_mut() else {
             return Inflight {
                 subscriptions,
@@ -425,7 +425,7 @@ impl Session {
             return;
         };
         conn.t().awaiting_pubrel = inflight.awaiting_pubrel;
-        conn.subscriptions = inflight.subscriptions.into_boxed_slice();
+        conn.subscriptions = types::Filters::from_vec(inflight.subscriptions);
         conn.inbound_inflight = u16::try_from(conn.tr().awaiting_pubrel.len()).unwrap_or(u16::MAX);
         for m in inflight.outbound {
             if m.released {
@@ -543,7 +543,7 @@ impl Session {
         ticket: Ticket,
         decision: Decision,
     ) -> Result<(), SessionError> {
-        if self.state == State::CheckingWill(ticket) {
+        if matches!(self.state, State::CheckingWill(t) if t.is(ticket)) {
             self.on_will_checked(now, decision);
             return Ok(());
         }

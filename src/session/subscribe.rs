@@ -130,9 +130,7 @@ impl Session {
         if conn.subscriptions.len() >= max {
             return false;
         }
-        let mut all = std::mem::take(&mut conn.subscriptions).into_vec();
-        all.push(filter.clone());
-        conn.subscriptions = all.into_boxed_slice();
+        conn.subscriptions.push(filter.clone());
         true
     }
 
@@ -140,19 +138,17 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let mut all = std::mem::take(&mut conn.subscriptions).into_vec();
         let codes = u
             .filters
             .iter()
-            .map(|f| match all.iter().position(|s| s == f) {
-                Some(i) => {
-                    all.swap_remove(i);
+            .map(|f| {
+                if conn.subscriptions.remove(f) {
                     UnsubAckReasonCode::Success
+                } else {
+                    UnsubAckReasonCode::NoSubscriptionExisted
                 }
-                None => UnsubAckReasonCode::NoSubscriptionExisted,
             })
             .collect();
-        conn.subscriptions = all.into_boxed_slice();
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Default::default(),

@@ -336,3 +336,51 @@ pub enum Action {
 
 /// What the host answers to an authorization request.
 pub type AuthzAnswer = Decision;
+
+/// A list of topic filters held by every session, most often empty or
+/// short: a word (one more box behind it) where a vector is three and a
+/// boxed slice two. Empty, it holds no allocation.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // a word, not three
+pub(crate) struct Filters(Option<Box<Vec<TopicFilter>>>);
+
+impl Filters {
+    pub(crate) fn from_vec(v: Vec<TopicFilter>) -> Self {
+        Self((!v.is_empty()).then(|| Box::new(v)))
+    }
+
+    pub(crate) fn as_slice(&self) -> &[TopicFilter] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub(crate) fn contains(&self, filter: &TopicFilter) -> bool {
+        self.as_slice().contains(filter)
+    }
+
+    pub(crate) fn push(&mut self, filter: TopicFilter) {
+        self.0.get_or_insert_with(Box::default).push(filter);
+    }
+
+    /// Removes `filter`; whether it was there.
+    pub(crate) fn remove(&mut self, filter: &TopicFilter) -> bool {
+        let Some(v) = self.0.as_mut() else {
+            return false;
+        };
+        let Some(i) = v.iter().position(|f| f == filter) else {
+            return false;
+        };
+        v.swap_remove(i);
+        if v.is_empty() {
+            self.0 = None;
+        }
+        true
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<TopicFilter> {
+        self.0.take().map(|v| *v).unwrap_or_default()
+    }
+}
