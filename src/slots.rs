@@ -106,6 +106,14 @@ impl<K: SlotKey, V> Slots<K, V> {
         ids.into_iter().map(K::from_id).collect()
     }
 
+    /// The entry at `index` (an id's lower half), whatever its serial.
+    pub fn at_index_mut(&mut self, index: u32) -> Option<(K, &mut V)> {
+        let index = index as usize;
+        self.slab
+            .get_mut(index)
+            .map(|(serial, v)| (K::from_id(u64::from(*serial) << 32 | index as u64), v))
+    }
+
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.slab.iter_mut().map(|(_, (_, v))| v)
     }
@@ -122,12 +130,19 @@ impl SlotKey for usize {
     }
 }
 
+/// The serial part of an id (never 0 for an id a [`Slots`] handed out).
+fn serial_of(id: u64) -> u32 {
+    (id >> 32) as u32
+}
+
 /// A host's own data per key of another table (the hub's connections),
-/// in a vector by the key's index: an entry per live key, no map node.
+/// in a vector by the key's index: an entry per live key, no map node. An
+/// entry holds the key's serial, not the whole key: its index is where it
+/// is, and four bytes less per connection add up.
 #[derive(Debug)]
 pub(crate) struct SideTable<K, V> {
-    /// Id 0: vacant.
-    entries: Vec<(u64, V)>,
+    /// Serial 0: vacant.
+    entries: Vec<(u32, V)>,
     len: usize,
     key: std::marker::PhantomData<K>,
 }
@@ -143,35 +158,45 @@ impl<K, V> Default for SideTable<K, V> {
 }
 
 impl<K: SlotKey, V: Default> SideTable<K, V> {
-    /// Sets `key`'s value; a stale key of the same index is replaced.
+    /// Sets `key`'s value; a stale key of the same index is replaced. A key
+    /// of serial 0 (no table hands one out) is not kept.
     pub fn insert(&mut self, key: K, value: V) {
-        let i = index_of(key.id());
+        let (i, serial) = (index_of(key.id()), serial_of(key.id()));
+        if serial == 0 {
+            return;
+        }
         if i >= self.entries.len() {
             self.entries.resize_with(i + 1, || (0, V::default()));
         }
         if self.entries[i].0 == 0 {
             self.len += 1;
         }
-        self.entries[i] = (key.id(), value);
+        self.entries[i] = (serial, value);
+    }
+
+    fn entry(&mut self, key: &K) -> Option<&mut (u32, V)> {
+        let serial = serial_of(key.id());
+        self.entries
+            .get_mut(index_of(key.id()))
+            .filter(|(s, _)| *s != 0 && *s == serial)
     }
 
     pub fn get(&self, key: &K) -> Option<&V> {
+        let serial = serial_of(key.id());
         self.entries
             .get(index_of(key.id()))
-            .filter(|(id, _)| *id == key.id())
+            .filter(|(s, _)| *s != 0 && *s == serial)
             .map(|(_, v)| v)
     }
 
     /// Takes `key`'s value out; a key that is not there (or no longer)
     /// leaves the table as it is.
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let entry = self
-            .entries
-            .get_mut(index_of(key.id()))
-            .filter(|(id, _)| *id == key.id())?;
+        let entry = self.entry(key)?;
         entry.0 = 0;
+        let value = std::mem::take(&mut entry.1);
         self.len -= 1;
-        Some(std::mem::take(&mut entry.1))
+        Some(value)
     }
 
     pub fn len(&self) -> usize {
@@ -183,8 +208,9 @@ impl<K: SlotKey, V: Default> SideTable<K, V> {
         let mut ids: Vec<u64> = self
             .entries
             .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| *id != 0)
+            .enumerate()
+            .filter(|(_, (serial, _))| *serial != 0)
+            .map(|(index, (serial, _))| u64::from(*serial) << 32 | index as u64)
             .collect();
         ids.sort_unstable();
         ids.into_iter().map(K::from_id).collect()

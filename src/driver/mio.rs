@@ -100,7 +100,9 @@ struct MioIo {
     /// The sockets by token: a slab entry each, and a stale token (an event
     /// or deadline left over for a closed socket) misses.
     slots: Slots<usize, Slot>,
-    by_conn: SideTable<ConnId, usize>,
+    /// A connection's socket, by the index of its token (the slot names
+    /// its connection, which tells a stale index).
+    by_conn: SideTable<ConnId, u32>,
     max_output: usize,
     /// Answers not ready when asked, by id.
     pending: BTreeMap<u64, Pending>,
@@ -118,8 +120,10 @@ struct MioIo {
 
 impl MioIo {
     fn slot_of(&mut self, conn: ConnId) -> Option<(usize, &mut Slot)> {
-        let token = *self.by_conn.get(&conn)?;
-        self.slots.get_mut(&token).map(|s| (token, s))
+        let index = *self.by_conn.get(&conn)?;
+        self.slots
+            .at_index_mut(index)
+            .filter(|(_, s)| s.conn == conn.0)
     }
 
     fn drop_slot(&mut self, token: usize, how: Shutdown) {
@@ -260,7 +264,7 @@ impl Io for MioIo {
     }
 
     fn abort(&mut self, conn: ConnId) {
-        if let Some(token) = self.by_conn.get(&conn).copied() {
+        if let Some((token, _)) = self.slot_of(conn) {
             self.drop_slot(token, Shutdown::Both);
         }
     }
@@ -556,7 +560,8 @@ fn open(
     let conn = runner.open(now, peer, certificate, io);
     if let Some(s) = io.slots.get_mut(&token) {
         s.conn = conn.0;
-        io.by_conn.insert(conn, token);
+        // Tokens are slot ids: their lower half is the index.
+        io.by_conn.insert(conn, token as u32);
     }
     if !runner.hub.is_open(conn) {
         io.close(conn);

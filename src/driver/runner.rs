@@ -44,15 +44,68 @@ pub(crate) trait Io {
     fn spawn_authorization(&mut self, ticket: Ticket, answer: Answer<Decision>);
 }
 
+/// The addresses connections come from, with how many are open from each.
+/// A connection names its address by a handle (4 bytes) instead of holding
+/// it (up to 17): every idle connection keeps one.
+#[derive(Default)]
+struct Addresses {
+    /// Handle `h` is entry `h - 1`: the address and its open connections.
+    entries: slab::Slab<(IpAddr, usize)>,
+    by_ip: BTreeMap<IpAddr, u32>,
+}
+
+impl Addresses {
+    /// One more connection from `ip`; its handle (never 0).
+    fn hold(&mut self, ip: IpAddr) -> u32 {
+        if let Some(&h) = self.by_ip.get(&ip) {
+            if let Some(e) = self.entries.get_mut(h as usize - 1) {
+                e.1 += 1;
+            }
+            return h;
+        }
+        let h = u32::try_from(self.entries.insert((ip, 1)) + 1).unwrap_or(u32::MAX);
+        self.by_ip.insert(ip, h);
+        h
+    }
+
+    /// One connection less from the address of handle `h`.
+    fn release(&mut self, h: u32) {
+        let Some(i) = (h as usize).checked_sub(1) else {
+            return;
+        };
+        let Some(e) = self.entries.get_mut(i) else {
+            return;
+        };
+        e.1 -= 1;
+        if e.1 == 0 {
+            let (ip, _) = self.entries.remove(i);
+            self.by_ip.remove(&ip);
+        }
+    }
+
+    fn ip(&self, h: u32) -> Option<IpAddr> {
+        let i = (h as usize).checked_sub(1)?;
+        self.entries.get(i).map(|e| e.0)
+    }
+
+    /// Connections open from `ip`.
+    fn count(&self, ip: &IpAddr) -> usize {
+        self.by_ip
+            .get(ip)
+            .and_then(|&h| self.entries.get(h as usize - 1))
+            .map_or(0, |e| e.1)
+    }
+}
+
 /// The hub with its policy.
 pub(crate) struct Runner {
     pub hub: Broker,
     policy: Arc<dyn Policy>,
     recorder: Option<Recorder>,
     limits: DriverConfig,
-    /// Open connections and their addresses.
-    conn_ip: SideTable<ConnId, Option<IpAddr>>,
-    per_ip: BTreeMap<IpAddr, usize>,
+    /// Open connections, each with its address in `addresses` (0: none).
+    conn_ip: SideTable<ConnId, u32>,
+    addresses: Addresses,
     /// Authentication attempts per address in the current second.
     attempts: BTreeMap<IpAddr, (u64, u32)>,
 }
@@ -79,27 +132,22 @@ impl Runner {
             recorder,
             limits: limits.clone(),
             conn_ip: SideTable::default(),
-            per_ip: BTreeMap::new(),
+            addresses: Addresses::default(),
             attempts: BTreeMap::new(),
         }
     }
 
     /// Forgets a connection that ended.
     fn untrack(&mut self, conn: ConnId) {
-        if let Some(Some(ip)) = self.conn_ip.remove(&conn)
-            && let Some(n) = self.per_ip.get_mut(&ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&ip);
-            }
+        if let Some(handle) = self.conn_ip.remove(&conn) {
+            self.addresses.release(handle);
         }
     }
 
     /// Whether one more authentication from `conn`'s address fits in this
     /// second's budget; a token storm then costs no signature checks.
     fn attempt_allowed(&mut self, conn: ConnId, now: Timestamp) -> bool {
-        let Some(Some(ip)) = self.conn_ip.get(&conn).copied() else {
+        let Some(ip) = self.conn_ip.get(&conn).and_then(|h| self.addresses.ip(*h)) else {
             return true;
         };
         let second = now.as_secs();
@@ -128,7 +176,7 @@ impl Runner {
         io: &mut dyn Io,
     ) -> ConnId {
         let ip = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
-        let here = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
+        let here = ip.map_or(0, |ip| self.addresses.count(&ip));
         let refused = if self.conn_ip.len() >= self.limits.max_connections {
             Some("too many connections")
         } else if here >= self.limits.max_connections_per_address {
@@ -147,10 +195,8 @@ impl Runner {
                 .hub
                 .open_tls(now, Some(peer.clone()), certificate.clone()),
         };
-        self.conn_ip.insert(conn, ip);
-        if let Some(ip) = ip {
-            *self.per_ip.entry(ip).or_default() += 1;
-        }
+        let handle = ip.map_or(0, |ip| self.addresses.hold(ip));
+        self.conn_ip.insert(conn, handle);
         self.record(|| Entry::Open {
             t: now,
             conn,
@@ -314,5 +360,31 @@ impl Runner {
                 let _ = self.hub.handle_authorization(now, ticket, decision);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_counted_while_a_connection_holds_it() {
+        let mut a = Addresses::default();
+        let (one, two): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "::2".parse().unwrap());
+        let h = a.hold(one);
+        assert_ne!(h, 0);
+        assert_eq!(a.hold(one), h);
+        let k = a.hold(two);
+        assert_ne!(k, h);
+        assert_eq!((a.count(&one), a.count(&two)), (2, 1));
+        assert_eq!((a.ip(h), a.ip(k)), (Some(one), Some(two)));
+        a.release(h);
+        assert_eq!(a.count(&one), 1);
+        a.release(h);
+        assert_eq!(a.count(&one), 0);
+        assert_eq!(a.ip(h), None);
+        a.release(0);
+        assert_eq!(a.count(&two), 1);
+        assert_eq!(a.by_ip.len(), 1);
     }
 }
