@@ -103,13 +103,14 @@ impl fmt::Debug for TokenDigest {
 /// It holds no token and no key: nothing after authentication needs them,
 /// so a key rotated out of the key set never invalidates it.
 ///
-/// Every idle session keeps one, so its text is shared, not owned: the
-/// client id with the session and the registry, the key id with the key
-/// set; clones of an identity share all of it.
+/// Every idle session keeps one, so most of its text is shared, not owned:
+/// the client id with the session and the registry, the key id with the key
+/// set. The principal is its own: a short name costs its bytes rounded to
+/// 8, where a shared one cost 16 more and the class above.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Who: the token's principal claim, or the anonymous name.
-    pub principal: Arc<str>,
+    pub principal: Box<str>,
     /// The MQTT client identifier of the connection it was issued to.
     pub client_id: Arc<str>,
     /// Roles from the configured claim, in token order.
@@ -132,17 +133,11 @@ pub struct Identity {
 /// Principal name given to anonymous clients; ACL rules can name it.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// One allocation for the name of every anonymous identity.
-fn anonymous_name() -> Arc<str> {
-    static NAME: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| ANONYMOUS.into());
-    NAME.clone()
-}
-
 impl Identity {
     /// The identity of a client that presented no credentials.
     pub fn anonymous(client_id: impl Into<Arc<str>>, now: Timestamp) -> Self {
         Self {
-            principal: anonymous_name(),
+            principal: ANONYMOUS.into(),
             client_id: client_id.into(),
             roles: Arc::default(),
             acl: None,
