@@ -114,6 +114,13 @@ impl<K: SlotKey, V> Slots<K, V> {
             .map(|(serial, v)| (K::from_id(u64::from(*serial) << 32 | index as u64), v))
     }
 
+    /// Every entry with its key, in the slab's order.
+    pub fn iter(&self) -> impl Iterator<Item = (K, &V)> {
+        self.slab
+            .iter()
+            .map(|(index, (serial, v))| (K::from_id(u64::from(*serial) << 32 | index as u64), v))
+    }
+
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.slab.iter_mut().map(|(_, (_, v))| v)
     }

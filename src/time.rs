@@ -12,8 +12,14 @@ use std::time::Duration;
 /// The end of time is `u64::MAX - 1` ms: the value is kept plus one, never
 /// zero, so that an `Option<Timestamp>` (a deadline, an expiry) is a word,
 /// not two. Every idle session holds a few.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(NonZeroU64);
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({})", self.as_millis())
+    }
+}
 
 impl Timestamp {
     /// The Unix epoch.
@@ -125,6 +131,7 @@ mod tests {
             Duration::ZERO
         );
         assert_eq!(t.to_string(), "10.000");
+        assert_eq!(format!("{t:?}"), "Timestamp(10000)");
         assert_eq!(Timestamp::EPOCH.as_millis(), 0);
         assert_eq!(Timestamp::default(), Timestamp::EPOCH);
         assert_eq!(Timestamp::from_millis(u64::MAX).as_millis(), u64::MAX - 1);

@@ -40,7 +40,8 @@ mod tree;
 mod types;
 mod wills;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +94,8 @@ struct Conn {
     session: Session,
     /// The session it is attached to, once opened.
     key: Option<SessionKey>,
-    /// Its entry in the timer set.
+    /// When its session wants [`Session::handle_timeout`]; `conn_timers`
+    /// has an entry for it at or before this.
     deadline: Option<Timestamp>,
 }
 
@@ -232,7 +234,15 @@ pub struct Broker {
     shares: BTreeMap<Box<str>, ShareGroup>,
     retained: RetainedStore,
     pending: BTreeMap<Ticket, Pending>,
-    /// Packed timers ([`Timer::pack`]).
+    /// The connections' deadlines, kept lazily: a connection with a
+    /// deadline has an entry at or before it, and one whose deadline moves
+    /// later (every packet moves its keep-alive) keeps the entry it has.
+    /// An entry is 16 bytes in a vector, where a tree entry was about 33,
+    /// and nearly every connection has one. Entries that went stale (the
+    /// deadline moved, the connection closed) are skipped when they come
+    /// due; past twice the connections, the heap is rebuilt from them.
+    conn_timers: BinaryHeap<Reverse<(Timestamp, u64)>>,
+    /// The stored sessions' timers, packed ([`Timer::pack`]).
     timers: BTreeSet<(Timestamp, u64)>,
     actions: VecDeque<Action>,
     dirty: Vec<ConnId>,
@@ -258,6 +268,7 @@ impl Broker {
             shares: BTreeMap::new(),
             retained,
             pending: BTreeMap::new(),
+            conn_timers: BinaryHeap::new(),
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             dirty: Vec::new(),
@@ -477,17 +488,37 @@ impl Broker {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         // Take what is due first: what the handlers schedule waits for the
         // next call, so this always ends.
+        let mut due: Vec<(Timestamp, u64)> = Vec::new();
+        while let Some(&Reverse((at, id))) = self.conn_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.conn_timers.pop();
+            match self.conns.get(&ConnId(id)).and_then(|c| c.deadline) {
+                // Due at its deadline, in the order it always had among
+                // the other timers.
+                Some(deadline) if deadline <= now => {
+                    due.push((deadline, Timer::Conn(ConnId(id)).pack()))
+                }
+                Some(later) => self.conn_timers.push(Reverse((later, id))),
+                None => {}
+            }
+        }
+        self.compact_conn_timers();
         let later = self.timers.split_off(&(now + Duration::from_millis(1), 0));
-        let due = std::mem::replace(&mut self.timers, later);
-        for (at, timer) in due {
+        due.extend(std::mem::replace(&mut self.timers, later));
+        due.sort_unstable();
+        due.dedup();
+        for (_, timer) in due {
             match Timer::unpack(timer) {
                 Timer::Conn(id) => {
                     let Some(c) = self.conns.get_mut(&id) else {
                         continue;
                     };
-                    if c.deadline == Some(at) {
-                        c.deadline = None;
-                    }
+                    // Its entry was taken: the deadline is asked anew
+                    // (and given an entry) when it is drained, whatever
+                    // the timers before it did to it.
+                    c.deadline = None;
                     c.session.handle_timeout(now);
                     self.drain(now, id);
                 }
@@ -551,7 +582,9 @@ impl Broker {
 
     /// The next deadline, if any.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.first().map(|(at, _)| *at)
+        let conn = self.conn_timers.peek().map(|Reverse((at, _))| *at);
+        let stored = self.timers.first().map(|(at, _)| *at);
+        conn.into_iter().chain(stored).min()
     }
 
     fn audit(&mut self, record: AuditRecord) {
@@ -659,13 +692,30 @@ impl Broker {
         if next == c.deadline {
             return;
         }
-        if let Some(old) = c.deadline {
-            self.timers.remove(&(old, Timer::Conn(id).pack()));
-        }
+        // A later deadline keeps the entry the earlier one has.
+        let earlier = next.is_some_and(|at| c.deadline.is_none_or(|old| at < old));
         c.deadline = next;
-        if let Some(at) = next {
-            self.timers.insert((at, Timer::Conn(id).pack()));
+        if let Some(at) = next
+            && earlier
+        {
+            self.conn_timers.push(Reverse((at, id.0)));
+            self.compact_conn_timers();
         }
+    }
+
+    /// Rebuilds the connections' timer heap from their deadlines once stale
+    /// entries outnumber live ones: the heap stays within twice the
+    /// connections, whatever their deadlines do.
+    fn compact_conn_timers(&mut self) {
+        if self.conn_timers.len() <= 2 * self.conns.len() + 64 {
+            return;
+        }
+        let live: Vec<Reverse<(Timestamp, u64)>> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.deadline.map(|at| Reverse((at, id.0))))
+            .collect();
+        self.conn_timers = BinaryHeap::from(live);
     }
 }
 
@@ -714,5 +764,34 @@ mod tests {
         // A session lives in its slab entry, with the slot's serial.
         assert!(size_of::<StoredSession>() <= 40);
         assert_eq!(size_of::<Option<Timestamp>>(), 8);
+    }
+
+    #[test]
+    fn stale_connection_timers_stay_bounded_and_live_ones_still_fire() {
+        let mut hub = Broker::new(BrokerConfig::default());
+        let now = Timestamp::from_secs(1_000);
+        let timeout = hub.config().session.connect_timeout;
+        let kept = hub.open(now, None);
+        // Every connection that opens has a CONNECT deadline; those that
+        // close leave their entries behind.
+        for i in 0..1_000 {
+            let at = now + Duration::from_millis(i);
+            let c = hub.open(at, None);
+            assert!(hub.conn_timers.len() <= 2 * hub.conns.len() + 64);
+            hub.handle_closed(c, at, TransportClosed::PeerClosed);
+            while hub.poll_action().is_some() {}
+        }
+        assert_eq!(hub.poll_timeout(), Some(now + timeout));
+        hub.handle_timeout(now + timeout - Duration::from_millis(1));
+        assert!(hub.is_open(kept));
+        hub.handle_timeout(now + timeout);
+        assert!(!hub.is_open(kept), "its CONNECT timeout closed it");
+        while hub.poll_action().is_some() {}
+        // What is left is stale: it comes due, and goes, doing nothing.
+        while let Some(at) = hub.poll_timeout() {
+            hub.handle_timeout(at);
+            assert_eq!(hub.poll_action(), None);
+        }
+        assert!(hub.conn_timers.is_empty());
     }
 }
