@@ -169,6 +169,14 @@ enum Protocol {
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Pages freed by a burst (a table that grew, the buffers of a connect
+    // storm) go back to the OS within jemalloc's decay time (10 s) instead
+    // of staying resident until the next allocation comes to purge them: a
+    // broker that went quiet has nothing else to wake the allocator.
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("testament: jemalloc's background thread is off: {e}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve),
