@@ -52,12 +52,49 @@ struct Slot {
     /// The hub's id for it; 0 while a TLS handshake is under way (hub ids
     /// are never 0, and a word here keeps the slot at 40 bytes, not 48).
     conn: u64,
-    tls: Option<Box<ServerConnection>>,
-    /// Plain output the socket did not take yet; there only while some is.
-    out: Option<Box<Output>>,
+    /// Its TLS session, or plain output the socket did not take yet (there
+    /// only while some is): one word, where two made the slot (with its
+    /// serial) 40 bytes, not 32, in a release build.
+    side: Option<Box<Side>>,
+}
+
+enum Side {
+    /// A TLS session keeps its own output. Boxed once more: plain output
+    /// waiting for a slow reader takes a small box, not this one's size.
+    Tls(Box<ServerConnection>),
+    Out(Output),
 }
 
 impl Slot {
+    fn tls(&self) -> Option<&ServerConnection> {
+        match self.side.as_deref() {
+            Some(Side::Tls(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The stream and the TLS session, to use together.
+    fn tls_mut(&mut self) -> Option<(&mut TcpStream, &mut ServerConnection)> {
+        match self.side.as_deref_mut() {
+            Some(Side::Tls(t)) => Some((&mut self.stream, t)),
+            _ => None,
+        }
+    }
+
+    fn out(&self) -> Option<&Output> {
+        match self.side.as_deref() {
+            Some(Side::Out(o)) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Lets go of plain output that waited (written, or never will be).
+    fn drop_out(&mut self) {
+        if self.out().is_some() {
+            self.side = None;
+        }
+    }
+
     fn conn(&self) -> Option<ConnId> {
         (self.conn != 0).then_some(ConnId(self.conn))
     }
@@ -128,11 +165,11 @@ impl MioIo {
 
     fn drop_slot(&mut self, token: usize, how: Shutdown) {
         if let Some(mut s) = self.slots.remove(&token) {
-            if let Some(tls) = s.tls.as_mut()
+            if let Some((stream, tls)) = s.tls_mut()
                 && how == Shutdown::Write
             {
                 tls.send_close_notify();
-                let _ = flush_tls(&mut s.stream, tls);
+                let _ = flush_tls(stream, tls);
             }
             let _ = self.poll.registry().deregister(&mut s.stream);
             let _ = s.stream.shutdown(how);
@@ -149,15 +186,15 @@ impl MioIo {
         let Some(s) = self.slots.get_mut(&token) else {
             return;
         };
-        let result = match (s.tls.as_mut(), s.out.as_mut()) {
-            (Some(tls), _) => flush_tls(&mut s.stream, tls),
-            (None, Some(out)) => flush_plain(&mut s.stream, out),
-            (None, None) => Ok(true),
+        let result = match s.side.as_deref_mut() {
+            Some(Side::Tls(tls)) => flush_tls(&mut s.stream, tls),
+            Some(Side::Out(out)) => flush_plain(&mut s.stream, out),
+            None => Ok(true),
         };
         if !matches!(result, Ok(false)) {
             // Written, or never will be (the read side sees the end and
             // reports it).
-            s.out = None;
+            s.drop_out();
         }
         if matches!(result, Ok(true)) && s.closing {
             self.drop_slot(token, Shutdown::Write);
@@ -225,28 +262,32 @@ impl Io for MioIo {
         let Some((_, s)) = self.slot_of(conn) else {
             return true;
         };
-        if let Some(tls) = s.tls.as_mut() {
+        if let Some((stream, tls)) = s.tls_mut() {
             // rustls holds what the socket does not take, up to its limit.
             match tls.writer().write(&bytes) {
                 Ok(n) if n == bytes.len() => {}
                 _ => return false,
             }
-            if flush_tls(&mut s.stream, tls).is_err() {
+            if flush_tls(stream, tls).is_err() {
                 s.closing = true;
             }
             return true;
         }
-        if s.out.as_ref().map_or(0, |o| o.bytes) + bytes.len() > max {
+        if s.out().map_or(0, |o| o.bytes) + bytes.len() > max {
             return false;
         }
         // Nothing waits: straight to the socket; the read side sees a
         // failure and reports it.
-        if s.out.is_none() && write_some(&mut s.stream, &mut bytes).unwrap_or(true) {
+        if s.out().is_none() && write_some(&mut s.stream, &mut bytes).unwrap_or(true) {
             return true;
         }
-        let out = s.out.get_or_insert_with(Box::default);
-        out.bytes += bytes.len();
-        out.queue.push_back(bytes);
+        let side = s
+            .side
+            .get_or_insert_with(|| Box::new(Side::Out(Output::default())));
+        if let Side::Out(out) = &mut **side {
+            out.bytes += bytes.len();
+            out.queue.push_back(bytes);
+        }
         true
     }
 
@@ -505,7 +546,7 @@ fn accept_all(
         let tls = match tls.map(|t| ServerConnection::new(t.config())) {
             Some(Ok(mut c)) => {
                 c.set_buffer_limit(Some(io.max_output));
-                Some(Box::new(c))
+                Some(Box::new(Side::Tls(Box::new(c))))
             }
             Some(Err(e)) => {
                 log::warn!("TLS session for {peer} not created: {e}");
@@ -518,8 +559,7 @@ fn accept_all(
             stream,
             closing: false,
             conn: 0,
-            tls,
-            out: None,
+            side: tls,
         });
         let registered = io.slots.get_mut(&token).is_some_and(|s| {
             io.poll
@@ -638,17 +678,16 @@ fn read_ready(
         let Some(s) = io.slots.get_mut(&token) else {
             return;
         };
-        let was_handshaking = s.tls.as_ref().is_some_and(|t| t.is_handshaking());
-        let got = match s.tls.as_mut() {
-            Some(tls) => read_tls(&mut s.stream, tls, buf),
+        let was_handshaking = s.tls().is_some_and(|t| t.is_handshaking());
+        let got = match s.tls_mut() {
+            Some((stream, tls)) => read_tls(stream, tls, buf),
             None => read_plain(&mut s.stream, buf),
         };
         if was_handshaking && s.conn().is_none() {
-            let done = s.tls.as_ref().is_some_and(|t| !t.is_handshaking());
+            let done = s.tls().is_some_and(|t| !t.is_handshaking());
             if done {
                 let certificate = s
-                    .tls
-                    .as_ref()
+                    .tls()
                     .and_then(|t| client_certificate(t.peer_certificates()));
                 let peer = io.peers.remove(&token).unwrap_or_default();
                 open(token, peer, certificate, now, runner, io);
@@ -667,7 +706,7 @@ fn read_ready(
                     io.backlog.insert(token);
                     return;
                 }
-                if n < buf.len() && io.slots.get(&token).is_some_and(|s| s.tls.is_none()) {
+                if n < buf.len() && io.slots.get(&token).is_some_and(|s| s.tls().is_none()) {
                     // A short read emptied the socket (edge-triggered: the
                     // next byte brings a new event).
                     return;
