@@ -868,7 +868,10 @@ fn idle(plan: Arc<Plan>, total: usize) -> Result<(), String> {
         c.buf = Vec::new();
         clients.push(c);
     }
-    std::thread::sleep(Duration::from_secs(1));
+    // Past an allocator's decay time (jemalloc's is 10 s): what the
+    // connects freed is given back, and what is left is what the sessions
+    // hold.
+    std::thread::sleep(Duration::from_secs(11));
     let after = broker_rss(a.broker_pid);
     let per = before
         .zip(after)

@@ -117,8 +117,6 @@ struct DelayedWill {
 /// nearly every session is a connected one that holds only these words.
 #[derive(Debug)]
 struct StoredSession {
-    /// Shared with the connection's session and its identity.
-    client_id: Arc<str>,
     /// The connection it is attached to: a word, as hub ids are never 0.
     conn: Option<std::num::NonZeroU64>,
     /// Its filters in the tree, for removal when the session ends.
@@ -132,6 +130,9 @@ struct StoredSession {
 /// A disconnected session's state.
 #[derive(Debug, Default)]
 struct Away {
+    /// Its client id once its connection is gone (while attached, the
+    /// connection's session holds it: [`registry::ClientIds`]).
+    client_id: Arc<str>,
     /// When it expires (`None`: never).
     expires_at: Option<Timestamp>,
     /// Messages in flight and waiting for the window when it left.
@@ -535,7 +536,11 @@ impl Broker {
                         s.conn.is_none() && s.expires_at().is_some_and(|at| at <= now)
                     });
                     if expired {
-                        let client_id = self.sessions[&key].client_id.to_string();
+                        let client_id = self
+                            .client_ids()
+                            .get(key)
+                            .map(|id| id.to_string())
+                            .unwrap_or_default();
                         self.audit(AuditRecord::SessionExpired { at: now, client_id });
                         self.end_session(now, key);
                     }
@@ -762,7 +767,7 @@ mod tests {
         // The connection's box: jemalloc's 160-byte class (the next is 192).
         assert!(size_of::<Conn>() <= 160, "{}", size_of::<Conn>());
         // A session lives in its slab entry, with the slot's serial.
-        assert!(size_of::<StoredSession>() <= 40);
+        assert!(size_of::<StoredSession>() <= 24);
         assert_eq!(size_of::<Option<Timestamp>>(), 8);
     }
 

@@ -5,6 +5,13 @@ use super::*;
 use std::hash::BuildHasher;
 
 impl Broker {
+    pub(super) fn client_ids(&self) -> ClientIds<'_> {
+        ClientIds {
+            sessions: &self.sessions,
+            conns: &self.conns,
+        }
+    }
+
     /// The connection is gone: its session ends, or is stored until it
     /// expires.
     pub(super) fn detach(&mut self, now: Timestamp, id: ConnId) {
@@ -25,9 +32,12 @@ impl Broker {
             return;
         }
         s.set_conn(None);
+        // The client id leaves with the connection: the session keeps it
+        // from now on, or ends with it.
+        let client_id: Arc<str> = c.session.client_id_shared().cloned().unwrap_or_default();
         let expiry = c.session.session_expiry_interval().unwrap_or(0);
         if expiry == 0 {
-            self.end_session(now, key);
+            self.end_session_of(now, key, client_id);
             return;
         }
         let mut inflight = c.session.take_inflight();
@@ -36,6 +46,7 @@ impl Broker {
         // is not known here). What the session keeps while offline is
         // copied, so that it does not keep its read buffers alive.
         let away = s.away();
+        away.client_id = client_id.clone();
         for msg in inflight.queued.drain(..) {
             away.offline.push_back(Queued {
                 msg: msg.detached(),
@@ -51,7 +62,6 @@ impl Broker {
             away.expires_at = Some(at);
             self.timers.insert((at, Timer::Expiry(key).pack()));
         }
-        let client_id = s.client_id.clone();
         let excess: Vec<Queued> = {
             let max = self.config.max_offline_messages;
             let s = self
@@ -73,10 +83,24 @@ impl Broker {
     /// The session ends: its subscriptions go, what it had queued is
     /// dropped (audited), and a will still waiting is sent now (§3.1.3.2.2).
     pub(super) fn end_session(&mut self, now: Timestamp, key: SessionKey) {
+        let client_id = self.client_ids().get(key).cloned().unwrap_or_default();
+        self.end_session_of(now, key, client_id);
+    }
+
+    /// [`Broker::end_session`] of the session whose client id is
+    /// `client_id` (one that just left its connection).
+    pub(super) fn end_session_of(&mut self, now: Timestamp, key: SessionKey, client_id: Arc<str>) {
+        self.by_client_id.remove(
+            key,
+            &client_id,
+            ClientIds {
+                sessions: &self.sessions,
+                conns: &self.conns,
+            },
+        );
         let Some(mut s) = self.sessions.remove(&key) else {
             return;
         };
-        self.by_client_id.remove(key, &s.client_id, &self.sessions);
         let away = s.away.take().map(|b| *b).unwrap_or_default();
         if let Some(at) = away.expires_at {
             self.timers.remove(&(at, Timer::Expiry(key).pack()));
@@ -93,7 +117,7 @@ impl Broker {
             .chain(away.offline.into_iter().map(|q| q.msg));
         let lost: Vec<OutboundMessage> = queued.collect();
         for msg in &lost {
-            self.dropped(now, &s.client_id, msg, DropReason::SessionEnded);
+            self.dropped(now, &client_id, msg, DropReason::SessionEnded);
         }
         if let Some(w) = away.will {
             self.timers.remove(&(w.at, Timer::Will(key).pack()));
@@ -129,7 +153,7 @@ impl Broker {
         clean_start: bool,
         identity: Arc<Identity>,
     ) {
-        if let Some(key) = self.by_client_id.get(&client_id, &self.sessions)
+        if let Some(key) = self.by_client_id.get(&client_id, self.client_ids())
             && let Some(old) = self.sessions[&key].conn()
             && old != id
         {
@@ -145,7 +169,7 @@ impl Broker {
             self.drain(now, old);
             self.detach(now, old);
         }
-        if let Some(key) = self.by_client_id.get(&client_id, &self.sessions) {
+        if let Some(key) = self.by_client_id.get(&client_id, self.client_ids()) {
             if clean_start {
                 // A clean start ends the old session, and sends its will.
                 self.end_session(now, key);
@@ -166,7 +190,6 @@ impl Broker {
         }
         let key = self.sessions.insert_with(|_| {
             let mut s = StoredSession {
-                client_id: client_id.clone(),
                 conn: None,
                 filters: session::Filters::default(),
                 away: None,
@@ -174,7 +197,14 @@ impl Broker {
             s.set_conn(Some(id));
             s
         });
-        self.by_client_id.insert(key, &self.sessions);
+        self.by_client_id.insert(
+            key,
+            &client_id,
+            ClientIds {
+                sessions: &self.sessions,
+                conns: &self.conns,
+            },
+        );
         if let Some(c) = self.conns.get_mut(&id) {
             c.key = Some(key);
             let _ = c.session.handle_open(now, ticket, false);
@@ -222,9 +252,28 @@ impl Broker {
     }
 }
 
+/// Where a session's client id is read: its connection's session while it
+/// is attached, what it kept when it left otherwise. Keeping it in neither
+/// the session's slab entry nor the index saves two words a session.
+#[derive(Clone, Copy)]
+pub(super) struct ClientIds<'a> {
+    pub sessions: &'a Slots<SessionKey, StoredSession>,
+    pub conns: &'a Slots<ConnId, Box<Conn>>,
+}
+
+impl<'a> ClientIds<'a> {
+    pub(super) fn get(self, key: SessionKey) -> Option<&'a Arc<str>> {
+        let s = self.sessions.get(&key)?;
+        match s.conn() {
+            Some(id) => self.conns.get(&id)?.session.client_id_shared(),
+            None => s.away.as_ref().map(|a| &a.client_id),
+        }
+    }
+}
+
 /// The sessions by client id: a hash table of session keys alone, each
-/// session's client id read from the session itself. A key is a word where
-/// a map entry held the id too, in nodes half full.
+/// session's client id read where the session keeps it ([`ClientIds`]). A
+/// key is a word where a map entry held the id too, in nodes half full.
 #[derive(Debug, Default)]
 pub(super) struct ClientIndex {
     table: hashbrown::HashTable<SessionKey>,
@@ -239,41 +288,27 @@ impl ClientIndex {
         self.hasher.hash_one(client_id)
     }
 
-    pub(super) fn get(
-        &self,
-        client_id: &str,
-        sessions: &Slots<SessionKey, StoredSession>,
-    ) -> Option<SessionKey> {
+    pub(super) fn get(&self, client_id: &str, ids: ClientIds<'_>) -> Option<SessionKey> {
         self.table
             .find(self.hash(client_id), |k| {
-                sessions.get(k).is_some_and(|s| *s.client_id == *client_id)
+                ids.get(*k).is_some_and(|id| **id == *client_id)
             })
             .copied()
     }
 
-    /// Adds `key`, already stored in `sessions`.
-    pub(super) fn insert(&mut self, key: SessionKey, sessions: &Slots<SessionKey, StoredSession>) {
-        let Some(s) = sessions.get(&key) else {
-            return;
-        };
+    /// Adds `key`, whose client id is `client_id`; every key in the table
+    /// has its id where `ids` reads it.
+    pub(super) fn insert(&mut self, key: SessionKey, client_id: &str, ids: ClientIds<'_>) {
         let hasher = &self.hasher;
         self.table
-            .insert_unique(hasher.hash_one(&*s.client_id), key, |k| {
-                sessions
-                    .get(k)
-                    .map_or(0, |s| hasher.hash_one(&*s.client_id))
+            .insert_unique(hasher.hash_one(client_id), key, |k| {
+                ids.get(*k).map_or(0, |id| hasher.hash_one(&**id))
             });
     }
 
-    /// Removes `key`, whose client id is `client_id`.
-    /// Removes `key`, whose client id is `client_id`; the others are in
-    /// `sessions`.
-    pub(super) fn remove(
-        &mut self,
-        key: SessionKey,
-        client_id: &str,
-        sessions: &Slots<SessionKey, StoredSession>,
-    ) {
+    /// Removes `key`, whose client id is `client_id`; every other key has
+    /// its id where `ids` reads it.
+    pub(super) fn remove(&mut self, key: SessionKey, client_id: &str, ids: ClientIds<'_>) {
         if let Ok(entry) = self.table.find_entry(self.hash(client_id), |k| *k == key) {
             entry.remove();
         }
@@ -281,9 +316,7 @@ impl ClientIndex {
         if self.table.capacity() > 64 && self.table.len() < self.table.capacity() / 4 {
             let hasher = &self.hasher;
             self.table.shrink_to(self.table.len() * 2, |k| {
-                sessions
-                    .get(k)
-                    .map_or(0, |s| hasher.hash_one(&*s.client_id))
+                ids.get(*k).map_or(0, |id| hasher.hash_one(&**id))
             });
         }
     }

@@ -152,7 +152,7 @@ impl Broker {
                     self.dirty.push(id);
                 }
                 Delivery::QueueFull if let Some(topic) = topic => {
-                    let client_id = s.client_id.to_string();
+                    let client_id = c.session.client_id().unwrap_or_default().to_owned();
                     self.audit(AuditRecord::MessageDropped {
                         at: now,
                         client_id,
@@ -187,7 +187,7 @@ impl Broker {
             offline.push_back(Queued { msg, at: now });
         }
         if let Some(msg) = lost {
-            let client_id = s.client_id.clone();
+            let client_id = self.client_ids().get(key).cloned().unwrap_or_default();
             self.dropped(now, &client_id, &msg, DropReason::QueueFull);
         }
     }

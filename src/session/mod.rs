@@ -495,6 +495,12 @@ impl Session {
         self.conn.as_ref().map(|c| &*c.client_id)
     }
 
+    /// The client identifier, shared (one allocation for the session, its
+    /// identity and the hub).
+    pub(crate) fn client_id_shared(&self) -> Option<&Arc<str>> {
+        self.conn.as_ref().map(|c| &c.client_id)
+    }
+
     /// The identity of the last successful (re)authentication.
     pub fn identity(&self) -> Option<&Arc<Identity>> {
         self.conn.as_ref().and_then(|c| c.identity.as_ref())
