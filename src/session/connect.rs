@@ -115,7 +115,7 @@ impl Session {
             }
         }
         let ticket = self.ticket();
-        self.state = State::Authenticating(Some(Tk::own(ticket)));
+        self.state = State::Authenticating(true);
         self.push(Action::Authenticate {
             ticket,
             credentials: Box::new(credentials),
@@ -132,8 +132,8 @@ impl Session {
             self.refuse(ConnectReasonCode::ProtocolError, "unexpected AUTH");
             return;
         }
-        let ticket = self.authenticate_again(a, false);
-        self.state = State::Authenticating(Some(Tk::own(ticket)));
+        self.authenticate_again(a, false);
+        self.state = State::Authenticating(true);
     }
 
     /// Asks the host to authenticate the data of a client's AUTH, with the
@@ -165,7 +165,7 @@ impl Session {
         ticket: Ticket,
         outcome: AuthnOutcome,
     ) -> Result<(), SessionError> {
-        if matches!(self.state, State::Authenticating(Some(t)) if t.is(ticket)) {
+        if self.state == State::Authenticating(true) && self.is_last_ticket(ticket) {
             self.on_authenticated(now, outcome);
             return Ok(());
         }
@@ -201,7 +201,7 @@ impl Session {
                 auth.properties.authentication_data = Some(data);
                 if self.version == ProtocolVersion::V5 && conn.auth_method().is_some() {
                     // The client's next AUTH opens a new request.
-                    self.state = State::Authenticating(None);
+                    self.state = State::Authenticating(false);
                     self.send(&Packet::Auth(auth));
                 } else {
                     // [MQTT-4.12.0-6]: no AUTH to a client that did not ask for it.
@@ -229,7 +229,7 @@ impl Session {
                 match self.will_query() {
                     Some(query) if self.config.check_will_at_connect => {
                         let ticket = self.ticket();
-                        self.state = State::CheckingWill(Tk::own(ticket));
+                        self.state = State::CheckingWill;
                         match self.decide_now(&query) {
                             Some(decision) => self.on_will_checked(now, decision),
                             None => self.push(Action::Authorize { ticket, query }),
@@ -256,7 +256,7 @@ impl Session {
             session_expiry_interval: conn.session_expiry,
             identity,
         };
-        self.state = State::Opening(Tk::own(ticket));
+        self.state = State::Opening;
         self.push(action);
     }
 
@@ -301,7 +301,7 @@ impl Session {
         code: ConnectReasonCode,
         detail: &str,
     ) -> Result<(), SessionError> {
-        if !matches!(self.state, State::Opening(t) if t.is(ticket)) {
+        if self.state != State::Opening || !self.is_last_ticket(ticket) {
             return Err(SessionError::UnknownTicket(ticket));
         }
         self.refuse(code, detail);
@@ -315,7 +315,7 @@ impl Session {
         session_present: bool,
         inflight: Option<Inflight>,
     ) -> Result<(), SessionError> {
-        if !matches!(self.state, State::Opening(t) if t.is(ticket)) {
+        if self.state != State::Opening || !self.is_last_ticket(ticket) {
             return Err(SessionError::UnknownTicket(ticket));
         }
         let config = &self.config;

@@ -72,32 +72,19 @@ pub enum SessionError {
     UnknownTicket(Ticket),
 }
 
+/// Where the connection stands. A state that waits for the host waits on
+/// the last ticket the session handed out: none is handed out while it
+/// waits (before the CONNACK only AUTH is read, and it asks again and waits
+/// on the new ticket), so the state holds no ticket and is one byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     AwaitingConnect,
-    /// Waiting for the host's answer (`Some`) or for the client's next AUTH.
-    Authenticating(Option<Tk>),
-    CheckingWill(Tk),
-    Opening(Tk),
+    /// Waiting for the host's answer (`true`) or for the client's next AUTH.
+    Authenticating(bool),
+    CheckingWill,
+    Opening,
     Connected,
     Closed,
-}
-
-/// A ticket the session handed out, as its state keeps it: tickets count in
-/// 32 bits, and the state is then a word, not two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tk(u32);
-
-impl Tk {
-    /// One of the session's own tickets ([`Session::ticket`]).
-    fn own(ticket: Ticket) -> Self {
-        Tk(u32::try_from(ticket.0).unwrap_or(u32::MAX))
-    }
-
-    /// Whether the host's `ticket` is this one.
-    fn is(self, ticket: Ticket) -> bool {
-        u64::from(self.0) == ticket.0
-    }
 }
 
 /// Where a re-authentication stands.
@@ -712,6 +699,12 @@ impl Session {
     fn ticket(&mut self) -> Ticket {
         self.next_ticket = self.next_ticket.wrapping_add(1);
         Ticket(u64::from(self.next_ticket))
+    }
+
+    /// Whether `ticket` is the last one handed out: the one a waiting state
+    /// waits on.
+    fn is_last_ticket(&self, ticket: Ticket) -> bool {
+        ticket.0 == u64::from(self.next_ticket)
     }
 
     /// Queues an output. Bytes written so far go out first when the output's

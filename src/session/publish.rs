@@ -543,7 +543,7 @@ impl Session {
         ticket: Ticket,
         decision: Decision,
     ) -> Result<(), SessionError> {
-        if matches!(self.state, State::CheckingWill(t) if t.is(ticket)) {
+        if self.state == State::CheckingWill && self.is_last_ticket(ticket) {
             self.on_will_checked(now, decision);
             return Ok(());
         }
