@@ -73,11 +73,6 @@ impl Session {
             server_keep_alive: (keep_alive != c.keep_alive).then_some(keep_alive),
             session_expiry,
             will: c.will.as_ref().map(|w| Box::new(owned_will(w))),
-            kept: Some(Box::new(Kept {
-                credentials: credentials.clone(),
-                reauth: None,
-                will_recheck: None,
-            })),
             identity: None,
             client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
             client_max_packet: props.maximum_packet_size,
@@ -93,6 +88,13 @@ impl Session {
             next_packet_id: 0,
             subscriptions: types::Filters::default(),
         });
+        if let Some(conn) = self.conn.as_mut() {
+            conn.t().kept = Some(Box::new(Kept {
+                credentials: credentials.clone(),
+                reauth: None,
+                will_recheck: None,
+            }));
+        }
         if !self.valid_client_id(&credentials.client_id) {
             self.refuse(
                 ConnectReasonCode::ClientIdentifierNotValid,
@@ -141,7 +143,7 @@ impl Session {
     fn authenticate_again(&mut self, a: Auth, reauthentication: bool) -> Ticket {
         let ticket = self.ticket();
         let credentials = self.conn.as_mut().and_then(|conn| {
-            let kept = &mut conn.kept.as_mut()?.credentials;
+            let kept = &mut conn.kept_mut()?.credentials;
             kept.auth_data = a.properties.authentication_data.clone();
             Some(Box::new(kept.clone()))
         });
@@ -218,12 +220,12 @@ impl Session {
                 // own (AUTH 0x19). Nothing keeps a credential longer.
                 // Without an Authentication Method there is no
                 // re-authentication to reuse them for.
-                match &mut conn.kept {
+                match conn.kept_mut() {
                     Some(kept) if kept.credentials.auth_method.is_some() => {
                         kept.credentials.password = None;
                         kept.credentials.auth_data = None;
                     }
-                    _ => conn.kept = None,
+                    _ => conn.drop_kept(),
                 }
                 self.audit(AuditRecord::authenticated(identity));
                 match self.will_query() {
@@ -472,7 +474,7 @@ impl Session {
                         Some(decision) => self.on_will_rechecked(now, query, decision),
                         None => {
                             let ticket = self.ticket();
-                            if let Some(kept) = self.conn.as_mut().and_then(|c| c.kept.as_mut()) {
+                            if let Some(kept) = self.conn.as_mut().and_then(Conn::kept_mut) {
                                 kept.will_recheck = Some((ticket, query.clone()));
                             }
                             self.push(Action::Authorize { ticket, query });

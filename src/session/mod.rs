@@ -143,10 +143,6 @@ struct Conn {
     session_expiry: u32,
     /// Boxed: most clients register none.
     will: Option<Box<LastWill>>,
-    /// Kept while authenticating, and after only for a client with an
-    /// Authentication Method (its re-authentications reuse them), with
-    /// where its re-authentication stands: boxed, most clients have none.
-    kept: Option<Box<Kept>>,
     identity: Option<Arc<Identity>>,
     client_receive_max: u16,
     client_max_packet: Option<std::num::NonZeroU32>,
@@ -189,6 +185,12 @@ struct Traffic {
     /// of a vector moved every message behind it.
     outbound: VecDeque<(PacketId, OutState, OutboundMessage)>,
     outbound_queue: VecDeque<OutboundMessage>,
+    /// The credentials, kept while authenticating, and after only for a
+    /// client with an Authentication Method (its re-authentications reuse
+    /// them), with where its re-authentication stands. Here, not in the
+    /// connection: most clients have none once connected, and the
+    /// connection saves the word.
+    kept: Option<Box<Kept>>,
 }
 
 /// What an idle connection's [`Traffic`] reads as.
@@ -199,6 +201,7 @@ static NO_TRAFFIC: Traffic = Traffic {
     aliases_in: Vec::new(),
     outbound: VecDeque::new(),
     outbound_queue: VecDeque::new(),
+    kept: None,
 };
 
 impl Traffic {
@@ -209,6 +212,7 @@ impl Traffic {
             && self.aliases_in.is_empty()
             && self.outbound.is_empty()
             && self.outbound_queue.is_empty()
+            && self.kept.is_none()
     }
 }
 
@@ -230,22 +234,38 @@ impl Conn {
         }
     }
 
+    fn kept(&self) -> Option<&Kept> {
+        self.traffic.as_ref()?.kept.as_deref()
+    }
+
+    fn kept_mut(&mut self) -> Option<&mut Kept> {
+        self.traffic.as_mut()?.kept.as_deref_mut()
+    }
+
+    /// Lets go of the credentials.
+    fn drop_kept(&mut self) {
+        if let Some(t) = self.traffic.as_mut() {
+            t.kept = None;
+        }
+        self.release_traffic();
+    }
+
     fn auth_method(&self) -> Option<&str> {
-        self.kept.as_ref()?.credentials.auth_method.as_deref()
+        self.kept()?.credentials.auth_method.as_deref()
     }
 
     fn username(&self) -> Option<String> {
-        self.kept.as_ref()?.credentials.username.clone()
+        self.kept()?.credentials.username.clone()
     }
 
     fn reauth(&self) -> Option<ReauthStep> {
-        self.kept.as_ref()?.reauth
+        self.kept()?.reauth
     }
 
     /// Only a client with a method re-authenticates: one without keeps
     /// nothing to set.
     fn set_reauth(&mut self, step: Option<ReauthStep>) {
-        if let Some(kept) = self.kept.as_mut() {
+        if let Some(kept) = self.kept_mut() {
             kept.reauth = step;
         }
     }

@@ -553,7 +553,7 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SessionError::UnknownTicket(ticket));
         };
-        if let Some(kept) = conn.kept.as_mut()
+        if let Some(kept) = conn.kept_mut()
             && kept.will_recheck.as_ref().is_some_and(|w| w.0 == ticket)
             && let Some(waiting) = kept.will_recheck.take()
         {
