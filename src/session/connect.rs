@@ -10,7 +10,7 @@ impl Session {
             && (!self.config.strict_client_id || id.bytes().all(|b| b.is_ascii_alphanumeric()))
     }
 
-    pub(super) fn on_connect(&mut self, now: Timestamp, c: Connect) {
+    pub(super) fn on_connect(&mut self, c: Connect) {
         self.version = c.protocol;
         // Whatever the CONNECT says, what the host told is used now or never.
         let prelude = self.prelude.take().map(|p| *p).unwrap_or_default();
@@ -32,8 +32,8 @@ impl Session {
                 );
                 return;
             }
-            let id =
-                given_id.unwrap_or_else(|| format!("testament-{:x}", self.opened_at.as_millis()));
+            let id = given_id
+                .unwrap_or_else(|| format!("testament-{:x}", prelude.opened_at.as_millis()));
             (Arc::<str>::from(id), true)
         } else {
             (Arc::<str>::from(&*c.client_id), false)
@@ -83,7 +83,7 @@ impl Session {
                 0
             },
             request_problem_info,
-            last_packet: now,
+            last_packet: prelude.opened_at,
             inbound_inflight: 0,
             next_packet_id: 0,
             subscriptions: types::Filters::default(),

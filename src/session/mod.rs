@@ -281,7 +281,6 @@ pub struct Session {
     io: Option<Box<Io>>,
     state: State,
     version: ProtocolVersion,
-    opened_at: Timestamp,
     /// Wraps after 4 G requests of one connection: only those still
     /// waiting need to differ.
     next_ticket: u32,
@@ -383,9 +382,12 @@ impl Io {
     }
 }
 
-/// What the host says about a connection before its CONNECT.
+/// What the host says about a connection before its CONNECT, and when it
+/// opened (after the CONNECT, the connection's `last_packet` holds that
+/// until the CONNACK).
 #[derive(Debug, Default)]
 struct Prelude {
+    opened_at: Timestamp,
     /// The id for a client that sends none; `None`: derived when needed.
     assigned_client_id: Option<String>,
     /// The peer's address as the host describes it, for the credentials.
@@ -410,9 +412,11 @@ impl Session {
             io: None,
             state: State::AwaitingConnect,
             version: ProtocolVersion::V311,
-            opened_at: now,
+            prelude: Some(Box::new(Prelude {
+                opened_at: now,
+                ..Prelude::default()
+            })),
             next_ticket: 0,
-            prelude: None,
             conn: None,
             marked: false,
         }
@@ -563,7 +567,18 @@ impl Session {
                     .flatten()
                     .min()
             }
-            _ => Some(self.opened_at + self.config.connect_timeout),
+            _ => Some(self.opened_at() + self.config.connect_timeout),
+        }
+    }
+
+    /// When the connection opened, while its CONNECT timeout runs: the
+    /// prelude has it until the CONNECT, the connection's `last_packet`
+    /// until the CONNACK.
+    fn opened_at(&self) -> Timestamp {
+        match (&self.prelude, &self.conn) {
+            (Some(p), _) => p.opened_at,
+            (None, Some(c)) => c.last_packet,
+            (None, None) => Timestamp::EPOCH,
         }
     }
 
@@ -602,7 +617,7 @@ impl Session {
                 }
             }
             _ => {
-                if now >= self.opened_at + self.config.connect_timeout {
+                if now >= self.opened_at() + self.config.connect_timeout {
                     self.close_before_connack("no CONNACK within the CONNECT timeout");
                 }
             }
@@ -630,7 +645,12 @@ impl Session {
                 // Most of any stream: straight to its handler, without the
                 // general dispatch's copy of the packet.
                 Ok(Some(mut packet)) => {
-                    if let Some(conn) = self.conn.as_mut() {
+                    // Before the CONNACK, `last_packet` is when the
+                    // connection opened: an AUTH does not push its CONNECT
+                    // timeout back.
+                    if self.state == State::Connected
+                        && let Some(conn) = self.conn.as_mut()
+                    {
                         conn.last_packet = now;
                     }
                     match &mut packet {
@@ -899,7 +919,7 @@ impl Session {
 
     fn handle_packet(&mut self, now: Timestamp, packet: Packet) {
         match (self.state, packet) {
-            (State::AwaitingConnect, Packet::Connect(c)) => self.on_connect(now, *c),
+            (State::AwaitingConnect, Packet::Connect(c)) => self.on_connect(*c),
             (State::AwaitingConnect, other) => {
                 let detail = format!("{:?} before CONNECT", other.packet_type());
                 self.close_before_connack(&detail);
