@@ -764,8 +764,8 @@ mod tests {
     #[test]
     fn what_every_idle_session_holds_fits_its_allocator_classes() {
         use std::mem::size_of;
-        // The connection's box: jemalloc's 160-byte class (the next is 192).
-        assert!(size_of::<Conn>() <= 160, "{}", size_of::<Conn>());
+        // The connection's box: jemalloc's 128-byte class (the next is 160).
+        assert!(size_of::<Conn>() <= 128, "{}", size_of::<Conn>());
         // A session lives in its slab entry, with the slot's serial.
         assert!(size_of::<StoredSession>() <= 24);
         assert_eq!(size_of::<Option<Timestamp>>(), 8);

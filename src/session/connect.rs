@@ -70,7 +70,7 @@ impl Session {
             assigned_client_id: assigned,
             clean_start: c.clean_start,
             keep_alive,
-            server_keep_alive: (keep_alive != c.keep_alive).then_some(keep_alive),
+            keep_alive_overridden: keep_alive != c.keep_alive,
             session_expiry,
             will: c.will.as_ref().map(|w| Box::new(owned_will(w))),
             identity: None,
@@ -353,7 +353,7 @@ impl Session {
                 p.shared_subscription_available = Some(false);
             }
             // [MQTT-3.2.2-21]: Server Keep Alive replaces the client's value.
-            p.server_keep_alive = conn.server_keep_alive;
+            p.server_keep_alive = conn.keep_alive_overridden.then_some(conn.keep_alive);
             if let Some(method) = conn.auth_method() {
                 p.authentication_method = MqttString::try_from(method).ok();
             }

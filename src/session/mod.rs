@@ -139,7 +139,10 @@ struct Conn {
     assigned_client_id: bool,
     clean_start: bool,
     keep_alive: u16,
-    server_keep_alive: Option<u16>,
+    /// `keep_alive` is the server's, not the client's: the CONNACK says so
+    /// (Server Keep Alive). A flag, not the value again: the connection
+    /// then fits its allocator class.
+    keep_alive_overridden: bool,
     session_expiry: u32,
     /// Boxed: most clients register none.
     will: Option<Box<LastWill>>,
