@@ -156,14 +156,14 @@ fn acks_for(bytes: &[u8], out: &mut Vec<u8>) -> u64 {
 /// returns the deliveries counted.
 fn run(s: &mut Setup, streams: &[Vec<u8>]) -> u64 {
     let subscribers: Vec<ConnId> = s.subscribers.clone();
-    // Connection ids are handed out in order: a subscriber's index is its
-    // offset from the first.
-    let first = subscribers[0].0;
-    let index = |c: &ConnId| {
-        c.0.checked_sub(first)
-            .map(|k| k as usize)
-            .filter(|k| *k < subscribers.len())
-    };
+    // Connection ids are slab ids tagged with a serial, not a count: a
+    // subscriber's index is looked up.
+    let by_id: std::collections::BTreeMap<ConnId, usize> = subscribers
+        .iter()
+        .enumerate()
+        .map(|(k, c)| (*c, k))
+        .collect();
+    let index = |c: &ConnId| by_id.get(c).copied();
     let mut acks: Vec<Vec<u8>> = vec![Vec::new(); subscribers.len()];
     let mut sending = Vec::new();
     let mut delivered = 0u64;
