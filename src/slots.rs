@@ -43,6 +43,11 @@ impl<K, V> Default for Slots<K, V> {
 }
 
 impl<K: SlotKey, V> Slots<K, V> {
+    /// Room for `n` entries, reserved now.
+    pub fn reserve(&mut self, n: usize) {
+        self.slab.reserve(n.saturating_sub(self.slab.len()));
+    }
+
     /// Stores the value `make` builds for its key; returns the key.
     pub fn insert_with(&mut self, make: impl FnOnce(K) -> V) -> K {
         // Never 0 (an id of 0 is the smallest key, for range bounds), and
@@ -165,6 +170,11 @@ impl<K, V> Default for SideTable<K, V> {
 }
 
 impl<K: SlotKey, V: Default> SideTable<K, V> {
+    /// Room for keys of index below `n`, reserved now.
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n.saturating_sub(self.entries.len()));
+    }
+
     /// Sets `key`'s value; a stale key of the same index is replaced. A key
     /// of serial 0 (no table hands one out) is not kept.
     pub fn insert(&mut self, key: K, value: V) {

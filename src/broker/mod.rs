@@ -293,6 +293,20 @@ impl Broker {
         }
     }
 
+    /// Reserves room for `connections` connections and their sessions in
+    /// the hub's tables: address space only, until they come. A table that
+    /// grows instead copies itself at each doubling, and the copies it
+    /// leaves behind stay resident until the allocator gives them back.
+    /// At most 2^20 are reserved: a larger limit grows past them.
+    pub fn reserve_connections(&mut self, connections: usize) {
+        let connections = connections.min(1 << 20);
+        self.conns.reserve(connections);
+        self.sessions
+            .reserve(connections.min(self.config.max_sessions));
+        self.conn_timers
+            .reserve(connections.saturating_sub(self.conn_timers.len()));
+    }
+
     /// The configuration.
     pub fn config(&self) -> &BrokerConfig {
         &self.config

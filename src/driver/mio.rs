@@ -369,10 +369,17 @@ pub fn serve(
             }
         });
     }
+    // Room for every connection the limit allows, reserved now (address
+    // space only until they come), as the hub does (`Runner::new`).
+    let room = config.max_connections.min(1 << 20);
+    let mut slots = Slots::default();
+    slots.reserve(room);
+    let mut by_conn = SideTable::default();
+    by_conn.reserve(room);
     let mut io = MioIo {
         poll,
-        slots: Slots::default(),
-        by_conn: SideTable::default(),
+        slots,
+        by_conn,
         max_output: config.max_output_bytes,
         pending: BTreeMap::new(),
         next_pending: 0,

@@ -126,12 +126,15 @@ impl Runner {
         limits: &DriverConfig,
     ) -> Self {
         hub.set_authorizer(policy.authorizer());
+        hub.reserve_connections(limits.max_connections);
+        let mut conn_ip = SideTable::default();
+        conn_ip.reserve(limits.max_connections.min(1 << 20));
         Self {
             hub,
             policy,
             recorder,
             limits: limits.clone(),
-            conn_ip: SideTable::default(),
+            conn_ip,
             addresses: Addresses::default(),
             attempts: BTreeMap::new(),
         }
