@@ -111,10 +111,8 @@ fn identity(principal: &str) -> Identity {
     Identity {
         principal: principal.into(),
         client_id: format!("{principal}-client").into(),
-        roles: ["server".into()].into(),
-        acl: None,
+        grants: testament::auth::Grants::new(["server".into()].into(), None, None),
         expires_at: None,
-        key_id: None,
         method: AuthMethod::Password,
         authenticated_at: Timestamp::from_secs(NOW),
         token_digest: None,

@@ -51,10 +51,8 @@ fn identity(name: &std::sync::Arc<str>, now: Timestamp) -> Identity {
     Identity {
         principal: (**name).into(),
         client_id: name.clone(),
-        roles: Default::default(),
-        acl: None,
+        grants: testament::auth::Grants::none(),
         expires_at: None,
-        key_id: None,
         method: AuthMethod::Password,
         authenticated_at: now,
         token_digest: None,

@@ -31,10 +31,8 @@ fn identity(client_id: &std::sync::Arc<str>, now: Timestamp) -> Identity {
     Identity {
         principal: (**client_id).into(),
         client_id: client_id.clone(),
-        roles: ["sensor".into()].into(),
-        acl: None,
+        grants: testament::auth::Grants::new(["sensor".into()].into(), None, Some("k1".into())),
         expires_at: Some(now + std::time::Duration::from_secs(3600)),
-        key_id: Some("k1".into()),
         method: AuthMethod::Password,
         authenticated_at: now,
         token_digest: Some(TokenDigest::from_bytes([7u8; 8])),

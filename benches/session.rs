@@ -59,10 +59,8 @@ fn connected(version: ProtocolVersion, now: Timestamp, audit_allowed: bool) -> S
     let identity = Identity {
         principal: "p".into(),
         client_id: "bench".into(),
-        roles: Default::default(),
-        acl: None,
+        grants: testament::auth::Grants::none(),
         expires_at: None,
-        key_id: None,
         method: AuthMethod::Password,
         authenticated_at: now,
         token_digest: None,

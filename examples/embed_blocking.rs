@@ -75,10 +75,8 @@ fn main() -> std::io::Result<()> {
                         (Some(user), true) => AuthnOutcome::Success(Identity {
                             principal: user.as_str().into(),
                             client_id: credentials.client_id.clone(),
-                            roles: Default::default(),
-                            acl: None,
+                            grants: testament::auth::Grants::none(),
                             expires_at: None,
-                            key_id: None,
                             method: AuthMethod::Password,
                             authenticated_at: now,
                             token_digest: None,

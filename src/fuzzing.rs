@@ -176,10 +176,8 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
     let identity = Identity {
         principal: "p".into(),
         client_id: "c".into(),
-        roles: Default::default(),
-        acl: None,
+        grants: crate::auth::Grants::none(),
         expires_at: Some(Timestamp::from_secs(1_800_000_100)),
-        key_id: None,
         method: AuthMethod::Password,
         authenticated_at: now,
         token_digest: None,

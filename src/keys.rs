@@ -279,7 +279,7 @@ mod tests {
             };
             let identity = auth.authenticate(&creds, now).unwrap();
             assert_eq!(&*identity.principal, "alice", "{alg:?}");
-            assert_eq!(identity.roles, ["monitor".into()].into());
+            assert_eq!(identity.roles(), ["monitor".into()]);
             assert_eq!(
                 identity.expires_at,
                 Some(Timestamp::from_secs(1_800_003_600))

@@ -10,10 +10,12 @@ fn id(principal: &str, client_id: &str, roles: &[&str]) -> Identity {
     Identity {
         principal: principal.into(),
         client_id: client_id.into(),
-        roles: roles.iter().map(|&r| r.into()).collect(),
-        acl: None,
+        grants: testament::auth::Grants::new(
+            roles.iter().map(|&r| r.into()).collect(),
+            None,
+            Some("KEY-A".into()),
+        ),
         expires_at: None,
-        key_id: Some("KEY-A".into()),
         method: AuthMethod::Password,
         authenticated_at: Timestamp::from_secs(1),
         token_digest: None,
@@ -318,7 +320,7 @@ fn leading_wildcards_do_not_reach_dollar_topics() {
 #[test]
 fn token_claims_allow_only_where_no_rule_decided() {
     let mut alice = id("alice", "c1", &[]);
-    alice.acl = Some(std::sync::Arc::new(ClaimAcl {
+    std::sync::Arc::make_mut(&mut alice.grants).acl = Some(std::sync::Arc::new(ClaimAcl {
         publish: vec![FilterTemplate::new("fleet/%u/#").unwrap()],
         subscribe: vec![FilterTemplate::new("fleet/+/state").unwrap()],
         all: vec![FilterTemplate::new("shared/#").unwrap()],

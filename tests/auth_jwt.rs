@@ -31,7 +31,31 @@ fn assert_refused(a: &JwtAuthenticator, token: &str, expected: AuthnError) {
 
 /// An identity's roles as text.
 fn roles(id: &Identity) -> Vec<&str> {
-    id.roles.iter().map(|r| &**r).collect()
+    id.roles().iter().map(|r| &**r).collect()
+}
+
+#[test]
+fn identities_from_tokens_without_roles_nor_acl_share_their_keys_grants() {
+    let a = authenticator(&[&rsa_a()]);
+    let plain = |sub: &str| {
+        a.authenticate(
+            &password("c1", sub, &mint(&rsa_a(), &claims(sub, 3600))),
+            now(),
+        )
+        .unwrap()
+    };
+    let (alice, bob) = (plain("alice"), plain("bob"));
+    assert!(std::sync::Arc::ptr_eq(&alice.grants, &bob.grants));
+    assert_eq!(alice.key_id().map(|k| &**k), Some("KEY-A"));
+    assert!(alice.roles().is_empty() && alice.acl().is_none());
+    let mut c = claims("carol", 3600);
+    c["roles"] = json!(["server"]);
+    let carol = a
+        .authenticate(&password("c1", "carol", &mint(&rsa_a(), &c)), now())
+        .unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&alice.grants, &carol.grants));
+    assert_eq!(roles(&carol), ["server"]);
+    assert_eq!(carol.key_id().map(|k| &**k), Some("KEY-A"));
 }
 
 #[test]
@@ -46,7 +70,7 @@ fn a_valid_token_gives_the_identity() {
     assert_eq!(&*id.principal, "alice");
     assert_eq!(&*id.client_id, "c1");
     assert_eq!(roles(&id), ["server", "fleet"]);
-    assert_eq!(id.key_id.as_deref(), Some("KEY-A"));
+    assert_eq!(id.key_id().map(|k| &**k), Some("KEY-A"));
     assert_eq!(id.expires_at, Some(Timestamp::from_secs(NOW_SECS + 3600)));
     assert_eq!(id.authenticated_at, now());
     assert_eq!(id.method, AuthMethod::Password);
@@ -447,7 +471,7 @@ fn principal_from_another_claim_and_acl_claim_parsed() {
         .authenticate(&password("c1", "srv-7", &mint(&rsa_a(), &c)), now())
         .unwrap();
     assert_eq!(&*id.principal, "srv-7");
-    assert_eq!(id.acl.as_ref().unwrap().publish[0].as_str(), "fleet/%u/#");
+    assert_eq!(id.acl().unwrap().publish[0].as_str(), "fleet/%u/#");
     c["acl"] = json!({ "publish": ["a/#/b"] });
     assert!(matches!(
         refused(&a, &password("c1", "srv-7", &mint(&rsa_a(), &c)), now()).error,
@@ -524,10 +548,8 @@ fn will_audit_records_read_as_one_line_each() {
             identity: std::sync::Arc::new(Identity {
                 principal: "server-17".into(),
                 client_id: "srv-17".into(),
-                roles: Default::default(),
-                acl: None,
+                grants: testament::auth::Grants::none(),
                 expires_at: None,
-                key_id: None,
                 method: AuthMethod::Password,
                 authenticated_at: now(),
                 token_digest: None,

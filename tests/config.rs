@@ -150,8 +150,8 @@ fn keys_and_tokens_from_the_command_line_open_a_session() {
             ..Credentials::default()
         };
         let identity = auth.authenticate(&creds, testament::driver::now()).unwrap();
-        assert_eq!(identity.key_id.as_deref(), Some(kid.as_str()));
-        assert_eq!(&*identity.roles, [std::sync::Arc::<str>::from("monitor")]);
+        assert_eq!(identity.key_id().map(|k| &**k), Some(kid.as_str()));
+        assert_eq!(identity.roles(), [std::sync::Arc::<str>::from("monitor")]);
     }
     // The JWKS holds the three keys; removing one leaves two.
     let st = Command::new(bin)

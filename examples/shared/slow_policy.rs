@@ -27,10 +27,8 @@ impl Policy for SlowPolicy {
                 (Some(user), Some(p)) if &p[..] == b"demo" => AuthnOutcome::Success(Identity {
                     principal: user.as_str().into(),
                     client_id: credentials.client_id.clone(),
-                    roles: Default::default(),
-                    acl: None,
+                    grants: testament::auth::Grants::none(),
                     expires_at: None,
-                    key_id: None,
                     method: AuthMethod::Password,
                     authenticated_at: now,
                     token_digest: None,

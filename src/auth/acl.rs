@@ -773,7 +773,7 @@ impl Acl {
                 };
             }
         }
-        if let Some(acl) = req.identity.acl.as_deref()
+        if let Some(acl) = req.identity.grants.acl.as_deref()
             && let Some(decided_by) = claim_grant(acl, req.op, &levels, &subst)
         {
             return Decision {

@@ -244,7 +244,7 @@ impl Display for AuditRecord {
                 kv(f, "principal", &identity.principal)?;
                 kv(f, "client_id", &identity.client_id)?;
                 kv(f, "method", &identity.method)?;
-                kv(f, "kid", opt(&identity.key_id))?;
+                kv(f, "kid", opt(&identity.grants.key_id))?;
                 kv(f, "exp", opt(&identity.expires_at))?;
                 kv(f, "token", opt(&identity.token_digest))
             }

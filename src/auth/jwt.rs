@@ -34,7 +34,7 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use super::acl::{ClaimAcl, FilterTemplate};
-use super::identity::{AuthMethod, Credentials, Identity, TokenDigest};
+use super::identity::{AuthMethod, Credentials, Grants, Identity, TokenDigest};
 use crate::codec::ConnectReasonCode;
 use crate::time::Timestamp;
 
@@ -246,8 +246,10 @@ pub enum KeySetError {
 }
 
 struct VerifyingKey {
-    /// Shared with every identity the key verifies.
     kid: Option<Arc<str>>,
+    /// Its key id and nothing more: shared by every identity it verifies
+    /// from a token without roles nor ACL.
+    grants: Arc<Grants>,
     algorithms: SmallVec<[Algorithm; 6]>,
     key: DecodingKey,
     /// The public key parsed once per algorithm it serves (not HMAC):
@@ -367,8 +369,10 @@ impl VerifyingKey {
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
         let parsed = parse_public_key(&key, &algorithms)?;
+        let kid: Option<Arc<str>> = jwk.common.key_id.as_deref().map(Arc::from);
         Ok(Self {
-            kid: jwk.common.key_id.as_deref().map(Arc::from),
+            kid: kid.clone(),
+            grants: Grants::new(Arc::default(), None, kid),
             algorithms,
             key,
             parsed,
@@ -559,10 +563,12 @@ impl JwtAuthenticator {
         Ok(Identity {
             principal: principal.into(),
             client_id: creds.client_id.clone(),
-            roles,
-            acl,
+            grants: if roles.is_empty() && acl.is_none() {
+                key.grants.clone()
+            } else {
+                Grants::new(roles, acl, key.kid.clone())
+            },
             expires_at,
-            key_id: key.kid.clone(),
             method,
             authenticated_at: now,
             token_digest: Some(digest),

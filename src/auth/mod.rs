@@ -18,5 +18,7 @@ pub use acl::{
     FilterTemplate, InvalidTemplate, Operation, Ops, Rule, Subject,
 };
 pub use audit::{AuditRecord, DropReason, WillOutcome, WillTrigger};
-pub use identity::{ANONYMOUS, AuthMethod, ClientCertificate, Credentials, Identity, TokenDigest};
+pub use identity::{
+    ANONYMOUS, AuthMethod, ClientCertificate, Credentials, Grants, Identity, TokenDigest,
+};
 pub use jwt::{AuthnError, AuthnFailure, JwtAuthenticator, JwtConfig, KeySet, KeySetError};

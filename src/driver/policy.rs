@@ -118,10 +118,8 @@ impl JwtAclPolicy {
         Some(AuthnOutcome::Success(crate::auth::Identity {
             principal: principal.into(),
             client_id: c.client_id.clone(),
-            roles: std::sync::Arc::default(),
-            acl: None,
+            grants: crate::auth::Grants::none(),
             expires_at: Some(cert.not_after),
-            key_id: None,
             method: crate::auth::AuthMethod::Certificate,
             authenticated_at: now,
             token_digest: None,

@@ -232,10 +232,8 @@ impl World {
         AuthnOutcome::Success(Identity {
             principal: creds.username.as_deref().unwrap_or_default().into(),
             client_id: creds.client_id.clone(),
-            roles: Default::default(),
-            acl: None,
+            grants: crate::auth::Grants::new(Default::default(), None, Some(key.into())),
             expires_at: Some(self.now + Duration::from_secs(ttl)),
-            key_id: Some(key.into()),
             method: match &creds.auth_method {
                 Some(m) => AuthMethod::enhanced(m),
                 None => AuthMethod::Password,

@@ -39,10 +39,8 @@ pub fn identity(principal: &str, client_id: &str, expires_at: Option<Timestamp>)
     Identity {
         principal: principal.into(),
         client_id: client_id.into(),
-        roles: Default::default(),
-        acl: None,
+        grants: testament::auth::Grants::new(Default::default(), None, Some("KEY-A".into())),
         expires_at,
-        key_id: Some("KEY-A".into()),
         method: AuthMethod::Password,
         authenticated_at: Timestamp::from_millis(T0),
         token_digest: None,
