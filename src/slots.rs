@@ -111,6 +111,14 @@ impl<K: SlotKey, V> Slots<K, V> {
         ids.into_iter().map(K::from_id).collect()
     }
 
+    /// The key of the entry at `index` (an id's lower half).
+    pub fn key_at(&self, index: u32) -> Option<K> {
+        let index = index as usize;
+        self.slab
+            .get(index)
+            .map(|(serial, _)| K::from_id(u64::from(*serial) << 32 | index as u64))
+    }
+
     /// The entry at `index` (an id's lower half), whatever its serial.
     pub fn at_index_mut(&mut self, index: u32) -> Option<(K, &mut V)> {
         let index = index as usize;

@@ -90,6 +90,11 @@ impl Broker {
     /// [`Broker::end_session`] of the session whose client id is
     /// `client_id` (one that just left its connection).
     pub(super) fn end_session_of(&mut self, now: Timestamp, key: SessionKey, client_id: Arc<str>) {
+        // A stale key names no session: the index entry at its slab index
+        // may be another's.
+        if !self.sessions.contains_key(&key) {
+            return;
+        }
         self.by_client_id.remove(
             key,
             &client_id,
@@ -262,6 +267,11 @@ pub(super) struct ClientIds<'a> {
 }
 
 impl<'a> ClientIds<'a> {
+    /// The client id of the session at slab index `index`.
+    fn at(self, index: u32) -> Option<&'a Arc<str>> {
+        self.get(self.sessions.key_at(index)?)
+    }
+
     pub(super) fn get(self, key: SessionKey) -> Option<&'a Arc<str>> {
         let s = self.sessions.get(&key)?;
         match s.conn() {
@@ -271,16 +281,22 @@ impl<'a> ClientIds<'a> {
     }
 }
 
-/// The sessions by client id: a hash table of session keys alone, each
-/// session's client id read where the session keeps it ([`ClientIds`]). A
-/// key is a word where a map entry held the id too, in nodes half full.
+/// The sessions by client id: a hash table of session slab indices alone
+/// (4 bytes), each session's client id read where the session keeps it
+/// ([`ClientIds`]). An index is a word's half where a map entry held the id
+/// too, in nodes half full.
 #[derive(Debug, Default)]
 pub(super) struct ClientIndex {
-    table: hashbrown::HashTable<SessionKey>,
+    table: hashbrown::HashTable<u32>,
     /// Seeded per process: client ids are chosen by clients, and a known
     /// hash would let them collide. Nothing iterates the table, so its order
     /// never shows.
     hasher: std::hash::RandomState,
+}
+
+/// A session key's slab index, as the index keeps it.
+fn slot(key: SessionKey) -> u32 {
+    crate::slots::index_of(key.id()) as u32
 }
 
 impl ClientIndex {
@@ -289,34 +305,37 @@ impl ClientIndex {
     }
 
     pub(super) fn get(&self, client_id: &str, ids: ClientIds<'_>) -> Option<SessionKey> {
-        self.table
-            .find(self.hash(client_id), |k| {
-                ids.get(*k).is_some_and(|id| **id == *client_id)
+        let index = self
+            .table
+            .find(self.hash(client_id), |i| {
+                ids.at(*i).is_some_and(|id| **id == *client_id)
             })
-            .copied()
+            .copied()?;
+        ids.sessions.key_at(index)
     }
 
-    /// Adds `key`, whose client id is `client_id`; every key in the table
-    /// has its id where `ids` reads it.
+    /// Adds `key`, whose client id is `client_id`; every session in the
+    /// table has its id where `ids` reads it.
     pub(super) fn insert(&mut self, key: SessionKey, client_id: &str, ids: ClientIds<'_>) {
         let hasher = &self.hasher;
         self.table
-            .insert_unique(hasher.hash_one(client_id), key, |k| {
-                ids.get(*k).map_or(0, |id| hasher.hash_one(&**id))
+            .insert_unique(hasher.hash_one(client_id), slot(key), |i| {
+                ids.at(*i).map_or(0, |id| hasher.hash_one(&**id))
             });
     }
 
-    /// Removes `key`, whose client id is `client_id`; every other key has
-    /// its id where `ids` reads it.
+    /// Removes `key`, whose client id is `client_id`; every other session
+    /// has its id where `ids` reads it.
     pub(super) fn remove(&mut self, key: SessionKey, client_id: &str, ids: ClientIds<'_>) {
-        if let Ok(entry) = self.table.find_entry(self.hash(client_id), |k| *k == key) {
+        let index = slot(key);
+        if let Ok(entry) = self.table.find_entry(self.hash(client_id), |i| *i == index) {
             entry.remove();
         }
         // A storm of sessions that ended leaves no table its size behind.
         if self.table.capacity() > 64 && self.table.len() < self.table.capacity() / 4 {
             let hasher = &self.hasher;
-            self.table.shrink_to(self.table.len() * 2, |k| {
-                ids.get(*k).map_or(0, |id| hasher.hash_one(&**id))
+            self.table.shrink_to(self.table.len() * 2, |i| {
+                ids.at(*i).map_or(0, |id| hasher.hash_one(&**id))
             });
         }
     }
