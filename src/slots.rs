@@ -120,6 +120,14 @@ impl<K: SlotKey, V> Slots<K, V> {
     }
 
     /// The entry at `index` (an id's lower half), whatever its serial.
+    pub fn at_index(&self, index: u32) -> Option<(K, &V)> {
+        let index = index as usize;
+        self.slab
+            .get(index)
+            .map(|(serial, v)| (K::from_id(u64::from(*serial) << 32 | index as u64), v))
+    }
+
+    /// The entry at `index` (an id's lower half), whatever its serial.
     pub fn at_index_mut(&mut self, index: u32) -> Option<(K, &mut V)> {
         let index = index as usize;
         self.slab

@@ -198,6 +198,33 @@ impl Timer {
     }
 }
 
+/// A connection's entry in the timer heap, in a word: the time in the
+/// upper 44 bits (milliseconds since the epoch, up to the year 2527; later
+/// deadlines are kept as that, an entry at or before the deadline as the
+/// heap wants), the connection's slot in the lower 20.
+struct ConnTimer;
+
+impl ConnTimer {
+    const SLOT_BITS: u32 = 20;
+    /// Slots below this have their deadline in the heap.
+    const SLOTS: u64 = 1 << Self::SLOT_BITS;
+    const MAX_MILLIS: u64 = (1 << (64 - Self::SLOT_BITS)) - 1;
+
+    /// The entry for `id` at `at`; `None` for a slot past [`Self::SLOTS`].
+    fn pack(at: Timestamp, id: ConnId) -> Option<u64> {
+        let slot = crate::slots::index_of(id.0) as u64;
+        (slot < Self::SLOTS).then(|| at.as_millis().min(Self::MAX_MILLIS) << Self::SLOT_BITS | slot)
+    }
+
+    fn at(word: u64) -> Timestamp {
+        Timestamp::from_millis(word >> Self::SLOT_BITS)
+    }
+
+    fn slot(word: u64) -> u32 {
+        (word & (Self::SLOTS - 1)) as u32
+    }
+}
+
 #[derive(Debug)]
 enum Pending {
     Session {
@@ -238,12 +265,16 @@ pub struct Broker {
     /// The connections' deadlines, kept lazily: a connection with a
     /// deadline has an entry at or before it, and one whose deadline moves
     /// later (every packet moves its keep-alive) keeps the entry it has.
-    /// An entry is 16 bytes in a vector, where a tree entry was about 33,
-    /// and nearly every connection has one. Entries that went stale (the
-    /// deadline moved, the connection closed) are skipped when they come
-    /// due; past twice the connections, the heap is rebuilt from them.
-    conn_timers: BinaryHeap<Reverse<(Timestamp, u64)>>,
-    /// The stored sessions' timers, packed ([`Timer::pack`]).
+    /// An entry is a word ([`ConnTimer`]) in a vector, where a tree entry
+    /// was about 33 bytes, and nearly every connection has one. Entries
+    /// that went stale (the deadline moved, the connection closed, its slot
+    /// went to another) are checked against the connection in the slot when
+    /// they come due; past twice the connections, the heap is rebuilt from
+    /// them. A connection in a slot past [`ConnTimer::SLOTS`] has its exact
+    /// deadline in `timers` instead.
+    conn_timers: BinaryHeap<Reverse<u64>>,
+    /// The stored sessions' timers and those of connections past
+    /// [`ConnTimer::SLOTS`], packed ([`Timer::pack`]).
     timers: BTreeSet<(Timestamp, u64)>,
     actions: VecDeque<Action>,
     dirty: Vec<ConnId>,
@@ -504,18 +535,28 @@ impl Broker {
         // Take what is due first: what the handlers schedule waits for the
         // next call, so this always ends.
         let mut due: Vec<(Timestamp, u64)> = Vec::new();
-        while let Some(&Reverse((at, id))) = self.conn_timers.peek() {
-            if at > now {
+        while let Some(&Reverse(word)) = self.conn_timers.peek() {
+            if ConnTimer::at(word) > now {
                 break;
             }
             self.conn_timers.pop();
-            match self.conns.get(&ConnId(id)).and_then(|c| c.deadline) {
+            // Whoever is in the slot now: an entry left by the one before
+            // is at or before any deadline too.
+            let Some((id, c)) = self.conns.at_index(ConnTimer::slot(word)) else {
+                continue;
+            };
+            match c.deadline {
                 // Due at its deadline, in the order it always had among
                 // the other timers.
-                Some(deadline) if deadline <= now => {
-                    due.push((deadline, Timer::Conn(ConnId(id)).pack()))
-                }
-                Some(later) => self.conn_timers.push(Reverse((later, id))),
+                Some(deadline) if deadline <= now => due.push((deadline, Timer::Conn(id).pack())),
+                // Past the year 2527 an entry cannot be later than now:
+                // the deadline waits in the tree, exact.
+                Some(later) => match ConnTimer::pack(later, id) {
+                    Some(w) if ConnTimer::at(w) > now => self.conn_timers.push(Reverse(w)),
+                    _ => {
+                        self.timers.insert((later, Timer::Conn(id).pack()));
+                    }
+                },
                 None => {}
             }
         }
@@ -601,7 +642,7 @@ impl Broker {
 
     /// The next deadline, if any.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let conn = self.conn_timers.peek().map(|Reverse((at, _))| *at);
+        let conn = self.conn_timers.peek().map(|Reverse(w)| ConnTimer::at(*w));
         let stored = self.timers.first().map(|(at, _)| *at);
         conn.into_iter().chain(stored).min()
     }
@@ -711,13 +752,24 @@ impl Broker {
         if next == c.deadline {
             return;
         }
+        let old = std::mem::replace(&mut c.deadline, next);
+        if ConnTimer::pack(Timestamp::EPOCH, id).is_none() {
+            // Past the heap's slots: one exact entry in the tree.
+            if let Some(at) = old {
+                self.timers.remove(&(at, Timer::Conn(id).pack()));
+            }
+            if let Some(at) = next {
+                self.timers.insert((at, Timer::Conn(id).pack()));
+            }
+            return;
+        }
         // A later deadline keeps the entry the earlier one has.
-        let earlier = next.is_some_and(|at| c.deadline.is_none_or(|old| at < old));
-        c.deadline = next;
+        let earlier = next.is_some_and(|at| old.is_none_or(|old| at < old));
         if let Some(at) = next
             && earlier
+            && let Some(word) = ConnTimer::pack(at, id)
         {
-            self.conn_timers.push(Reverse((at, id.0)));
+            self.conn_timers.push(Reverse(word));
             self.compact_conn_timers();
         }
     }
@@ -729,10 +781,10 @@ impl Broker {
         if self.conn_timers.len() <= 2 * self.conns.len() + 64 {
             return;
         }
-        let live: Vec<Reverse<(Timestamp, u64)>> = self
+        let live: Vec<Reverse<u64>> = self
             .conns
             .iter()
-            .filter_map(|(id, c)| c.deadline.map(|at| Reverse((at, id.0))))
+            .filter_map(|(id, c)| ConnTimer::pack(c.deadline?, id).map(Reverse))
             .collect();
         self.conn_timers = BinaryHeap::from(live);
     }
@@ -812,5 +864,30 @@ mod tests {
             assert_eq!(hub.poll_action(), None);
         }
         assert!(hub.conn_timers.is_empty());
+    }
+
+    #[test]
+    fn a_connection_timer_packs_its_time_and_slot_in_a_word() {
+        let at = Timestamp::from_millis(1_800_000_000_123);
+        let id = ConnId(7 << 32 | 12_345);
+        let w = ConnTimer::pack(at, id).unwrap();
+        assert_eq!((ConnTimer::at(w), ConnTimer::slot(w)), (at, 12_345));
+        // Words order by time first.
+        let later = ConnTimer::pack(at + Duration::from_millis(1), ConnId(1 << 32)).unwrap();
+        assert!(later > w);
+        // A deadline past the year 2527 is kept as that: earlier, as the
+        // heap wants.
+        let far = ConnTimer::pack(Timestamp::from_millis(u64::MAX - 1), id).unwrap();
+        assert_eq!(
+            ConnTimer::at(far),
+            Timestamp::from_millis(ConnTimer::MAX_MILLIS)
+        );
+        assert_eq!(ConnTimer::slot(far), 12_345);
+        // A slot past the heap's has no word: its deadline goes in the tree.
+        assert_eq!(
+            ConnTimer::pack(at, ConnId(1 << 32 | ConnTimer::SLOTS)),
+            None
+        );
+        assert!(ConnTimer::pack(at, ConnId(1 << 32 | (ConnTimer::SLOTS - 1))).is_some());
     }
 }

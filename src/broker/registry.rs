@@ -15,10 +15,16 @@ impl Broker {
     /// The connection is gone: its session ends, or is stored until it
     /// expires.
     pub(super) fn detach(&mut self, now: Timestamp, id: ConnId) {
-        // Its timer entry goes stale, skipped when it comes due.
+        // Its entry in the heap goes stale, checked when it comes due; one
+        // in the tree (a slot past the heap's) goes now.
         let Some(mut c) = self.conns.remove(&id) else {
             return;
         };
+        if ConnTimer::pack(Timestamp::EPOCH, id).is_none()
+            && let Some(at) = c.deadline
+        {
+            self.timers.remove(&(at, Timer::Conn(id).pack()));
+        }
         // Its requests die with it.
         self.pending
             .retain(|_, p| !matches!(p, Pending::Session { conn, .. } if *conn == id));
