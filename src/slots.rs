@@ -24,6 +24,11 @@ pub(crate) fn index_of(id: u64) -> usize {
     (id & 0xffff_ffff) as usize
 }
 
+/// The id of the entry at `index` with `serial`.
+fn id_of(serial: u32, index: usize) -> u64 {
+    u64::from(serial) << 32 | index as u64
+}
+
 /// A slab of `V` keyed by `K`.
 #[derive(Debug)]
 pub(crate) struct Slots<K, V> {
@@ -58,7 +63,7 @@ impl<K: SlotKey, V> Slots<K, V> {
             self.serial = 1;
         }
         let entry = self.slab.vacant_entry();
-        let id = u64::from(self.serial) << 32 | entry.key() as u64;
+        let id = id_of(self.serial, entry.key());
         let key = K::from_id(id);
         entry.insert((self.serial, make(key)));
         key
@@ -105,7 +110,7 @@ impl<K: SlotKey, V> Slots<K, V> {
         let mut ids: Vec<u64> = self
             .slab
             .iter()
-            .map(|(index, (serial, _))| u64::from(*serial) << 32 | index as u64)
+            .map(|(index, (serial, _))| id_of(*serial, index))
             .collect();
         ids.sort_unstable();
         ids.into_iter().map(K::from_id).collect()
@@ -113,10 +118,7 @@ impl<K: SlotKey, V> Slots<K, V> {
 
     /// The key of the entry at `index` (an id's lower half).
     pub fn key_at(&self, index: u32) -> Option<K> {
-        let index = index as usize;
-        self.slab
-            .get(index)
-            .map(|(serial, _)| K::from_id(u64::from(*serial) << 32 | index as u64))
+        self.at_index(index).map(|(key, _)| key)
     }
 
     /// The entry at `index` (an id's lower half), whatever its serial.
@@ -124,7 +126,7 @@ impl<K: SlotKey, V> Slots<K, V> {
         let index = index as usize;
         self.slab
             .get(index)
-            .map(|(serial, v)| (K::from_id(u64::from(*serial) << 32 | index as u64), v))
+            .map(|(serial, v)| (K::from_id(id_of(*serial, index)), v))
     }
 
     /// The entry at `index` (an id's lower half), whatever its serial.
@@ -132,14 +134,14 @@ impl<K: SlotKey, V> Slots<K, V> {
         let index = index as usize;
         self.slab
             .get_mut(index)
-            .map(|(serial, v)| (K::from_id(u64::from(*serial) << 32 | index as u64), v))
+            .map(|(serial, v)| (K::from_id(id_of(*serial, index)), v))
     }
 
     /// Every entry with its key, in the slab's order.
     pub fn iter(&self) -> impl Iterator<Item = (K, &V)> {
         self.slab
             .iter()
-            .map(|(index, (serial, v))| (K::from_id(u64::from(*serial) << 32 | index as u64), v))
+            .map(|(index, (serial, v))| (K::from_id(id_of(*serial, index)), v))
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
@@ -243,7 +245,7 @@ impl<K: SlotKey, V: Default> SideTable<K, V> {
             .iter()
             .enumerate()
             .filter(|(_, (serial, _))| *serial != 0)
-            .map(|(index, (serial, _))| u64::from(*serial) << 32 | index as u64)
+            .map(|(index, (serial, _))| id_of(*serial, index))
             .collect();
         ids.sort_unstable();
         ids.into_iter().map(K::from_id).collect()

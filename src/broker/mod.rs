@@ -210,10 +210,16 @@ impl ConnTimer {
     const SLOTS: u64 = 1 << Self::SLOT_BITS;
     const MAX_MILLIS: u64 = (1 << (64 - Self::SLOT_BITS)) - 1;
 
+    /// Whether `id`'s deadlines go in the heap (its slot is below
+    /// [`Self::SLOTS`]); past them, they go in the tree, exact.
+    fn in_heap(id: ConnId) -> bool {
+        (crate::slots::index_of(id.0) as u64) < Self::SLOTS
+    }
+
     /// The entry for `id` at `at`; `None` for a slot past [`Self::SLOTS`].
     fn pack(at: Timestamp, id: ConnId) -> Option<u64> {
         let slot = crate::slots::index_of(id.0) as u64;
-        (slot < Self::SLOTS).then(|| at.as_millis().min(Self::MAX_MILLIS) << Self::SLOT_BITS | slot)
+        Self::in_heap(id).then(|| at.as_millis().min(Self::MAX_MILLIS) << Self::SLOT_BITS | slot)
     }
 
     fn at(word: u64) -> Timestamp {
@@ -251,10 +257,11 @@ pub struct Broker {
     /// `config.session` and the synchronous authorizer, shared by every
     /// session; the hub's own decisions (wills) use the same authorizer.
     shared: Arc<crate::session::Shared>,
-    /// Boxed, the session and its hub state in one allocation: a map node
-    /// holds 11 entries, and keys inserted in order leave nodes half full.
+    /// The session and its hub state in one box, so that the slab entry is
+    /// two words.
     conns: Slots<ConnId, Box<Conn>>,
-    /// Boxed: a map node holds 11 entries, often half of them empty.
+    /// Three words each, in the slab itself: what a disconnected session
+    /// keeps is boxed apart.
     sessions: Slots<SessionKey, StoredSession>,
     by_client_id: registry::ClientIndex,
     tree: Tree,
@@ -753,7 +760,7 @@ impl Broker {
             return;
         }
         let old = std::mem::replace(&mut c.deadline, next);
-        if ConnTimer::pack(Timestamp::EPOCH, id).is_none() {
+        if !ConnTimer::in_heap(id) {
             // Past the heap's slots: one exact entry in the tree.
             if let Some(at) = old {
                 self.timers.remove(&(at, Timer::Conn(id).pack()));

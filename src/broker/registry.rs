@@ -20,7 +20,7 @@ impl Broker {
         let Some(mut c) = self.conns.remove(&id) else {
             return;
         };
-        if ConnTimer::pack(Timestamp::EPOCH, id).is_none()
+        if !ConnTimer::in_heap(id)
             && let Some(at) = c.deadline
         {
             self.timers.remove(&(at, Timer::Conn(id).pack()));
@@ -310,6 +310,14 @@ impl ClientIndex {
         self.hasher.hash_one(client_id)
     }
 
+    /// The hash of the session at an index, for the table to move it.
+    fn rehash<'a>(
+        hasher: &'a std::hash::RandomState,
+        ids: ClientIds<'a>,
+    ) -> impl Fn(&u32) -> u64 + 'a {
+        move |i| ids.at(*i).map_or(0, |id| hasher.hash_one(&**id))
+    }
+
     pub(super) fn get(&self, client_id: &str, ids: ClientIds<'_>) -> Option<SessionKey> {
         let index = self
             .table
@@ -323,11 +331,9 @@ impl ClientIndex {
     /// Adds `key`, whose client id is `client_id`; every session in the
     /// table has its id where `ids` reads it.
     pub(super) fn insert(&mut self, key: SessionKey, client_id: &str, ids: ClientIds<'_>) {
-        let hasher = &self.hasher;
+        let hash = self.hash(client_id);
         self.table
-            .insert_unique(hasher.hash_one(client_id), slot(key), |i| {
-                ids.at(*i).map_or(0, |id| hasher.hash_one(&**id))
-            });
+            .insert_unique(hash, slot(key), Self::rehash(&self.hasher, ids));
     }
 
     /// Removes `key`, whose client id is `client_id`; every other session
@@ -339,10 +345,8 @@ impl ClientIndex {
         }
         // A storm of sessions that ended leaves no table its size behind.
         if self.table.capacity() > 64 && self.table.len() < self.table.capacity() / 4 {
-            let hasher = &self.hasher;
-            self.table.shrink_to(self.table.len() * 2, |i| {
-                ids.at(*i).map_or(0, |id| hasher.hash_one(&**id))
-            });
+            self.table
+                .shrink_to(self.table.len() * 2, Self::rehash(&self.hasher, ids));
         }
     }
 }
