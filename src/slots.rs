@@ -238,6 +238,12 @@ impl<K: SlotKey, V: Default> SideTable<K, V> {
         self.len
     }
 
+    /// The key whose value sits at `index`, if any.
+    pub fn key_at(&self, index: usize) -> Option<K> {
+        let (serial, _) = self.entries.get(index)?;
+        (*serial != 0).then(|| K::from_id(id_of(*serial, index)))
+    }
+
     /// Every key, in the order the other table handed them out.
     pub fn keys(&self) -> Vec<K> {
         let mut ids: Vec<u64> = self

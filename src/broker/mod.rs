@@ -119,11 +119,21 @@ struct DelayedWill {
 struct StoredSession {
     /// The connection it is attached to: a word, as hub ids are never 0.
     conn: Option<std::num::NonZeroU64>,
+    /// Its filters and what it keeps while disconnected; `None` for a
+    /// connected session without subscriptions, as an idle one is. One
+    /// word: with the slab's serial the entry is 24 bytes, where a word
+    /// each made it 32.
+    rest: Option<Box<Rest>>,
+}
+
+/// What a session holds beyond its connection.
+#[derive(Debug, Default)]
+struct Rest {
     /// Its filters in the tree, for removal when the session ends.
-    filters: session::Filters,
+    filters: Vec<TopicFilter>,
     /// What it keeps while disconnected; `None` while connected (the
-    /// connection's session holds its delivery state). Boxed: most sessions
-    /// are connected, and an idle one costs this word.
+    /// connection's session holds its delivery state). Boxed again: a
+    /// connected session with subscriptions does not carry its size.
     away: Option<Box<Away>>,
 }
 
@@ -142,6 +152,15 @@ struct Away {
 }
 
 impl StoredSession {
+    fn new(conn: ConnId) -> Self {
+        let mut s = StoredSession {
+            conn: None,
+            rest: None,
+        };
+        s.set_conn(Some(conn));
+        s
+    }
+
     fn conn(&self) -> Option<ConnId> {
         self.conn.map(|id| ConnId(id.get()))
     }
@@ -150,21 +169,73 @@ impl StoredSession {
         self.conn = conn.and_then(|id| std::num::NonZeroU64::new(id.0));
     }
 
+    /// Its away state, made when it had none.
     fn away(&mut self) -> &mut Away {
-        self.away.get_or_insert_with(Box::default)
+        self.rest
+            .get_or_insert_with(Box::default)
+            .away
+            .get_or_insert_with(Box::default)
+    }
+
+    fn away_ref(&self) -> Option<&Away> {
+        self.rest.as_ref()?.away.as_deref()
+    }
+
+    /// Its away state, leaving it none (an empty one if it had none).
+    fn take_away(&mut self) -> Away {
+        let away = self.rest.as_mut().and_then(|r| r.away.take());
+        self.trim();
+        away.map(|b| *b).unwrap_or_default()
+    }
+
+    fn push_filter(&mut self, filter: TopicFilter) {
+        self.rest
+            .get_or_insert_with(Box::default)
+            .filters
+            .push(filter);
+    }
+
+    fn remove_filter(&mut self, filter: &TopicFilter) {
+        if let Some(r) = self.rest.as_mut()
+            && let Some(i) = r.filters.iter().position(|f| f == filter)
+        {
+            r.filters.swap_remove(i);
+        }
+        self.trim();
+    }
+
+    fn take_filters(&mut self) -> Vec<TopicFilter> {
+        let filters = self
+            .rest
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.filters))
+            .unwrap_or_default();
+        self.trim();
+        filters
+    }
+
+    /// Lets go of the box once it holds nothing.
+    fn trim(&mut self) {
+        if self
+            .rest
+            .as_ref()
+            .is_some_and(|r| r.filters.is_empty() && r.away.is_none())
+        {
+            self.rest = None;
+        }
     }
 
     fn expires_at(&self) -> Option<Timestamp> {
-        self.away.as_ref().and_then(|a| a.expires_at)
+        self.away_ref().and_then(|a| a.expires_at)
     }
 
     fn has_will(&self) -> bool {
-        self.away.as_ref().is_some_and(|a| a.will.is_some())
+        self.away_ref().is_some_and(|a| a.will.is_some())
     }
 
     /// Its delayed will, if due at `now` (any: `None`).
     fn take_will(&mut self, due_at: Option<Timestamp>) -> Option<DelayedWill> {
-        let away = self.away.as_mut()?;
+        let away = self.rest.as_mut()?.away.as_mut()?;
         away.will.take_if(|w| due_at.is_none_or(|now| w.at <= now))
     }
 }
@@ -839,8 +910,9 @@ mod tests {
         use std::mem::size_of;
         // The connection's box: jemalloc's 128-byte class (the next is 160).
         assert!(size_of::<Conn>() <= 128, "{}", size_of::<Conn>());
-        // A session lives in its slab entry, with the slot's serial.
-        assert!(size_of::<StoredSession>() <= 24);
+        // A session lives in its slab entry, with the slot's serial: 24
+        // bytes.
+        assert!(size_of::<(u32, StoredSession)>() <= 24);
         assert_eq!(size_of::<Option<Timestamp>>(), 8);
     }
 

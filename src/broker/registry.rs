@@ -112,11 +112,11 @@ impl Broker {
         let Some(mut s) = self.sessions.remove(&key) else {
             return;
         };
-        let away = s.away.take().map(|b| *b).unwrap_or_default();
+        let away = s.take_away();
         if let Some(at) = away.expires_at {
             self.timers.remove(&(at, Timer::Expiry(key).pack()));
         }
-        for f in s.filters.take() {
+        for f in s.take_filters() {
             self.remove_subscription(key, &f);
         }
         let queued = away
@@ -199,15 +199,7 @@ impl Broker {
             }
             return;
         }
-        let key = self.sessions.insert_with(|_| {
-            let mut s = StoredSession {
-                conn: None,
-                filters: session::Filters::default(),
-                away: None,
-            };
-            s.set_conn(Some(id));
-            s
-        });
+        let key = self.sessions.insert_with(|_| StoredSession::new(id));
         self.by_client_id.insert(
             key,
             &client_id,
@@ -233,7 +225,7 @@ impl Broker {
             return;
         };
         // [MQTT-3.1.3-9] The client is back before its will was due.
-        let away = s.away.take().map(|b| *b).unwrap_or_default();
+        let away = s.take_away();
         let will = away.will;
         if let Some(at) = away.expires_at {
             self.timers.remove(&(at, Timer::Expiry(key).pack()));
@@ -282,7 +274,7 @@ impl<'a> ClientIds<'a> {
         let s = self.sessions.get(&key)?;
         match s.conn() {
             Some(id) => self.conns.get(&id)?.session.client_id_shared(),
-            None => s.away.as_ref().map(|a| &a.client_id),
+            None => s.away_ref().map(|a| &a.client_id),
         }
     }
 }

@@ -217,7 +217,7 @@ impl Broker {
                         .members += 1;
                 }
                 if let Some(s) = self.sessions.get_mut(&key) {
-                    s.filters.push(filter.clone());
+                    s.push_filter(filter.clone());
                 }
             }
             // [MQTT-3.8.4-4] Retained messages on subscribe, per Retain
@@ -252,7 +252,7 @@ impl Broker {
         if self.remove_subscription(key, filter)
             && let Some(s) = self.sessions.get_mut(&key)
         {
-            s.filters.remove(filter);
+            s.remove_filter(filter);
         }
     }
 

@@ -30,7 +30,7 @@ use crate::auth::Decision;
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::Bytes;
 use crate::session::{AuthnOutcome, TransportClosed};
-use crate::slots::{SideTable, Slots};
+use crate::slots::{SideTable, Slots, index_of};
 
 /// A listening socket, plain or TLS.
 pub type Listener = super::Listener<std::net::TcpListener>;
@@ -44,21 +44,32 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closed connection may take to read what was left for it.
 const LINGER: Duration = Duration::from_secs(10);
 
+/// [`Slot::conn`] of a socket the hub has no connection for.
+const NO_CONN: u32 = u32::MAX;
+
 /// One socket: kept small, an idle connection is mostly this.
 struct Slot {
     stream: TcpStream,
-    /// Close once the output is written.
-    closing: bool,
-    /// The hub's id for it; 0 while a TLS handshake is under way (hub ids
-    /// are never 0, and a word here keeps the slot at 40 bytes, not 48).
-    conn: u64,
+    /// The index of the hub's id for it (`by_conn` holds the id's serial
+    /// there); [`NO_CONN`] while a TLS handshake is under way and once the
+    /// hub closed it. Half a word: the slot with its serial is 24 bytes,
+    /// where the whole id made it 32.
+    conn: u32,
     /// Its TLS session, or plain output the socket did not take yet (there
-    /// only while some is): one word, where two made the slot (with its
-    /// serial) 40 bytes, not 32, in a release build.
+    /// only while some is), and whether it closes: one word, where a flag
+    /// beside it took another.
     side: Option<Box<Side>>,
 }
 
-enum Side {
+/// What a socket holds beyond its descriptor.
+struct Side {
+    /// Close once the output is written. A closing socket without a side
+    /// has nothing left to write and is gone at once.
+    closing: bool,
+    kind: Kind,
+}
+
+enum Kind {
     /// A TLS session keeps its own output. Boxed once more: plain output
     /// waiting for a slow reader takes a small box, not this one's size.
     Tls(Box<ServerConnection>),
@@ -67,23 +78,23 @@ enum Side {
 
 impl Slot {
     fn tls(&self) -> Option<&ServerConnection> {
-        match self.side.as_deref() {
-            Some(Side::Tls(t)) => Some(t),
+        match self.side.as_deref().map(|s| &s.kind) {
+            Some(Kind::Tls(t)) => Some(t),
             _ => None,
         }
     }
 
     /// The stream and the TLS session, to use together.
     fn tls_mut(&mut self) -> Option<(&mut TcpStream, &mut ServerConnection)> {
-        match self.side.as_deref_mut() {
-            Some(Side::Tls(t)) => Some((&mut self.stream, t)),
+        match self.side.as_deref_mut().map(|s| &mut s.kind) {
+            Some(Kind::Tls(t)) => Some((&mut self.stream, t)),
             _ => None,
         }
     }
 
     fn out(&self) -> Option<&Output> {
-        match self.side.as_deref() {
-            Some(Side::Out(o)) => Some(o),
+        match self.side.as_deref().map(|s| &s.kind) {
+            Some(Kind::Out(o)) => Some(o),
             _ => None,
         }
     }
@@ -95,8 +106,17 @@ impl Slot {
         }
     }
 
-    fn conn(&self) -> Option<ConnId> {
-        (self.conn != 0).then_some(ConnId(self.conn))
+    fn closing(&self) -> bool {
+        self.side.as_ref().is_some_and(|s| s.closing)
+    }
+}
+
+impl Side {
+    fn boxed(kind: Kind) -> Box<Self> {
+        Box::new(Side {
+            closing: false,
+            kind,
+        })
     }
 }
 
@@ -160,10 +180,29 @@ impl MioIo {
         let index = *self.by_conn.get(&conn)?;
         self.slots
             .at_index_mut(index)
-            .filter(|(_, s)| s.conn == conn.0)
+            .filter(|(_, s)| s.conn as usize == index_of(conn.0))
+    }
+
+    /// The hub's connection on the socket `token`, if any.
+    fn conn_of(&self, token: usize) -> Option<ConnId> {
+        let conn = self.by_conn.key_at(self.slots.get(&token)?.conn as usize)?;
+        // The hub's index names this socket only while its entry points back.
+        (self.by_conn.get(&conn).map(|&i| i as usize) == Some(index_of(token as u64)))
+            .then_some(conn)
+    }
+
+    /// The socket `token` no longer carries a hub connection.
+    fn detach(&mut self, token: usize) {
+        if let Some(conn) = self.conn_of(token) {
+            self.by_conn.remove(&conn);
+        }
+        if let Some(s) = self.slots.get_mut(&token) {
+            s.conn = NO_CONN;
+        }
     }
 
     fn drop_slot(&mut self, token: usize, how: Shutdown) {
+        self.detach(token);
         if let Some(mut s) = self.slots.remove(&token) {
             if let Some((stream, tls)) = s.tls_mut()
                 && how == Shutdown::Write
@@ -173,9 +212,6 @@ impl MioIo {
             }
             let _ = self.poll.registry().deregister(&mut s.stream);
             let _ = s.stream.shutdown(how);
-            if let Some(c) = s.conn() {
-                self.by_conn.remove(&c);
-            }
             self.backlog.remove(&token);
             self.peers.remove(&token);
         }
@@ -186,18 +222,20 @@ impl MioIo {
         let Some(s) = self.slots.get_mut(&token) else {
             return;
         };
-        let result = match s.side.as_deref_mut() {
-            Some(Side::Tls(tls)) => flush_tls(&mut s.stream, tls),
-            Some(Side::Out(out)) => flush_plain(&mut s.stream, out),
+        let closing = s.closing();
+        let result = match s.side.as_deref_mut().map(|s| &mut s.kind) {
+            Some(Kind::Tls(tls)) => flush_tls(&mut s.stream, tls),
+            Some(Kind::Out(out)) => flush_plain(&mut s.stream, out),
             None => Ok(true),
         };
-        if !matches!(result, Ok(false)) {
+        match result {
+            Ok(false) => {}
+            Ok(true) if closing => self.drop_slot(token, Shutdown::Write),
+            // Nothing more is owed to a closing socket that failed.
+            Err(_) if closing => self.drop_slot(token, Shutdown::Both),
             // Written, or never will be (the read side sees the end and
             // reports it).
-            s.drop_out();
-        }
-        if matches!(result, Ok(true)) && s.closing {
-            self.drop_slot(token, Shutdown::Write);
+            _ => s.drop_out(),
         }
     }
 
@@ -262,14 +300,16 @@ impl Io for MioIo {
         let Some((_, s)) = self.slot_of(conn) else {
             return true;
         };
-        if let Some((stream, tls)) = s.tls_mut() {
+        if let Some(side) = s.side.as_deref_mut()
+            && let Kind::Tls(tls) = &mut side.kind
+        {
             // rustls holds what the socket does not take, up to its limit.
             match tls.writer().write(&bytes) {
                 Ok(n) if n == bytes.len() => {}
                 _ => return false,
             }
-            if flush_tls(stream, tls).is_err() {
-                s.closing = true;
+            if flush_tls(&mut s.stream, tls).is_err() {
+                side.closing = true;
             }
             return true;
         }
@@ -283,8 +323,8 @@ impl Io for MioIo {
         }
         let side = s
             .side
-            .get_or_insert_with(|| Box::new(Side::Out(Output::default())));
-        if let Side::Out(out) = &mut **side {
+            .get_or_insert_with(|| Side::boxed(Kind::Out(Output::default())));
+        if let Kind::Out(out) = &mut side.kind {
             out.bytes += bytes.len();
             out.queue.push_back(bytes);
         }
@@ -292,10 +332,19 @@ impl Io for MioIo {
     }
 
     fn close(&mut self, conn: ConnId) {
-        let Some((token, s)) = self.slot_of(conn) else {
+        let Some((token, _)) = self.slot_of(conn) else {
             return;
         };
-        s.closing = true;
+        // From here the socket is the driver's alone: the hub may hand the
+        // id's index to the next connection.
+        self.detach(token);
+        let Some(s) = self.slots.get_mut(&token) else {
+            return;
+        };
+        match s.side.as_deref_mut() {
+            Some(side) => side.closing = true,
+            None => return self.drop_slot(token, Shutdown::Write),
+        }
         self.flush(token);
         if self.slots.contains_key(&token) {
             // A client that never reads its last bytes does not keep the
@@ -454,8 +503,8 @@ pub fn serve(
             // Only a handshake still under way or a closed connection still
             // writing is late; anything else met its deadline.
             match io.slots.get(&token) {
-                Some(s) if s.conn().is_none() => log::info!("TLS handshake timed out"),
-                Some(s) if s.closing => {}
+                Some(s) if s.closing() => {}
+                Some(s) if s.conn == NO_CONN => log::info!("TLS handshake timed out"),
                 _ => continue,
             }
             io.drop_slot(token, Shutdown::Both);
@@ -553,7 +602,7 @@ fn accept_all(
         let tls = match tls.map(|t| ServerConnection::new(t.config())) {
             Some(Ok(mut c)) => {
                 c.set_buffer_limit(Some(io.max_output));
-                Some(Box::new(Side::Tls(Box::new(c))))
+                Some(Side::boxed(Kind::Tls(Box::new(c))))
             }
             Some(Err(e)) => {
                 log::warn!("TLS session for {peer} not created: {e}");
@@ -564,8 +613,7 @@ fn accept_all(
         let handshaking = tls.is_some();
         let token = io.slots.insert_with(|_| Slot {
             stream,
-            closing: false,
-            conn: 0,
+            conn: NO_CONN,
             side: tls,
         });
         let registered = io.slots.get_mut(&token).is_some_and(|s| {
@@ -606,9 +654,9 @@ fn open(
     }
     let conn = runner.open(now, peer, certificate, io);
     if let Some(s) = io.slots.get_mut(&token) {
-        s.conn = conn.0;
+        s.conn = index_of(conn.0) as u32;
         // Tokens are slot ids: their lower half is the index.
-        io.by_conn.insert(conn, token as u32);
+        io.by_conn.insert(conn, index_of(token as u64) as u32);
     }
     if !runner.hub.is_open(conn) {
         io.close(conn);
@@ -690,7 +738,7 @@ fn read_ready(
             Some((stream, tls)) => read_tls(stream, tls, buf),
             None => read_plain(&mut s.stream, buf),
         };
-        if was_handshaking && s.conn().is_none() {
+        if was_handshaking && s.conn == NO_CONN {
             let done = s.tls().is_some_and(|t| !t.is_handshaking());
             if done {
                 let certificate = s
@@ -703,8 +751,8 @@ fn read_ready(
         let Some(s) = io.slots.get(&token) else {
             return;
         };
-        let conn = s.conn();
-        match (got, conn) {
+        let closing = s.closing();
+        match (got, io.conn_of(token)) {
             (Got::Data(0), _) => continue,
             (Got::Data(n), Some(conn)) => {
                 runner.bytes(now, conn, &buf[..n], io);
@@ -726,11 +774,29 @@ fn read_ready(
                 io.drop_slot(token, Shutdown::Write);
                 return;
             }
+            (Got::End(_), None) if closing => {
+                io.drop_slot(token, Shutdown::Write);
+                return;
+            }
             (Got::End(_), None) => {
                 log::info!("TLS handshake failed");
                 io.drop_slot(token, Shutdown::Both);
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_slot_is_three_words() {
+        use std::mem::size_of;
+        // Every idle connection holds one, with its serial, in the slab: 24
+        // bytes in a release build (mio's stream is a descriptor there, and
+        // more in a debug build).
+        assert!(size_of::<(u32, Slot)>() <= size_of::<(u32, TcpStream)>().next_multiple_of(8) + 16);
     }
 }

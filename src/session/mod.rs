@@ -43,7 +43,6 @@ use crate::codec::{
 };
 use crate::time::Timestamp;
 
-pub(crate) use types::Filters;
 pub use types::{
     Action, AuthnOutcome, AuthzAnswer, AuthzQuery, CloseReason, CredentialExpiry, Delivery,
     DeniedPublishV311, DueWill, GrantedSubscription, InboundMessage, Inflight, InflightMessage,
