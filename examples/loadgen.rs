@@ -186,14 +186,21 @@ fn broker_cpu(pid: Option<u32>) -> Option<Duration> {
             return Some(Duration::from_nanos(ns));
         }
     }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    broker_user_system(Some(pid)).map(|(user, system)| user + system)
+}
+
+/// The broker's CPU time in its own code and in the kernel, from
+/// `/proc/PID/stat` (10 ms ticks).
+fn broker_user_system(pid: Option<u32>) -> Option<(Duration, Duration)> {
+    let text = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<u64> = rest
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0))
         .collect();
     // utime, stime: fields 14 and 15, in clock ticks (100 per second).
-    Some(Duration::from_millis((f.get(11)? + f.get(12)?) * 10))
+    let ticks = |t: &u64| Duration::from_millis(t * 10);
+    Some((ticks(f.get(11)?), ticks(f.get(12)?)))
 }
 
 fn varint(mut n: usize, out: &mut Vec<u8>) {
@@ -749,6 +756,7 @@ fn storm(plan: Arc<Plan>, total: usize) -> Result<(), String> {
     let threads = a.threads.max(1);
     let deadline = Instant::now() + Duration::from_secs(a.max_secs);
     let cpu0 = broker_cpu(a.broker_pid);
+    let split0 = broker_user_system(a.broker_pid);
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -801,6 +809,14 @@ fn storm(plan: Arc<Plan>, total: usize) -> Result<(), String> {
     let wall = start.elapsed().as_secs_f64();
     let cpu = broker_cpu(a.broker_pid).zip(cpu0).map(|(b, a)| b - a);
     let per_cpu = cpu.map(|c| ok as f64 / c.as_secs_f64().max(0.01));
+    // The kernel's share of the broker's CPU: accept, the loopback exchange
+    // and the close cost every broker alike.
+    let kernel_share = broker_user_system(a.broker_pid)
+        .zip(split0)
+        .map(|((u1, s1), (u0, s0))| {
+            let (user, system) = (u1 - u0, s1 - s0);
+            system.as_secs_f64() / (user + system).as_secs_f64().max(0.01)
+        });
     println!(
         "connect storm: {ok} of {total} CONNACKs in {wall:.2} s = {:.0}/s; connect p50 {:.0} µs, p99 {:.0} µs, max {:.1} ms",
         ok as f64 / wall,
@@ -810,8 +826,9 @@ fn storm(plan: Arc<Plan>, total: usize) -> Result<(), String> {
     );
     if let (Some(c), Some(p)) = (cpu, per_cpu) {
         println!(
-            "broker CPU {:.2} s = {p:.0} CONNACKs per broker CPU-second",
-            c.as_secs_f64()
+            "broker CPU {:.2} s = {p:.0} CONNACKs per broker CPU-second; {:.0}% of it in the kernel",
+            c.as_secs_f64(),
+            100.0 * kernel_share.unwrap_or(0.0)
         );
     }
     for f in &failures {
@@ -819,14 +836,15 @@ fn storm(plan: Arc<Plan>, total: usize) -> Result<(), String> {
     }
     println!(
         "RESULT connacks={ok} failed={} wall_s={wall:.3} per_s={:.0} cpu_s={:.2} per_cpu_s={:.0} \
-         p50_us={:.0} p99_us={:.0} max_ms={:.1}",
+         p50_us={:.0} p99_us={:.0} max_ms={:.1} kernel_share={:.2}",
         total as u64 - ok,
         ok as f64 / wall,
         cpu.map_or(0.0, |c| c.as_secs_f64()),
         per_cpu.unwrap_or(0.0),
         histogram.quantile_us(0.5),
         histogram.quantile_us(0.99),
-        histogram.max_ns as f64 / 1e6
+        histogram.max_ns as f64 / 1e6,
+        kernel_share.unwrap_or(0.0)
     );
     Ok(())
 }
