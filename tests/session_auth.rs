@@ -149,3 +149,48 @@ fn an_unknown_ticket_is_a_host_error() {
         Err(SessionError::UnknownTicket(Ticket(1)))
     );
 }
+
+#[test]
+fn the_identity_names_the_connections_client_id_whatever_the_host_answered() {
+    // The ACL's `%c`, the audit and the hub's registry read the client id
+    // from the identity: a host that puts another there does not move the
+    // connection to another client id.
+    let mut p = Peer::new(V5, SessionConfig::default());
+    let a = p.send(Packet::Connect(Box::new(connect(V5, "c1", None))));
+    let a = p.authenticate(
+        authenticate_ticket(&a),
+        AuthnOutcome::Success(identity("alice", "someone-else", None)),
+    );
+    let audited = a.iter().find_map(|a| match a {
+        Action::Audit(testament::auth::AuditRecord::Authenticated { identity, .. }) => {
+            Some(identity.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(
+        audited.map(|i| i.client_id.to_string()).as_deref(),
+        Some("c1")
+    );
+    let opened = a.iter().find_map(|a| match a {
+        Action::Open {
+            client_id,
+            identity,
+            ..
+        } => Some((client_id.to_string(), identity.client_id.to_string())),
+        _ => None,
+    });
+    assert_eq!(opened, Some(("c1".into(), "c1".into())));
+    p.open(open_ticket(&a), false);
+    assert_eq!(p.session.client_id(), Some("c1"));
+    assert_eq!(p.session.identity().map(|i| &*i.client_id), Some("c1"));
+    // What the authorizer is asked about carries it too.
+    let a = p.send(Packet::Publish(Publish::new(
+        TopicName::from_static("t/1"),
+        Bytes::from_static(b"x"),
+    )));
+    let asked = a.iter().find_map(|a| match a {
+        Action::Authorize { query, .. } => Some(query.identity.client_id.to_string()),
+        _ => None,
+    });
+    assert_eq!(asked.as_deref(), Some("c1"));
+}

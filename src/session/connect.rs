@@ -66,7 +66,6 @@ impl Session {
             certificate: prelude.certificate,
         };
         self.conn = Some(Conn {
-            client_id,
             assigned_client_id: assigned,
             clean_start: c.clean_start,
             keep_alive,
@@ -188,7 +187,10 @@ impl Session {
             AuthnOutcome::Failure(failure) => {
                 let record = AuditRecord::AuthenticationFailed {
                     at: now,
-                    client_id: conn.client_id.to_string(),
+                    client_id: conn
+                        .client_id()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     username: conn.username(),
                     failure: Box::new(failure.clone()),
                 };
@@ -214,8 +216,7 @@ impl Session {
                 }
             }
             AuthnOutcome::Success(identity) => {
-                let identity = Arc::new(identity);
-                conn.identity = Some(identity.clone());
+                let identity = conn.set_identity(identity);
                 // The token did its work; a re-authentication brings its
                 // own (AUTH 0x19). Nothing keeps a credential longer.
                 // Without an Authentication Method there is no
@@ -253,7 +254,7 @@ impl Session {
         };
         let action = Action::Open {
             ticket,
-            client_id: conn.client_id.clone(),
+            client_id: identity.client_id.clone(),
             clean_start: conn.clean_start,
             session_expiry_interval: conn.session_expiry,
             identity,
@@ -338,7 +339,9 @@ impl Session {
             }
             p.maximum_packet_size = std::num::NonZeroU32::new(config.max_packet_size);
             if conn.assigned_client_id {
-                p.assigned_client_identifier = MqttString::try_from(&*conn.client_id).ok();
+                p.assigned_client_identifier = conn
+                    .client_id()
+                    .and_then(|id| MqttString::try_from(&**id).ok());
             }
             if config.topic_alias_maximum > 0 {
                 p.topic_alias_maximum = Some(config.topic_alias_maximum);
@@ -460,8 +463,7 @@ impl Session {
                     .is_some_and(|old| old.principal == identity.principal) =>
             {
                 conn.set_reauth(None);
-                let identity = Arc::new(identity);
-                conn.identity = Some(identity.clone());
+                let identity = conn.set_identity(identity);
                 self.audit(AuditRecord::authenticated(identity.clone()));
                 self.push(Action::IdentityChanged(identity));
                 let mut ok = Auth::new(AuthReasonCode::Success);
@@ -506,7 +508,10 @@ impl Session {
                 };
                 let record = AuditRecord::AuthenticationFailed {
                     at: now,
-                    client_id: conn.client_id.to_string(),
+                    client_id: conn
+                        .client_id()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     username: conn.username(),
                     failure: Box::new(failure),
                 };

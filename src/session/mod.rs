@@ -133,8 +133,9 @@ enum OutState {
 /// What is known of the client once its CONNECT is read.
 #[derive(Debug)]
 struct Conn {
-    /// Shared with the identity, the credentials and the hub's registry.
-    client_id: Arc<str>,
+    // Its client id is its credentials' until it authenticates, its
+    // identity's after ([`Conn::client_id`]): not a copy here, whose two
+    // words took the connection past its allocator class.
     assigned_client_id: bool,
     clean_start: bool,
     keep_alive: u16,
@@ -238,6 +239,29 @@ impl Conn {
 
     fn kept(&self) -> Option<&Kept> {
         self.traffic.as_ref()?.kept.as_deref()
+    }
+
+    /// Its client id: its credentials' while it authenticates, then its
+    /// identity's (set to the same one when the host answers).
+    fn client_id(&self) -> Option<&Arc<str>> {
+        match &self.identity {
+            Some(identity) => Some(&identity.client_id),
+            None => self.kept().map(|k| &k.credentials.client_id),
+        }
+    }
+
+    /// The identity the host gave, naming this connection's client id
+    /// whatever the host put there: the ACL (`%c`), the audit and the
+    /// hub's registry read it there.
+    fn set_identity(&mut self, mut identity: Identity) -> Arc<Identity> {
+        if let Some(id) = self.client_id()
+            && !Arc::ptr_eq(id, &identity.client_id)
+        {
+            identity.client_id = id.clone();
+        }
+        let identity = Arc::new(identity);
+        self.identity = Some(identity.clone());
+        identity
     }
 
     fn kept_mut(&mut self) -> Option<&mut Kept> {
@@ -505,13 +529,13 @@ impl Session {
 
     /// The client identifier, once the CONNECT is read.
     pub fn client_id(&self) -> Option<&str> {
-        self.conn.as_ref().map(|c| &*c.client_id)
+        self.client_id_shared().map(|id| &**id)
     }
 
     /// The client identifier, shared (one allocation for the session, its
     /// identity and the hub).
     pub(crate) fn client_id_shared(&self) -> Option<&Arc<str>> {
-        self.conn.as_ref().map(|c| &c.client_id)
+        self.conn.as_ref()?.client_id()
     }
 
     /// The identity of the last successful (re)authentication.
