@@ -112,7 +112,8 @@ impl fmt::Debug for TokenDigest {
 pub struct Identity {
     /// Who: the token's principal claim, or the anonymous name.
     pub principal: Box<str>,
-    /// The MQTT client identifier of the connection it was issued to.
+    /// The MQTT client identifier of the connection it was issued to (a
+    /// session sets it to its connection's when the host answers).
     pub client_id: Arc<str>,
     /// Its roles, claim ACL and key id ([`Identity::roles`],
     /// [`Identity::acl`], [`Identity::key_id`]).

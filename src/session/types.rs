@@ -134,7 +134,8 @@ impl Default for SessionConfig {
 /// The answer to an authentication request.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AuthnOutcome {
-    /// The client is who it says.
+    /// The client is who it says. The session sets the identity's client
+    /// id to the connection's, whatever the host put there.
     Success(Identity),
     /// It is not.
     Failure(AuthnFailure),
