@@ -63,8 +63,8 @@ struct Slot {
 
 /// What a socket holds beyond its descriptor.
 struct Side {
-    /// Close once the output is written. A closing socket without a side
-    /// has nothing left to write and is gone at once.
+    /// The hub closed it: close once the output is written. A closing
+    /// socket without a side has nothing left to write and is gone at once.
     closing: bool,
     kind: Kind,
 }
@@ -300,17 +300,16 @@ impl Io for MioIo {
         let Some((_, s)) = self.slot_of(conn) else {
             return true;
         };
-        if let Some(side) = s.side.as_deref_mut()
-            && let Kind::Tls(tls) = &mut side.kind
-        {
+        if let Some((stream, tls)) = s.tls_mut() {
             // rustls holds what the socket does not take, up to its limit.
             match tls.writer().write(&bytes) {
                 Ok(n) if n == bytes.len() => {}
                 _ => return false,
             }
-            if flush_tls(&mut s.stream, tls).is_err() {
-                side.closing = true;
-            }
+            // A failure: the read side sees it and reports it to the hub,
+            // which closes the connection (a socket closes only once the
+            // hub has let go of it).
+            let _ = flush_tls(stream, tls);
             return true;
         }
         if s.out().map_or(0, |o| o.bytes) + bytes.len() > max {
