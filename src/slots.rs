@@ -246,15 +246,11 @@ impl<K: SlotKey, V: Default> SideTable<K, V> {
 
     /// Every key, in the order the other table handed them out.
     pub fn keys(&self) -> Vec<K> {
-        let mut ids: Vec<u64> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, (serial, _))| *serial != 0)
-            .map(|(index, (serial, _))| id_of(*serial, index))
+        let mut keys: Vec<K> = (0..self.entries.len())
+            .filter_map(|i| self.key_at(i))
             .collect();
-        ids.sort_unstable();
-        ids.into_iter().map(K::from_id).collect()
+        keys.sort_unstable_by_key(|k| k.id());
+        keys
     }
 }
 

@@ -331,8 +331,8 @@ pub struct Broker {
     /// The session and its hub state in one box, so that the slab entry is
     /// two words.
     conns: Slots<ConnId, Box<Conn>>,
-    /// Three words each, in the slab itself: what a disconnected session
-    /// keeps is boxed apart.
+    /// Two words each, in the slab itself: its filters and what a
+    /// disconnected session keeps are boxed apart.
     sessions: Slots<SessionKey, StoredSession>,
     by_client_id: registry::ClientIndex,
     tree: Tree,

@@ -187,10 +187,7 @@ impl Session {
             AuthnOutcome::Failure(failure) => {
                 let record = AuditRecord::AuthenticationFailed {
                     at: now,
-                    client_id: conn
-                        .client_id()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
+                    client_id: conn.client_id_string(),
                     username: conn.username(),
                     failure: Box::new(failure.clone()),
                 };
@@ -508,10 +505,7 @@ impl Session {
                 };
                 let record = AuditRecord::AuthenticationFailed {
                     at: now,
-                    client_id: conn
-                        .client_id()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
+                    client_id: conn.client_id_string(),
                     username: conn.username(),
                     failure: Box::new(failure),
                 };

@@ -250,6 +250,13 @@ impl Conn {
         }
     }
 
+    /// Its client id, owned, for an audit record.
+    fn client_id_string(&self) -> String {
+        self.client_id()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
     /// The identity the host gave, naming this connection's client id
     /// whatever the host put there: the ACL (`%c`), the audit and the
     /// hub's registry read it there.
