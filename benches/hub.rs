@@ -22,7 +22,7 @@ use testament::codec::{
     Publish, QoS, Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
 use testament::session::SessionConfig;
-use testament::time::Timestamp;
+use testament::time::{Now, Timestamp};
 
 const MESSAGES: usize = 20_000;
 const V: ProtocolVersion = ProtocolVersion::V5;
@@ -42,7 +42,7 @@ fn publishes(count: usize, qos: QoS, offset: usize) -> Vec<u8> {
 
 struct Setup {
     hub: Broker,
-    now: Timestamp,
+    now: Now,
     publishers: Vec<ConnId>,
     subscribers: Vec<ConnId>,
 }
@@ -60,7 +60,7 @@ fn identity(name: &std::sync::Arc<str>, now: Timestamp) -> Identity {
 }
 
 fn setup(publishers: usize, subscribers: usize, qos: QoS) -> Setup {
-    let now = Timestamp::from_secs(1_800_000_000);
+    let now = Now::from_secs(1_800_000_000);
     let config = BrokerConfig {
         session: SessionConfig {
             receive_maximum: u16::MAX,
@@ -85,7 +85,7 @@ fn setup(publishers: usize, subscribers: usize, qos: QoS) -> Setup {
         c.keep_alive = 0;
         c.username = Some(MqttString::from_static("u"));
         c.password = Some(Bytes::from_static(b"t"));
-        hub.handle_bytes(conn, now, &Packet::Connect(Box::new(c)).to_vec(V).unwrap());
+        hub.handle_bytes(now, conn, &Packet::Connect(Box::new(c)).to_vec(V).unwrap());
         settle(&mut hub, now, identity);
         conn
     };
@@ -107,7 +107,7 @@ fn setup(publishers: usize, subscribers: usize, qos: QoS) -> Setup {
                 },
             }],
         };
-        hub.handle_bytes(*s, now, &Packet::Subscribe(sub).to_vec(V).unwrap());
+        hub.handle_bytes(now, *s, &Packet::Subscribe(sub).to_vec(V).unwrap());
         settle(&mut hub, now, identity);
     }
     Setup {
@@ -174,7 +174,7 @@ fn run(s: &mut Setup, streams: &[Vec<u8>]) -> u64 {
                 continue;
             }
             let end = (at + 16 * 1024).min(stream.len());
-            s.hub.handle_bytes(*p, s.now, &stream[at..end]);
+            s.hub.handle_bytes(s.now, *p, &stream[at..end]);
             cursors[i] = end;
             fed = true;
             let mut drain = |hub: &mut Broker, acks: &mut Vec<Vec<u8>>| {
@@ -195,7 +195,7 @@ fn run(s: &mut Setup, streams: &[Vec<u8>]) -> u64 {
                         continue;
                     }
                     std::mem::swap(&mut sending, &mut acks[k]);
-                    s.hub.handle_bytes(*sub, s.now, &sending);
+                    s.hub.handle_bytes(s.now, *sub, &sending);
                     sending.clear();
                     drain(&mut s.hub, &mut acks);
                 }

@@ -84,7 +84,7 @@ impl Broker {
             ttl: Duration::from_secs(3600),
             ..Default::default()
         };
-        keys::mint(&pem, "k1", &claims, testament::driver::now()).unwrap()
+        keys::mint(&pem, "k1", &claims, testament::driver::SystemClock::wall()).unwrap()
     }
 
     /// Resident memory, bytes.

@@ -20,7 +20,7 @@ use testament::auth::{
 };
 use testament::broker::{Broker, BrokerConfig, ConnId};
 use testament::codec::{Bytes, Connect, Encode, MqttString, Packet, ProtocolVersion};
-use testament::time::Timestamp;
+use testament::time::{Now, Timestamp};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -44,7 +44,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let now = Timestamp::from_secs(1_800_000_000);
+    let now = Now::from_secs(1_800_000_000);
     let mut hub = Broker::new(BrokerConfig::default());
     hub.set_authorizer(Some(Arc::new(Acl::new(vec![Rule::new(
         Effect::Allow,
@@ -75,7 +75,7 @@ fn main() {
     let conns: Vec<ConnId> = (0..n).map(|_| hub.open(now, None)).collect();
     let opened = Counting::live();
     for (conn, (_, bytes)) in conns.iter().zip(&connects) {
-        hub.handle_bytes(*conn, now, bytes);
+        hub.handle_bytes(now, *conn, bytes);
         harness::settle(&mut hub, now, identity);
     }
     let idle = Counting::live();

@@ -22,7 +22,7 @@ use testament::codec::{
     Publish, QoS, TopicName,
 };
 use testament::session::{Action, AuthnOutcome, Authorizer, Session, SessionConfig};
-use testament::time::Timestamp;
+use testament::time::Now;
 
 const PACKETS: usize = 50_000;
 
@@ -39,7 +39,7 @@ fn stream(version: ProtocolVersion, qos: QoS) -> Vec<u8> {
     out
 }
 
-fn connected(version: ProtocolVersion, now: Timestamp, audit_allowed: bool) -> Session {
+fn connected(version: ProtocolVersion, now: Now, audit_allowed: bool) -> Session {
     let config = SessionConfig {
         receive_maximum: u16::MAX,
         max_pending_authorizations: 1 << 20,
@@ -62,7 +62,7 @@ fn connected(version: ProtocolVersion, now: Timestamp, audit_allowed: bool) -> S
         grants: testament::auth::Grants::none(),
         expires_at: None,
         method: AuthMethod::Password,
-        authenticated_at: now,
+        authenticated_at: now.wall,
         token_digest: None,
     };
     s.handle_authentication(now, ticket, AuthnOutcome::Success(identity))
@@ -151,7 +151,7 @@ fn cases(version: ProtocolVersion, qos: QoS) -> Vec<Case<'static>> {
         let bytes = bytes.clone();
         let allow = allow.clone();
         cases.push(Case::new(name, n, len, move || {
-            let now = Timestamp::from_secs(1_800_000_000);
+            let now = Now::from_secs(1_800_000_000);
             let mut s = connected(version, now, audited);
             s.set_authorizer(authorizer.clone());
             timed(|| {

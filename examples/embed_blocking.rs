@@ -17,6 +17,7 @@ use std::time::Duration;
 use testament::auth::{AuthMethod, AuthnError, Identity};
 use testament::broker::{Action, Broker, BrokerConfig, ConnId};
 use testament::config::default_acl;
+use testament::driver::{Clock, SystemClock};
 use testament::session::{AuthnOutcome, TransportClosed};
 
 fn main() -> std::io::Result<()> {
@@ -26,8 +27,10 @@ fn main() -> std::io::Result<()> {
     hub.set_authorizer(Some(Arc::new(default_acl())));
     let mut sockets: BTreeMap<ConnId, TcpStream> = BTreeMap::new();
     let mut buf = vec![0u8; 16 * 1024];
+    // Timers run on its monotonic clock; tokens are judged by its wall clock.
+    let clock = SystemClock::new();
     loop {
-        let now = testament::driver::now();
+        let now = clock.now();
         let mut busy = false;
         while let Ok((stream, peer)) = listener.accept() {
             stream.set_nonblocking(true)?;
@@ -41,14 +44,14 @@ fn main() -> std::io::Result<()> {
                 continue;
             };
             match stream.read(&mut buf) {
-                Ok(0) => hub.handle_closed(conn, now, TransportClosed::PeerClosed),
-                Ok(n) => hub.handle_bytes(conn, now, &buf[..n]),
+                Ok(0) => hub.handle_closed(now, conn, TransportClosed::PeerClosed),
+                Ok(n) => hub.handle_bytes(now, conn, &buf[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                Err(_) => hub.handle_closed(conn, now, TransportClosed::Error),
+                Err(_) => hub.handle_closed(now, conn, TransportClosed::Error),
             }
             busy = true;
         }
-        if hub.poll_timeout().is_some_and(|t| t <= now) {
+        if hub.poll_timeout().is_some_and(|t| t <= now.mono) {
             hub.handle_timeout(now);
         }
         while let Some(action) = hub.poll_action() {
@@ -78,7 +81,7 @@ fn main() -> std::io::Result<()> {
                             grants: testament::auth::Grants::none(),
                             expires_at: None,
                             method: AuthMethod::Password,
-                            authenticated_at: now,
+                            authenticated_at: now.wall,
                             token_digest: None,
                         }),
                         _ => AuthnOutcome::Failure(AuthnError::EmptyCredentials.into()),

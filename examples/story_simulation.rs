@@ -19,7 +19,7 @@ use testament::codec::{
 };
 use testament::config::default_acl;
 use testament::session::{AuthnOutcome, TransportClosed};
-use testament::time::Timestamp;
+use testament::time::{Now, Timestamp};
 
 const KEY_A: &str = include_str!("../tests/fixtures/keys/rsa-a.pem");
 const KEY_B: &str = include_str!("../tests/fixtures/keys/rsa-b.pem");
@@ -43,7 +43,7 @@ fn token(sub: &str, roles: &[&str], ttl: u64, now: Timestamp) -> String {
 struct World {
     hub: Broker,
     authn: JwtAuthenticator,
-    now: Timestamp,
+    now: Now,
     monitor: Option<(ConnId, Decoder)>,
 }
 
@@ -57,7 +57,7 @@ impl World {
                     credentials,
                     ..
                 } => {
-                    let outcome = match self.authn.authenticate(&credentials, self.now) {
+                    let outcome = match self.authn.authenticate(&credentials, self.now.wall) {
                         Ok(identity) => AuthnOutcome::Success(identity),
                         Err(failure) => AuthnOutcome::Failure(failure),
                     };
@@ -91,7 +91,7 @@ impl World {
 
     fn send(&mut self, conn: ConnId, packet: Packet) {
         let bytes = packet.to_vec(V5).unwrap();
-        self.hub.handle_bytes(conn, self.now, &bytes);
+        self.hub.handle_bytes(self.now, conn, &bytes);
         self.run();
     }
 
@@ -100,7 +100,7 @@ impl World {
         let mut c = Connect::new(V5, MqttString::try_from(id).unwrap());
         c.keep_alive = 0;
         c.username = Some(MqttString::try_from(id).unwrap());
-        c.password = Some(Bytes::from(token(id, roles, ttl, self.now)));
+        c.password = Some(Bytes::from(token(id, roles, ttl, self.now.wall)));
         c.will = will;
         self.send(conn, Packet::Connect(Box::new(c)));
         conn
@@ -123,7 +123,7 @@ fn main() {
     let mut w = World {
         hub,
         authn: JwtAuthenticator::new(JwtConfig::default(), key_set(KEY_A, "KEY-A")),
-        now: Timestamp::from_secs(1_800_000_000),
+        now: Now::from_secs(1_800_000_000),
         monitor: None,
     };
 
@@ -165,6 +165,6 @@ fn main() {
     w.advance(120);
 
     println!("--- the server's connection dies");
-    w.hub.handle_closed(server, w.now, TransportClosed::Error);
+    w.hub.handle_closed(w.now, server, TransportClosed::Error);
     w.run();
 }

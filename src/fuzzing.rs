@@ -150,7 +150,7 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
     use crate::session::{
         Action, AuthnOutcome, OutboundMessage, Session, SessionConfig, Ticket, TransportClosed,
     };
-    use crate::time::Timestamp;
+    use crate::time::{Now, Timestamp};
     use std::time::Duration;
 
     #[derive(Clone)]
@@ -165,7 +165,7 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
     } else {
         ProtocolVersion::V311
     };
-    let mut now = Timestamp::from_secs(1_800_000_000);
+    let mut now = Now::from_secs(1_800_000_000);
     let config = SessionConfig {
         receive_maximum: 4,
         max_pending_authorizations: 8,
@@ -179,7 +179,7 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
         grants: crate::auth::Grants::none(),
         expires_at: Some(Timestamp::from_secs(1_800_000_100)),
         method: AuthMethod::Password,
-        authenticated_at: now,
+        authenticated_at: now.wall,
         token_digest: None,
     };
     let decision = |allow: bool| Decision {
@@ -264,7 +264,10 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
                 now = now + Duration::from_millis(u64::from(next(&mut i)) * 250);
                 s.handle_timeout(now);
                 if let Some(t) = s.poll_timeout() {
-                    assert!(t > now, "deadline {t} not after handle_timeout({now})");
+                    assert!(
+                        t > now.mono,
+                        "deadline {t} not after handle_timeout({now:?})"
+                    );
                 }
             }
             3 | 7 => {

@@ -9,8 +9,11 @@
 //!
 //! # The run-loop contract
 //!
-//! - Inputs are `handle_*(now, …)` calls; `now` is always an argument
-//!   ([`time::Timestamp`]), so the same inputs give the same outputs.
+//! - Inputs are `handle_*(now, …)` calls; `now` is always the first
+//!   argument ([`time::Now`]: the monotonic instant every protocol timer
+//!   runs on, and the wall-clock date credentials are judged by), so the
+//!   same inputs give the same outputs. A step of the wall clock closes no
+//!   connection and fires no will.
 //! - After every input, drain `poll_action()` until it returns `None`. The
 //!   order of actions is meaning: bytes before the close that follows them, a
 //!   DISCONNECT before the will it causes, a SUBACK before the subscriptions
@@ -36,7 +39,7 @@
 //!   they are sent.
 //! - [`driver`]: smol and blocking servers around the hub — sockets,
 //!   clocks and policy answers, nothing else.
-//! - [`time`]: the timestamps the host passes in.
+//! - [`time`]: the two clocks the host passes in.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

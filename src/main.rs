@@ -259,7 +259,8 @@ fn token(
         issuer,
         audience,
     };
-    let token = keys::mint(&pem, kid, &claims, driver::now()).map_err(|e| e.to_string())?;
+    let token =
+        keys::mint(&pem, kid, &claims, driver::SystemClock::wall()).map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
@@ -349,6 +350,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             None
         }
     });
+    let driver_config = c.driver_config();
     let recorder = match &args.record {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -356,7 +358,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             let acl = driver::Policy::acl(&policy);
             Some(driver::Recorder::new(
                 Box::new(std::io::BufWriter::new(file)),
-                driver::now(),
+                driver_config.clock.now(),
                 &c,
                 acl.as_deref(),
             ))
@@ -457,7 +459,6 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     }
 
     let hub = Broker::new(broker_config);
-    let driver_config = c.driver_config();
     let result = match control {
         Receiver::Smol(rx) => {
             let listeners = listeners

@@ -149,7 +149,9 @@ fn keys_and_tokens_from_the_command_line_open_a_session() {
             password: Some(token.into_bytes().into()),
             ..Credentials::default()
         };
-        let identity = auth.authenticate(&creds, testament::driver::now()).unwrap();
+        let identity = auth
+            .authenticate(&creds, testament::driver::SystemClock::wall())
+            .unwrap();
         assert_eq!(identity.key_id().map(|k| &**k), Some(kid.as_str()));
         assert_eq!(identity.roles(), [std::sync::Arc::<str>::from("monitor")]);
     }

@@ -49,7 +49,7 @@ fn routing_allocates_nothing_per_message() {
             }
 
             let before = Counting::thread_calls();
-            net.hub.handle_bytes(p, net.now, &read);
+            net.hub.handle_bytes(net.now, p, &read);
             let mut sent = 0;
             while let Some(action) = net.hub.poll_action() {
                 if let testament::broker::Action::Send { bytes, .. } = &action {

@@ -81,7 +81,7 @@ fn every_trigger_publishes_the_will_once() {
         }),
         ("peer closed", WillTrigger::PeerClosed, |net, c| {
             net.hub
-                .handle_closed(c, net.now, TransportClosed::PeerClosed);
+                .handle_closed(net.now, c, TransportClosed::PeerClosed);
             net.pump();
         }),
         ("protocol error", WillTrigger::ProtocolError, |net, c| {
@@ -560,4 +560,51 @@ fn the_will_is_published_with_all_its_properties() {
     assert_eq!(p.correlation_data, expected.correlation_data);
     assert_eq!(p.user_properties, expected.user_properties, "order kept");
     assert_eq!(got[0].qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn a_step_of_the_wall_clock_closes_nothing_fires_no_will_and_stalls_no_timer() {
+    use testament::time::WallStep;
+    const HOUR: Duration = Duration::from_secs(3600);
+    let mut net = Net::standard();
+    let m = monitor(&mut net);
+    // A token that expires ten minutes from now, inside the step; the
+    // default policy disconnects at `exp` + leeway.
+    let mut c = with_will(V5, "a", 0, 0);
+    c.password = Some(Bytes::from(Net::token("a", 600)));
+    c.keep_alive = 10;
+    let (a, _) = net.connect(c);
+    net.now = net.now.with_wall_step(WallStep::Forward(2 * HOUR));
+    net.advance(9);
+    net.send(a, Packet::PingReq);
+    net.advance(9);
+    assert!(net.closed(a).is_none(), "{:?}", net.closed(a));
+    assert!(triggers(&net).is_empty());
+    assert!(downs(&mut net, m).is_empty());
+    // A token presented now is judged by the wall clock, stepped: the
+    // one-hour tokens minted at the start expired with the step.
+    let b = net.connect_with(connect(V5, "b", "b"));
+    let refused = net.take(b);
+    assert!(
+        matches!(&refused[..], [Packet::ConnAck(a)] if a.reason_code == ConnectReasonCode::BadUserNameOrPassword),
+        "{refused:?}"
+    );
+    assert!(
+        net.audit_lines().iter().any(|l| l.contains("result=fail")
+            && l.contains("client_id=b")
+            && l.contains("expired")),
+        "{:?}",
+        net.audit_lines()
+    );
+
+    // Back three hours: the timers do not stall. No packet for 15 s closes
+    // the connection, as the monotonic clock says.
+    net.send(a, Packet::PingReq);
+    net.now = net.now.with_wall_step(WallStep::Back(3 * HOUR));
+    net.advance(14);
+    assert!(net.closed(a).is_none());
+    net.advance(1);
+    assert!(net.closed(a).is_some(), "keep alive expired on time");
+    assert_eq!(triggers(&net), [WillTrigger::KeepAliveTimeout]);
+    assert_eq!(downs(&mut net, m), ["trusted/a/state=down"]);
 }

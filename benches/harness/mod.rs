@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use testament::auth::Identity;
 use testament::broker::{Action, Broker};
 use testament::session::AuthnOutcome;
-use testament::time::Timestamp;
+use testament::time::{Now, Timestamp};
 
 /// Runs the hub's actions until none is left: authentications are answered
-/// with `identity(client id, now)` (the id shared with the session, as an
+/// with `identity(client id, wall clock)` (the id shared with the session, as an
 /// authenticator shares it), bytes are dropped.
 pub fn settle(
     hub: &mut Broker,
-    now: Timestamp,
+    now: Now,
     identity: impl Fn(&std::sync::Arc<str>, Timestamp) -> Identity,
 ) {
     let mut pending = Vec::new();
@@ -36,7 +36,7 @@ pub fn settle(
             return;
         }
         for (ticket, name) in pending.drain(..) {
-            let outcome = AuthnOutcome::Success(identity(&name, now));
+            let outcome = AuthnOutcome::Success(identity(&name, now.wall));
             hub.handle_authentication(now, ticket, outcome).unwrap();
         }
     }

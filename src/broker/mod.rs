@@ -57,7 +57,7 @@ use crate::session::{
     OutboundMessage, Session, TransportClosed,
 };
 use crate::slots::{SlotKey, Slots};
-use crate::time::Timestamp;
+use crate::time::{Instant, Now};
 
 use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
 use tree::{Sub, Tree};
@@ -96,7 +96,7 @@ struct Conn {
     key: Option<SessionKey>,
     /// When its session wants [`Session::handle_timeout`]; `conn_timers`
     /// has an entry for it at or before this.
-    deadline: Option<Timestamp>,
+    deadline: Option<Instant>,
 }
 
 /// A message queued for a disconnected session, with when it was queued so
@@ -104,13 +104,13 @@ struct Conn {
 #[derive(Debug)]
 struct Queued {
     msg: OutboundMessage,
-    at: Timestamp,
+    at: Instant,
 }
 
 #[derive(Debug)]
 struct DelayedWill {
     due: Box<DueWill>,
-    at: Timestamp,
+    at: Instant,
 }
 
 /// A session in the registry, kept in the slab itself (no box of its own):
@@ -144,7 +144,7 @@ struct Away {
     /// connection's session holds it: [`registry::ClientIds`]).
     client_id: Arc<str>,
     /// When it expires (`None`: never).
-    expires_at: Option<Timestamp>,
+    expires_at: Option<Instant>,
     /// Messages in flight and waiting for the window when it left.
     inflight: Inflight,
     offline: VecDeque<Queued>,
@@ -225,7 +225,7 @@ impl StoredSession {
         }
     }
 
-    fn expires_at(&self) -> Option<Timestamp> {
+    fn expires_at(&self) -> Option<Instant> {
         self.away_ref().and_then(|a| a.expires_at)
     }
 
@@ -234,7 +234,7 @@ impl StoredSession {
     }
 
     /// Its delayed will, if due at `now` (any: `None`).
-    fn take_will(&mut self, due_at: Option<Timestamp>) -> Option<DelayedWill> {
+    fn take_will(&mut self, due_at: Option<Instant>) -> Option<DelayedWill> {
         let away = self.rest.as_mut()?.away.as_mut()?;
         away.will.take_if(|w| due_at.is_none_or(|now| w.at <= now))
     }
@@ -270,7 +270,7 @@ impl Timer {
 }
 
 /// A connection's entry in the timer heap, in a word: the time in the
-/// upper 44 bits (milliseconds since the epoch, up to the year 2527; later
+/// upper 44 bits (milliseconds since the host's origin, 557 years; later
 /// deadlines are kept as that, an entry at or before the deadline as the
 /// heap wants), the connection's slot in the lower 20.
 struct ConnTimer;
@@ -288,13 +288,13 @@ impl ConnTimer {
     }
 
     /// The entry for `id` at `at`; `None` for a slot past [`Self::SLOTS`].
-    fn pack(at: Timestamp, id: ConnId) -> Option<u64> {
+    fn pack(at: Instant, id: ConnId) -> Option<u64> {
         let slot = crate::slots::index_of(id.0) as u64;
         Self::in_heap(id).then(|| at.as_millis().min(Self::MAX_MILLIS) << Self::SLOT_BITS | slot)
     }
 
-    fn at(word: u64) -> Timestamp {
-        Timestamp::from_millis(word >> Self::SLOT_BITS)
+    fn at(word: u64) -> Instant {
+        Instant::from_millis(word >> Self::SLOT_BITS)
     }
 
     fn slot(word: u64) -> u32 {
@@ -353,7 +353,7 @@ pub struct Broker {
     conn_timers: BinaryHeap<Reverse<u64>>,
     /// The stored sessions' timers and those of connections past
     /// [`ConnTimer::SLOTS`], packed ([`Timer::pack`]).
-    timers: BTreeSet<(Timestamp, u64)>,
+    timers: BTreeSet<(Instant, u64)>,
     actions: VecDeque<Action>,
     dirty: Vec<ConnId>,
     /// The targets of the publish being routed, kept between publishes so
@@ -444,7 +444,7 @@ impl Broker {
 
     /// A new network connection at `now`; `peer` describes the remote end
     /// for the credentials and the log.
-    pub fn open(&mut self, now: Timestamp, peer: Option<String>) -> ConnId {
+    pub fn open(&mut self, now: Now, peer: Option<String>) -> ConnId {
         self.open_tls(now, peer, None)
     }
 
@@ -453,13 +453,13 @@ impl Broker {
     /// second) — with an audit record.
     pub fn open_refusing(
         &mut self,
-        now: Timestamp,
+        now: Now,
         peer: Option<String>,
         code: ConnectReasonCode,
         detail: &str,
     ) -> ConnId {
         self.audit(AuditRecord::ConnectionRefused {
-            at: now,
+            at: now.wall,
             peer: peer.clone(),
             reason: detail.to_owned(),
         });
@@ -470,7 +470,7 @@ impl Broker {
     /// (mTLS): authentication sees it in the credentials.
     pub fn open_tls(
         &mut self,
-        now: Timestamp,
+        now: Now,
         peer: Option<String>,
         certificate: Option<crate::auth::ClientCertificate>,
     ) -> ConnId {
@@ -479,7 +479,7 @@ impl Broker {
 
     fn open_conn(
         &mut self,
-        now: Timestamp,
+        now: Now,
         peer: Option<String>,
         certificate: Option<crate::auth::ClientCertificate>,
         refusal: Option<(ConnectReasonCode, &str)>,
@@ -515,7 +515,7 @@ impl Broker {
 
     /// Bytes received on a connection. Bytes for a connection the hub
     /// closed are ignored.
-    pub fn handle_bytes(&mut self, conn: ConnId, now: Timestamp, bytes: &[u8]) {
+    pub fn handle_bytes(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -526,7 +526,7 @@ impl Broker {
 
     /// The transport of a connection ended (the will follows unless the
     /// client said goodbye). Harmless for a connection the hub closed.
-    pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp, how: TransportClosed) {
+    pub fn handle_closed(&mut self, now: Now, conn: ConnId, how: TransportClosed) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -541,13 +541,16 @@ impl Broker {
     /// The client does not read: the host's bound on what waits to be written
     /// to it is full. The connection ends as a network failure would (the
     /// will follows), with an audit record; the host closes the socket.
-    pub fn handle_unresponsive(&mut self, conn: ConnId, now: Timestamp) {
+    pub fn handle_unresponsive(&mut self, now: Now, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
         let client_id = c.session.client_id().map(str::to_owned);
-        self.audit(AuditRecord::SlowClient { at: now, client_id });
-        self.handle_closed(conn, now, TransportClosed::Error);
+        self.audit(AuditRecord::SlowClient {
+            at: now.wall,
+            client_id,
+        });
+        self.handle_closed(now, conn, TransportClosed::Error);
     }
 
     /// The answer to an [`Action::Authenticate`].
@@ -557,7 +560,7 @@ impl Broker {
     /// it (answered already, or its connection closed).
     pub fn handle_authentication(
         &mut self,
-        now: Timestamp,
+        now: Now,
         ticket: Ticket,
         outcome: session::AuthnOutcome,
     ) -> Result<(), BrokerError> {
@@ -583,7 +586,7 @@ impl Broker {
     /// it (answered already, or its connection closed).
     pub fn handle_authorization(
         &mut self,
-        now: Timestamp,
+        now: Now,
         ticket: Ticket,
         decision: Decision,
     ) -> Result<(), BrokerError> {
@@ -609,12 +612,12 @@ impl Broker {
 
     /// Acts on every deadline at or before `now`: keep alive, CONNECT and
     /// credential timeouts, delayed wills, session expiry. Harmless early.
-    pub fn handle_timeout(&mut self, now: Timestamp) {
+    pub fn handle_timeout(&mut self, now: Now) {
         // Take what is due first: what the handlers schedule waits for the
         // next call, so this always ends.
-        let mut due: Vec<(Timestamp, u64)> = Vec::new();
+        let mut due: Vec<(Instant, u64)> = Vec::new();
         while let Some(&Reverse(word)) = self.conn_timers.peek() {
-            if ConnTimer::at(word) > now {
+            if ConnTimer::at(word) > now.mono {
                 break;
             }
             self.conn_timers.pop();
@@ -626,11 +629,13 @@ impl Broker {
             match c.deadline {
                 // Due at its deadline, in the order it always had among
                 // the other timers.
-                Some(deadline) if deadline <= now => due.push((deadline, Timer::Conn(id).pack())),
+                Some(deadline) if deadline <= now.mono => {
+                    due.push((deadline, Timer::Conn(id).pack()))
+                }
                 // Past the year 2527 an entry cannot be later than now:
                 // the deadline waits in the tree, exact.
                 Some(later) => match ConnTimer::pack(later, id) {
-                    Some(w) if ConnTimer::at(w) > now => self.conn_timers.push(Reverse(w)),
+                    Some(w) if ConnTimer::at(w) > now.mono => self.conn_timers.push(Reverse(w)),
                     _ => {
                         self.timers.insert((later, Timer::Conn(id).pack()));
                     }
@@ -639,7 +644,9 @@ impl Broker {
             }
         }
         self.compact_conn_timers();
-        let later = self.timers.split_off(&(now + Duration::from_millis(1), 0));
+        let later = self
+            .timers
+            .split_off(&(now.mono + Duration::from_millis(1), 0));
         due.extend(std::mem::replace(&mut self.timers, later));
         due.sort_unstable();
         due.dedup();
@@ -660,13 +667,13 @@ impl Broker {
                     let Some(s) = self.sessions.get_mut(&key) else {
                         continue;
                     };
-                    if let Some(w) = s.take_will(Some(now)) {
+                    if let Some(w) = s.take_will(Some(now.mono)) {
                         self.send_will(now, key, w.due);
                     }
                 }
                 Timer::Expiry(key) => {
                     let expired = self.sessions.get(&key).is_some_and(|s| {
-                        s.conn.is_none() && s.expires_at().is_some_and(|at| at <= now)
+                        s.conn.is_none() && s.expires_at().is_some_and(|at| at <= now.mono)
                     });
                     if expired {
                         let client_id = self
@@ -674,7 +681,10 @@ impl Broker {
                             .get(key)
                             .map(|id| id.to_string())
                             .unwrap_or_default();
-                        self.audit(AuditRecord::SessionExpired { at: now, client_id });
+                        self.audit(AuditRecord::SessionExpired {
+                            at: now.wall,
+                            client_id,
+                        });
                         self.end_session(now, key);
                     }
                 }
@@ -685,7 +695,7 @@ impl Broker {
 
     /// The server is shutting down: every connection gets DISCONNECT 0x8B
     /// (5.0) and is closed; wills follow [`BrokerConfig::shutdown_wills`].
-    pub fn handle_shutdown(&mut self, now: Timestamp) {
+    pub fn handle_shutdown(&mut self, now: Now) {
         self.shut_down = true;
         let ids: Vec<ConnId> = self.conns.keys();
         for id in ids {
@@ -719,7 +729,7 @@ impl Broker {
     }
 
     /// The next deadline, if any.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let conn = self.conn_timers.peek().map(|Reverse(w)| ConnTimer::at(*w));
         let stored = self.timers.first().map(|(at, _)| *at);
         conn.into_iter().chain(stored).min()
@@ -737,7 +747,7 @@ impl Broker {
     }
 
     /// Runs a connection's session actions through the hub, in order.
-    fn drain(&mut self, now: Timestamp, id: ConnId) {
+    fn drain(&mut self, now: Now, id: ConnId) {
         use session::Action as S;
         loop {
             let Some(c) = self.conns.get_mut(&id) else {
@@ -814,7 +824,7 @@ impl Broker {
 
     /// Drains the connections that deliveries wrote to, in the order they
     /// were written to.
-    fn flush_dirty(&mut self, now: Timestamp) {
+    fn flush_dirty(&mut self, now: Now) {
         while !self.dirty.is_empty() {
             for id in std::mem::take(&mut self.dirty) {
                 self.drain(now, id);
@@ -872,8 +882,8 @@ impl Broker {
 /// the message expired, `Some(None)` when it has no expiry.
 pub(crate) fn remaining_expiry(
     properties: &PublishProperties,
-    since: Timestamp,
-    now: Timestamp,
+    since: Instant,
+    now: Instant,
 ) -> Option<Option<u32>> {
     let Some(interval) = properties.message_expiry_interval else {
         return Some(None);
@@ -913,13 +923,13 @@ mod tests {
         // A session lives in its slab entry, with the slot's serial: 24
         // bytes.
         assert!(size_of::<(u32, StoredSession)>() <= 24);
-        assert_eq!(size_of::<Option<Timestamp>>(), 8);
+        assert_eq!(size_of::<Option<Instant>>(), 8);
     }
 
     #[test]
     fn stale_connection_timers_stay_bounded_and_live_ones_still_fire() {
         let mut hub = Broker::new(BrokerConfig::default());
-        let now = Timestamp::from_secs(1_000);
+        let now = Now::from_secs(1_000);
         let timeout = hub.config().session.connect_timeout;
         let kept = hub.open(now, None);
         // Every connection that opens has a CONNECT deadline; those that
@@ -928,18 +938,18 @@ mod tests {
             let at = now + Duration::from_millis(i);
             let c = hub.open(at, None);
             assert!(hub.conn_timers.len() <= 2 * hub.conns.len() + 64);
-            hub.handle_closed(c, at, TransportClosed::PeerClosed);
+            hub.handle_closed(at, c, TransportClosed::PeerClosed);
             while hub.poll_action().is_some() {}
         }
-        assert_eq!(hub.poll_timeout(), Some(now + timeout));
-        hub.handle_timeout(now + timeout - Duration::from_millis(1));
+        assert_eq!(hub.poll_timeout(), Some(now.mono + timeout));
+        hub.handle_timeout(now + (timeout - Duration::from_millis(1)));
         assert!(hub.is_open(kept));
         hub.handle_timeout(now + timeout);
         assert!(!hub.is_open(kept), "its CONNECT timeout closed it");
         while hub.poll_action().is_some() {}
         // What is left is stale: it comes due, and goes, doing nothing.
         while let Some(at) = hub.poll_timeout() {
-            hub.handle_timeout(at);
+            hub.handle_timeout(Now::new(at, now.wall));
             assert_eq!(hub.poll_action(), None);
         }
         assert!(hub.conn_timers.is_empty());
@@ -947,7 +957,7 @@ mod tests {
 
     #[test]
     fn a_connection_timer_packs_its_time_and_slot_in_a_word() {
-        let at = Timestamp::from_millis(1_800_000_000_123);
+        let at = Instant::from_millis(1_800_000_000_123);
         let id = ConnId(7 << 32 | 12_345);
         let w = ConnTimer::pack(at, id).unwrap();
         assert_eq!((ConnTimer::at(w), ConnTimer::slot(w)), (at, 12_345));
@@ -956,10 +966,10 @@ mod tests {
         assert!(later > w);
         // A deadline past the year 2527 is kept as that: earlier, as the
         // heap wants.
-        let far = ConnTimer::pack(Timestamp::from_millis(u64::MAX - 1), id).unwrap();
+        let far = ConnTimer::pack(Instant::from_millis(u64::MAX - 1), id).unwrap();
         assert_eq!(
             ConnTimer::at(far),
-            Timestamp::from_millis(ConnTimer::MAX_MILLIS)
+            Instant::from_millis(ConnTimer::MAX_MILLIS)
         );
         assert_eq!(ConnTimer::slot(far), 12_345);
         // A slot past the heap's has no word: its deadline goes in the tree.

@@ -14,7 +14,7 @@ impl Broker {
 
     /// The connection is gone: its session ends, or is stored until it
     /// expires.
-    pub(super) fn detach(&mut self, now: Timestamp, id: ConnId) {
+    pub(super) fn detach(&mut self, now: Now, id: ConnId) {
         // Its entry in the heap goes stale, checked when it comes due; one
         // in the tree (a slot past the heap's) goes now.
         let Some(mut c) = self.conns.remove(&id) else {
@@ -56,7 +56,7 @@ impl Broker {
         for msg in inflight.queued.drain(..) {
             away.offline.push_back(Queued {
                 msg: msg.detached(),
-                at: now,
+                at: now.mono,
             });
         }
         for m in &mut inflight.outbound {
@@ -64,7 +64,7 @@ impl Broker {
         }
         away.inflight = inflight;
         if expiry != u32::MAX {
-            let at = now + Duration::from_secs(u64::from(expiry));
+            let at = now.mono + Duration::from_secs(u64::from(expiry));
             away.expires_at = Some(at);
             self.timers.insert((at, Timer::Expiry(key).pack()));
         }
@@ -88,14 +88,14 @@ impl Broker {
 
     /// The session ends: its subscriptions go, what it had queued is
     /// dropped (audited), and a will still waiting is sent now (§3.1.3.2.2).
-    pub(super) fn end_session(&mut self, now: Timestamp, key: SessionKey) {
+    pub(super) fn end_session(&mut self, now: Now, key: SessionKey) {
         let client_id = self.client_ids().get(key).cloned().unwrap_or_default();
         self.end_session_of(now, key, client_id);
     }
 
     /// [`Broker::end_session`] of the session whose client id is
     /// `client_id` (one that just left its connection).
-    pub(super) fn end_session_of(&mut self, now: Timestamp, key: SessionKey, client_id: Arc<str>) {
+    pub(super) fn end_session_of(&mut self, now: Now, key: SessionKey, client_id: Arc<str>) {
         // A stale key names no session: the index entry at its slab index
         // may be another's.
         if !self.sessions.contains_key(&key) {
@@ -138,13 +138,13 @@ impl Broker {
 
     pub(super) fn dropped(
         &mut self,
-        now: Timestamp,
+        now: Now,
         client_id: &str,
         msg: &OutboundMessage,
         reason: DropReason,
     ) {
         self.audit(AuditRecord::MessageDropped {
-            at: now,
+            at: now.wall,
             client_id: client_id.to_owned(),
             topic: msg.topic.as_mqtt_str().clone(),
             qos: msg.qos,
@@ -156,7 +156,7 @@ impl Broker {
     /// one with the same client id, resume a stored one, or start anew.
     pub(super) fn open_session(
         &mut self,
-        now: Timestamp,
+        now: Now,
         id: ConnId,
         ticket: session::Ticket,
         // Shared with the session and its identity: one allocation.
@@ -170,7 +170,7 @@ impl Broker {
         {
             // [MQTT-3.1.4-3]
             self.audit(AuditRecord::Takeover {
-                at: now,
+                at: now.wall,
                 client_id: client_id.to_string(),
                 identity: identity.clone(),
             });
@@ -216,7 +216,7 @@ impl Broker {
 
     pub(super) fn resume(
         &mut self,
-        now: Timestamp,
+        now: Now,
         id: ConnId,
         ticket: session::Ticket,
         key: SessionKey,
@@ -234,7 +234,7 @@ impl Broker {
         let mut inflight = away.inflight;
         for q in away.offline {
             let mut msg = q.msg;
-            match remaining_expiry(&msg.properties, q.at, now) {
+            match remaining_expiry(&msg.properties, q.at, now.mono) {
                 None => {}
                 Some(left) => {
                     if left.is_some() {

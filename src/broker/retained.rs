@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::remaining_expiry;
 use crate::codec::{Bytes, PublishProperties, QoS, TopicName, filter_matches};
-use crate::time::Timestamp;
+use crate::time::{Instant, Now};
 
 /// A retained message as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +13,7 @@ pub(crate) struct Retained {
     pub payload: Bytes,
     pub qos: QoS,
     pub properties: PublishProperties,
-    pub stored_at: Timestamp,
+    pub stored_at: Instant,
 }
 
 impl Retained {
@@ -75,10 +75,11 @@ impl RetainedStore {
 
     /// The unexpired messages whose topic matches `filter`, expiry
     /// intervals lowered by the time they were stored; expired ones go.
-    pub fn matching(&mut self, filter: &str, now: Timestamp) -> Vec<Retained> {
+    pub fn matching(&mut self, filter: &str, now: Now) -> Vec<Retained> {
         let mut out = Vec::new();
         let mut expired = Vec::new();
-        let mut visit = |m: &Retained| match remaining_expiry(&m.properties, m.stored_at, now) {
+        let mut visit = |m: &Retained| match remaining_expiry(&m.properties, m.stored_at, now.mono)
+        {
             Some(left) => {
                 let mut m = m.clone();
                 if left.is_some() {

@@ -4,12 +4,7 @@
 use super::*;
 
 impl Broker {
-    pub(super) fn publish(
-        &mut self,
-        now: Timestamp,
-        from: Option<SessionKey>,
-        msg: InboundMessage,
-    ) {
+    pub(super) fn publish(&mut self, now: Now, from: Option<SessionKey>, msg: InboundMessage) {
         if msg.retain {
             self.retain(now, &msg.topic, &msg.payload, msg.qos, &msg.properties);
         }
@@ -26,7 +21,7 @@ impl Broker {
 
     pub(super) fn retain(
         &mut self,
-        now: Timestamp,
+        now: Now,
         topic: &TopicName,
         payload: &Bytes,
         qos: QoS,
@@ -39,11 +34,11 @@ impl Broker {
             payload: Bytes::copy_from_slice(payload),
             qos,
             properties: properties.detached(),
-            stored_at: now,
+            stored_at: now.mono,
         });
         if let RetainOutcome::Refused(reason) = outcome {
             self.audit(AuditRecord::RetainRefused {
-                at: now,
+                at: now.wall,
                 topic: topic.as_mqtt_str().clone(),
                 reason,
             });
@@ -54,7 +49,7 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn route(
         &mut self,
-        now: Timestamp,
+        now: Now,
         from: Option<SessionKey>,
         topic: &TopicName,
         payload: &Bytes,
@@ -135,7 +130,7 @@ impl Broker {
     }
 
     /// Hands a message to a session: its connection, or its offline queue.
-    pub(super) fn deliver(&mut self, now: Timestamp, key: SessionKey, msg: OutboundMessage) {
+    pub(super) fn deliver(&mut self, now: Now, key: SessionKey, msg: OutboundMessage) {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -154,7 +149,7 @@ impl Broker {
                 Delivery::QueueFull if let Some(topic) = topic => {
                     let client_id = c.session.client_id().unwrap_or_default().to_owned();
                     self.audit(AuditRecord::MessageDropped {
-                        at: now,
+                        at: now.wall,
                         client_id,
                         topic,
                         qos,
@@ -180,11 +175,11 @@ impl Broker {
                 OfflineOverflow::DropNewest => lost = Some(msg),
                 OfflineOverflow::DropOldest => {
                     lost = offline.pop_front().map(|q| q.msg);
-                    offline.push_back(Queued { msg, at: now });
+                    offline.push_back(Queued { msg, at: now.mono });
                 }
             }
         } else {
-            offline.push_back(Queued { msg, at: now });
+            offline.push_back(Queued { msg, at: now.mono });
         }
         if let Some(msg) = lost {
             let client_id = self.client_ids().get(key).cloned().unwrap_or_default();
@@ -194,7 +189,7 @@ impl Broker {
 
     pub(super) fn subscribe(
         &mut self,
-        now: Timestamp,
+        now: Now,
         key: SessionKey,
         granted: Vec<GrantedSubscription>,
         id: Option<SubscriptionId>,

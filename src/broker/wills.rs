@@ -8,7 +8,7 @@ impl Broker {
     /// A session handed its will up: send it now, or when its delay is over
     /// (the smaller of Will Delay Interval and Session Expiry Interval,
     /// §3.1.3.2.2).
-    pub(super) fn will_triggered(&mut self, now: Timestamp, key: SessionKey, due: Box<DueWill>) {
+    pub(super) fn will_triggered(&mut self, now: Now, key: SessionKey, due: Box<DueWill>) {
         if self.shut_down && self.config.shutdown_wills == ShutdownWills::Drop {
             self.cancel_will(now, &due, "server shutting down");
             return;
@@ -27,22 +27,26 @@ impl Broker {
             self.send_will(now, key, due);
             return;
         };
-        let at = now + Duration::from_secs(u64::from(delay));
+        let delay = Duration::from_secs(u64::from(delay));
+        let at = now.mono + delay;
         let record = AuditRecord::Will {
-            at: now,
+            at: now.wall,
             identity: due.identity.clone(),
             topic: due.will.topic.as_mqtt_str().clone(),
             trigger: Some(due.trigger),
-            outcome: WillOutcome::Delayed { until: at },
+            // For the operator: the date it is due, as the wall clock reads now.
+            outcome: WillOutcome::Delayed {
+                until: now.wall + delay,
+            },
         };
         s.away().will = Some(DelayedWill { due, at });
         self.timers.insert((at, Timer::Will(key).pack()));
         self.audit(record);
     }
 
-    pub(super) fn cancel_will(&mut self, now: Timestamp, due: &DueWill, reason: &str) {
+    pub(super) fn cancel_will(&mut self, now: Now, due: &DueWill, reason: &str) {
         self.audit(AuditRecord::Will {
-            at: now,
+            at: now.wall,
             identity: due.identity.clone(),
             topic: due.will.topic.as_mqtt_str().clone(),
             trigger: Some(due.trigger),
@@ -54,7 +58,7 @@ impl Broker {
 
     /// The will is due: authorize it against its identity snapshot — never
     /// re-authenticate — and publish it on Allow.
-    pub(super) fn send_will(&mut self, now: Timestamp, key: SessionKey, due: Box<DueWill>) {
+    pub(super) fn send_will(&mut self, now: Now, key: SessionKey, due: Box<DueWill>) {
         let will = &due.will;
         let query = AuthzQuery {
             identity: due.identity.clone(),
@@ -67,8 +71,9 @@ impl Broker {
         let exp = due.identity.expires_at;
         let too_late = match self.config.will_after_expiry {
             WillAfterExpiry::Identity => false,
-            WillAfterExpiry::Strict => exp.is_some_and(|e| due.triggered_at > e),
-            WillAfterExpiry::Grace(grace) => exp.is_some_and(|e| due.triggered_at > e + grace),
+            // `exp` is a wall-clock date: judged by the wall clock.
+            WillAfterExpiry::Strict => exp.is_some_and(|e| due.triggered_at.wall > e),
+            WillAfterExpiry::Grace(grace) => exp.is_some_and(|e| due.triggered_at.wall > e + grace),
         };
         if too_late {
             let decision = Decision {
@@ -98,7 +103,7 @@ impl Broker {
 
     pub(super) fn will_decided(
         &mut self,
-        now: Timestamp,
+        now: Now,
         key: SessionKey,
         due: DueWill,
         query: AuthzQuery,
@@ -106,7 +111,7 @@ impl Broker {
     ) {
         let allowed = decision.is_allowed();
         let record = AuditRecord::Will {
-            at: now,
+            at: now.wall,
             identity: due.identity.clone(),
             topic: due.will.topic.as_mqtt_str().clone(),
             trigger: Some(due.trigger),
@@ -118,7 +123,7 @@ impl Broker {
                 }
             },
         };
-        self.audit(AuditRecord::authorization(now, query, decision));
+        self.audit(AuditRecord::authorization(now.wall, query, decision));
         if allowed {
             let will = due.will;
             let w = &*will.properties;

@@ -17,7 +17,7 @@ use rustls::{ServerConnection, StreamOwned};
 
 use super::runner::{Event, Io, Runner};
 use super::tls::{Tls, client_certificate};
-use super::{Answer, Control, DriverConfig, Policy, Recorder, admit, instant_of, now};
+use super::{Answer, Control, DriverConfig, Policy, Recorder, admit};
 use crate::auth::{ClientCertificate, Decision};
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::Bytes;
@@ -254,7 +254,9 @@ pub fn serve(
     loop {
         let msg = match runner.hub.poll_timeout() {
             Some(at) => {
-                let wait = instant_of(at).saturating_duration_since(Instant::now());
+                let wait = runner
+                    .instant_of(at)
+                    .saturating_duration_since(Instant::now());
                 match messages.recv_timeout(wait) {
                     Ok(m) => Some(m),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -263,7 +265,7 @@ pub fn serve(
             }
             None => Some(messages.recv().unwrap_or(Msg::Control(Control::Shutdown))),
         };
-        let now = now();
+        let now = runner.now();
         match msg {
             None => runner.timeout(now, &mut io),
             Some(Msg::Accepted(a)) => {

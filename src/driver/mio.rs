@@ -25,7 +25,7 @@ use rustls::ServerConnection;
 
 use super::runner::{Event, Io, Runner};
 use super::tls::{Tls, client_certificate};
-use super::{Answer, Control, DriverConfig, Policy, Recorder, instant_of, now};
+use super::{Answer, Control, DriverConfig, Policy, Recorder};
 use crate::auth::Decision;
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::Bytes;
@@ -442,10 +442,11 @@ pub fn serve(
     let mut buf = vec![0u8; config.read_buffer.max(4096)];
     let mut accept_retry: Option<Instant> = None;
     loop {
-        let mut timeout = runner
-            .hub
-            .poll_timeout()
-            .map(|at| instant_of(at).saturating_duration_since(Instant::now()));
+        let mut timeout = runner.hub.poll_timeout().map(|at| {
+            runner
+                .instant_of(at)
+                .saturating_duration_since(Instant::now())
+        });
         let mut soonest = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
         if !io.backlog.is_empty() {
             soonest(Duration::ZERO);
@@ -462,7 +463,7 @@ pub fn serve(
             }
             return Err(e);
         }
-        let now = now();
+        let now = runner.now();
         let mut readable: Vec<usize> = std::mem::take(&mut io.backlog).into_iter().collect();
         for event in events.iter() {
             match event.token() {
@@ -582,7 +583,7 @@ pub fn serve(
 fn accept_all(
     listener: &MioListener,
     tls: Option<&Tls>,
-    now: crate::time::Timestamp,
+    now: crate::time::Now,
     runner: &mut Runner,
     io: &mut MioIo,
 ) -> bool {
@@ -644,7 +645,7 @@ fn open(
     token: usize,
     peer: String,
     certificate: Option<crate::auth::ClientCertificate>,
-    now: crate::time::Timestamp,
+    now: crate::time::Now,
     runner: &mut Runner,
     io: &mut MioIo,
 ) {
@@ -722,7 +723,7 @@ fn read_tls(stream: &mut TcpStream, tls: &mut ServerConnection, buf: &mut [u8]) 
 /// feeds the hub.
 fn read_ready(
     token: usize,
-    now: crate::time::Timestamp,
+    now: crate::time::Now,
     buf: &mut [u8],
     runner: &mut Runner,
     io: &mut MioIo,

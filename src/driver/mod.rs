@@ -31,15 +31,74 @@ pub mod mio;
 #[cfg(feature = "smol")]
 pub mod smol;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use policy::{Answer, CertificatePrincipal, JwtAclPolicy, Policy};
 pub use record::{Recorder, replay};
 
-use crate::time::Timestamp;
+use crate::time::{Instant, Now, Timestamp};
+
+/// The two clocks a driver reads for the hub, once per input: the
+/// monotonic one every protocol timer runs on, and the wall clock that
+/// credentials are judged and audit records stamped with.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// What both clocks read now.
+    fn now(&self) -> Now;
+    /// When the hub's monotonic `at` falls on the process's own monotonic
+    /// clock (what a poller waits for).
+    fn instant_of(&self, at: Instant) -> std::time::Instant;
+}
+
+/// The system's clocks: the monotonic one, counted from when this value
+/// was made, and the wall clock.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    origin: std::time::Instant,
+}
+
+impl SystemClock {
+    /// A clock whose monotonic origin is now.
+    pub fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// The wall clock alone.
+    pub fn wall() -> Timestamp {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Now {
+        let mono = self.origin.elapsed();
+        Now::new(
+            Instant::from_millis(u64::try_from(mono.as_millis()).unwrap_or(u64::MAX)),
+            Self::wall(),
+        )
+    }
+
+    fn instant_of(&self, at: Instant) -> std::time::Instant {
+        // Capped at a day: a deadline past it is woken for early, which
+        // the hub takes as a no-op, rather than overflowing.
+        let since = std::time::Duration::from_millis(at.as_millis());
+        self.origin + since.min(self.origin.elapsed() + std::time::Duration::from_secs(24 * 3600))
+    }
+}
 
 /// What a driver needs besides the hub and the policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DriverConfig {
     /// Bytes that may wait to be written to one connection before the client
     /// is considered not to read and is dropped.
@@ -55,6 +114,9 @@ pub struct DriverConfig {
     /// with CONNACK 0x9F Connection rate exceeded without checking the
     /// token.
     pub max_authentications_per_address_per_sec: u32,
+    /// The clocks the hub is fed ([`SystemClock`]; a test may step its
+    /// wall clock).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for DriverConfig {
@@ -65,6 +127,7 @@ impl Default for DriverConfig {
             max_connections: 10_000,
             max_connections_per_address: 1_000,
             max_authentications_per_address_per_sec: 100,
+            clock: Arc::new(SystemClock::new()),
         }
     }
 }
@@ -102,20 +165,4 @@ pub enum Control {
 #[cfg(feature = "blocking")]
 fn admit(queued: &std::sync::atomic::AtomicUsize, len: usize, max: usize) -> bool {
     queued.fetch_add(len, std::sync::atomic::Ordering::AcqRel) + len <= max
-}
-
-/// The wall clock, as the hub wants it.
-pub fn now() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The monotonic instant at which the wall-clock `deadline` falls.
-#[cfg(any(feature = "smol", feature = "blocking", feature = "mio"))]
-fn instant_of(deadline: Timestamp) -> std::time::Instant {
-    use std::time::{Duration, Instant};
-    let wait = deadline.saturating_duration_since(now());
-    Instant::now() + wait.min(Duration::from_secs(24 * 3600))
 }

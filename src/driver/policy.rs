@@ -18,10 +18,11 @@ pub type Answer<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// when the future completes; a future that is ready at once is answered
 /// inline.
 pub trait Policy: Send + Sync {
-    /// Authenticates credentials at `now`.
+    /// Authenticates credentials at `now`, the wall-clock date (a token's
+    /// `exp` and `nbf` are dates).
     fn authenticate(&self, credentials: &Credentials, now: Timestamp) -> Answer<AuthnOutcome>;
 
-    /// Decides a request at `now`.
+    /// Decides a request at `now`, the wall-clock date.
     fn authorize(&self, query: &AuthzQuery, now: Timestamp) -> Answer<Decision>;
 
     /// A synchronous authorizer the hub consults on the spot, so that

@@ -13,7 +13,7 @@ use crate::auth::{Acl, AuditRecord, Decision};
 use crate::broker::{Action, Broker, ConnId, Ticket};
 use crate::config::{Config, RuleConfig, parse_rules, rules_config};
 use crate::session::{AuthnOutcome, TransportClosed};
-use crate::time::Timestamp;
+use crate::time::Now;
 
 /// One recorded input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,8 +22,8 @@ pub enum Entry {
     /// The configuration (TOML) and the ACL in force at the start (`None`:
     /// every authorization was answered through the policy and recorded).
     Start {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
         /// The effective configuration.
         config: String,
         /// The ACL rules.
@@ -31,8 +31,8 @@ pub enum Entry {
     },
     /// A connection was opened.
     Open {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
         /// The id the hub gave it.
         conn: ConnId,
         /// The peer.
@@ -46,8 +46,8 @@ pub enum Entry {
     },
     /// Bytes arrived (base64).
     Bytes {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
         /// Where.
         conn: ConnId,
         /// What, base64.
@@ -55,8 +55,8 @@ pub enum Entry {
     },
     /// A transport ended.
     Closed {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
         /// Which.
         conn: ConnId,
         /// How.
@@ -64,15 +64,15 @@ pub enum Entry {
     },
     /// A client did not read and was dropped.
     Unresponsive {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
         /// Which.
         conn: ConnId,
     },
     /// An authentication answer.
     Authenticated {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
         /// For what.
         ticket: Ticket,
         /// The answer.
@@ -80,8 +80,8 @@ pub enum Entry {
     },
     /// An authorization answer.
     Authorized {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
         /// For what.
         ticket: Ticket,
         /// The answer.
@@ -89,20 +89,20 @@ pub enum Entry {
     },
     /// Deadlines were acted on.
     Timeout {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
     },
     /// The ACL was replaced (a reload).
     Acl {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
         /// The new rules (`None`: no synchronous ACL).
         rules: Option<Vec<RuleConfig>>,
     },
     /// The broker shut down.
     Shutdown {
-        /// When.
-        t: Timestamp,
+        /// When, on both clocks.
+        t: Now,
     },
 }
 
@@ -119,12 +119,7 @@ impl std::fmt::Debug for Recorder {
 
 impl Recorder {
     /// Records to `out`, starting with the configuration and ACL in force.
-    pub fn new(
-        out: Box<dyn Write + Send>,
-        now: Timestamp,
-        config: &Config,
-        acl: Option<&Acl>,
-    ) -> Self {
+    pub fn new(out: Box<dyn Write + Send>, now: Now, config: &Config, acl: Option<&Acl>) -> Self {
         let mut r = Self { out };
         r.write(&Entry::Start {
             t: now,
@@ -260,10 +255,10 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                         line: line_no,
                         problem: e.to_string(),
                     })?;
-                h.handle_bytes(conn, t, &bytes);
+                h.handle_bytes(t, conn, &bytes);
             }
-            Entry::Closed { t, conn, how } => h.handle_closed(conn, t, how),
-            Entry::Unresponsive { t, conn } => h.handle_unresponsive(conn, t),
+            Entry::Closed { t, conn, how } => h.handle_closed(t, conn, how),
+            Entry::Unresponsive { t, conn } => h.handle_unresponsive(t, conn),
             Entry::Authenticated { t, ticket, outcome } => {
                 let _ = h.handle_authentication(t, ticket, *outcome);
             }

@@ -16,7 +16,7 @@ use crate::codec::Bytes;
 use crate::codec::ConnectReasonCode;
 use crate::config::rules_config;
 use crate::session::{AuthnOutcome, TransportClosed};
-use crate::time::Timestamp;
+use crate::time::{Instant, Now};
 
 /// Something that happened outside the hub.
 #[derive(Debug)]
@@ -108,6 +108,7 @@ pub(crate) struct Runner {
     addresses: Addresses,
     /// Authentication attempts per address in the current second.
     attempts: BTreeMap<IpAddr, (u64, u32)>,
+    clock: Arc<dyn super::Clock>,
 }
 
 fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
@@ -137,7 +138,18 @@ impl Runner {
             conn_ip,
             addresses: Addresses::default(),
             attempts: BTreeMap::new(),
+            clock: limits.clock.clone(),
         }
+    }
+
+    /// What the clocks read now, for the next input.
+    pub fn now(&self) -> Now {
+        self.clock.now()
+    }
+
+    /// When the hub's deadline `at` falls, for the driver's poller.
+    pub fn instant_of(&self, at: Instant) -> std::time::Instant {
+        self.clock.instant_of(at)
     }
 
     /// Forgets a connection that ended.
@@ -149,11 +161,11 @@ impl Runner {
 
     /// Whether one more authentication from `conn`'s address fits in this
     /// second's budget; a token storm then costs no signature checks.
-    fn attempt_allowed(&mut self, conn: ConnId, now: Timestamp) -> bool {
+    fn attempt_allowed(&mut self, conn: ConnId, now: Now) -> bool {
         let Some(ip) = self.conn_ip.get(&conn).and_then(|h| self.addresses.ip(*h)) else {
             return true;
         };
-        let second = now.as_secs();
+        let second = now.mono.as_secs();
         if self.attempts.len() > 4096 {
             self.attempts.retain(|_, (s, _)| *s == second);
         }
@@ -173,7 +185,7 @@ impl Runner {
 
     pub fn open(
         &mut self,
-        now: Timestamp,
+        now: Now,
         peer: String,
         certificate: Option<crate::auth::ClientCertificate>,
         io: &mut dyn Io,
@@ -211,13 +223,13 @@ impl Runner {
         conn
     }
 
-    pub fn handle(&mut self, now: Timestamp, event: Event, io: &mut dyn Io) {
+    pub fn handle(&mut self, now: Now, event: Event, io: &mut dyn Io) {
         match event {
             Event::Bytes(conn, data) => return self.bytes(now, conn, &data, io),
             Event::Closed(conn, how) => {
                 self.record(|| Entry::Closed { t: now, conn, how });
                 self.untrack(conn);
-                self.hub.handle_closed(conn, now, how);
+                self.hub.handle_closed(now, conn, how);
                 // The hub emits no Close for a transport that ended on its
                 // own: let go of the socket and the writer here.
                 io.close(conn);
@@ -245,25 +257,25 @@ impl Runner {
 
     /// Bytes from a connection, borrowed (a driver that reads into a
     /// buffer of its own need not copy them first).
-    pub fn bytes(&mut self, now: Timestamp, conn: ConnId, data: &[u8], io: &mut dyn Io) {
+    pub fn bytes(&mut self, now: Now, conn: ConnId, data: &[u8], io: &mut dyn Io) {
         self.record(|| Entry::Bytes {
             t: now,
             conn,
             data: encode_bytes(data),
         });
-        self.hub.handle_bytes(conn, now, data);
+        self.hub.handle_bytes(now, conn, data);
         self.pump(now, io);
     }
 
-    pub fn timeout(&mut self, now: Timestamp, io: &mut dyn Io) {
-        if self.hub.poll_timeout().is_some_and(|t| t <= now) {
+    pub fn timeout(&mut self, now: Now, io: &mut dyn Io) {
+        if self.hub.poll_timeout().is_some_and(|t| t <= now.mono) {
             self.record(|| Entry::Timeout { t: now });
             self.hub.handle_timeout(now);
             self.pump(now, io);
         }
     }
 
-    pub fn shutdown(&mut self, now: Timestamp, io: &mut dyn Io) {
+    pub fn shutdown(&mut self, now: Now, io: &mut dyn Io) {
         self.record(|| Entry::Shutdown { t: now });
         self.hub.handle_shutdown(now);
         self.pump(now, io);
@@ -273,7 +285,7 @@ impl Runner {
     }
 
     /// Re-reads the policy's key set and rules; the hub's authorizer follows.
-    pub fn reload(&mut self, now: Timestamp) {
+    pub fn reload(&mut self, now: Now) {
         self.policy.reload();
         let acl = self.policy.acl();
         self.record(|| Entry::Acl {
@@ -285,7 +297,7 @@ impl Runner {
 
     /// Runs the hub's actions until there are none; answers that are ready
     /// at once go straight back in.
-    fn pump(&mut self, now: Timestamp, io: &mut dyn Io) {
+    fn pump(&mut self, now: Now, io: &mut dyn Io) {
         loop {
             let mut unresponsive = Vec::new();
             let mut authn = Vec::new();
@@ -320,13 +332,13 @@ impl Runner {
                             ));
                             continue;
                         }
-                        match ready(self.policy.authenticate(&credentials, now)) {
+                        match ready(self.policy.authenticate(&credentials, now.wall)) {
                             Ok(outcome) => authn.push((ticket, outcome)),
                             Err(later) => io.spawn_authentication(ticket, later),
                         }
                     }
                     Action::Authorize { ticket, query, .. } => {
-                        match ready(self.policy.authorize(&query, now)) {
+                        match ready(self.policy.authorize(&query, now.wall)) {
                             Ok(decision) => authz.push((ticket, decision)),
                             Err(later) => io.spawn_authorization(ticket, later),
                         }
@@ -342,7 +354,7 @@ impl Runner {
             }
             for conn in unresponsive {
                 self.record(|| Entry::Unresponsive { t: now, conn });
-                self.hub.handle_unresponsive(conn, now);
+                self.hub.handle_unresponsive(now, conn);
                 self.untrack(conn);
                 io.abort(conn);
             }

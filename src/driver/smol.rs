@@ -22,7 +22,7 @@ use smol::{Async, Executor, Task, Timer};
 
 use super::runner::{Event, Io, Runner};
 use super::tls::{Tls, client_certificate};
-use super::{Answer, Control, DriverConfig, Policy, Recorder, instant_of, now};
+use super::{Answer, Control, DriverConfig, Policy, Recorder};
 use crate::auth::{ClientCertificate, Decision};
 use crate::broker::{Broker, ConnId, Ticket};
 use crate::codec::{Bytes, BytesMut};
@@ -376,7 +376,7 @@ pub async fn serve(
             let deadline = runner.hub.poll_timeout();
             if deadline != armed {
                 match deadline {
-                    Some(at) => timer.set_at(instant_of(at)),
+                    Some(at) => timer.set_at(runner.instant_of(at)),
                     None => timer = Timer::never(),
                 }
                 armed = deadline;
@@ -404,7 +404,7 @@ pub async fn serve(
                 Wake::Tick
             };
             let wake = control.or(event).or(tick).or(accept).await;
-            let now = now();
+            let now = runner.now();
             match wake {
                 Wake::Accepted(a) => {
                     let (tcp, peer, certificate, stream) = match a {

@@ -16,7 +16,7 @@ use crate::codec::{
     Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
 use crate::session::{AuthnOutcome, CredentialExpiry, SessionConfig, TransportClosed};
-use crate::time::Timestamp;
+use crate::time::{Instant, Now, WallStep};
 
 const CLIENTS: usize = 4;
 const MONITOR: &str = "mon";
@@ -72,7 +72,8 @@ struct WillState {
     client: String,
     delay: u32,
     expiry: u32,
-    triggered_at: Option<Timestamp>,
+    /// On the monotonic clock: delays count there.
+    triggered_at: Option<Instant>,
     deleted: bool,
     ended_early: bool,
     received: u32,
@@ -80,7 +81,7 @@ struct WillState {
 
 struct World {
     hub: Broker,
-    now: Timestamp,
+    now: Now,
     sync: bool,
     keys_rotated: bool,
     revoked: bool,
@@ -134,7 +135,7 @@ impl World {
         }
         Self {
             hub,
-            now: Timestamp::from_secs(1_800_000_000),
+            now: Now::from_secs(1_800_000_000),
             sync,
             keys_rotated: false,
             revoked: false,
@@ -164,7 +165,7 @@ impl World {
             return;
         }
         let bytes = packet.to_vec(c.version).unwrap_or_default();
-        self.hub.handle_bytes(conn, self.now, &bytes);
+        self.hub.handle_bytes(self.now, conn, &bytes);
         self.pump();
     }
 
@@ -233,12 +234,12 @@ impl World {
             principal: creds.username.as_deref().unwrap_or_default().into(),
             client_id: creds.client_id.clone(),
             grants: crate::auth::Grants::new(Default::default(), None, Some(key.into())),
-            expires_at: Some(self.now + Duration::from_secs(ttl)),
+            expires_at: Some(self.now.wall + Duration::from_secs(ttl)),
             method: match &creds.auth_method {
                 Some(m) => AuthMethod::enhanced(m),
                 None => AuthMethod::Password,
             },
-            authenticated_at: self.now,
+            authenticated_at: self.now.wall,
             token_digest: None,
         })
     }
@@ -310,7 +311,7 @@ impl World {
                     && !c.closed
                 {
                     let bytes = ack.to_vec(c.version).unwrap_or_default();
-                    self.hub.handle_bytes(conn, self.now, &bytes);
+                    self.hub.handle_bytes(self.now, conn, &bytes);
                 }
             }
         }
@@ -334,7 +335,6 @@ impl World {
                 Operation::Will | Operation::Subscribe => {}
             },
             AuditRecord::Will {
-                at,
                 identity,
                 trigger,
                 outcome,
@@ -346,7 +346,7 @@ impl World {
                     (WillOutcome::Triggered, Some(w)) => {
                         assert!(w.triggered_at.is_none(), "a will triggered twice");
                         assert!(!w.deleted, "a will triggered after DISCONNECT 0x00");
-                        w.triggered_at = Some(*at);
+                        w.triggered_at = Some(self.now.mono);
                     }
                     (WillOutcome::Cancelled { .. }, Some(w)) if trigger.is_none() => {
                         assert_eq!(w.received, 0, "a will delivered before DISCONNECT 0x00");
@@ -436,7 +436,7 @@ impl World {
         let at = w.triggered_at.expect("a will delivered before its trigger");
         let due = at + Duration::from_secs(u64::from(w.delay.min(w.expiry)));
         assert!(
-            now >= due || w.ended_early || shut_down,
+            now.mono >= due || w.ended_early || shut_down,
             "a will before its delay"
         );
         let client = w.client.clone();
@@ -473,16 +473,19 @@ impl World {
     }
 
     fn advance(&mut self, secs: u64) {
-        let end = self.now + Duration::from_secs(secs);
+        let end = self.now.mono + Duration::from_secs(secs);
         while let Some(at) = self.hub.poll_timeout().filter(|at| *at <= end) {
-            self.now = self.now.max(at);
+            self.now = self.now.advanced_to(at);
             self.hub.handle_timeout(self.now);
             if let Some(next) = self.hub.poll_timeout() {
-                assert!(next > self.now, "deadline {next} not after handle_timeout");
+                assert!(
+                    next > self.now.mono,
+                    "deadline {next} not after handle_timeout"
+                );
             }
             self.pump();
         }
-        self.now = end;
+        self.now = self.now.advanced_to(end);
     }
 
     fn client_connect(&mut self, a: u8, b: u8) {
@@ -594,7 +597,7 @@ impl World {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.closed = true;
                     }
-                    self.hub.handle_closed(conn, self.now, how);
+                    self.hub.handle_closed(self.now, conn, how);
                     self.pump();
                 }
             }
@@ -609,6 +612,17 @@ impl World {
                 }
             }
             5 => self.advance(u64::from(a % 41)),
+            // The wall clock steps an hour while the monotonic one stands:
+            // no timer may notice (a will before its delay fails above).
+            6 if b & 2 != 0 => {
+                let hour = Duration::from_secs(3600);
+                let step = if b & 1 == 0 {
+                    WallStep::Forward(hour)
+                } else {
+                    WallStep::Back(hour)
+                };
+                self.now = self.now.with_wall_step(step);
+            }
             6 => self.keys_rotated = !self.keys_rotated,
             7 => {
                 self.revoked = !self.revoked;

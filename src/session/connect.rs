@@ -13,7 +13,7 @@ impl Session {
     pub(super) fn on_connect(&mut self, c: Connect) {
         self.version = c.protocol;
         // Whatever the CONNECT says, what the host told is used now or never.
-        let prelude = self.prelude.take().map(|p| *p).unwrap_or_default();
+        let prelude = self.stage.take_prelude();
         if let Some((code, detail)) = prelude.refusal {
             self.refuse(code, &detail);
             return;
@@ -65,7 +65,7 @@ impl Session {
             peer: prelude.peer,
             certificate: prelude.certificate,
         };
-        self.conn = Some(Conn {
+        self.stage = Stage::Conn(Conn {
             assigned_client_id: assigned,
             clean_start: c.clean_start,
             keep_alive,
@@ -83,11 +83,12 @@ impl Session {
             },
             request_problem_info,
             last_packet: prelude.opened_at,
+            credential_deadline: None,
             inbound_inflight: 0,
             next_packet_id: 0,
             subscriptions: types::Filters::default(),
         });
-        if let Some(conn) = self.conn.as_mut() {
+        if let Some(conn) = self.stage.conn_mut() {
             conn.t().kept = Some(Box::new(Kept {
                 credentials: credentials.clone(),
                 reauth: None,
@@ -125,7 +126,7 @@ impl Session {
     }
 
     pub(super) fn on_auth_before_connack(&mut self, a: Auth) {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         // [MQTT-4.12.0-2], [MQTT-4.12.0-5]: continue with the same method.
@@ -141,7 +142,7 @@ impl Session {
     /// same method as before.
     fn authenticate_again(&mut self, a: Auth, reauthentication: bool) -> Ticket {
         let ticket = self.ticket();
-        let credentials = self.conn.as_mut().and_then(|conn| {
+        let credentials = self.stage.conn_mut().and_then(|conn| {
             let kept = &mut conn.kept_mut()?.credentials;
             kept.auth_data = a.properties.authentication_data.clone();
             Some(Box::new(kept.clone()))
@@ -162,7 +163,7 @@ impl Session {
     /// [`SessionError::UnknownTicket`] when no authentication is waiting for it.
     pub fn handle_authentication(
         &mut self,
-        now: Timestamp,
+        now: Now,
         ticket: Ticket,
         outcome: AuthnOutcome,
     ) -> Result<(), SessionError> {
@@ -171,7 +172,7 @@ impl Session {
             return Ok(());
         }
         if self.state == State::Connected
-            && self.conn.as_ref().and_then(Conn::reauth) == Some(ReauthStep::WithHost(ticket))
+            && self.stage.conn().and_then(Conn::reauth) == Some(ReauthStep::WithHost(ticket))
         {
             self.on_reauthenticated(now, outcome);
             return Ok(());
@@ -179,14 +180,14 @@ impl Session {
         Err(SessionError::UnknownTicket(ticket))
     }
 
-    pub(super) fn on_authenticated(&mut self, now: Timestamp, outcome: AuthnOutcome) {
-        let Some(conn) = self.conn.as_mut() else {
+    pub(super) fn on_authenticated(&mut self, now: Now, outcome: AuthnOutcome) {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         match outcome {
             AuthnOutcome::Failure(failure) => {
                 let record = AuditRecord::AuthenticationFailed {
-                    at: now,
+                    at: now.wall,
                     client_id: conn.client_id_string(),
                     username: conn.username(),
                     failure: Box::new(failure.clone()),
@@ -213,7 +214,7 @@ impl Session {
                 }
             }
             AuthnOutcome::Success(identity) => {
-                let identity = conn.set_identity(identity);
+                let identity = conn.set_identity(now, identity, self.config.credential_leeway);
                 // The token did its work; a re-authentication brings its
                 // own (AUTH 0x19). Nothing keeps a credential longer.
                 // Without an Authentication Method there is no
@@ -243,7 +244,7 @@ impl Session {
 
     pub(super) fn open(&mut self) {
         let ticket = self.ticket();
-        let Some(conn) = self.conn.as_ref() else {
+        let Some(conn) = self.stage.conn() else {
             return;
         };
         let Some(identity) = conn.identity.clone() else {
@@ -267,7 +268,7 @@ impl Session {
     /// [`SessionError::UnknownTicket`] when no open is waiting for it.
     pub fn handle_open(
         &mut self,
-        now: Timestamp,
+        now: Now,
         ticket: Ticket,
         session_present: bool,
     ) -> Result<(), SessionError> {
@@ -282,7 +283,7 @@ impl Session {
     /// [`SessionError::UnknownTicket`] when no open is waiting for it.
     pub fn handle_resume(
         &mut self,
-        now: Timestamp,
+        now: Now,
         ticket: Ticket,
         inflight: Inflight,
     ) -> Result<(), SessionError> {
@@ -310,7 +311,7 @@ impl Session {
 
     fn open_with(
         &mut self,
-        now: Timestamp,
+        now: Now,
         ticket: Ticket,
         session_present: bool,
         inflight: Option<Inflight>,
@@ -319,7 +320,7 @@ impl Session {
             return Err(SessionError::UnknownTicket(ticket));
         }
         let config = &self.config;
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return Err(SessionError::UnknownTicket(ticket));
         };
         let mut ack = ConnAck::new(session_present, ConnectReasonCode::Success);
@@ -358,7 +359,7 @@ impl Session {
                 p.authentication_method = MqttString::try_from(method).ok();
             }
         }
-        conn.last_packet = now;
+        conn.last_packet = now.mono;
         self.state = State::Connected;
         self.send(&Packet::ConnAck(ack));
         if let Some(inflight) = inflight {
@@ -372,24 +373,23 @@ impl Session {
 
     /// The will, re-checked after a re-authentication: denied, it is deleted
     /// and the connection closed with 0x87.
-    pub(super) fn on_will_rechecked(
-        &mut self,
-        now: Timestamp,
-        query: AuthzQuery,
-        decision: Decision,
-    ) {
+    pub(super) fn on_will_rechecked(&mut self, now: Now, query: AuthzQuery, decision: Decision) {
         let allowed = decision.is_allowed();
         let identity = query.identity.clone();
         let topic = query.topic.clone();
-        self.audit(AuditRecord::authorization(now, query, decision.clone()));
+        self.audit(AuditRecord::authorization(
+            now.wall,
+            query,
+            decision.clone(),
+        ));
         if allowed {
             return;
         }
-        if let Some(conn) = self.conn.as_mut()
+        if let Some(conn) = self.stage.conn_mut()
             && conn.will.take().is_some()
         {
             self.audit(AuditRecord::Will {
-                at: now,
+                at: now.wall,
                 identity,
                 topic,
                 trigger: None,
@@ -404,12 +404,12 @@ impl Session {
         );
     }
 
-    pub(super) fn on_will_checked(&mut self, now: Timestamp, decision: Decision) {
+    pub(super) fn on_will_checked(&mut self, now: Now, decision: Decision) {
         let Some(query) = self.will_query() else {
             return;
         };
         let allowed = decision.is_allowed();
-        self.audit(AuditRecord::authorization(now, query, decision));
+        self.audit(AuditRecord::authorization(now.wall, query, decision));
         if allowed {
             self.open();
         } else {
@@ -421,8 +421,8 @@ impl Session {
         }
     }
 
-    pub(super) fn on_auth_connected(&mut self, now: Timestamp, a: Auth) {
-        let Some(conn) = self.conn.as_mut() else {
+    pub(super) fn on_auth_connected(&mut self, now: Now, a: Auth) {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         // [MQTT-4.12.0-7]: no AUTH from a client that connected without a
@@ -440,13 +440,13 @@ impl Session {
             return;
         }
         let ticket = self.authenticate_again(a, true);
-        if let Some(conn) = self.conn.as_mut() {
+        if let Some(conn) = self.stage.conn_mut() {
             conn.set_reauth(Some(ReauthStep::WithHost(ticket)));
         }
     }
 
-    pub(super) fn on_reauthenticated(&mut self, now: Timestamp, outcome: AuthnOutcome) {
-        let Some(conn) = self.conn.as_mut() else {
+    pub(super) fn on_reauthenticated(&mut self, now: Now, outcome: AuthnOutcome) {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         let method = conn
@@ -460,7 +460,7 @@ impl Session {
                     .is_some_and(|old| old.principal == identity.principal) =>
             {
                 conn.set_reauth(None);
-                let identity = conn.set_identity(identity);
+                let identity = conn.set_identity(now, identity, self.config.credential_leeway);
                 self.audit(AuditRecord::authenticated(identity.clone()));
                 self.push(Action::IdentityChanged(identity));
                 let mut ok = Auth::new(AuthReasonCode::Success);
@@ -473,7 +473,7 @@ impl Session {
                         Some(decision) => self.on_will_rechecked(now, query, decision),
                         None => {
                             let ticket = self.ticket();
-                            if let Some(kept) = self.conn.as_mut().and_then(Conn::kept_mut) {
+                            if let Some(kept) = self.stage.conn_mut().and_then(Conn::kept_mut) {
                                 kept.will_recheck = Some((ticket, query.clone()));
                             }
                             self.push(Action::Authorize { ticket, query });
@@ -504,7 +504,7 @@ impl Session {
                     .into(),
                 };
                 let record = AuditRecord::AuthenticationFailed {
-                    at: now,
+                    at: now.wall,
                     client_id: conn.client_id_string(),
                     username: conn.username(),
                     failure: Box::new(failure),

@@ -41,7 +41,7 @@ use crate::codec::{
     ProtocolVersion, PubAck, PubAckReasonCode, PubComp, PubRec, PubRel, PubRelReasonCode, Publish,
     QoS, SubAck, SubAckReasonCode, Subscribe, TopicName, UnsubAck, UnsubAckReasonCode, Unsubscribe,
 };
-use crate::time::Timestamp;
+use crate::time::{Instant, Now};
 
 pub use types::{
     Action, AuthnOutcome, AuthzAnswer, AuthzQuery, CloseReason, CredentialExpiry, Delivery,
@@ -155,7 +155,13 @@ struct Conn {
     /// Highest alias the client accepts (0 when outbound aliases are off).
     client_alias_max: u16,
     request_problem_info: bool,
-    last_packet: Timestamp,
+    /// When the last packet came (before the CONNACK: when the connection
+    /// opened, so that an AUTH does not push its CONNECT timeout back).
+    last_packet: Instant,
+    /// When the credential's `exp` (plus leeway) falls on the monotonic
+    /// clock, computed when the credential was judged: a later step of the
+    /// wall clock does not move it.
+    credential_deadline: Option<Instant>,
     /// Inbound QoS 1/2 publishes not yet completed (Receive Maximum).
     inbound_inflight: u16,
     next_packet_id: u16,
@@ -257,15 +263,27 @@ impl Conn {
             .unwrap_or_default()
     }
 
-    /// The identity the host gave, naming this connection's client id
-    /// whatever the host put there: the ACL (`%c`), the audit and the
+    /// The identity the host gave at `now`, naming this connection's client
+    /// id whatever the host put there: the ACL (`%c`), the audit and the
     /// hub's registry read it there.
-    fn set_identity(&mut self, mut identity: Identity) -> Arc<Identity> {
+    ///
+    /// Its credential's `exp` is a wall-clock date; what is left of it
+    /// (plus `leeway`) is put on the monotonic clock now, once: a later
+    /// step of the wall clock closes no connection.
+    fn set_identity(
+        &mut self,
+        now: Now,
+        mut identity: Identity,
+        leeway: Duration,
+    ) -> Arc<Identity> {
         if let Some(id) = self.client_id()
             && !Arc::ptr_eq(id, &identity.client_id)
         {
             identity.client_id = id.clone();
         }
+        self.credential_deadline = identity
+            .expires_at
+            .map(|exp| now.mono + (exp + leeway).saturating_duration_since(now.wall));
         let identity = Arc::new(identity);
         self.identity = Some(identity.clone());
         identity
@@ -317,10 +335,9 @@ pub struct Session {
     /// Wraps after 4 G requests of one connection: only those still
     /// waiting need to differ.
     next_ticket: u32,
-    /// What the host said about the connection before its CONNECT; gone
-    /// once the CONNECT is handled.
-    prelude: Option<Box<Prelude>>,
-    conn: Option<Conn>,
+    /// What the host said before the CONNECT, then what the CONNECT
+    /// established.
+    stage: Stage,
     /// The hub's mark: the connection has output waiting to be drained.
     /// Here, in bytes the session's layout leaves free, rather than a word
     /// more in the hub's box for every connection.
@@ -415,12 +432,53 @@ impl Io {
     }
 }
 
+/// Where a connection stands with its CONNECT. One field where two (a
+/// prelude and a connection, never both) took a word more in every
+/// session.
+#[derive(Debug)]
+enum Stage {
+    /// Before the CONNECT: what the host said about the connection.
+    Prelude(Box<Prelude>),
+    /// From the CONNECT on.
+    Conn(Conn),
+    /// The CONNECT was refused before it established anything.
+    Refused,
+}
+
+impl Stage {
+    fn conn(&self) -> Option<&Conn> {
+        match self {
+            Stage::Conn(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn conn_mut(&mut self) -> Option<&mut Conn> {
+        match self {
+            Stage::Conn(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// What the host said before the CONNECT, leaving the stage refused
+    /// (the caller establishes the connection from it, or refuses it).
+    fn take_prelude(&mut self) -> Prelude {
+        match std::mem::replace(self, Stage::Refused) {
+            Stage::Prelude(p) => *p,
+            other => {
+                *self = other;
+                Prelude::default()
+            }
+        }
+    }
+}
+
 /// What the host says about a connection before its CONNECT, and when it
 /// opened (after the CONNECT, the connection's `last_packet` holds that
 /// until the CONNACK).
 #[derive(Debug, Default)]
 struct Prelude {
-    opened_at: Timestamp,
+    opened_at: Instant,
     /// The id for a client that sends none; `None`: derived when needed.
     assigned_client_id: Option<String>,
     /// The peer's address as the host describes it, for the credentials.
@@ -433,24 +491,23 @@ struct Prelude {
 
 impl Session {
     /// A session for a connection opened at `now`.
-    pub fn new(config: impl Into<Arc<SessionConfig>>, now: Timestamp) -> Self {
+    pub fn new(config: impl Into<Arc<SessionConfig>>, now: Now) -> Self {
         let config = Arc::unwrap_or_clone(config.into());
         Self::with_shared(Arc::new(Shared::new(config, None)), now)
     }
 
     /// A session of a hub, sharing its configuration and authorizer.
-    pub(crate) fn with_shared(config: Arc<Shared>, now: Timestamp) -> Self {
+    pub(crate) fn with_shared(config: Arc<Shared>, now: Now) -> Self {
         Self {
             config,
             io: None,
             state: State::AwaitingConnect,
             version: ProtocolVersion::V311,
-            prelude: Some(Box::new(Prelude {
-                opened_at: now,
+            stage: Stage::Prelude(Box::new(Prelude {
+                opened_at: now.mono,
                 ..Prelude::default()
             })),
             next_ticket: 0,
-            conn: None,
             marked: false,
         }
     }
@@ -461,8 +518,13 @@ impl Session {
         Io::of(&mut self.io, &self.config, self.state, self.version)
     }
 
-    fn prelude_mut(&mut self) -> &mut Prelude {
-        self.prelude.get_or_insert_with(Box::default)
+    /// What the host says before the CONNECT; nothing once it was read
+    /// (the builders that call this come first).
+    fn prelude_mut(&mut self) -> Option<&mut Prelude> {
+        match &mut self.stage {
+            Stage::Prelude(p) => Some(p),
+            _ => None,
+        }
     }
 
     /// Makes the session refuse its client's CONNECT with `code` (3.1.1: the
@@ -470,7 +532,9 @@ impl Session {
     /// anything is authenticated (too many connections from an address…).
     #[must_use]
     pub fn refusing(mut self, code: ConnectReasonCode, detail: impl Into<String>) -> Self {
-        self.prelude_mut().refusal = Some((code, detail.into()));
+        if let Some(p) = self.prelude_mut() {
+            p.refusal = Some((code, detail.into()));
+        }
         self
     }
 
@@ -478,7 +542,9 @@ impl Session {
     /// authentication, in the credentials.
     #[must_use]
     pub fn with_client_certificate(mut self, certificate: crate::auth::ClientCertificate) -> Self {
-        self.prelude_mut().certificate = Some(certificate);
+        if let Some(p) = self.prelude_mut() {
+            p.certificate = Some(certificate);
+        }
         self
     }
 
@@ -486,7 +552,9 @@ impl Session {
     /// credentials handed out for authentication.
     #[must_use]
     pub fn with_peer(mut self, peer: impl Into<String>) -> Self {
-        self.prelude_mut().peer = Some(peer.into());
+        if let Some(p) = self.prelude_mut() {
+            p.peer = Some(peer.into());
+        }
         self
     }
 
@@ -494,7 +562,9 @@ impl Session {
     /// hub makes it unique across connections.
     #[must_use]
     pub fn with_assigned_client_id(mut self, id: impl Into<String>) -> Self {
-        self.prelude_mut().assigned_client_id = Some(id.into());
+        if let Some(p) = self.prelude_mut() {
+            p.assigned_client_id = Some(id.into());
+        }
         self
     }
 
@@ -542,19 +612,19 @@ impl Session {
     /// The client identifier, shared (one allocation for the session, its
     /// identity and the hub).
     pub(crate) fn client_id_shared(&self) -> Option<&Arc<str>> {
-        self.conn.as_ref()?.client_id()
+        self.stage.conn()?.client_id()
     }
 
     /// The identity of the last successful (re)authentication.
     pub fn identity(&self) -> Option<&Arc<Identity>> {
-        self.conn.as_ref().and_then(|c| c.identity.as_ref())
+        self.stage.conn().and_then(|c| c.identity.as_ref())
     }
 
     /// The Session Expiry Interval in force, in seconds, once the CONNECT is
     /// read: as asked at CONNECT, or as changed by the client's DISCONNECT
     /// (3.1.1: 0 for a clean session, `u32::MAX` — never — otherwise).
     pub fn session_expiry_interval(&self) -> Option<u32> {
-        self.conn.as_ref().map(|c| c.session_expiry)
+        self.stage.conn().map(|c| c.session_expiry)
     }
 
     /// The next output, in order.
@@ -572,7 +642,7 @@ impl Session {
                 } else if io.actions.capacity() > 0 {
                     io.actions = VecDeque::new();
                 }
-                if let Some(conn) = self.conn.as_mut() {
+                if let Some(conn) = self.stage.conn_mut() {
                     conn.release_traffic();
                 }
                 return None;
@@ -586,11 +656,11 @@ impl Session {
     }
 
     /// The next deadline, if any.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed => None,
             State::Connected => {
-                let conn = self.conn.as_ref()?;
+                let conn = self.stage.conn()?;
                 let keep_alive = (conn.keep_alive > 0).then(|| {
                     // [MQTT-3.1.2-22]: one and a half times the keep alive.
                     conn.last_packet + Duration::from_millis(u64::from(conn.keep_alive) * 1500)
@@ -607,30 +677,30 @@ impl Session {
     /// When the connection opened, while its CONNECT timeout runs: the
     /// prelude has it until the CONNECT, the connection's `last_packet`
     /// until the CONNACK.
-    fn opened_at(&self) -> Timestamp {
-        match (&self.prelude, &self.conn) {
-            (Some(p), _) => p.opened_at,
-            (None, Some(c)) => c.last_packet,
-            (None, None) => Timestamp::EPOCH,
+    fn opened_at(&self) -> Instant {
+        match &self.stage {
+            Stage::Prelude(p) => p.opened_at,
+            Stage::Conn(c) => c.last_packet,
+            Stage::Refused => Instant::ORIGIN,
         }
     }
 
-    fn expiry_deadline(&self) -> Option<Timestamp> {
+    /// When the credential expiry policy closes the connection.
+    fn expiry_deadline(&self) -> Option<Instant> {
         if self.config.credential_expiry != CredentialExpiry::Disconnect {
             return None;
         }
-        let exp = self.conn.as_ref()?.identity.as_ref()?.expires_at?;
-        Some(exp + self.config.credential_leeway)
+        self.stage.conn()?.credential_deadline
     }
 
     /// Acts on every deadline that has passed; harmless when none has.
-    pub fn handle_timeout(&mut self, now: Timestamp) {
+    pub fn handle_timeout(&mut self, now: Now) {
         match self.state {
             State::Closed => {}
             State::Connected => {
-                let keep_alive_due = self.conn.as_ref().is_some_and(|c| {
+                let keep_alive_due = self.stage.conn().is_some_and(|c| {
                     c.keep_alive > 0
-                        && now
+                        && now.mono
                             >= c.last_packet + Duration::from_millis(u64::from(c.keep_alive) * 1500)
                 });
                 if keep_alive_due {
@@ -640,7 +710,7 @@ impl Session {
                         "no packet within 1.5 × keep alive",
                         WillTrigger::KeepAliveTimeout,
                     );
-                } else if self.expiry_deadline().is_some_and(|d| now >= d) {
+                } else if self.expiry_deadline().is_some_and(|d| now.mono >= d) {
                     self.fail(
                         now,
                         DisconnectReasonCode::MaximumConnectTime,
@@ -650,7 +720,7 @@ impl Session {
                 }
             }
             _ => {
-                if now >= self.opened_at() + self.config.connect_timeout {
+                if now.mono >= self.opened_at() + self.config.connect_timeout {
                     self.close_before_connack("no CONNACK within the CONNECT timeout");
                 }
             }
@@ -658,7 +728,7 @@ impl Session {
     }
 
     /// Bytes received from the client.
-    pub fn handle_bytes(&mut self, now: Timestamp, bytes: &[u8]) {
+    pub fn handle_bytes(&mut self, now: Now, bytes: &[u8]) {
         if self.state == State::Closed {
             return;
         }
@@ -682,9 +752,9 @@ impl Session {
                     // connection opened: an AUTH does not push its CONNECT
                     // timeout back.
                     if self.state == State::Connected
-                        && let Some(conn) = self.conn.as_mut()
+                        && let Some(conn) = self.stage.conn_mut()
                     {
-                        conn.last_packet = now;
+                        conn.last_packet = now.mono;
                     }
                     match &mut packet {
                         Packet::Publish(p) if self.state == State::Connected => {
@@ -730,7 +800,7 @@ impl Session {
     }
 
     /// The transport ended: the will follows, unless the client said goodbye.
-    pub fn handle_closed(&mut self, now: Timestamp, how: TransportClosed) {
+    pub fn handle_closed(&mut self, now: Now, how: TransportClosed) {
         if self.state == State::Connected {
             let trigger = match how {
                 TransportClosed::Error => WillTrigger::NetworkError,
@@ -742,7 +812,7 @@ impl Session {
     }
 
     /// Another connection took this client id over [MQTT-3.1.4-3].
-    pub fn handle_takeover(&mut self, now: Timestamp) {
+    pub fn handle_takeover(&mut self, now: Now) {
         if self.state == State::Connected {
             self.fail(
                 now,
@@ -756,7 +826,7 @@ impl Session {
     }
 
     /// The server is shutting down.
-    pub fn handle_shutdown(&mut self, now: Timestamp) {
+    pub fn handle_shutdown(&mut self, now: Now) {
         if self.state == State::Connected {
             self.fail(
                 now,
@@ -836,7 +906,7 @@ impl Session {
     fn refuse(&mut self, code: ConnectReasonCode, detail: &str) {
         let mut ack = ConnAck::new(false, code);
         if self.version == ProtocolVersion::V5
-            && self.conn.as_ref().is_none_or(|c| c.request_problem_info)
+            && self.stage.conn().is_none_or(|c| c.request_problem_info)
         {
             ack.properties.reason_string = MqttString::try_from(detail).ok();
         }
@@ -846,13 +916,7 @@ impl Session {
 
     /// A server-initiated close of a connected session: DISCONNECT (5.0),
     /// the will, then the close — in that order.
-    fn fail(
-        &mut self,
-        now: Timestamp,
-        code: DisconnectReasonCode,
-        detail: &str,
-        trigger: WillTrigger,
-    ) {
+    fn fail(&mut self, now: Now, code: DisconnectReasonCode, detail: &str, trigger: WillTrigger) {
         if self.state != State::Connected {
             self.close_before_connack(detail);
             return;
@@ -870,7 +934,7 @@ impl Session {
         self.state = State::Closed;
     }
 
-    fn protocol_error(&mut self, now: Timestamp, detail: &str) {
+    fn protocol_error(&mut self, now: Now, detail: &str) {
         self.fail(
             now,
             DisconnectReasonCode::ProtocolError,
@@ -881,7 +945,7 @@ impl Session {
 
     /// The authorization request for the stored will, against the current identity.
     fn will_query(&self) -> Option<AuthzQuery> {
-        let conn = self.conn.as_ref()?;
+        let conn = self.stage.conn()?;
         let will = conn.will.as_ref()?;
         Some(AuthzQuery {
             identity: conn.identity.clone()?,
@@ -894,8 +958,8 @@ impl Session {
     }
 
     /// Hands the will up, once, with the identity it must be authorized against.
-    fn trigger_will(&mut self, now: Timestamp, trigger: WillTrigger) {
-        let Some(conn) = self.conn.as_mut() else {
+    fn trigger_will(&mut self, now: Now, trigger: WillTrigger) {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         let (Some(will), Some(identity)) = (conn.will.take(), conn.identity.clone()) else {
@@ -903,7 +967,7 @@ impl Session {
         };
         let session_expiry_interval = conn.session_expiry;
         let record = AuditRecord::Will {
-            at: now,
+            at: now.wall,
             identity: identity.clone(),
             topic: will.topic.as_mqtt_str().clone(),
             trigger: Some(trigger),
@@ -921,7 +985,7 @@ impl Session {
         })));
     }
 
-    fn decode_fault(&mut self, now: Timestamp, e: DecodeError) {
+    fn decode_fault(&mut self, now: Now, e: DecodeError) {
         match self.state {
             State::Connected => {
                 let code = e.reason_code();
@@ -950,7 +1014,7 @@ impl Session {
         }
     }
 
-    fn handle_packet(&mut self, now: Timestamp, packet: Packet) {
+    fn handle_packet(&mut self, now: Now, packet: Packet) {
         match (self.state, packet) {
             (State::AwaitingConnect, Packet::Connect(c)) => self.on_connect(*c),
             (State::AwaitingConnect, other) => {
@@ -984,8 +1048,8 @@ impl Session {
         }
     }
 
-    fn on_disconnect(&mut self, now: Timestamp, d: Disconnect) {
-        let Some(conn) = self.conn.as_mut() else {
+    fn on_disconnect(&mut self, now: Now, d: Disconnect) {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         if let Some(expiry) = d.properties.session_expiry_interval {
@@ -1000,7 +1064,7 @@ impl Session {
             // [MQTT-3.14.4-3]: the will is deleted.
             if let (Some(will), Some(identity)) = (conn.will.take(), conn.identity.clone()) {
                 let record = AuditRecord::Will {
-                    at: now,
+                    at: now.wall,
                     identity: identity.clone(),
                     topic: will.topic.as_mqtt_str().clone(),
                     trigger: None,

@@ -6,13 +6,13 @@ use crate::codec::PublishView;
 impl Session {
     // By reference: moving the packet just decoded into an argument copies it
     // with wide loads over the decoder's narrow stores, which stalls.
-    pub(super) fn on_publish(&mut self, now: Timestamp, p: &mut Publish) {
+    pub(super) fn on_publish(&mut self, now: Now, p: &mut Publish) {
         let v5 = self.version == ProtocolVersion::V5;
         let config_max_qos = self.config.maximum_qos;
         let retain_available = self.config.retain_available;
         let receive_maximum = self.config.receive_maximum;
         let max_pending = self.config.max_pending_authorizations;
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         if v5 && !p.properties.subscription_identifiers.is_empty() {
@@ -86,7 +86,7 @@ impl Session {
             );
             return;
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         if let Some(id) = p.packet_id {
@@ -154,7 +154,7 @@ impl Session {
             will_trigger: None,
         };
         if let Some(decision) = self.decide_now(&query) {
-            let Some(conn) = self.conn.as_mut() else {
+            let Some(conn) = self.stage.conn_mut() else {
                 return;
             };
             if conn.tr().pending.is_empty() {
@@ -172,7 +172,7 @@ impl Session {
             return;
         }
         let ticket = self.ticket();
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         conn.t().pending.push_back(Pending::Publish {
@@ -193,9 +193,9 @@ impl Session {
     }
 
     /// Carries out every decided request at the front of the queue, in order.
-    pub(super) fn drain_pending(&mut self, now: Timestamp) {
+    pub(super) fn drain_pending(&mut self, now: Now) {
         loop {
-            let ready = match self.conn.as_ref().and_then(|c| c.tr().pending.front()) {
+            let ready = match self.stage.conn().and_then(|c| c.tr().pending.front()) {
                 Some(Pending::Publish { decision, .. }) => decision.is_some(),
                 Some(Pending::Subscribe { slots, .. }) => {
                     !slots.iter().any(|s| matches!(s, Slot::Waiting(..)))
@@ -205,7 +205,11 @@ impl Session {
             if !ready || self.state != State::Connected {
                 return;
             }
-            let Some(item) = self.conn.as_mut().and_then(|c| c.t().pending.pop_front()) else {
+            let Some(item) = self
+                .stage
+                .conn_mut()
+                .and_then(|c| c.t().pending.pop_front())
+            else {
                 return;
             };
             match item {
@@ -229,7 +233,7 @@ impl Session {
     #[inline]
     pub(super) fn finish_publish(
         &mut self,
-        now: Timestamp,
+        now: Now,
         // The identity the request was made with (`None`: the one in force).
         identity: Option<Arc<Identity>>,
         p: &mut Publish,
@@ -239,7 +243,7 @@ impl Session {
     ) {
         let allowed = decision.is_allowed();
         if !allowed || self.config.audit_allowed_publishes {
-            let identity = identity.or_else(|| self.conn.as_ref()?.identity.clone());
+            let identity = identity.or_else(|| self.stage.conn()?.identity.clone());
             let query = identity.and_then(|identity| {
                 Some(AuthzQuery {
                     identity,
@@ -251,7 +255,11 @@ impl Session {
                 })
             });
             if let Some(query) = query {
-                self.audit(AuditRecord::authorization(now, query, decision.clone()));
+                self.audit(AuditRecord::authorization(
+                    now.wall,
+                    query,
+                    decision.clone(),
+                ));
             }
         }
         if allowed && let Some(topic) = p.topic.take() {
@@ -284,7 +292,7 @@ impl Session {
         } else {
             PubAckReasonCode::NotAuthorized
         };
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         match p.qos {
@@ -315,7 +323,7 @@ impl Session {
     }
 
     pub(super) fn on_pubrel(&mut self, r: PubRel) {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         let code = match conn
@@ -336,12 +344,12 @@ impl Session {
 
     /// Gives the session a message for its client. QoS 1/2 messages beyond
     /// the client's Receive Maximum wait in a bounded queue.
-    pub fn deliver(&mut self, _now: Timestamp, msg: OutboundMessage) -> Delivery {
+    pub fn deliver(&mut self, _now: Now, msg: OutboundMessage) -> Delivery {
         if self.state != State::Connected {
             return Delivery::NotConnected;
         }
         let window = self.window();
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return Delivery::NotConnected;
         };
         let size = view(&msg, (msg.qos != QoS::AtMostOnce).then_some(PacketId::MIN))
@@ -389,7 +397,7 @@ impl Session {
     /// this connection ends: messages in flight (with their packet ids),
     /// messages still queued, and inbound QoS 2 ids waiting for PUBREL.
     pub fn take_inflight(&mut self) -> Inflight {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return Inflight::default();
         };
         let subscriptions = conn.subscriptions.take();
@@ -421,7 +429,7 @@ impl Session {
     pub(super) fn redeliver(&mut self, inflight: Inflight) {
         let version = self.version;
         let tx = &mut Io::of(&mut self.io, &self.config, self.state, version).tx;
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         conn.t().awaiting_pubrel = inflight.awaiting_pubrel;
@@ -448,12 +456,12 @@ impl Session {
 
     /// Sends queued messages while the outbound window has room.
     fn fill_window(&mut self) {
-        while self.conn.as_ref().is_some_and(|c| {
+        while self.stage.conn().is_some_and(|c| {
             !c.tr().outbound_queue.is_empty() && c.tr().outbound.len() < self.window()
         }) {
             let Some(msg) = self
-                .conn
-                .as_mut()
+                .stage
+                .conn_mut()
                 .and_then(|c| c.t().outbound_queue.pop_front())
             else {
                 break;
@@ -463,16 +471,13 @@ impl Session {
     }
 
     pub(super) fn window(&self) -> usize {
-        let client = self
-            .conn
-            .as_ref()
-            .map_or(u16::MAX, |c| c.client_receive_max);
+        let client = self.stage.conn().map_or(u16::MAX, |c| c.client_receive_max);
         usize::from(client.min(self.config.max_outbound_inflight))
     }
 
     pub(super) fn send_outbound(&mut self, msg: OutboundMessage) {
         let version = self.version;
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         let Some(id) = next_free_id(conn) else {
@@ -484,7 +489,7 @@ impl Session {
         // The hub keeps the message for redelivery on a later connection; a
         // connection itself never resends [MQTT-4.4.0-1].
         let tx = Io::of(&mut self.io, &self.config, self.state, version).reserve_tx();
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         if p.encode(version, tx).is_ok() {
@@ -493,7 +498,7 @@ impl Session {
     }
 
     pub(super) fn on_pubrec(&mut self, r: PubRec) {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         match conn
@@ -519,7 +524,7 @@ impl Session {
 
     /// Completes an outbound exchange and sends what waited for the window.
     pub(super) fn on_outbound_ack(&mut self, id: PacketId, expected: OutState) {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         if let Some(i) = conn
@@ -539,7 +544,7 @@ impl Session {
     /// [`SessionError::UnknownTicket`] when no authorization is waiting for it.
     pub fn handle_authorization(
         &mut self,
-        now: Timestamp,
+        now: Now,
         ticket: Ticket,
         decision: Decision,
     ) -> Result<(), SessionError> {
@@ -550,7 +555,7 @@ impl Session {
         if self.state != State::Connected {
             return Err(SessionError::UnknownTicket(ticket));
         }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return Err(SessionError::UnknownTicket(ticket));
         };
         if let Some(kept) = conn.kept_mut()

@@ -4,7 +4,7 @@ use super::*;
 use crate::codec::TopicFilter;
 
 impl Session {
-    pub(super) fn on_subscribe(&mut self, now: Timestamp, s: Subscribe) {
+    pub(super) fn on_subscribe(&mut self, now: Now, s: Subscribe) {
         let v5 = self.version == ProtocolVersion::V5;
         if s.properties.subscription_identifier.is_some() && !self.config.subscription_identifiers {
             self.fail(
@@ -19,8 +19,8 @@ impl Session {
             return;
         };
         if self
-            .conn
-            .as_ref()
+            .stage
+            .conn()
             .is_some_and(|c| c.tr().pending.len() >= self.config.max_pending_authorizations)
         {
             self.fail(
@@ -68,7 +68,7 @@ impl Session {
                 }
             }
         }
-        if let Some(conn) = self.conn.as_mut() {
+        if let Some(conn) = self.stage.conn_mut() {
             conn.t()
                 .pending
                 .push_back(Pending::Subscribe { packet: s, slots });
@@ -79,7 +79,7 @@ impl Session {
         self.drain_pending(now);
     }
 
-    pub(super) fn finish_subscribe(&mut self, now: Timestamp, s: Subscribe, slots: Vec<Slot>) {
+    pub(super) fn finish_subscribe(&mut self, now: Now, s: Subscribe, slots: Vec<Slot>) {
         let mut codes = Vec::with_capacity(slots.len());
         let mut granted = Vec::new();
         for (sub, slot) in s.subscriptions.into_iter().zip(slots) {
@@ -88,7 +88,7 @@ impl Session {
                 Slot::Decided(query, decision) => {
                     let qos = query.qos;
                     let allowed = decision.is_allowed();
-                    self.audit(AuditRecord::authorization(now, query, decision));
+                    self.audit(AuditRecord::authorization(now.wall, query, decision));
                     if allowed && !self.remember_subscription(&sub.filter) {
                         codes.push(SubAckReasonCode::QuotaExceeded);
                     } else if allowed {
@@ -120,7 +120,7 @@ impl Session {
     /// Adds a filter to the session's table; `false` when the table is full.
     fn remember_subscription(&mut self, filter: &TopicFilter) -> bool {
         let max = self.config.max_subscriptions;
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return false;
         };
         if conn.subscriptions.contains(filter) {
@@ -135,7 +135,7 @@ impl Session {
     }
 
     pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.stage.conn_mut() else {
             return;
         };
         let codes = u

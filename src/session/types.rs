@@ -201,8 +201,10 @@ pub struct DueWill {
     pub identity: Arc<Identity>,
     /// What triggered it.
     pub trigger: WillTrigger,
-    /// When it was triggered.
-    pub triggered_at: crate::time::Timestamp,
+    /// When it was triggered, on both clocks: its delay and its message
+    /// expiry count on the monotonic one, the credential expiry policy
+    /// judges the wall-clock date.
+    pub triggered_at: crate::time::Now,
     /// The session's expiry interval (the will waits for the smaller of its
     /// delay and this, §3.1.3.2.2).
     pub session_expiry_interval: u32,

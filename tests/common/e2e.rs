@@ -75,7 +75,10 @@ impl Running {
         let recorder = record.map(|path| {
             testament::driver::Recorder::new(
                 Box::new(std::fs::File::create(path).unwrap()),
-                driver::now(),
+                testament::time::Now::new(
+                    testament::time::Instant::ORIGIN,
+                    driver::SystemClock::wall(),
+                ),
                 &testament::config::Config::default(),
                 Some(&acl),
             )

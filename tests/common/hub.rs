@@ -14,7 +14,7 @@ use testament::auth::{
 use testament::broker::{Action, Broker, BrokerConfig, ConnId, Ticket};
 use testament::codec::*;
 use testament::session::{AuthnOutcome, CloseReason, TransportClosed};
-use testament::time::Timestamp;
+use testament::time::Now;
 
 use super::jwt::{self, NOW_SECS, TestKey};
 
@@ -27,7 +27,9 @@ struct Client {
 
 pub struct Net {
     pub hub: Broker,
-    pub now: Timestamp,
+    /// The virtual clocks: both start at the tokens' `NOW_SECS` and advance
+    /// together unless a test steps the wall clock.
+    pub now: Now,
     pub authn: JwtAuthenticator,
     clients: BTreeMap<ConnId, Client>,
     /// Every audit record, in order.
@@ -78,7 +80,7 @@ impl Net {
         }
         Self {
             hub,
-            now: Timestamp::from_secs(NOW_SECS),
+            now: Now::from_secs(NOW_SECS),
             authn: JwtAuthenticator::new(
                 JwtConfig {
                     allow_anonymous: false,
@@ -127,7 +129,7 @@ impl Net {
     }
 
     pub fn send_bytes(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.hub.handle_bytes(conn, self.now, bytes);
+        self.hub.handle_bytes(self.now, conn, bytes);
         self.pump();
     }
 
@@ -227,20 +229,20 @@ impl Net {
     /// The transport fails.
     pub fn crash(&mut self, conn: ConnId) {
         self.hub
-            .handle_closed(conn, self.now, TransportClosed::Error);
+            .handle_closed(self.now, conn, TransportClosed::Error);
         self.pump();
     }
 
     /// Moves the clock by `ms`, firing every deadline on the way at its time,
     /// as a driver's timer would.
     pub fn advance_ms(&mut self, ms: u64) {
-        let end = self.now + Duration::from_millis(ms);
+        let end = self.now.mono + Duration::from_millis(ms);
         while let Some(at) = self.hub.poll_timeout().filter(|at| *at <= end) {
-            self.now = self.now.max(at);
+            self.now = self.now.advanced_to(at);
             self.hub.handle_timeout(self.now);
             self.pump();
         }
-        self.now = end;
+        self.now = self.now.advanced_to(end);
     }
 
     pub fn advance(&mut self, secs: u64) {
@@ -291,7 +293,7 @@ impl Net {
                         credentials,
                         ..
                     } => {
-                        let outcome = match self.authn.authenticate(&credentials, self.now) {
+                        let outcome = match self.authn.authenticate(&credentials, self.now.wall) {
                             Ok(identity) => AuthnOutcome::Success(identity),
                             Err(f) => AuthnOutcome::Failure(f),
                         };

@@ -7,13 +7,14 @@ use std::time::Duration;
 use testament::auth::{AuthMethod, DecidedBy, Decision, Effect, Identity, WillTrigger};
 use testament::codec::*;
 use testament::session::*;
-use testament::time::Timestamp;
+use testament::time::{Now, Timestamp};
 
 pub const T0: u64 = 1_800_000_000_000;
 
 pub struct Peer {
     pub session: Session,
-    pub now: Timestamp,
+    /// The virtual clocks, both at `T0` to start with.
+    pub now: Now,
     pub version: ProtocolVersion,
     client: Decoder,
 }
@@ -72,7 +73,7 @@ pub fn connect(
 
 impl Peer {
     pub fn new(version: ProtocolVersion, config: SessionConfig) -> Self {
-        let now = Timestamp::from_millis(T0);
+        let now = Now::from_millis(T0);
         Self {
             session: Session::new(config, now).with_assigned_client_id("auto-1"),
             now,
