@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::acl::{AuthzQuery, Decision};
 use super::identity::Identity;
 use super::jwt::AuthnFailure;
-use crate::codec::MqttString;
+use crate::codec::{LastWill, MqttString};
 use crate::time::Timestamp;
 
 /// Why a will was triggered (§3.1.2.5 and `DESIGN.md`).
@@ -205,6 +205,26 @@ impl AuditRecord {
         Self::Authenticated {
             at: identity.authenticated_at,
             identity,
+        }
+    }
+
+    /// The record of a step in the life of `will`, left by `identity`:
+    /// the one way every will record is made, by the session (trigger,
+    /// DISCONNECT 0x00, the re-check after re-authentication) and the hub
+    /// (delay, cancel, delivery, denial).
+    pub fn will(
+        at: Timestamp,
+        identity: &Arc<Identity>,
+        will: &LastWill,
+        trigger: Option<WillTrigger>,
+        outcome: WillOutcome,
+    ) -> Self {
+        Self::Will {
+            at,
+            identity: identity.clone(),
+            topic: will.topic.as_mqtt_str().clone(),
+            trigger,
+            outcome,
         }
     }
 

@@ -65,6 +65,7 @@ pub use types::{
     Action, BrokerConfig, BrokerError, ConnId, OfflineOverflow, ShutdownWills, Ticket,
     WillAfterExpiry,
 };
+use wills::DelayedWill;
 
 /// A session in the registry; outlives its connections when persistent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,12 +105,6 @@ struct Conn {
 #[derive(Debug)]
 struct Queued {
     msg: OutboundMessage,
-    at: Instant,
-}
-
-#[derive(Debug)]
-struct DelayedWill {
-    due: Box<DueWill>,
     at: Instant,
 }
 
@@ -663,14 +658,7 @@ impl Broker {
                     c.session.handle_timeout(now);
                     self.drain(now, id);
                 }
-                Timer::Will(key) => {
-                    let Some(s) = self.sessions.get_mut(&key) else {
-                        continue;
-                    };
-                    if let Some(w) = s.take_will(Some(now.mono)) {
-                        self.send_will(now, key, w.due);
-                    }
-                }
+                Timer::Will(key) => self.will_due(now, key),
                 Timer::Expiry(key) => {
                     let expired = self.sessions.get(&key).is_some_and(|s| {
                         s.conn.is_none() && s.expires_at().is_some_and(|at| at <= now.mono)
@@ -704,22 +692,7 @@ impl Broker {
                 self.drain(now, id);
             }
         }
-        let waiting: Vec<SessionKey> = self
-            .sessions
-            .keys()
-            .into_iter()
-            .filter(|k| self.sessions[k].has_will())
-            .collect();
-        for key in waiting {
-            let Some(w) = self.sessions.get_mut(&key).and_then(|s| s.take_will(None)) else {
-                continue;
-            };
-            self.timers.remove(&(w.at, Timer::Will(key).pack()));
-            match self.config.shutdown_wills {
-                ShutdownWills::SendNow => self.send_will(now, key, w.due),
-                ShutdownWills::Drop => self.cancel_will(now, &w.due, "server shutting down"),
-            }
-        }
+        self.wills_at_shutdown(now);
         self.flush_dirty(now);
     }
 

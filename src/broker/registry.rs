@@ -130,10 +130,7 @@ impl Broker {
         for msg in &lost {
             self.dropped(now, &client_id, msg, DropReason::SessionEnded);
         }
-        if let Some(w) = away.will {
-            self.timers.remove(&(w.at, Timer::Will(key).pack()));
-            self.send_will(now, key, w.due);
-        }
+        self.will_at_session_end(now, key, away.will);
     }
 
     pub(super) fn dropped(
@@ -244,10 +241,7 @@ impl Broker {
                 }
             }
         }
-        if let Some(w) = will {
-            self.timers.remove(&(w.at, Timer::Will(key).pack()));
-            self.cancel_will(now, &w.due, "the client reconnected");
-        }
+        self.will_on_resume(now, key, will);
         if let Some(c) = self.conns.get_mut(&id) {
             c.key = Some(key);
             let _ = c.session.handle_resume(now, ticket, inflight);

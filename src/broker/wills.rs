@@ -1,8 +1,35 @@
-//! Wills: delayed, cancelled, or authorized when they are sent — against the
-//! identity of the session's last successful authentication, never by
-//! authenticating again.
+//! Every step of a will's life once its session handed it up, in one room.
+//!
+//! The session keeps what is per connection: the will registered at
+//! CONNECT, its check then and after a re-authentication, DISCONNECT 0x00
+//! deleting it, and the trigger that hands it up with the identity it must
+//! be authorized against ([`session::Action::DeliverWill`]). From there on
+//! it is the hub's, and every rule is here:
+//!
+//! ```text
+//! triggered ─┬─ no delay, or shutting down ───────────────▶ sent
+//!            └─ delayed ─┬─ due ──────────────────────────▶ sent
+//!                        ├─ the client came back ─────────▶ cancelled [MQTT-3.1.3-9]
+//!                        ├─ its session ended ────────────▶ sent now (§3.1.3.2.2)
+//!                        └─ shutdown ── ShutdownWills ────▶ sent now or cancelled
+//! sent ── authorized against its identity snapshot (never re-authenticated)
+//!      ─┬─ Allow ─▶ delivered (retained if flagged, routed as a PUBLISH)
+//!       └─ Deny ──▶ denied; nothing is published
+//! ```
+//!
+//! A will is decided once and delivered at most once; each step is one
+//! audit record ([`AuditRecord::will`]). `tests/hub_wills.rs` has a
+//! scenario for each.
 
 use super::*;
+
+/// A will waiting out its delay, in its session's away state.
+#[derive(Debug)]
+pub(super) struct DelayedWill {
+    pub(super) due: Box<DueWill>,
+    /// When it is due.
+    pub(super) at: Instant,
+}
 
 impl Broker {
     /// A session handed its will up: send it now, or when its delay is over
@@ -29,36 +56,83 @@ impl Broker {
         };
         let delay = Duration::from_secs(u64::from(delay));
         let at = now.mono + delay;
-        let record = AuditRecord::Will {
-            at: now.wall,
-            identity: due.identity.clone(),
-            topic: due.will.topic.as_mqtt_str().clone(),
-            trigger: Some(due.trigger),
-            // For the operator: the date it is due, as the wall clock reads now.
-            outcome: WillOutcome::Delayed {
+        // For the operator: the date it is due, as the wall clock reads now.
+        let record = will_record(
+            now,
+            &due,
+            WillOutcome::Delayed {
                 until: now.wall + delay,
             },
-        };
+        );
         s.away().will = Some(DelayedWill { due, at });
         self.timers.insert((at, Timer::Will(key).pack()));
         self.audit(record);
     }
 
-    pub(super) fn cancel_will(&mut self, now: Now, due: &DueWill, reason: &str) {
-        self.audit(AuditRecord::Will {
-            at: now.wall,
-            identity: due.identity.clone(),
-            topic: due.will.topic.as_mqtt_str().clone(),
-            trigger: Some(due.trigger),
-            outcome: WillOutcome::Cancelled {
-                reason: reason.to_owned(),
-            },
-        });
+    /// A delayed will's timer came: it is sent, if it is still waiting.
+    pub(super) fn will_due(&mut self, now: Now, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if let Some(w) = s.take_will(Some(now.mono)) {
+            self.send_will(now, key, w.due);
+        }
+    }
+
+    /// The client came back to its session before its will was due: the
+    /// will is cancelled [MQTT-3.1.3-9].
+    pub(super) fn will_on_resume(&mut self, now: Now, key: SessionKey, will: Option<DelayedWill>) {
+        if let Some(w) = will {
+            self.timers.remove(&(w.at, Timer::Will(key).pack()));
+            self.cancel_will(now, &w.due, "the client reconnected");
+        }
+    }
+
+    /// The session ended (expired, or a clean start took its client id)
+    /// with its will still waiting: it is sent now (§3.1.3.2.2).
+    pub(super) fn will_at_session_end(
+        &mut self,
+        now: Now,
+        key: SessionKey,
+        will: Option<DelayedWill>,
+    ) {
+        if let Some(w) = will {
+            self.timers.remove(&(w.at, Timer::Will(key).pack()));
+            self.send_will(now, key, w.due);
+        }
+    }
+
+    /// The server shuts down: every will still waiting is sent now or
+    /// dropped, as [`BrokerConfig::shutdown_wills`] says. (The wills of the
+    /// connections it closes follow the same setting, in
+    /// [`Broker::will_triggered`].)
+    pub(super) fn wills_at_shutdown(&mut self, now: Now) {
+        let waiting: Vec<SessionKey> = self
+            .sessions
+            .keys()
+            .into_iter()
+            .filter(|k| self.sessions[k].has_will())
+            .collect();
+        for key in waiting {
+            let Some(w) = self.sessions.get_mut(&key).and_then(|s| s.take_will(None)) else {
+                continue;
+            };
+            self.timers.remove(&(w.at, Timer::Will(key).pack()));
+            match self.config.shutdown_wills {
+                ShutdownWills::SendNow => self.send_will(now, key, w.due),
+                ShutdownWills::Drop => self.cancel_will(now, &w.due, "server shutting down"),
+            }
+        }
+    }
+
+    fn cancel_will(&mut self, now: Now, due: &DueWill, reason: &str) {
+        let reason = reason.to_owned();
+        self.audit(will_record(now, due, WillOutcome::Cancelled { reason }));
     }
 
     /// The will is due: authorize it against its identity snapshot — never
     /// re-authenticate — and publish it on Allow.
-    pub(super) fn send_will(&mut self, now: Now, key: SessionKey, due: Box<DueWill>) {
+    fn send_will(&mut self, now: Now, key: SessionKey, due: Box<DueWill>) {
         let will = &due.will;
         let query = AuthzQuery {
             identity: due.identity.clone(),
@@ -101,6 +175,8 @@ impl Broker {
         }
     }
 
+    /// The decision on a will came (on the spot, or as the host's answer):
+    /// delivered on Allow, denied otherwise; either way it is over.
     pub(super) fn will_decided(
         &mut self,
         now: Now,
@@ -110,19 +186,17 @@ impl Broker {
         decision: Decision,
     ) {
         let allowed = decision.is_allowed();
-        let record = AuditRecord::Will {
-            at: now.wall,
-            identity: due.identity.clone(),
-            topic: due.will.topic.as_mqtt_str().clone(),
-            trigger: Some(due.trigger),
-            outcome: if allowed {
+        let record = will_record(
+            now,
+            &due,
+            if allowed {
                 WillOutcome::Delivered
             } else {
                 WillOutcome::Denied {
                     decision: decision.clone(),
                 }
             },
-        };
+        );
         self.audit(AuditRecord::authorization(now.wall, query, decision));
         if allowed {
             let will = due.will;
@@ -158,4 +232,15 @@ impl Broker {
         }
         self.audit(record);
     }
+}
+
+/// The record of a step of `due`'s life at `now`.
+fn will_record(now: Now, due: &DueWill, outcome: WillOutcome) -> AuditRecord {
+    AuditRecord::will(
+        now.wall,
+        &due.identity,
+        &due.will,
+        Some(due.trigger),
+        outcome,
+    )
 }

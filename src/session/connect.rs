@@ -376,7 +376,6 @@ impl Session {
     pub(super) fn on_will_rechecked(&mut self, now: Now, query: AuthzQuery, decision: Decision) {
         let allowed = decision.is_allowed();
         let identity = query.identity.clone();
-        let topic = query.topic.clone();
         self.audit(AuditRecord::authorization(
             now.wall,
             query,
@@ -386,15 +385,10 @@ impl Session {
             return;
         }
         if let Some(conn) = self.stage.conn_mut()
-            && conn.will.take().is_some()
+            && let Some(will) = conn.will.take()
         {
-            self.audit(AuditRecord::Will {
-                at: now.wall,
-                identity,
-                topic,
-                trigger: None,
-                outcome: WillOutcome::Denied { decision },
-            });
+            let outcome = WillOutcome::Denied { decision };
+            self.audit(AuditRecord::will(now.wall, &identity, &will, None, outcome));
         }
         self.fail(
             now,

@@ -44,9 +44,9 @@ use crate::codec::{
 use crate::time::{Instant, Now};
 
 pub use types::{
-    Action, AuthnOutcome, AuthzAnswer, AuthzQuery, CloseReason, CredentialExpiry, Delivery,
-    DeniedPublishV311, DueWill, GrantedSubscription, InboundMessage, Inflight, InflightMessage,
-    OutboundMessage, SessionConfig, Ticket, TransportClosed,
+    Action, AuthnOutcome, AuthzQuery, CloseReason, CredentialExpiry, Delivery, DeniedPublishV311,
+    DueWill, GrantedSubscription, InboundMessage, Inflight, InflightMessage, OutboundMessage,
+    SessionConfig, Ticket, TransportClosed,
 };
 
 /// A policy the session may consult synchronously — the rustls model: a
@@ -966,13 +966,13 @@ impl Session {
             return;
         };
         let session_expiry_interval = conn.session_expiry;
-        let record = AuditRecord::Will {
-            at: now.wall,
-            identity: identity.clone(),
-            topic: will.topic.as_mqtt_str().clone(),
-            trigger: Some(trigger),
-            outcome: WillOutcome::Triggered,
-        };
+        let record = AuditRecord::will(
+            now.wall,
+            &identity,
+            &will,
+            Some(trigger),
+            WillOutcome::Triggered,
+        );
         // What was written before the trigger goes out before its record.
         self.flush_tx();
         self.audit(record);
@@ -1063,15 +1063,15 @@ impl Session {
         if d.reason_code == DisconnectReasonCode::NormalDisconnection {
             // [MQTT-3.14.4-3]: the will is deleted.
             if let (Some(will), Some(identity)) = (conn.will.take(), conn.identity.clone()) {
-                let record = AuditRecord::Will {
-                    at: now.wall,
-                    identity: identity.clone(),
-                    topic: will.topic.as_mqtt_str().clone(),
-                    trigger: None,
-                    outcome: WillOutcome::Cancelled {
+                let record = AuditRecord::will(
+                    now.wall,
+                    &identity,
+                    &will,
+                    None,
+                    WillOutcome::Cancelled {
                         reason: "DISCONNECT 0x00".into(),
                     },
-                };
+                );
                 // What was written before goes out before the record.
                 self.flush_tx();
                 self.audit(record);

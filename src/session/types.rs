@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::auth::AuthzQuery;
-use crate::auth::{AuditRecord, AuthnFailure, Credentials, Decision, Identity, WillTrigger};
+use crate::auth::{AuditRecord, AuthnFailure, Credentials, Identity, WillTrigger};
 use crate::codec::{
     Bytes, DisconnectReasonCode, LastWill, PacketId, PublishProperties, QoS, Subscription,
     SubscriptionId, TopicFilter, TopicName,
 };
 
-/// An opaque handle pairing a request the session emitted with its answer.
+/// An opaque handle pairing a request a [`Session`](super::Session) emitted
+/// with its answer (the hub's requests carry a [`crate::broker::Ticket`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ticket(pub u64);
 
@@ -280,7 +281,9 @@ pub enum Delivery {
     NotConnected,
 }
 
-/// One output of a session, in order.
+/// One output of a [`Session`](super::Session), in order — what a single
+/// connection asks of whoever drives it (the hub, or a test). The host of a
+/// whole broker drains [`crate::broker::Action`] instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Write these bytes to the connection.
@@ -336,9 +339,6 @@ pub enum Action {
     /// A record for the audit log.
     Audit(AuditRecord),
 }
-
-/// What the host answers to an authorization request.
-pub type AuthzAnswer = Decision;
 
 /// A list of topic filters held by every session, most often empty or
 /// short: a word (one more box behind it) where a vector is three and a
