@@ -7,6 +7,61 @@
 //! The core consumes bytes, time and policy decisions and emits actions; it
 //! never reads a clock, never blocks, and never panics on peer input.
 //!
+//! # A run loop
+//!
+//! The hub is a value you feed and drain; a driver ([`driver::mio`],
+//! [`driver::smol`], [`driver::blocking`]) does this with real sockets,
+//! `examples/embed_blocking.rs` in forty lines.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use testament::auth::{JwtAuthenticator, JwtConfig, KeySet};
+//! use testament::broker::{Action, Broker, BrokerConfig, ConnId};
+//! use testament::driver::{Clock, SystemClock};
+//! use testament::session::AuthnOutcome;
+//!
+//! # fn next_input() -> (ConnId, Vec<u8>) { unimplemented!() }
+//! # fn write(_: ConnId, _: &[u8]) {}
+//! # fn close(_: ConnId) {}
+//! let clock = SystemClock::new();
+//! # let jwks = "{\"keys\": []}";
+//! let keys = KeySet::from_jwks(jwks, false).expect("a JWKS");
+//! let authn = JwtAuthenticator::new(JwtConfig::default(), keys);
+//! let mut hub = Broker::new(BrokerConfig::default());
+//! // The built-in ACL answers authorizations on the spot.
+//! hub.set_authorizer(Some(Arc::new(testament::config::default_acl())));
+//! let conn = hub.open(clock.now(), Some("192.0.2.7:50123".into()));
+//! loop {
+//!     // One input: bytes that arrived (or a close, an answer, a timeout)…
+//!     let now = clock.now();
+//!     let (conn, bytes) = next_input();
+//!     hub.handle_bytes(now, conn, &bytes);
+//!     if hub.poll_timeout().is_some_and(|at| at <= now.mono) {
+//!         hub.handle_timeout(now);
+//!     }
+//!     // …then every action, in order, until there are none.
+//!     while let Some(action) = hub.poll_action() {
+//!         match action {
+//!             Action::Send { conn, bytes } => write(conn, &bytes),
+//!             Action::Close { conn, .. } => close(conn),
+//!             Action::Authenticate { ticket, credentials, .. } => {
+//!                 // Credentials are judged by the wall clock.
+//!                 let outcome = match authn.authenticate(&credentials, now.wall) {
+//!                     Ok(identity) => AuthnOutcome::Success(identity),
+//!                     Err(failure) => AuthnOutcome::Failure(failure),
+//!                 };
+//!                 let _ = hub.handle_authentication(now, ticket, outcome);
+//!             }
+//!             // Answered by the ACL above; another policy answers later
+//!             // with `hub.handle_authorization(now, ticket, decision)`.
+//!             Action::Authorize { .. } => {}
+//!             Action::Audit(record) => println!("{record}"),
+//!         }
+//!     }
+//!     // Sleep until an input or `hub.poll_timeout()`, whichever comes first.
+//! }
+//! ```
+//!
 //! # The run-loop contract
 //!
 //! - Inputs are `handle_*(now, …)` calls; `now` is always the first

@@ -101,6 +101,7 @@ impl<K: SlotKey, V> Slots<K, V> {
         self.slab.len()
     }
 
+    #[cfg_attr(not(feature = "mio"), allow(dead_code))] // the mio driver's
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
     }
@@ -130,6 +131,7 @@ impl<K: SlotKey, V> Slots<K, V> {
     }
 
     /// The entry at `index` (an id's lower half), whatever its serial.
+    #[cfg_attr(not(feature = "mio"), allow(dead_code))] // the mio driver's
     pub fn at_index_mut(&mut self, index: u32) -> Option<(K, &mut V)> {
         let index = index as usize;
         self.slab
@@ -239,12 +241,14 @@ impl<K: SlotKey, V: Default> SideTable<K, V> {
     }
 
     /// The key whose value sits at `index`, if any.
+    #[cfg_attr(not(feature = "mio"), allow(dead_code))] // the mio driver's
     pub fn key_at(&self, index: usize) -> Option<K> {
         let (serial, _) = self.entries.get(index)?;
         (*serial != 0).then(|| K::from_id(id_of(*serial, index)))
     }
 
     /// Every key, in the order the other table handed them out.
+    #[cfg_attr(not(feature = "mio"), allow(dead_code))] // the mio driver's
     pub fn keys(&self) -> Vec<K> {
         let mut keys: Vec<K> = (0..self.entries.len())
             .filter_map(|i| self.key_at(i))

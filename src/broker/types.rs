@@ -16,7 +16,8 @@ use crate::session::{CloseReason, SessionConfig};
 )]
 pub struct ConnId(pub u64);
 
-/// Pairs a request the hub emitted with its answer.
+/// Pairs a request the hub emitted with its answer (a session's own
+/// requests carry a [`crate::session::Ticket`], which the hub translates).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -93,7 +94,10 @@ impl Default for BrokerConfig {
     }
 }
 
-/// One output of the hub, in order.
+/// One output of the [`Broker`](super::Broker) hub, in order — what the
+/// host runs: bytes to write, closes, requests to answer, audit records.
+/// (A single connection's outputs, which the hub consumes, are
+/// [`crate::session::Action`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Write these bytes to the connection.
