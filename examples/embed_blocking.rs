@@ -84,7 +84,7 @@ fn main() -> std::io::Result<()> {
                             authenticated_at: now.wall,
                             token_digest: None,
                         }),
-                        _ => AuthnOutcome::Failure(AuthnError::EmptyCredentials.into()),
+                        _ => AuthnOutcome::Failure(AuthnError::WrongPassword.into()),
                     };
                     let _ = hub.handle_authentication(now, ticket, outcome);
                 }

@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use testament::auth::{
-    AuthMethod, AuthnError, AuthzQuery, Credentials, DecidedBy, Decision, Effect, Identity,
-    Operation,
+    AuthMethod, AuthnError, AuthzQuery, Credentials, Decision, Effect, Identity, Operation,
 };
 use testament::driver::{Answer, Policy};
 use testament::session::AuthnOutcome;
@@ -33,7 +32,7 @@ impl Policy for SlowPolicy {
                     authenticated_at: now,
                     token_digest: None,
                 }),
-                _ => AuthnOutcome::Failure(AuthnError::EmptyCredentials.into()),
+                _ => AuthnOutcome::Failure(AuthnError::WrongPassword.into()),
             }
         })
     }
@@ -49,10 +48,9 @@ impl Policy for SlowPolicy {
                 || (query.op == Operation::Subscribe
                     && user.starts_with("dashboard")
                     && query.topic.starts_with("sensors/"));
-            Decision {
-                effect: if allowed { Effect::Allow } else { Effect::Deny },
-                decided_by: DecidedBy::NoMatch,
-            }
+            // The audit log says `by="policy sensors"`.
+            let effect = if allowed { Effect::Allow } else { Effect::Deny };
+            Decision::by_policy(effect, "sensors")
         })
     }
 }

@@ -41,47 +41,10 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::identity::Identity;
-use crate::codec::{MqttString, QoS, TopicFilter};
-
-/// What a client asks to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// Publish to a topic name.
-    Publish,
-    /// Subscribe with a topic filter.
-    Subscribe,
-    /// Have its will published to a topic name.
-    Will,
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Publish => "publish",
-            Self::Subscribe => "subscribe",
-            Self::Will => "will",
-        })
-    }
-}
-
-/// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Effect {
-    /// The operation may proceed.
-    Allow,
-    /// It may not.
-    Deny,
-}
-
-impl fmt::Display for Effect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-        })
-    }
-}
+use super::vocabulary::{
+    AuthzRequest, ClaimAcl, ClaimList, DecidedBy, Decision, Effect, FilterTemplate, Identity,
+    Operation, Subst,
+};
 
 /// The operations a rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,264 +146,6 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Lit(Box<str>),
-    Principal,
-    ClientId,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Level {
-    Hash,
-    Plus,
-    Exact(Box<str>),
-    Template(Box<[Part]>),
-}
-
-/// A topic filter with `%u` / `%c` placeholders, validated once when the
-/// rule is built and matched without building strings.
-#[derive(Clone, PartialEq, Eq)]
-pub struct FilterTemplate {
-    source: Box<str>,
-    levels: Box<[Level]>,
-}
-
-// Written as its text; read back through the same validation.
-impl serde::Serialize for FilterTemplate {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for FilterTemplate {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Self::new(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Why a filter template is invalid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid ACL filter {filter:?}: {problem}")]
-pub struct InvalidTemplate {
-    /// The template as written.
-    pub filter: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl FilterTemplate {
-    /// Parses and validates a template such as `clients/%u/#`.
-    ///
-    /// # Errors
-    /// [`InvalidTemplate`] when the filter, with placeholders filled in, is
-    /// not a valid MQTT topic filter, or is a shared subscription.
-    pub fn new(source: &str) -> Result<Self, InvalidTemplate> {
-        let invalid = |problem: String| InvalidTemplate {
-            filter: source.to_string(),
-            problem,
-        };
-        // Placeholders stand for one safe level fragment; check the shape
-        // with a neutral value in their place.
-        let probe = source.replace("%u", "u").replace("%c", "c");
-        let filter = TopicFilter::new(probe).map_err(|e| invalid(e.to_string()))?;
-        if filter.shared().is_some() {
-            return Err(invalid("a rule cannot be a shared subscription".into()));
-        }
-        let levels = source
-            .split('/')
-            .map(|level| match level {
-                "#" => Level::Hash,
-                "+" => Level::Plus,
-                l if !l.contains('%') => Level::Exact(l.into()),
-                l => {
-                    let parts = parse_template(l);
-                    if parts.iter().all(|p| matches!(p, Part::Lit(_))) {
-                        Level::Exact(l.into())
-                    } else {
-                        Level::Template(parts.into())
-                    }
-                }
-            })
-            .collect();
-        Ok(Self {
-            source: source.into(),
-            levels,
-        })
-    }
-
-    /// The template as written.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-
-    /// [MQTT-4.7.2-1]: a leading wildcard does not match a `$` topic.
-    fn misses_dollar_topic(&self, levels: &[&str]) -> bool {
-        levels.first().is_some_and(|l| l.starts_with('$'))
-            && matches!(self.levels.first(), Some(Level::Hash | Level::Plus))
-    }
-
-    /// Whether the template matches the topic split into `levels`. With
-    /// `widen`, a level that cannot be substituted safely matches the rest of
-    /// any topic (how deny rules stay conservative).
-    fn matches_topic(&self, topic: &[&str], subst: &Subst<'_>, widen: bool) -> bool {
-        if self.misses_dollar_topic(topic) {
-            return false;
-        }
-        let mut t = topic.iter();
-        for level in self.levels.iter() {
-            match (level, t.next()) {
-                (Level::Hash, _) => return true,
-                (Level::Template(parts), _) if !subst.safe_for(parts) => return widen,
-                (Level::Plus, Some(_)) => {}
-                (Level::Exact(e), Some(l)) if **e == **l => {}
-                (Level::Template(parts), Some(l)) if template_eq(parts, l, subst) => {}
-                _ => return false,
-            }
-        }
-        t.next().is_none()
-    }
-
-    /// Whether every topic matched by the filter split into `levels` is
-    /// matched by this template; `widen` as for [`Self::matches_topic`].
-    fn covers_filter(&self, filter: &[&str], subst: &Subst<'_>, widen: bool) -> bool {
-        if self.misses_dollar_topic(filter) {
-            return false;
-        }
-        let mut f = filter.iter();
-        for level in self.levels.iter() {
-            match (level, f.next()) {
-                (Level::Hash, _) => return true,
-                (Level::Template(parts), _) if !subst.safe_for(parts) => return widen,
-                // A `#` in the request also matches deeper levels this rule
-                // does not reach.
-                (_, Some(&"#")) => return false,
-                (Level::Plus, Some(_)) => {}
-                (_, Some(&"+")) => return false,
-                (Level::Exact(e), Some(l)) if **e == **l => {}
-                (Level::Template(parts), Some(l)) if template_eq(parts, l, subst) => {}
-                _ => return false,
-            }
-        }
-        f.next().is_none()
-    }
-}
-
-impl FilterTemplate {
-    /// Whether some topic is matched both by this template and by the filter
-    /// split into `levels`; `widen` as for [`Self::matches_topic`].
-    fn intersects(&self, filter: &[&str], subst: &Subst<'_>, widen: bool) -> bool {
-        let rule_wild = matches!(self.levels.first(), Some(Level::Hash | Level::Plus));
-        let req_wild = matches!(filter.first(), Some(&"#" | &"+"));
-        let rule_dollar =
-            matches!(self.levels.first(), Some(Level::Exact(e)) if e.starts_with('$'));
-        let req_dollar = filter.first().is_some_and(|l| l.starts_with('$'));
-        // [MQTT-4.7.2-1]: a leading wildcard never meets a `$` topic.
-        if (rule_wild && req_dollar) || (req_wild && rule_dollar) {
-            return false;
-        }
-        let mut f = filter.iter();
-        let mut r = self.levels.iter();
-        loop {
-            match (r.next(), f.next()) {
-                (Some(Level::Hash), _) | (_, Some(&"#")) => return true,
-                (Some(Level::Template(parts)), _) if !subst.safe_for(parts) => return widen,
-                (None, None) => return true,
-                (Some(_), None) | (None, Some(_)) => return false,
-                (Some(Level::Plus), Some(_)) | (Some(_), Some(&"+")) => {}
-                (Some(Level::Exact(e)), Some(l)) if **e == **l => {}
-                (Some(Level::Template(parts)), Some(l)) if template_eq(parts, l, subst) => {}
-                _ => return false,
-            }
-        }
-    }
-}
-
-impl fmt::Debug for FilterTemplate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.source, f)
-    }
-}
-
-impl fmt::Display for FilterTemplate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
-    }
-}
-
-fn parse_template(level: &str) -> Vec<Part> {
-    let mut parts = Vec::new();
-    let mut lit = String::new();
-    let mut chars = level.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, chars.peek()) {
-            ('%', Some('u')) => {
-                chars.next();
-                flush(&mut lit, &mut parts);
-                parts.push(Part::Principal);
-            }
-            ('%', Some('c')) => {
-                chars.next();
-                flush(&mut lit, &mut parts);
-                parts.push(Part::ClientId);
-            }
-            _ => lit.push(c),
-        }
-    }
-    flush(&mut lit, &mut parts);
-    parts
-}
-
-fn flush(lit: &mut String, parts: &mut Vec<Part>) {
-    if !lit.is_empty() {
-        parts.push(Part::Lit(std::mem::take(lit).into()));
-    }
-}
-
-/// Whether the template level, with substitutions, equals `level`.
-fn template_eq(parts: &[Part], level: &str, subst: &Subst<'_>) -> bool {
-    let mut rest = level;
-    for part in parts {
-        let piece = match part {
-            Part::Lit(s) => s,
-            Part::Principal => subst.principal,
-            Part::ClientId => subst.client_id,
-        };
-        match rest.strip_prefix(piece) {
-            Some(r) => rest = r,
-            None => return false,
-        }
-    }
-    rest.is_empty()
-}
-
-/// Substitution values for one request, checked once.
-struct Subst<'a> {
-    principal: &'a str,
-    client_id: &'a str,
-}
-
-impl<'a> Subst<'a> {
-    /// Whether every placeholder of a template level can be filled safely.
-    /// Asked only of template rules, so most decisions never scan the names.
-    fn safe_for(&self, parts: &[Part]) -> bool {
-        let safe = |s: &str| !s.is_empty() && !s.contains(['+', '#', '/']);
-        parts.iter().all(|p| match p {
-            Part::Lit(_) => true,
-            Part::Principal => safe(self.principal),
-            Part::ClientId => safe(self.client_id),
-        })
-    }
-
-    fn new(id: &'a Identity) -> Self {
-        Self {
-            principal: &id.principal,
-            client_id: &id.client_id,
-        }
-    }
-}
-
 /// One ACL rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -474,113 +179,6 @@ impl Rule {
         self.name = Some(name.into());
         self
     }
-}
-
-/// Topic filters a token grants through its own `acl` claim.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ClaimAcl {
-    /// Filters the token may publish (and send wills) to.
-    pub publish: Vec<FilterTemplate>,
-    /// Filters the token may subscribe within.
-    pub subscribe: Vec<FilterTemplate>,
-    /// Filters for every operation.
-    pub all: Vec<FilterTemplate>,
-}
-
-impl ClaimAcl {
-    /// Whether the claim grants nothing.
-    pub fn is_empty(&self) -> bool {
-        self.publish.is_empty() && self.subscribe.is_empty() && self.all.is_empty()
-    }
-}
-
-/// Which list of a token's `acl` claim granted an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum ClaimList {
-    /// The `publish` list.
-    Publish,
-    /// The `subscribe` list.
-    Subscribe,
-    /// The `all` list.
-    All,
-}
-
-/// What decided an authorization.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum DecidedBy {
-    /// The rule at this index (0-based) of the rule list.
-    Rule {
-        /// Its position.
-        index: usize,
-        /// Its name, if it has one.
-        name: Option<Arc<str>>,
-    },
-    /// A filter of the token's `acl` claim.
-    Claim {
-        /// The list it is in.
-        list: ClaimList,
-        /// Its position in that list.
-        index: usize,
-    },
-    /// No rule and no claim matched.
-    NoMatch,
-    /// The will policy after credential expiry (`strict` or `grace`): the
-    /// will was triggered after its identity's credential had expired.
-    WillAfterExpiry,
-}
-
-impl fmt::Display for DecidedBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Rule {
-                index,
-                name: Some(n),
-            } => write!(f, "rule {index} ({n})"),
-            Self::Rule { index, name: None } => write!(f, "rule {index}"),
-            Self::Claim { list, index } => write!(f, "token acl claim {list:?}[{index}]"),
-            Self::NoMatch => f.write_str("no rule"),
-            Self::WillAfterExpiry => f.write_str("will policy: credential expired"),
-        }
-    }
-}
-
-/// An authorization answer and what decided it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Decision {
-    /// Allow or deny.
-    pub effect: Effect,
-    /// The rule or claim that decided, or none.
-    pub decided_by: DecidedBy,
-}
-
-impl Decision {
-    /// Whether the operation may proceed.
-    pub fn is_allowed(&self) -> bool {
-        self.effect == Effect::Allow
-    }
-
-    /// A sentence a human understands.
-    pub fn reason(&self) -> String {
-        match (&self.effect, &self.decided_by) {
-            (_, DecidedBy::NoMatch) => "no rule or token claim allows it".into(),
-            (e, by) => format!("{e} by {by}"),
-        }
-    }
-}
-
-/// An authorization request: who wants to do what where.
-#[derive(Debug, Clone, Copy)]
-pub struct AuthzRequest<'a> {
-    /// The identity asking (for a will: the stored snapshot).
-    pub identity: &'a Identity,
-    /// The operation.
-    pub op: Operation,
-    /// A topic name (publish, will) or a topic filter (subscribe).
-    pub topic: &'a str,
-    /// Requested QoS.
-    pub qos: QoS,
-    /// Retain flag (publish, will).
-    pub retain: bool,
 }
 
 /// Rule indices of one slice of the index, split by principal so a request
@@ -617,37 +215,6 @@ impl Bucket {
     }
 }
 
-/// An owned authorization request, as the core emits it and audit records
-/// keep it: the identity snapshot, what, where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthzQuery {
-    /// Who asks (for a will: the identity stored with it).
-    pub identity: Arc<Identity>,
-    /// The operation.
-    pub op: Operation,
-    /// Topic name (publish, will) or filter (subscribe), shared with the packet.
-    pub topic: MqttString,
-    /// QoS.
-    pub qos: QoS,
-    /// Retain flag.
-    pub retain: bool,
-    /// For a will: what triggered it.
-    pub will_trigger: Option<super::audit::WillTrigger>,
-}
-
-impl AuthzQuery {
-    /// The borrowed form [`Acl::authorize`] answers.
-    pub fn as_request(&self) -> AuthzRequest<'_> {
-        AuthzRequest {
-            identity: &self.identity,
-            op: self.op,
-            topic: &self.topic,
-            qos: self.qos,
-            retain: self.retain,
-        }
-    }
-}
-
 /// The ordered rule list, indexed so that a decision looks only at rules
 /// that can match: by the first literal level of each rule's filter (its
 /// position and text) and, within that, by principal.
@@ -663,28 +230,13 @@ pub struct Acl {
     unindexed: Bucket,
 }
 
-/// The index key of a rule: its first literal level before any `#` or
-/// placeholder. A deny rule whose placeholder cannot be filled safely matches
-/// everything past its literal prefix, so nothing after a placeholder may
-/// narrow where it is looked for.
-fn index_key(filter: &FilterTemplate) -> Option<(usize, &str)> {
-    for (position, level) in filter.levels.iter().enumerate() {
-        match level {
-            Level::Plus => {}
-            Level::Exact(text) => return Some((position, text)),
-            Level::Hash | Level::Template(_) => return None,
-        }
-    }
-    None
-}
-
 impl Acl {
     /// An ACL of these rules, in this order.
     pub fn new(rules: Vec<Rule>) -> Self {
         let mut by_literal: Vec<((usize, Box<str>), Bucket)> = Vec::new();
         let mut unindexed = Bucket::default();
         for (i, rule) in rules.iter().enumerate() {
-            match index_key(&rule.filter) {
+            match rule.filter.index_key() {
                 Some((position, text)) => {
                     let at = match by_literal
                         .binary_search_by(|((p, t), _)| (*p, &**t).cmp(&(position, text)))
@@ -717,7 +269,7 @@ impl Acl {
 
     /// Decides a request; see the module docs for the order.
     pub fn authorize(&self, req: &AuthzRequest<'_>) -> Decision {
-        let subst = Subst::new(req.identity);
+        let subst = Subst::new(&req.identity.principal, &req.identity.client_id);
         // A shared subscription is judged on its inner filter.
         let topic = match req.op {
             Operation::Subscribe => req

@@ -5,53 +5,9 @@
 use std::fmt::{self, Display, Write as _};
 use std::sync::Arc;
 
-use super::acl::{AuthzQuery, Decision};
-use super::identity::Identity;
-use super::jwt::AuthnFailure;
+use super::vocabulary::{AuthnFailure, AuthzQuery, Decision, Identity, WillTrigger};
 use crate::codec::{LastWill, MqttString};
 use crate::time::Timestamp;
-
-/// Why a will was triggered (§3.1.2.5 and `DESIGN.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WillTrigger {
-    /// An I/O error or network failure.
-    NetworkError,
-    /// The client closed the connection without DISCONNECT.
-    PeerClosed,
-    /// No packet within 1.5 × keep alive [MQTT-3.1.2-22].
-    KeepAliveTimeout,
-    /// The client broke the protocol and the server closed the connection.
-    ProtocolError,
-    /// The server closed the connection for another reason.
-    ServerClosed,
-    /// A new connection took the client id over [MQTT-3.1.4-3].
-    SessionTakenOver,
-    /// The client sent DISCONNECT 0x04.
-    DisconnectWithWill,
-    /// The credential expired and the expiry policy closed the connection.
-    CredentialExpired,
-    /// A re-authentication failed [MQTT-4.12.1-2].
-    ReauthenticationFailed,
-    /// The server is shutting down.
-    Shutdown,
-}
-
-impl Display for WillTrigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::NetworkError => "network_error",
-            Self::PeerClosed => "peer_closed",
-            Self::KeepAliveTimeout => "keep_alive_timeout",
-            Self::ProtocolError => "protocol_error",
-            Self::ServerClosed => "server_closed",
-            Self::SessionTakenOver => "session_taken_over",
-            Self::DisconnectWithWill => "disconnect_with_will",
-            Self::CredentialExpired => "credential_expired",
-            Self::ReauthenticationFailed => "reauthentication_failed",
-            Self::Shutdown => "shutdown",
-        })
-    }
-}
 
 /// A step in the life of a will.
 #[derive(Debug, Clone, PartialEq, Eq)]

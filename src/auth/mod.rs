@@ -7,18 +7,22 @@
 //! - [`Acl`] decides publish, subscribe and will requests against an
 //!   identity; every [`Decision`] says what decided it.
 //! - [`AuditRecord`] is what the host logs about each of them.
+//!
+//! All of them speak the [`vocabulary`]: identities, credentials,
+//! authentication failures, authorization queries and decisions. It depends
+//! on none of them, so a policy of the host's own implements the same
+//! words.
 
 mod acl;
 mod audit;
-mod identity;
 mod jwt;
+pub mod vocabulary;
 
-pub use acl::{
-    Acl, AuthzQuery, AuthzRequest, ClaimAcl, ClaimList, DecidedBy, Decision, Effect,
-    FilterTemplate, InvalidTemplate, Operation, Ops, Rule, Subject,
+pub use acl::{Acl, Ops, Rule, Subject};
+pub use audit::{AuditRecord, DropReason, WillOutcome};
+pub use jwt::{JwtAuthenticator, JwtConfig, KeySet, KeySetError};
+pub use vocabulary::{
+    ANONYMOUS, AuthMethod, AuthnError, AuthnFailure, AuthzQuery, AuthzRequest, ClaimAcl, ClaimList,
+    ClientCertificate, Credentials, DecidedBy, Decision, Effect, FilterTemplate, Grants, Identity,
+    InvalidTemplate, Operation, TokenDigest, WillTrigger,
 };
-pub use audit::{AuditRecord, DropReason, WillOutcome, WillTrigger};
-pub use identity::{
-    ANONYMOUS, AuthMethod, ClientCertificate, Credentials, Grants, Identity, TokenDigest,
-};
-pub use jwt::{AuthnError, AuthnFailure, JwtAuthenticator, JwtConfig, KeySet, KeySetError};

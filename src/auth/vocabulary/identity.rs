@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::acl::ClaimAcl;
+use super::template::FilterTemplate;
 use crate::time::Timestamp;
 
 /// How an identity was established.
@@ -256,6 +256,35 @@ impl fmt::Debug for Credentials {
             .field("certificate", &self.certificate)
             .finish()
     }
+}
+
+/// Topic filters a token grants through its own `acl` claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClaimAcl {
+    /// Filters the token may publish (and send wills) to.
+    pub publish: Vec<FilterTemplate>,
+    /// Filters the token may subscribe within.
+    pub subscribe: Vec<FilterTemplate>,
+    /// Filters for every operation.
+    pub all: Vec<FilterTemplate>,
+}
+
+impl ClaimAcl {
+    /// Whether the claim grants nothing.
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.subscribe.is_empty() && self.all.is_empty()
+    }
+}
+
+/// Which list of a token's `acl` claim granted an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ClaimList {
+    /// The `publish` list.
+    Publish,
+    /// The `subscribe` list.
+    Subscribe,
+    /// The `all` list.
+    All,
 }
 
 #[cfg(test)]
