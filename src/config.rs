@@ -440,51 +440,6 @@ pub fn parse_rules(rules: &[RuleConfig], key: &str) -> Result<Acl, ConfigError> 
     Ok(Acl::new(out))
 }
 
-/// The configured form of an ACL's rules (what [`parse_rules`] reads back).
-pub fn rules_config(acl: &Acl) -> Vec<RuleConfig> {
-    acl.rules()
-        .iter()
-        .map(|r| {
-            let ops = if r.ops.contains(Ops::ALL) {
-                vec!["all".to_owned()]
-            } else {
-                [
-                    (Ops::PUBLISH, "publish"),
-                    (Ops::SUBSCRIBE, "subscribe"),
-                    (Ops::WILL, "will"),
-                ]
-                .iter()
-                .filter(|(o, _)| r.ops.contains(*o))
-                .map(|(_, n)| (*n).to_owned())
-                .collect()
-            };
-            let mut c = RuleConfig {
-                effect: match r.effect {
-                    Effect::Allow => "allow",
-                    Effect::Deny => "deny",
-                }
-                .to_owned(),
-                ops,
-                filter: r.filter.as_str().to_owned(),
-                principal: None,
-                role: None,
-                client_id: None,
-                subject: None,
-                name: r.name.as_deref().map(str::to_owned),
-            };
-            match &r.subject {
-                Subject::Principal(p) => c.principal = Some(p.clone()),
-                Subject::Role(role) => c.role = Some(role.clone()),
-                Subject::ClientId(id) => c.client_id = Some(id.clone()),
-                Subject::Authenticated => c.subject = Some("authenticated".into()),
-                Subject::Anonymous => c.subject = Some("anonymous".into()),
-                Subject::Anyone => c.subject = Some("anyone".into()),
-            }
-            c
-        })
-        .collect()
-}
-
 /// A rules file: `[[rules]]` tables.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

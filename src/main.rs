@@ -359,7 +359,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             Some(driver::Recorder::new(
                 Box::new(std::io::BufWriter::new(file)),
                 driver_config.clock.now(),
-                &c,
+                &broker_config,
                 acl.as_deref(),
             ))
         }

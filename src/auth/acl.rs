@@ -47,7 +47,7 @@ use super::vocabulary::{
 };
 
 /// The operations a rule applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Ops(u8);
 
 impl Ops {
@@ -83,7 +83,7 @@ impl Ops {
 }
 
 /// Who a rule applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Subject {
     /// Exactly this principal.
     Principal(String),
@@ -147,7 +147,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// One ACL rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rule {
     /// A name for audit records; the index is used when absent.
     pub name: Option<Arc<str>>,
@@ -228,6 +228,19 @@ pub struct Acl {
     positions: Vec<usize>,
     /// Rules with no such level (`#`, `+/+`, `%u/#`…): always looked at.
     unindexed: Bucket,
+}
+
+// Written as its rules, in order; read back through the same indexing.
+impl serde::Serialize for Acl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.rules.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Acl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Rule>::deserialize(d).map(Acl::new)
+    }
 }
 
 impl Acl {

@@ -25,7 +25,7 @@ pub struct Ticket(pub u64);
 
 /// Whether a will triggered after its credential expired may still be sent.
 /// Judged at the trigger time, so a will delay never changes the verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WillAfterExpiry {
     /// The identity stands: the will is authorized as usual (default).
     Identity,
@@ -36,7 +36,7 @@ pub enum WillAfterExpiry {
 }
 
 /// What happens to wills when the hub shuts down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ShutdownWills {
     /// Every will triggered by the shutdown or still waiting for its delay is
     /// authorized and published now: the clients are in fact going offline
@@ -48,7 +48,7 @@ pub enum ShutdownWills {
 }
 
 /// What a full offline queue does with one more message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OfflineOverflow {
     /// The new message is dropped; the queue keeps the oldest (default).
     DropNewest,
@@ -58,7 +58,7 @@ pub enum OfflineOverflow {
 
 /// Limits and policies of the hub. Every table it keeps has a bound here or
 /// in [`SessionConfig`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrokerConfig {
     /// Per-connection limits and capabilities.
     pub session: SessionConfig,

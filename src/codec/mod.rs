@@ -85,7 +85,19 @@ impl fmt::Display for ProtocolVersion {
 }
 
 /// Quality of service of a message or subscription (§4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum QoS {
     /// At most once delivery.
     #[default]

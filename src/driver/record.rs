@@ -10,8 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Acl, AuditRecord, Decision};
-use crate::broker::{Action, Broker, ConnId, Ticket};
-use crate::config::{Config, RuleConfig, parse_rules, rules_config};
+use crate::broker::{Action, Broker, BrokerConfig, ConnId, Ticket};
 use crate::session::{AuthnOutcome, TransportClosed};
 use crate::time::Now;
 
@@ -19,15 +18,15 @@ use crate::time::Now;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Entry {
-    /// The configuration (TOML) and the ACL in force at the start (`None`:
+    /// The hub's configuration and the ACL in force at the start (`None`:
     /// every authorization was answered through the policy and recorded).
     Start {
         /// When, on both clocks.
         t: Now,
-        /// The effective configuration.
-        config: String,
-        /// The ACL rules.
-        acl: Option<Vec<RuleConfig>>,
+        /// The hub's configuration.
+        broker: BrokerConfig,
+        /// The ACL, as its rules.
+        acl: Option<Acl>,
     },
     /// A connection was opened.
     Open {
@@ -96,8 +95,8 @@ pub enum Entry {
     Acl {
         /// When, on both clocks.
         t: Now,
-        /// The new rules (`None`: no synchronous ACL).
-        rules: Option<Vec<RuleConfig>>,
+        /// The new ACL, as its rules (`None`: no synchronous ACL).
+        acl: Option<Acl>,
     },
     /// The broker shut down.
     Shutdown {
@@ -118,13 +117,19 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    /// Records to `out`, starting with the configuration and ACL in force.
-    pub fn new(out: Box<dyn Write + Send>, now: Now, config: &Config, acl: Option<&Acl>) -> Self {
+    /// Records to `out`, starting with the hub's configuration and the ACL
+    /// in force.
+    pub fn new(
+        out: Box<dyn Write + Send>,
+        now: Now,
+        broker: &BrokerConfig,
+        acl: Option<&Acl>,
+    ) -> Self {
         let mut r = Self { out };
         r.write(&Entry::Start {
             t: now,
-            config: config.to_toml(),
-            acl: acl.map(rules_config),
+            broker: broker.clone(),
+            acl: acl.cloned(),
         });
         r
     }
@@ -178,17 +183,6 @@ pub enum ReplayError {
     Io(#[from] std::io::Error),
 }
 
-fn acl_of(rules: Option<&Vec<RuleConfig>>, line: usize) -> Result<Option<Arc<Acl>>, ReplayError> {
-    rules
-        .map(|r| parse_rules(r, "acl"))
-        .transpose()
-        .map(|a| a.map(Arc::new))
-        .map_err(|e| ReplayError::Entry {
-            line,
-            problem: e.to_string(),
-        })
-}
-
 /// Runs a recording through a fresh hub and returns the audit records it
 /// produces, in order.
 ///
@@ -207,17 +201,9 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
             line: line_no,
             problem: e.to_string(),
         })?;
-        if let Entry::Start { config, acl, .. } = &entry {
-            let config = Config::from_toml(config).map_err(|e| ReplayError::Entry {
-                line: line_no,
-                problem: e.to_string(),
-            })?;
-            let broker_config = config.broker_config().map_err(|e| ReplayError::Entry {
-                line: line_no,
-                problem: e.to_string(),
-            })?;
-            let mut h = Broker::new(broker_config);
-            h.set_authorizer(acl_of(acl.as_ref(), line_no)?.map(|a| a as _));
+        if let Entry::Start { broker, acl, .. } = entry {
+            let mut h = Broker::new(broker);
+            h.set_authorizer(acl.map(|a| Arc::new(a) as _));
             hub = Some(h);
             continue;
         }
@@ -270,9 +256,7 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                 let _ = h.handle_authorization(t, ticket, decision);
             }
             Entry::Timeout { t } => h.handle_timeout(t),
-            Entry::Acl { rules, .. } => {
-                h.set_authorizer(acl_of(rules.as_ref(), line_no)?.map(|a| a as _));
-            }
+            Entry::Acl { acl, .. } => h.set_authorizer(acl.map(|a| Arc::new(a) as _)),
             Entry::Shutdown { t } => h.handle_shutdown(t),
         }
         while let Some(action) = h.poll_action() {

@@ -14,7 +14,6 @@ use crate::auth::Decision;
 use crate::broker::{Action, Broker, ConnId, Ticket};
 use crate::codec::Bytes;
 use crate::codec::ConnectReasonCode;
-use crate::config::rules_config;
 use crate::session::{AuthnOutcome, TransportClosed};
 use crate::time::{Instant, Now};
 
@@ -290,7 +289,7 @@ impl Runner {
         let acl = self.policy.acl();
         self.record(|| Entry::Acl {
             t: now,
-            rules: acl.as_deref().map(rules_config),
+            acl: acl.as_deref().cloned(),
         });
         self.hub.set_authorizer(self.policy.authorizer());
     }

@@ -16,7 +16,7 @@ use crate::codec::{
 pub struct Ticket(pub u64);
 
 /// What to do when a credential expires while connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CredentialExpiry {
     /// Close the connection at `exp` + leeway (5.0: DISCONNECT 0xA0 Maximum
     /// connect time); clients that re-authenticate in time stay.
@@ -27,7 +27,7 @@ pub enum CredentialExpiry {
 
 /// What a 3.1.1 client gets when a publish is denied (3.1.1 has no reason
 /// codes; [MQTT-3.3.5-2] allows either).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeniedPublishV311 {
     /// A positive acknowledgement; the message is dropped.
     Acknowledge,
@@ -37,7 +37,7 @@ pub enum DeniedPublishV311 {
 
 /// Limits and capabilities of one session. Every table a session keeps is
 /// bounded by one of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionConfig {
     /// Largest packet accepted from the client (and announced in 5.0).
     pub max_packet_size: u32,

@@ -79,7 +79,7 @@ impl Running {
                     testament::time::Instant::ORIGIN,
                     driver::SystemClock::wall(),
                 ),
-                &testament::config::Config::default(),
+                &config,
                 Some(&acl),
             )
         });
