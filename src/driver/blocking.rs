@@ -250,7 +250,7 @@ pub fn serve(
         inbox: inbox.clone(),
         max_output: config.max_output_bytes,
     };
-    let mut runner = Runner::new(hub, policy, recorder, &config);
+    let mut runner = Runner::new(hub, policy, recorder, &config, tls_configs);
     loop {
         let msg = match runner.hub.poll_timeout() {
             Some(at) => {
@@ -291,17 +291,8 @@ pub fn serve(
                 }
             }
             Some(Msg::Event(e)) => runner.handle(now, e, &mut io),
-            Some(Msg::Control(Control::Reload)) => {
-                log::info!("reloading the key set and the ACL");
-                runner.reload(now);
-                for tls in &tls_configs {
-                    if let Err(e) = tls.reload() {
-                        log::error!("TLS reload refused, the old certificate stays: {e}");
-                    }
-                }
-            }
+            Some(Msg::Control(Control::Reload)) => runner.reload(now),
             Some(Msg::Control(Control::Shutdown)) => {
-                log::info!("shutting down");
                 runner.shutdown(now, &mut io);
                 let conns = std::mem::take(&mut io.conns);
                 drop(conns);

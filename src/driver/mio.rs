@@ -437,7 +437,7 @@ pub fn serve(
         deadlines: BTreeSet::new(),
         peers: BTreeMap::new(),
     };
-    let mut runner = Runner::new(hub, policy, recorder, &config);
+    let mut runner = Runner::new(hub, policy, recorder, &config, tls_configs);
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; config.read_buffer.max(4096)];
     let mut accept_retry: Option<Instant> = None;
@@ -546,17 +546,8 @@ pub fn serve(
             .collect();
         for c in controls {
             match c {
-                Control::Reload => {
-                    log::info!("reloading the key set and the ACL");
-                    runner.reload(now);
-                    for tls in &tls_configs {
-                        if let Err(e) = tls.reload() {
-                            log::error!("TLS reload refused, the old certificate stays: {e}");
-                        }
-                    }
-                }
+                Control::Reload => runner.reload(now),
                 Control::Shutdown => {
-                    log::info!("shutting down");
                     runner.shutdown(now, &mut io);
                     let conns: Vec<ConnId> = io.by_conn.keys();
                     for c in conns {

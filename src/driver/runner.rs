@@ -108,6 +108,8 @@ pub(crate) struct Runner {
     /// Authentication attempts per address in the current second.
     attempts: BTreeMap<IpAddr, (u64, u32)>,
     clock: Arc<dyn super::Clock>,
+    /// The listeners' TLS configurations, reloaded with the policy.
+    tls: Vec<super::tls::Tls>,
 }
 
 fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
@@ -124,6 +126,7 @@ impl Runner {
         policy: Arc<dyn Policy>,
         recorder: Option<Recorder>,
         limits: &DriverConfig,
+        tls: Vec<super::tls::Tls>,
     ) -> Self {
         hub.set_authorizer(policy.authorizer());
         hub.reserve_connections(limits.max_connections);
@@ -138,6 +141,7 @@ impl Runner {
             addresses: Addresses::default(),
             attempts: BTreeMap::new(),
             clock: limits.clock.clone(),
+            tls,
         }
     }
 
@@ -274,7 +278,11 @@ impl Runner {
         }
     }
 
+    /// [`super::Control::Shutdown`]: every connection is told and closed,
+    /// wills follow the hub's setting. The driver then lets what is queued
+    /// leave and returns.
     pub fn shutdown(&mut self, now: Now, io: &mut dyn Io) {
+        log::info!("shutting down");
         self.record(|| Entry::Shutdown { t: now });
         self.hub.handle_shutdown(now);
         self.pump(now, io);
@@ -283,8 +291,16 @@ impl Runner {
         }
     }
 
-    /// Re-reads the policy's key set and rules; the hub's authorizer follows.
+    /// [`super::Control::Reload`]: re-reads the policy's key set and rules
+    /// (the hub's authorizer follows) and the listeners' certificates (one
+    /// that does not load leaves the old one in force).
     pub fn reload(&mut self, now: Now) {
+        log::info!("reloading the key set, the ACL and the TLS certificates");
+        for tls in &self.tls {
+            if let Err(e) = tls.reload() {
+                log::error!("TLS reload refused, the old certificate stays: {e}");
+            }
+        }
         self.policy.reload();
         let acl = self.policy.acl();
         self.record(|| Entry::Acl {

@@ -361,8 +361,8 @@ pub async fn serve(
             events: events.clone(),
             max_output: config.max_output_bytes,
         };
-        let mut runner = Runner::new(hub, policy, recorder, &config);
         let tls_configs: Vec<Tls> = listeners.iter().filter_map(|l| l.tls.clone()).collect();
+        let mut runner = Runner::new(hub, policy, recorder, &config, tls_configs);
         let (accepted_tx, accepted) = channel::bounded(64);
         let _acceptors: Vec<Task<()>> = listeners
             .into_iter()
@@ -455,17 +455,8 @@ pub async fn serve(
                     armed = None;
                     runner.timeout(now, &mut io);
                 }
-                Wake::Control(Control::Reload) => {
-                    log::info!("reloading the key set and the ACL");
-                    runner.reload(now);
-                    for tls in &tls_configs {
-                        if let Err(e) = tls.reload() {
-                            log::error!("TLS reload refused, the old certificate stays: {e}");
-                        }
-                    }
-                }
+                Wake::Control(Control::Reload) => runner.reload(now),
                 Wake::Control(Control::Shutdown) => {
-                    log::info!("shutting down");
                     runner.shutdown(now, &mut io);
                     // Let the flush tasks write the DISCONNECTs.
                     let ids: Vec<ConnId> = io.conns.keys().copied().collect();
