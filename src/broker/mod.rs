@@ -36,12 +36,12 @@
 mod registry;
 mod retained;
 mod routing;
+mod store;
 mod tree;
 mod types;
 mod wills;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,249 +53,18 @@ use crate::codec::{
     SubscriptionId, TopicFilter, TopicName,
 };
 use crate::session::{
-    self, Authorizer, AuthzQuery, Delivery, DueWill, GrantedSubscription, InboundMessage, Inflight,
+    self, Authorizer, AuthzQuery, Delivery, DueWill, GrantedSubscription, InboundMessage,
     OutboundMessage, Session, TransportClosed,
 };
-use crate::slots::{SlotKey, Slots};
 use crate::time::{Instant, Now};
 
 use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
+use store::{Queued, SessionKey, Store, StoredSession, Timer};
 use tree::{Sub, Tree};
 pub use types::{
     Action, BrokerConfig, BrokerError, ConnId, OfflineOverflow, ShutdownWills, Ticket,
     WillAfterExpiry,
 };
-use wills::DelayedWill;
-
-/// A session in the registry; outlives its connections when persistent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-/// Never 0 (slot ids are not): an `Option` of it is a word.
-pub(crate) struct SessionKey(pub std::num::NonZeroU64);
-
-impl SlotKey for SessionKey {
-    fn from_id(id: u64) -> Self {
-        SessionKey(std::num::NonZeroU64::new(id).unwrap_or(std::num::NonZeroU64::MIN))
-    }
-    fn id(self) -> u64 {
-        self.0.get()
-    }
-}
-
-impl SlotKey for ConnId {
-    fn from_id(id: u64) -> Self {
-        ConnId(id)
-    }
-    fn id(self) -> u64 {
-        self.0
-    }
-}
-
-#[derive(Debug)]
-struct Conn {
-    session: Session,
-    /// The session it is attached to, once opened.
-    key: Option<SessionKey>,
-    /// When its session wants [`Session::handle_timeout`]; `conn_timers`
-    /// has an entry for it at or before this.
-    deadline: Option<Instant>,
-}
-
-/// A message queued for a disconnected session, with when it was queued so
-/// its expiry can be lowered by the time it waited.
-#[derive(Debug)]
-struct Queued {
-    msg: OutboundMessage,
-    at: Instant,
-}
-
-/// A session in the registry, kept in the slab itself (no box of its own):
-/// nearly every session is a connected one that holds only these words.
-#[derive(Debug)]
-struct StoredSession {
-    /// The connection it is attached to: a word, as hub ids are never 0.
-    conn: Option<std::num::NonZeroU64>,
-    /// Its filters and what it keeps while disconnected; `None` for a
-    /// connected session without subscriptions, as an idle one is. One
-    /// word: with the slab's serial the entry is 24 bytes, where a word
-    /// each made it 32.
-    rest: Option<Box<Rest>>,
-}
-
-/// What a session holds beyond its connection.
-#[derive(Debug, Default)]
-struct Rest {
-    /// Its filters in the tree, for removal when the session ends.
-    filters: Vec<TopicFilter>,
-    /// What it keeps while disconnected; `None` while connected (the
-    /// connection's session holds its delivery state). Boxed again: a
-    /// connected session with subscriptions does not carry its size.
-    away: Option<Box<Away>>,
-}
-
-/// A disconnected session's state.
-#[derive(Debug, Default)]
-struct Away {
-    /// Its client id once its connection is gone (while attached, the
-    /// connection's session holds it: [`registry::ClientIds`]).
-    client_id: Arc<str>,
-    /// When it expires (`None`: never).
-    expires_at: Option<Instant>,
-    /// Messages in flight and waiting for the window when it left.
-    inflight: Inflight,
-    offline: VecDeque<Queued>,
-    will: Option<DelayedWill>,
-}
-
-impl StoredSession {
-    fn new(conn: ConnId) -> Self {
-        let mut s = StoredSession {
-            conn: None,
-            rest: None,
-        };
-        s.set_conn(Some(conn));
-        s
-    }
-
-    fn conn(&self) -> Option<ConnId> {
-        self.conn.map(|id| ConnId(id.get()))
-    }
-
-    fn set_conn(&mut self, conn: Option<ConnId>) {
-        self.conn = conn.and_then(|id| std::num::NonZeroU64::new(id.0));
-    }
-
-    /// Its away state, made when it had none.
-    fn away(&mut self) -> &mut Away {
-        self.rest
-            .get_or_insert_with(Box::default)
-            .away
-            .get_or_insert_with(Box::default)
-    }
-
-    fn away_ref(&self) -> Option<&Away> {
-        self.rest.as_ref()?.away.as_deref()
-    }
-
-    /// Its away state, leaving it none (an empty one if it had none).
-    fn take_away(&mut self) -> Away {
-        let away = self.rest.as_mut().and_then(|r| r.away.take());
-        self.trim();
-        away.map(|b| *b).unwrap_or_default()
-    }
-
-    fn push_filter(&mut self, filter: TopicFilter) {
-        self.rest
-            .get_or_insert_with(Box::default)
-            .filters
-            .push(filter);
-    }
-
-    fn remove_filter(&mut self, filter: &TopicFilter) {
-        if let Some(r) = self.rest.as_mut()
-            && let Some(i) = r.filters.iter().position(|f| f == filter)
-        {
-            r.filters.swap_remove(i);
-        }
-        self.trim();
-    }
-
-    fn take_filters(&mut self) -> Vec<TopicFilter> {
-        let filters = self
-            .rest
-            .as_mut()
-            .map(|r| std::mem::take(&mut r.filters))
-            .unwrap_or_default();
-        self.trim();
-        filters
-    }
-
-    /// Lets go of the box once it holds nothing.
-    fn trim(&mut self) {
-        if self
-            .rest
-            .as_ref()
-            .is_some_and(|r| r.filters.is_empty() && r.away.is_none())
-        {
-            self.rest = None;
-        }
-    }
-
-    fn expires_at(&self) -> Option<Instant> {
-        self.away_ref().and_then(|a| a.expires_at)
-    }
-
-    fn has_will(&self) -> bool {
-        self.away_ref().is_some_and(|a| a.will.is_some())
-    }
-
-    /// Its delayed will, if due at `now` (any: `None`).
-    fn take_will(&mut self, due_at: Option<Instant>) -> Option<DelayedWill> {
-        let away = self.rest.as_mut()?.away.as_mut()?;
-        away.will.take_if(|w| due_at.is_none_or(|now| w.at <= now))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    Conn(ConnId),
-    Will(SessionKey),
-    Expiry(SessionKey),
-}
-
-impl Timer {
-    /// A word: the kind in the top two bits (ids stay below 2^62), in the
-    /// enum's order. A timer entry is 16 bytes instead of 24, and nearly
-    /// every connection has one.
-    fn pack(self) -> u64 {
-        match self {
-            Timer::Conn(id) => id.0,
-            Timer::Will(key) => 1 << 62 | key.id(),
-            Timer::Expiry(key) => 2 << 62 | key.id(),
-        }
-    }
-
-    fn unpack(word: u64) -> Self {
-        let id = word & ((1 << 62) - 1);
-        match word >> 62 {
-            0 => Timer::Conn(ConnId(id)),
-            1 => Timer::Will(SessionKey::from_id(id)),
-            _ => Timer::Expiry(SessionKey::from_id(id)),
-        }
-    }
-}
-
-/// A connection's entry in the timer heap, in a word: the time in the
-/// upper 44 bits (milliseconds since the host's origin, 557 years; later
-/// deadlines are kept as that, an entry at or before the deadline as the
-/// heap wants), the connection's slot in the lower 20.
-struct ConnTimer;
-
-impl ConnTimer {
-    const SLOT_BITS: u32 = 20;
-    /// Slots below this have their deadline in the heap.
-    const SLOTS: u64 = 1 << Self::SLOT_BITS;
-    const MAX_MILLIS: u64 = (1 << (64 - Self::SLOT_BITS)) - 1;
-
-    /// Whether `id`'s deadlines go in the heap (its slot is below
-    /// [`Self::SLOTS`]); past them, they go in the tree, exact.
-    fn in_heap(id: ConnId) -> bool {
-        (crate::slots::index_of(id.0) as u64) < Self::SLOTS
-    }
-
-    /// The entry for `id` at `at`; `None` for a slot past [`Self::SLOTS`].
-    fn pack(at: Instant, id: ConnId) -> Option<u64> {
-        let slot = crate::slots::index_of(id.0) as u64;
-        Self::in_heap(id).then(|| at.as_millis().min(Self::MAX_MILLIS) << Self::SLOT_BITS | slot)
-    }
-
-    fn at(word: u64) -> Instant {
-        Instant::from_millis(word >> Self::SLOT_BITS)
-    }
-
-    fn slot(word: u64) -> u32 {
-        (word & (Self::SLOTS - 1)) as u32
-    }
-}
 
 #[derive(Debug)]
 enum Pending {
@@ -323,34 +92,15 @@ pub struct Broker {
     /// `config.session` and the synchronous authorizer, shared by every
     /// session; the hub's own decisions (wills) use the same authorizer.
     shared: Arc<crate::session::Shared>,
-    /// The session and its hub state in one box, so that the slab entry is
-    /// two words.
-    conns: Slots<ConnId, Box<Conn>>,
-    /// Two words each, in the slab itself: its filters and what a
-    /// disconnected session keeps are boxed apart.
-    sessions: Slots<SessionKey, StoredSession>,
-    by_client_id: registry::ClientIndex,
+    /// Connections, sessions, the client-id index, deadlines: the room
+    /// shaped for memory ([`store`]).
+    store: Store,
     tree: Tree,
     /// Shared subscriptions by full filter (`$share/g/f`).
     shares: BTreeMap<Box<str>, ShareGroup>,
     retained: RetainedStore,
     pending: BTreeMap<Ticket, Pending>,
-    /// The connections' deadlines, kept lazily: a connection with a
-    /// deadline has an entry at or before it, and one whose deadline moves
-    /// later (every packet moves its keep-alive) keeps the entry it has.
-    /// An entry is a word ([`ConnTimer`]) in a vector, where a tree entry
-    /// was about 33 bytes, and nearly every connection has one. Entries
-    /// that went stale (the deadline moved, the connection closed, its slot
-    /// went to another) are checked against the connection in the slot when
-    /// they come due; past twice the connections, the heap is rebuilt from
-    /// them. A connection in a slot past [`ConnTimer::SLOTS`] has its exact
-    /// deadline in `timers` instead.
-    conn_timers: BinaryHeap<Reverse<u64>>,
-    /// The stored sessions' timers and those of connections past
-    /// [`ConnTimer::SLOTS`], packed ([`Timer::pack`]).
-    timers: BTreeSet<(Instant, u64)>,
     actions: VecDeque<Action>,
-    dirty: Vec<ConnId>,
     /// The targets of the publish being routed, kept between publishes so
     /// that routing allocates nothing per message once warmed up; bounded
     /// by the subscriptions one topic can match.
@@ -366,17 +116,12 @@ impl Broker {
         Self {
             shared: Arc::new(crate::session::Shared::new(config.session.clone(), None)),
             config,
-            conns: Slots::default(),
-            sessions: Slots::default(),
-            by_client_id: registry::ClientIndex::default(),
+            store: Store::default(),
             tree: Tree::default(),
             shares: BTreeMap::new(),
             retained,
             pending: BTreeMap::new(),
-            conn_timers: BinaryHeap::new(),
-            timers: BTreeSet::new(),
             actions: VecDeque::new(),
-            dirty: Vec::new(),
             route_targets: Vec::new(),
             next_ticket: 0,
             shut_down: false,
@@ -392,8 +137,8 @@ impl Broker {
             self.config.session.clone(),
             authorizer,
         ));
-        for conn in self.conns.values_mut() {
-            conn.session.set_shared(self.shared.clone());
+        for session in self.store.conn_sessions_mut() {
+            session.set_shared(self.shared.clone());
         }
     }
 
@@ -403,12 +148,7 @@ impl Broker {
     /// leaves behind stay resident until the allocator gives them back.
     /// At most 2^20 are reserved: a larger limit grows past them.
     pub fn reserve_connections(&mut self, connections: usize) {
-        let connections = connections.min(1 << 20);
-        self.conns.reserve(connections);
-        self.sessions
-            .reserve(connections.min(self.config.max_sessions));
-        self.conn_timers
-            .reserve(connections.saturating_sub(self.conn_timers.len()));
+        self.store.reserve(connections, self.config.max_sessions);
     }
 
     /// The configuration.
@@ -418,18 +158,18 @@ impl Broker {
 
     /// Connections open.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.store.connections()
     }
 
     /// Whether the hub still holds this connection (it forgets a connection
     /// when it closes it or is told it closed).
     pub fn is_open(&self, conn: ConnId) -> bool {
-        self.conns.contains_key(&conn)
+        self.store.conn(conn).is_some()
     }
 
     /// Sessions held, connected or stored.
     pub fn sessions(&self) -> usize {
-        self.sessions.len()
+        self.store.sessions()
     }
 
     /// Retained messages held.
@@ -480,7 +220,7 @@ impl Broker {
         refusal: Option<(ConnectReasonCode, &str)>,
     ) -> ConnId {
         let config = &self.shared;
-        let id = self.conns.insert_with(|id| {
+        let id = self.store.open(|id| {
             let mut session = Session::with_shared(config.clone(), now)
                 .with_assigned_client_id(format!("auto-{:x}", id.0));
             if let Some(peer) = peer {
@@ -492,15 +232,11 @@ impl Broker {
             if let Some((code, detail)) = refusal {
                 session = session.refusing(code, detail);
             }
-            Box::new(Conn {
-                session,
-                key: None,
-                deadline: None,
-            })
+            session
         });
         if self.shut_down {
             // No new sessions while shutting down.
-            if let Some(c) = self.conns.get_mut(&id) {
+            if let Some(c) = self.store.conn_mut(id) {
                 c.session.handle_shutdown(now);
             }
         }
@@ -511,7 +247,7 @@ impl Broker {
     /// Bytes received on a connection. Bytes for a connection the hub
     /// closed are ignored.
     pub fn handle_bytes(&mut self, now: Now, conn: ConnId, bytes: &[u8]) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.store.conn_mut(conn) else {
             return;
         };
         c.session.handle_bytes(now, bytes);
@@ -522,12 +258,12 @@ impl Broker {
     /// The transport of a connection ended (the will follows unless the
     /// client said goodbye). Harmless for a connection the hub closed.
     pub fn handle_closed(&mut self, now: Now, conn: ConnId, how: TransportClosed) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.store.conn_mut(conn) else {
             return;
         };
         c.session.handle_closed(now, how);
         self.drain(now, conn);
-        if self.conns.contains_key(&conn) {
+        if self.store.conn(conn).is_some() {
             self.detach(now, conn);
         }
         self.flush_dirty(now);
@@ -537,7 +273,7 @@ impl Broker {
     /// to it is full. The connection ends as a network failure would (the
     /// will follows), with an audit record; the host closes the socket.
     pub fn handle_unresponsive(&mut self, now: Now, conn: ConnId) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.store.conn(conn) else {
             return;
         };
         let client_id = c.session.client_id().map(str::to_owned);
@@ -563,8 +299,8 @@ impl Broker {
             return Err(BrokerError::UnknownTicket(ticket));
         };
         let c = self
-            .conns
-            .get_mut(&conn)
+            .store
+            .conn_mut(conn)
             .ok_or(BrokerError::UnknownTicket(ticket))?;
         c.session
             .handle_authentication(now, t, outcome)
@@ -588,8 +324,8 @@ impl Broker {
         match self.pending.remove(&ticket) {
             Some(Pending::Session { conn, ticket: t }) => {
                 let c = self
-                    .conns
-                    .get_mut(&conn)
+                    .store
+                    .conn_mut(conn)
                     .ok_or(BrokerError::UnknownTicket(ticket))?;
                 c.session
                     .handle_authorization(now, t, decision)
@@ -608,74 +344,19 @@ impl Broker {
     /// Acts on every deadline at or before `now`: keep alive, CONNECT and
     /// credential timeouts, delayed wills, session expiry. Harmless early.
     pub fn handle_timeout(&mut self, now: Now) {
-        // Take what is due first: what the handlers schedule waits for the
-        // next call, so this always ends.
-        let mut due: Vec<(Instant, u64)> = Vec::new();
-        while let Some(&Reverse(word)) = self.conn_timers.peek() {
-            if ConnTimer::at(word) > now.mono {
-                break;
-            }
-            self.conn_timers.pop();
-            // Whoever is in the slot now: an entry left by the one before
-            // is at or before any deadline too.
-            let Some((id, c)) = self.conns.at_index(ConnTimer::slot(word)) else {
-                continue;
-            };
-            match c.deadline {
-                // Due at its deadline, in the order it always had among
-                // the other timers.
-                Some(deadline) if deadline <= now.mono => {
-                    due.push((deadline, Timer::Conn(id).pack()))
-                }
-                // Past the year 2527 an entry cannot be later than now:
-                // the deadline waits in the tree, exact.
-                Some(later) => match ConnTimer::pack(later, id) {
-                    Some(w) if ConnTimer::at(w) > now.mono => self.conn_timers.push(Reverse(w)),
-                    _ => {
-                        self.timers.insert((later, Timer::Conn(id).pack()));
-                    }
-                },
-                None => {}
-            }
-        }
-        self.compact_conn_timers();
-        let later = self
-            .timers
-            .split_off(&(now.mono + Duration::from_millis(1), 0));
-        due.extend(std::mem::replace(&mut self.timers, later));
-        due.sort_unstable();
-        due.dedup();
-        for (_, timer) in due {
-            match Timer::unpack(timer) {
+        // What is due is taken first: what the handlers schedule waits for
+        // the next call, so this always ends.
+        for timer in self.store.take_due(now.mono) {
+            match timer {
                 Timer::Conn(id) => {
-                    let Some(c) = self.conns.get_mut(&id) else {
+                    let Some(c) = self.store.conn_mut(id) else {
                         continue;
                     };
-                    // Its entry was taken: the deadline is asked anew
-                    // (and given an entry) when it is drained, whatever
-                    // the timers before it did to it.
-                    c.deadline = None;
                     c.session.handle_timeout(now);
                     self.drain(now, id);
                 }
                 Timer::Will(key) => self.will_due(now, key),
-                Timer::Expiry(key) => {
-                    let expired = self.sessions.get(&key).is_some_and(|s| {
-                        s.conn.is_none() && s.expires_at().is_some_and(|at| at <= now.mono)
-                    });
-                    if expired {
-                        let client_id = self
-                            .client_ids()
-                            .get(key)
-                            .map(|id| id.to_string())
-                            .unwrap_or_default();
-                        self.audit(AuditRecord::SessionExpired {
-                            at: now.wall,
-                            client_id,
-                        });
-                        self.end_session(now, key);
-                    }
-                }
+                Timer::Expiry(key) => self.session_expired(now, key),
             }
         }
         self.flush_dirty(now);
@@ -685,9 +366,8 @@ impl Broker {
     /// (5.0) and is closed; wills follow [`BrokerConfig::shutdown_wills`].
     pub fn handle_shutdown(&mut self, now: Now) {
         self.shut_down = true;
-        let ids: Vec<ConnId> = self.conns.keys();
-        for id in ids {
-            if let Some(c) = self.conns.get_mut(&id) {
+        for id in self.store.conn_ids() {
+            if let Some(c) = self.store.conn_mut(id) {
                 c.session.handle_shutdown(now);
                 self.drain(now, id);
             }
@@ -703,9 +383,7 @@ impl Broker {
 
     /// The next deadline, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let conn = self.conn_timers.peek().map(|Reverse(w)| ConnTimer::at(*w));
-        let stored = self.timers.first().map(|(at, _)| *at);
-        conn.into_iter().chain(stored).min()
+        self.store.next_deadline()
     }
 
     fn audit(&mut self, record: AuditRecord) {
@@ -723,10 +401,10 @@ impl Broker {
     fn drain(&mut self, now: Now, id: ConnId) {
         use session::Action as S;
         loop {
-            let Some(c) = self.conns.get_mut(&id) else {
+            self.store.unmark_written(id);
+            let Some(c) = self.store.conn_mut(id) else {
                 return;
             };
-            c.session.marked = false;
             let Some(action) = c.session.poll_action() else {
                 break;
             };
@@ -792,62 +470,21 @@ impl Broker {
                 S::Audit(record) => self.audit(record),
             }
         }
-        self.reschedule(id);
+        self.store.reschedule(id);
     }
 
     /// Drains the connections that deliveries wrote to, in the order they
     /// were written to.
     fn flush_dirty(&mut self, now: Now) {
-        while !self.dirty.is_empty() {
-            for id in std::mem::take(&mut self.dirty) {
+        loop {
+            let written = self.store.take_written();
+            if written.is_empty() {
+                return;
+            }
+            for id in written {
                 self.drain(now, id);
             }
         }
-    }
-
-    fn reschedule(&mut self, id: ConnId) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        let next = c.session.poll_timeout();
-        if next == c.deadline {
-            return;
-        }
-        let old = std::mem::replace(&mut c.deadline, next);
-        if !ConnTimer::in_heap(id) {
-            // Past the heap's slots: one exact entry in the tree.
-            if let Some(at) = old {
-                self.timers.remove(&(at, Timer::Conn(id).pack()));
-            }
-            if let Some(at) = next {
-                self.timers.insert((at, Timer::Conn(id).pack()));
-            }
-            return;
-        }
-        // A later deadline keeps the entry the earlier one has.
-        let earlier = next.is_some_and(|at| old.is_none_or(|old| at < old));
-        if let Some(at) = next
-            && earlier
-            && let Some(word) = ConnTimer::pack(at, id)
-        {
-            self.conn_timers.push(Reverse(word));
-            self.compact_conn_timers();
-        }
-    }
-
-    /// Rebuilds the connections' timer heap from their deadlines once stale
-    /// entries outnumber live ones: the heap stays within twice the
-    /// connections, whatever their deadlines do.
-    fn compact_conn_timers(&mut self) {
-        if self.conn_timers.len() <= 2 * self.conns.len() + 64 {
-            return;
-        }
-        let live: Vec<Reverse<u64>> = self
-            .conns
-            .iter()
-            .filter_map(|(id, c)| ConnTimer::pack(c.deadline?, id).map(Reverse))
-            .collect();
-        self.conn_timers = BinaryHeap::from(live);
     }
 }
 
@@ -871,35 +508,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_packed_timer_unpacks_to_itself_and_keeps_the_order() {
-        let timers = [
-            Timer::Conn(ConnId(5 << 32 | 3)),
-            Timer::Conn(ConnId(6 << 32)),
-            Timer::Will(SessionKey::from_id(1 << 32 | 9)),
-            Timer::Will(SessionKey::from_id((1 << 62) - 1)),
-            Timer::Expiry(SessionKey::from_id(7 << 32 | 1)),
-        ];
-        for pair in timers.windows(2) {
-            assert!(pair[0] < pair[1]);
-            assert!(pair[0].pack() < pair[1].pack());
-        }
-        for t in timers {
-            assert_eq!(Timer::unpack(t.pack()), t);
-        }
-    }
-
-    #[test]
-    fn what_every_idle_session_holds_fits_its_allocator_classes() {
-        use std::mem::size_of;
-        // The connection's box: jemalloc's 112-byte class (the next is 128).
-        assert!(size_of::<Conn>() <= 112, "{}", size_of::<Conn>());
-        // A session lives in its slab entry, with the slot's serial: 24
-        // bytes.
-        assert!(size_of::<(u32, StoredSession)>() <= 24);
-        assert_eq!(size_of::<Option<Instant>>(), 8);
-    }
-
-    #[test]
     fn stale_connection_timers_stay_bounded_and_live_ones_still_fire() {
         let mut hub = Broker::new(BrokerConfig::default());
         let now = Now::from_secs(1_000);
@@ -910,7 +518,7 @@ mod tests {
         for i in 0..1_000 {
             let at = now + Duration::from_millis(i);
             let c = hub.open(at, None);
-            assert!(hub.conn_timers.len() <= 2 * hub.conns.len() + 64);
+            assert!(hub.store.queued_conn_deadlines() <= 2 * hub.connections() + 64);
             hub.handle_closed(at, c, TransportClosed::PeerClosed);
             while hub.poll_action().is_some() {}
         }
@@ -925,31 +533,6 @@ mod tests {
             hub.handle_timeout(Now::new(at, now.wall));
             assert_eq!(hub.poll_action(), None);
         }
-        assert!(hub.conn_timers.is_empty());
-    }
-
-    #[test]
-    fn a_connection_timer_packs_its_time_and_slot_in_a_word() {
-        let at = Instant::from_millis(1_800_000_000_123);
-        let id = ConnId(7 << 32 | 12_345);
-        let w = ConnTimer::pack(at, id).unwrap();
-        assert_eq!((ConnTimer::at(w), ConnTimer::slot(w)), (at, 12_345));
-        // Words order by time first.
-        let later = ConnTimer::pack(at + Duration::from_millis(1), ConnId(1 << 32)).unwrap();
-        assert!(later > w);
-        // A deadline past the year 2527 is kept as that: earlier, as the
-        // heap wants.
-        let far = ConnTimer::pack(Instant::from_millis(u64::MAX - 1), id).unwrap();
-        assert_eq!(
-            ConnTimer::at(far),
-            Instant::from_millis(ConnTimer::MAX_MILLIS)
-        );
-        assert_eq!(ConnTimer::slot(far), 12_345);
-        // A slot past the heap's has no word: its deadline goes in the tree.
-        assert_eq!(
-            ConnTimer::pack(at, ConnId(1 << 32 | ConnTimer::SLOTS)),
-            None
-        );
-        assert!(ConnTimer::pack(at, ConnId(1 << 32 | (ConnTimer::SLOTS - 1))).is_some());
+        assert_eq!(hub.store.queued_conn_deadlines(), 0);
     }
 }

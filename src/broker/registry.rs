@@ -2,36 +2,21 @@
 //! ending sessions.
 
 use super::*;
-use std::hash::BuildHasher;
 
 impl Broker {
-    pub(super) fn client_ids(&self) -> ClientIds<'_> {
-        ClientIds {
-            sessions: &self.sessions,
-            conns: &self.conns,
-        }
-    }
-
     /// The connection is gone: its session ends, or is stored until it
     /// expires.
     pub(super) fn detach(&mut self, now: Now, id: ConnId) {
-        // Its entry in the heap goes stale, checked when it comes due; one
-        // in the tree (a slot past the heap's) goes now.
-        let Some(mut c) = self.conns.remove(&id) else {
+        let Some(mut c) = self.store.close(id) else {
             return;
         };
-        if !ConnTimer::in_heap(id)
-            && let Some(at) = c.deadline
-        {
-            self.timers.remove(&(at, Timer::Conn(id).pack()));
-        }
         // Its requests die with it.
         self.pending
             .retain(|_, p| !matches!(p, Pending::Session { conn, .. } if *conn == id));
         let Some(key) = c.key else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Some(s) = self.store.session_mut(key) else {
             return;
         };
         if s.conn() != Some(id) {
@@ -66,13 +51,13 @@ impl Broker {
         if expiry != u32::MAX {
             let at = now.mono + Duration::from_secs(u64::from(expiry));
             away.expires_at = Some(at);
-            self.timers.insert((at, Timer::Expiry(key).pack()));
+            self.store.set_deadline(Timer::Expiry(key), at);
         }
         let excess: Vec<Queued> = {
             let max = self.config.max_offline_messages;
             let s = self
-                .sessions
-                .get_mut(&key)
+                .store
+                .session_mut(key)
                 .expect("the session was just stored");
             let offline = &mut s.away().offline;
             if offline.len() > max {
@@ -89,32 +74,19 @@ impl Broker {
     /// The session ends: its subscriptions go, what it had queued is
     /// dropped (audited), and a will still waiting is sent now (§3.1.3.2.2).
     pub(super) fn end_session(&mut self, now: Now, key: SessionKey) {
-        let client_id = self.client_ids().get(key).cloned().unwrap_or_default();
+        let client_id = self.store.client_id(key).cloned().unwrap_or_default();
         self.end_session_of(now, key, client_id);
     }
 
     /// [`Broker::end_session`] of the session whose client id is
     /// `client_id` (one that just left its connection).
     pub(super) fn end_session_of(&mut self, now: Now, key: SessionKey, client_id: Arc<str>) {
-        // A stale key names no session: the index entry at its slab index
-        // may be another's.
-        if !self.sessions.contains_key(&key) {
-            return;
-        }
-        self.by_client_id.remove(
-            key,
-            &client_id,
-            ClientIds {
-                sessions: &self.sessions,
-                conns: &self.conns,
-            },
-        );
-        let Some(mut s) = self.sessions.remove(&key) else {
+        let Some(mut s) = self.store.remove_session(key, &client_id) else {
             return;
         };
         let away = s.take_away();
         if let Some(at) = away.expires_at {
-            self.timers.remove(&(at, Timer::Expiry(key).pack()));
+            self.store.cancel_deadline(Timer::Expiry(key), at);
         }
         for f in s.take_filters() {
             self.remove_subscription(key, &f);
@@ -161,8 +133,8 @@ impl Broker {
         clean_start: bool,
         identity: Arc<Identity>,
     ) {
-        if let Some(key) = self.by_client_id.get(&client_id, self.client_ids())
-            && let Some(old) = self.sessions[&key].conn()
+        if let Some(key) = self.store.find_session(&client_id)
+            && let Some(old) = self.store.session(key).and_then(StoredSession::conn)
             && old != id
         {
             // [MQTT-3.1.4-3]
@@ -171,13 +143,13 @@ impl Broker {
                 client_id: client_id.to_string(),
                 identity: identity.clone(),
             });
-            if let Some(c) = self.conns.get_mut(&old) {
+            if let Some(c) = self.store.conn_mut(old) {
                 c.session.handle_takeover(now);
             }
             self.drain(now, old);
             self.detach(now, old);
         }
-        if let Some(key) = self.by_client_id.get(&client_id, self.client_ids()) {
+        if let Some(key) = self.store.find_session(&client_id) {
             if clean_start {
                 // A clean start ends the old session, and sends its will.
                 self.end_session(now, key);
@@ -186,8 +158,8 @@ impl Broker {
                 return;
             }
         }
-        if self.sessions.len() >= self.config.max_sessions {
-            if let Some(c) = self.conns.get_mut(&id) {
+        if self.store.sessions() >= self.config.max_sessions {
+            if let Some(c) = self.store.conn_mut(id) {
                 let _ = c.session.handle_open_refused(
                     ticket,
                     ConnectReasonCode::QuotaExceeded,
@@ -196,16 +168,8 @@ impl Broker {
             }
             return;
         }
-        let key = self.sessions.insert_with(|_| StoredSession::new(id));
-        self.by_client_id.insert(
-            key,
-            &client_id,
-            ClientIds {
-                sessions: &self.sessions,
-                conns: &self.conns,
-            },
-        );
-        if let Some(c) = self.conns.get_mut(&id) {
+        let key = self.store.new_session(id, &client_id);
+        if let Some(c) = self.store.conn_mut(id) {
             c.key = Some(key);
             let _ = c.session.handle_open(now, ticket, false);
         }
@@ -218,16 +182,16 @@ impl Broker {
         ticket: session::Ticket,
         key: SessionKey,
     ) {
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Some(s) = self.store.session_mut(key) else {
             return;
         };
         // [MQTT-3.1.3-9] The client is back before its will was due.
         let away = s.take_away();
         let will = away.will;
-        if let Some(at) = away.expires_at {
-            self.timers.remove(&(at, Timer::Expiry(key).pack()));
-        }
         s.set_conn(Some(id));
+        if let Some(at) = away.expires_at {
+            self.store.cancel_deadline(Timer::Expiry(key), at);
+        }
         let mut inflight = away.inflight;
         for q in away.offline {
             let mut msg = q.msg;
@@ -242,97 +206,30 @@ impl Broker {
             }
         }
         self.will_on_resume(now, key, will);
-        if let Some(c) = self.conns.get_mut(&id) {
+        if let Some(c) = self.store.conn_mut(id) {
             c.key = Some(key);
             let _ = c.session.handle_resume(now, ticket, inflight);
         }
     }
-}
 
-/// Where a session's client id is read: its connection's session while it
-/// is attached, what it kept when it left otherwise. Keeping it in neither
-/// the session's slab entry nor the index saves two words a session.
-#[derive(Clone, Copy)]
-pub(super) struct ClientIds<'a> {
-    pub sessions: &'a Slots<SessionKey, StoredSession>,
-    pub conns: &'a Slots<ConnId, Box<Conn>>,
-}
-
-impl<'a> ClientIds<'a> {
-    /// The client id of the session at slab index `index`.
-    fn at(self, index: u32) -> Option<&'a Arc<str>> {
-        self.get(self.sessions.key_at(index)?)
-    }
-
-    pub(super) fn get(self, key: SessionKey) -> Option<&'a Arc<str>> {
-        let s = self.sessions.get(&key)?;
-        match s.conn() {
-            Some(id) => self.conns.get(&id)?.session.client_id_shared(),
-            None => s.away_ref().map(|a| &a.client_id),
-        }
-    }
-}
-
-/// The sessions by client id: a hash table of session slab indices alone
-/// (4 bytes), each session's client id read where the session keeps it
-/// ([`ClientIds`]). An index is a word's half where a map entry held the id
-/// too, in nodes half full.
-#[derive(Debug, Default)]
-pub(super) struct ClientIndex {
-    table: hashbrown::HashTable<u32>,
-    /// Seeded per process: client ids are chosen by clients, and a known
-    /// hash would let them collide. Nothing iterates the table, so its order
-    /// never shows.
-    hasher: std::hash::RandomState,
-}
-
-/// A session key's slab index, as the index keeps it.
-fn slot(key: SessionKey) -> u32 {
-    crate::slots::index_of(key.id()) as u32
-}
-
-impl ClientIndex {
-    fn hash(&self, client_id: &str) -> u64 {
-        self.hasher.hash_one(client_id)
-    }
-
-    /// The hash of the session at an index, for the table to move it.
-    fn rehash<'a>(
-        hasher: &'a std::hash::RandomState,
-        ids: ClientIds<'a>,
-    ) -> impl Fn(&u32) -> u64 + 'a {
-        move |i| ids.at(*i).map_or(0, |id| hasher.hash_one(&**id))
-    }
-
-    pub(super) fn get(&self, client_id: &str, ids: ClientIds<'_>) -> Option<SessionKey> {
-        let index = self
-            .table
-            .find(self.hash(client_id), |i| {
-                ids.at(*i).is_some_and(|id| **id == *client_id)
-            })
-            .copied()?;
-        ids.sessions.key_at(index)
-    }
-
-    /// Adds `key`, whose client id is `client_id`; every session in the
-    /// table has its id where `ids` reads it.
-    pub(super) fn insert(&mut self, key: SessionKey, client_id: &str, ids: ClientIds<'_>) {
-        let hash = self.hash(client_id);
-        self.table
-            .insert_unique(hash, slot(key), Self::rehash(&self.hasher, ids));
-    }
-
-    /// Removes `key`, whose client id is `client_id`; every other session
-    /// has its id where `ids` reads it.
-    pub(super) fn remove(&mut self, key: SessionKey, client_id: &str, ids: ClientIds<'_>) {
-        let index = slot(key);
-        if let Ok(entry) = self.table.find_entry(self.hash(client_id), |i| *i == index) {
-            entry.remove();
-        }
-        // A storm of sessions that ended leaves no table its size behind.
-        if self.table.capacity() > 64 && self.table.len() < self.table.capacity() / 4 {
-            self.table
-                .shrink_to(self.table.len() * 2, Self::rehash(&self.hasher, ids));
+    /// A stored session's expiry came: unless its client came back, it
+    /// ends — its will, if still waiting, is sent now (§3.1.3.2.2).
+    pub(super) fn session_expired(&mut self, now: Now, key: SessionKey) {
+        let expired = self
+            .store
+            .session(key)
+            .is_some_and(|s| s.conn().is_none() && s.expires_at().is_some_and(|at| at <= now.mono));
+        if expired {
+            let client_id = self
+                .store
+                .client_id(key)
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            self.audit(AuditRecord::SessionExpired {
+                at: now.wall,
+                client_id,
+            });
+            self.end_session(now, key);
         }
     }
 }

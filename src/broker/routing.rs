@@ -117,7 +117,11 @@ impl Broker {
     pub(super) fn pick_member(&mut self, name: &str, members: Vec<Target>) -> Option<Target> {
         let cursor = self.shares.get(name).map_or(0, |g| g.cursor);
         let n = members.len();
-        let connected = |t: &Target| self.sessions.get(&t.key).is_some_and(|s| s.conn.is_some());
+        let connected = |t: &Target| {
+            self.store
+                .session(t.key)
+                .is_some_and(|s| s.conn().is_some())
+        };
         let order = (0..n).map(|i| (cursor + i) % n);
         let chosen = order
             .clone()
@@ -131,21 +135,18 @@ impl Broker {
 
     /// Hands a message to a session: its connection, or its offline queue.
     pub(super) fn deliver(&mut self, now: Now, key: SessionKey, msg: OutboundMessage) {
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Some(s) = self.store.session(key) else {
             return;
         };
         if let Some(id) = s.conn()
-            && let Some(c) = self.conns.get_mut(&id)
+            && let Some(c) = self.store.conn_mut(id)
             && c.session.is_connected()
         {
             // Kept only for the record a refused QoS 1/2 message gets.
             let qos = msg.qos;
             let topic = (qos != QoS::AtMostOnce).then(|| msg.topic.as_mqtt_str().clone());
             match c.session.deliver(now, msg) {
-                Delivery::Accepted if !c.session.marked => {
-                    c.session.marked = true;
-                    self.dirty.push(id);
-                }
+                Delivery::Accepted => self.store.mark_written(id),
                 Delivery::QueueFull if let Some(topic) = topic => {
                     let client_id = c.session.client_id().unwrap_or_default().to_owned();
                     self.audit(AuditRecord::MessageDropped {
@@ -169,6 +170,9 @@ impl Broker {
         // Copied for the same reason as a retained message.
         let msg = msg.detached();
         let mut lost = None;
+        let Some(s) = self.store.session_mut(key) else {
+            return;
+        };
         let offline = &mut s.away().offline;
         if offline.len() >= self.config.max_offline_messages {
             match self.config.offline_overflow {
@@ -182,7 +186,7 @@ impl Broker {
             offline.push_back(Queued { msg, at: now.mono });
         }
         if let Some(msg) = lost {
-            let client_id = self.client_ids().get(key).cloned().unwrap_or_default();
+            let client_id = self.store.client_id(key).cloned().unwrap_or_default();
             self.dropped(now, &client_id, &msg, DropReason::QueueFull);
         }
     }
@@ -211,7 +215,7 @@ impl Broker {
                         .or_default()
                         .members += 1;
                 }
-                if let Some(s) = self.sessions.get_mut(&key) {
+                if let Some(s) = self.store.session_mut(key) {
                     s.push_filter(filter.clone());
                 }
             }
@@ -245,7 +249,7 @@ impl Broker {
 
     pub(super) fn unsubscribe(&mut self, key: SessionKey, filter: &TopicFilter) {
         if self.remove_subscription(key, filter)
-            && let Some(s) = self.sessions.get_mut(&key)
+            && let Some(s) = self.store.session_mut(key)
         {
             s.remove_filter(filter);
         }

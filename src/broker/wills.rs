@@ -50,7 +50,7 @@ impl Broker {
             self.send_will(now, key, due);
             return;
         }
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Some(s) = self.store.session_mut(key) else {
             self.send_will(now, key, due);
             return;
         };
@@ -65,13 +65,13 @@ impl Broker {
             },
         );
         s.away().will = Some(DelayedWill { due, at });
-        self.timers.insert((at, Timer::Will(key).pack()));
+        self.store.set_deadline(Timer::Will(key), at);
         self.audit(record);
     }
 
     /// A delayed will's timer came: it is sent, if it is still waiting.
     pub(super) fn will_due(&mut self, now: Now, key: SessionKey) {
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Some(s) = self.store.session_mut(key) else {
             return;
         };
         if let Some(w) = s.take_will(Some(now.mono)) {
@@ -83,7 +83,7 @@ impl Broker {
     /// will is cancelled [MQTT-3.1.3-9].
     pub(super) fn will_on_resume(&mut self, now: Now, key: SessionKey, will: Option<DelayedWill>) {
         if let Some(w) = will {
-            self.timers.remove(&(w.at, Timer::Will(key).pack()));
+            self.store.cancel_deadline(Timer::Will(key), w.at);
             self.cancel_will(now, &w.due, "the client reconnected");
         }
     }
@@ -97,7 +97,7 @@ impl Broker {
         will: Option<DelayedWill>,
     ) {
         if let Some(w) = will {
-            self.timers.remove(&(w.at, Timer::Will(key).pack()));
+            self.store.cancel_deadline(Timer::Will(key), w.at);
             self.send_will(now, key, w.due);
         }
     }
@@ -107,17 +107,11 @@ impl Broker {
     /// connections it closes follow the same setting, in
     /// [`Broker::will_triggered`].)
     pub(super) fn wills_at_shutdown(&mut self, now: Now) {
-        let waiting: Vec<SessionKey> = self
-            .sessions
-            .keys()
-            .into_iter()
-            .filter(|k| self.sessions[k].has_will())
-            .collect();
-        for key in waiting {
-            let Some(w) = self.sessions.get_mut(&key).and_then(|s| s.take_will(None)) else {
+        for key in self.store.session_keys() {
+            let Some(w) = self.store.session_mut(key).and_then(|s| s.take_will(None)) else {
                 continue;
             };
-            self.timers.remove(&(w.at, Timer::Will(key).pack()));
+            self.store.cancel_deadline(Timer::Will(key), w.at);
             match self.config.shutdown_wills {
                 ShutdownWills::SendNow => self.send_will(now, key, w.due),
                 ShutdownWills::Drop => self.cancel_will(now, &w.due, "server shutting down"),
@@ -219,7 +213,7 @@ impl Broker {
                 self.retain(now, &will.topic, &will.payload, will.qos, &properties);
             }
             // No Local still knows the client when its session lives on.
-            let from = self.sessions.contains_key(&key).then_some(key);
+            let from = self.store.session(key).is_some().then_some(key);
             self.route(
                 now,
                 from,

@@ -75,7 +75,7 @@ impl Session {
             identity: None,
             client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
             client_max_packet: props.maximum_packet_size,
-            traffic: None,
+            per_message: None,
             client_alias_max: if self.config.outbound_topic_aliases {
                 props.topic_alias_maximum.unwrap_or(0)
             } else {
@@ -89,7 +89,7 @@ impl Session {
             subscriptions: types::Filters::default(),
         });
         if let Some(conn) = self.stage.conn_mut() {
-            conn.t().kept = Some(Box::new(Kept {
+            conn.per_message_mut().kept = Some(Box::new(Kept {
                 credentials: credentials.clone(),
                 reauth: None,
                 will_recheck: None,

@@ -134,14 +134,14 @@ enum OutState {
 #[derive(Debug)]
 struct Conn {
     // Its client id is its credentials' until it authenticates, its
-    // identity's after ([`Conn::client_id`]): not a copy here, whose two
-    // words took the connection past its allocator class.
+    // identity's after ([`Conn::client_id`]): not a copy here, two words
+    // more in every connection (the hub's budget: `broker/store.rs`).
     assigned_client_id: bool,
     clean_start: bool,
     keep_alive: u16,
     /// `keep_alive` is the server's, not the client's: the CONNACK says so
-    /// (Server Keep Alive). A flag, not the value again: the connection
-    /// then fits its allocator class.
+    /// (Server Keep Alive). A flag, not the value again: a byte, not two,
+    /// in every connection.
     keep_alive_overridden: bool,
     session_expiry: u32,
     /// Boxed: most clients register none.
@@ -151,7 +151,7 @@ struct Conn {
     client_max_packet: Option<std::num::NonZeroU32>,
     /// The tables that are empty while the connection idles: allocated on
     /// first use, let go when empty again.
-    traffic: Option<Box<Traffic>>,
+    per_message: Option<Box<PerMessage>>,
     /// Highest alias the client accepts (0 when outbound aliases are off).
     client_alias_max: u16,
     request_problem_info: bool,
@@ -181,7 +181,7 @@ struct Kept {
 
 /// A connection's per-message tables.
 #[derive(Debug, Default)]
-struct Traffic {
+struct PerMessage {
     /// Topics given an alias towards the client (alias = index + 1).
     aliases_out: Vec<TopicName>,
     pending: VecDeque<Pending>,
@@ -202,8 +202,8 @@ struct Traffic {
     kept: Option<Box<Kept>>,
 }
 
-/// What an idle connection's [`Traffic`] reads as.
-static NO_TRAFFIC: Traffic = Traffic {
+/// What an idle connection's [`PerMessage`] reads as.
+static NO_PER_MESSAGE: PerMessage = PerMessage {
     aliases_out: Vec::new(),
     pending: VecDeque::new(),
     awaiting_pubrel: Vec::new(),
@@ -213,7 +213,7 @@ static NO_TRAFFIC: Traffic = Traffic {
     kept: None,
 };
 
-impl Traffic {
+impl PerMessage {
     fn is_empty(&self) -> bool {
         self.aliases_out.is_empty()
             && self.pending.is_empty()
@@ -226,25 +226,26 @@ impl Traffic {
 }
 
 impl Conn {
-    /// The per-message tables, to change them.
-    fn t(&mut self) -> &mut Traffic {
-        self.traffic.get_or_insert_with(Box::default)
+    /// The per-message tables (aliases, requests waiting for a decision,
+    /// QoS 1/2 in flight, the kept credentials), made on first use.
+    fn per_message_mut(&mut self) -> &mut PerMessage {
+        self.per_message.get_or_insert_with(Box::default)
     }
 
-    /// The per-message tables, to read them.
-    fn tr(&self) -> &Traffic {
-        self.traffic.as_deref().unwrap_or(&NO_TRAFFIC)
+    /// The per-message tables, empty ones for an idle connection.
+    fn per_message(&self) -> &PerMessage {
+        self.per_message.as_deref().unwrap_or(&NO_PER_MESSAGE)
     }
 
     /// Lets go of the tables once they are all empty.
-    fn release_traffic(&mut self) {
-        if self.traffic.as_ref().is_some_and(|t| t.is_empty()) {
-            self.traffic = None;
+    fn release_per_message(&mut self) {
+        if self.per_message.as_ref().is_some_and(|t| t.is_empty()) {
+            self.per_message = None;
         }
     }
 
     fn kept(&self) -> Option<&Kept> {
-        self.traffic.as_ref()?.kept.as_deref()
+        self.per_message.as_ref()?.kept.as_deref()
     }
 
     /// Its client id: its credentials' while it authenticates, then its
@@ -290,15 +291,15 @@ impl Conn {
     }
 
     fn kept_mut(&mut self) -> Option<&mut Kept> {
-        self.traffic.as_mut()?.kept.as_deref_mut()
+        self.per_message.as_mut()?.kept.as_deref_mut()
     }
 
     /// Lets go of the credentials.
     fn drop_kept(&mut self) {
-        if let Some(t) = self.traffic.as_mut() {
+        if let Some(t) = self.per_message.as_mut() {
             t.kept = None;
         }
-        self.release_traffic();
+        self.release_per_message();
     }
 
     fn auth_method(&self) -> Option<&str> {
@@ -338,10 +339,6 @@ pub struct Session {
     /// What the host said before the CONNECT, then what the CONNECT
     /// established.
     stage: Stage,
-    /// The hub's mark: the connection has output waiting to be drained.
-    /// Here, in bytes the session's layout leaves free, rather than a word
-    /// more in the hub's box for every connection.
-    pub(crate) marked: bool,
 }
 
 /// What the sessions of a hub share (one allocation, not a word or two in
@@ -508,7 +505,6 @@ impl Session {
                 ..Prelude::default()
             })),
             next_ticket: 0,
-            marked: false,
         }
     }
 
@@ -643,7 +639,7 @@ impl Session {
                     io.actions = VecDeque::new();
                 }
                 if let Some(conn) = self.stage.conn_mut() {
-                    conn.release_traffic();
+                    conn.release_per_message();
                 }
                 return None;
             }

@@ -52,16 +52,16 @@ impl Session {
             }
             match &p.topic {
                 Some(t) => {
-                    if conn.tr().aliases_in.len() <= slot {
-                        conn.t().aliases_in.resize(slot + 1, None);
+                    if conn.per_message().aliases_in.len() <= slot {
+                        conn.per_message_mut().aliases_in.resize(slot + 1, None);
                     }
                     // Kept for the connection's life: copied out of the
                     // read buffer, and only when the alias changes.
-                    if conn.tr().aliases_in[slot].as_ref() != Some(t) {
-                        conn.t().aliases_in[slot] = Some(t.detached());
+                    if conn.per_message().aliases_in[slot].as_ref() != Some(t) {
+                        conn.per_message_mut().aliases_in[slot] = Some(t.detached());
                     }
                 }
-                None => match conn.tr().aliases_in.get(slot).cloned().flatten() {
+                None => match conn.per_message().aliases_in.get(slot).cloned().flatten() {
                     Some(t) => p.topic = Some(t),
                     None => {
                         self.protocol_error(now, "unknown topic alias");
@@ -90,13 +90,13 @@ impl Session {
             return;
         };
         if let Some(id) = p.packet_id {
-            if p.qos == QoS::ExactlyOnce && conn.tr().awaiting_pubrel.contains(&id) {
+            if p.qos == QoS::ExactlyOnce && conn.per_message().awaiting_pubrel.contains(&id) {
                 // Already received and acknowledged: acknowledge again, do
                 // not hand it up twice (exactly once).
                 self.send(&Packet::PubRec(PubRec::new(id)));
                 return;
             }
-            let in_progress = p.qos == QoS::ExactlyOnce && conn.tr().pending.iter().any(|x| {
+            let in_progress = p.qos == QoS::ExactlyOnce && conn.per_message().pending.iter().any(|x| {
                 matches!(x, Pending::Publish { publish, .. } if publish.packet_id == Some(id) && publish.qos == QoS::ExactlyOnce)
             });
             if in_progress {
@@ -113,7 +113,7 @@ impl Session {
             }
             conn.inbound_inflight += 1;
         }
-        if conn.tr().pending.len() >= max_pending {
+        if conn.per_message().pending.len() >= max_pending {
             self.fail(
                 now,
                 DisconnectReasonCode::MessageRateTooHigh,
@@ -125,7 +125,7 @@ impl Session {
         // The common case — a synchronous authorizer and nothing waiting —
         // decides on borrowed data: no owned request is built unless an
         // audit record needs it.
-        if conn.tr().pending.is_empty()
+        if conn.per_message().pending.is_empty()
             && let (Some(authorizer), Some(identity)) = (&self.config.authorizer, &conn.identity)
         {
             let request = crate::auth::AuthzRequest {
@@ -157,12 +157,12 @@ impl Session {
             let Some(conn) = self.stage.conn_mut() else {
                 return;
             };
-            if conn.tr().pending.is_empty() {
+            if conn.per_message().pending.is_empty() {
                 self.finish_publish(now, Some(query.identity), p, &decision);
             } else {
                 // Earlier requests still wait: take effect after them. Its
                 // ticket is never answered: the decision is already in.
-                conn.t().pending.push_back(Pending::Publish {
+                conn.per_message_mut().pending.push_back(Pending::Publish {
                     ticket: Ticket(0),
                     identity: query.identity,
                     publish: take_publish(p),
@@ -175,7 +175,7 @@ impl Session {
         let Some(conn) = self.stage.conn_mut() else {
             return;
         };
-        conn.t().pending.push_back(Pending::Publish {
+        conn.per_message_mut().pending.push_back(Pending::Publish {
             ticket,
             identity: query.identity.clone(),
             publish: take_publish(p),
@@ -195,7 +195,11 @@ impl Session {
     /// Carries out every decided request at the front of the queue, in order.
     pub(super) fn drain_pending(&mut self, now: Now) {
         loop {
-            let ready = match self.stage.conn().and_then(|c| c.tr().pending.front()) {
+            let ready = match self
+                .stage
+                .conn()
+                .and_then(|c| c.per_message().pending.front())
+            {
                 Some(Pending::Publish { decision, .. }) => decision.is_some(),
                 Some(Pending::Subscribe { slots, .. }) => {
                     !slots.iter().any(|s| matches!(s, Slot::Waiting(..)))
@@ -208,7 +212,7 @@ impl Session {
             let Some(item) = self
                 .stage
                 .conn_mut()
-                .and_then(|c| c.t().pending.pop_front())
+                .and_then(|c| c.per_message_mut().pending.pop_front())
             else {
                 return;
             };
@@ -314,7 +318,7 @@ impl Session {
                     // The exchange ends with an error PUBREC (§4.3.3).
                     conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
                 } else {
-                    conn.t().awaiting_pubrel.push(id);
+                    conn.per_message_mut().awaiting_pubrel.push(id);
                 }
                 self.send(&Packet::PubRec(PubRec::with_reason(id, code)));
             }
@@ -327,13 +331,13 @@ impl Session {
             return;
         };
         let code = match conn
-            .tr()
+            .per_message()
             .awaiting_pubrel
             .iter()
             .position(|id| *id == r.packet_id)
         {
             Some(i) => {
-                conn.t().awaiting_pubrel.swap_remove(i);
+                conn.per_message_mut().awaiting_pubrel.swap_remove(i);
                 conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
                 PubRelReasonCode::Success
             }
@@ -362,7 +366,8 @@ impl Session {
             return Delivery::TooLarge;
         }
         let sending_now = msg.qos == QoS::AtMostOnce
-            || (conn.tr().outbound.len() < window && conn.tr().outbound_queue.is_empty());
+            || (conn.per_message().outbound.len() < window
+                && conn.per_message().outbound_queue.is_empty());
         let unsent = self
             .io
             .as_ref()
@@ -380,13 +385,17 @@ impl Session {
             let _ = p.encode(version, self.reserve_tx());
             return Delivery::Accepted;
         }
-        if conn.tr().outbound.len() < window && conn.tr().outbound_queue.is_empty() {
+        if conn.per_message().outbound.len() < window
+            && conn.per_message().outbound_queue.is_empty()
+        {
             self.send_outbound(msg);
             Delivery::Accepted
-        } else if conn.tr().outbound_queue.len() < self.config.max_outbound_queue {
+        } else if conn.per_message().outbound_queue.len() < self.config.max_outbound_queue {
             // Copied: a message waiting behind a slow client's window would
             // otherwise keep the publisher's whole read buffer alive.
-            conn.t().outbound_queue.push_back(msg.detached());
+            conn.per_message_mut()
+                .outbound_queue
+                .push_back(msg.detached());
             Delivery::Accepted
         } else {
             Delivery::QueueFull
@@ -401,7 +410,7 @@ impl Session {
             return Inflight::default();
         };
         let subscriptions = conn.subscriptions.take();
-        let Some(t) = conn.traffic.as_mut() else {
+        let Some(t) = conn.per_message.as_mut() else {
             return Inflight {
                 subscriptions,
                 ..Inflight::default()
@@ -432,37 +441,45 @@ impl Session {
         let Some(conn) = self.stage.conn_mut() else {
             return;
         };
-        conn.t().awaiting_pubrel = inflight.awaiting_pubrel;
+        conn.per_message_mut().awaiting_pubrel = inflight.awaiting_pubrel;
         conn.subscriptions = types::Filters::from_vec(inflight.subscriptions);
-        conn.inbound_inflight = u16::try_from(conn.tr().awaiting_pubrel.len()).unwrap_or(u16::MAX);
+        conn.inbound_inflight =
+            u16::try_from(conn.per_message().awaiting_pubrel.len()).unwrap_or(u16::MAX);
         for m in inflight.outbound {
             if m.released {
                 let _ = Packet::PubRel(PubRel::new(m.packet_id)).encode(version, tx);
-                conn.t()
-                    .outbound
-                    .push_back((m.packet_id, OutState::Released, m.message));
+                conn.per_message_mut().outbound.push_back((
+                    m.packet_id,
+                    OutState::Released,
+                    m.message,
+                ));
             } else {
                 let mut p = view(&m.message, Some(m.packet_id));
                 p.dup = true;
                 let _ = p.encode(version, tx);
-                conn.t()
-                    .outbound
-                    .push_back((m.packet_id, OutState::Published, m.message));
+                conn.per_message_mut().outbound.push_back((
+                    m.packet_id,
+                    OutState::Published,
+                    m.message,
+                ));
             }
         }
-        conn.t().outbound_queue.extend(inflight.queued);
+        conn.per_message_mut()
+            .outbound_queue
+            .extend(inflight.queued);
         self.fill_window();
     }
 
     /// Sends queued messages while the outbound window has room.
     fn fill_window(&mut self) {
         while self.stage.conn().is_some_and(|c| {
-            !c.tr().outbound_queue.is_empty() && c.tr().outbound.len() < self.window()
+            !c.per_message().outbound_queue.is_empty()
+                && c.per_message().outbound.len() < self.window()
         }) {
             let Some(msg) = self
                 .stage
                 .conn_mut()
-                .and_then(|c| c.t().outbound_queue.pop_front())
+                .and_then(|c| c.per_message_mut().outbound_queue.pop_front())
             else {
                 break;
             };
@@ -481,7 +498,7 @@ impl Session {
             return;
         };
         let Some(id) = next_free_id(conn) else {
-            conn.t().outbound_queue.push_front(msg);
+            conn.per_message_mut().outbound_queue.push_front(msg);
             return;
         };
         let mut p = view(&msg, Some(id));
@@ -493,7 +510,9 @@ impl Session {
             return;
         };
         if p.encode(version, tx).is_ok() {
-            conn.t().outbound.push_back((id, OutState::Published, msg));
+            conn.per_message_mut()
+                .outbound
+                .push_back((id, OutState::Published, msg));
         }
     }
 
@@ -502,7 +521,7 @@ impl Session {
             return;
         };
         match conn
-            .t()
+            .per_message_mut()
             .outbound
             .iter_mut()
             .find(|(id, state, _)| *id == r.packet_id && *state == OutState::Published)
@@ -528,12 +547,12 @@ impl Session {
             return;
         };
         if let Some(i) = conn
-            .tr()
+            .per_message()
             .outbound
             .iter()
             .position(|(pid, state, _)| *pid == id && *state == expected)
         {
-            conn.t().outbound.remove(i);
+            conn.per_message_mut().outbound.remove(i);
         }
         self.fill_window();
     }
@@ -567,7 +586,7 @@ impl Session {
         }
         // Moved to the one request that waits for it (tickets are unique).
         let mut answer = Some(decision);
-        for p in conn.t().pending.iter_mut() {
+        for p in conn.per_message_mut().pending.iter_mut() {
             match p {
                 Pending::Publish {
                     ticket: t,
@@ -620,7 +639,12 @@ pub(super) fn next_free_id(conn: &mut Conn) -> Option<PacketId> {
     for _ in 0..u16::MAX {
         conn.next_packet_id = conn.next_packet_id.checked_add(1).unwrap_or(1);
         let id = PacketId::new(conn.next_packet_id)?;
-        if !conn.tr().outbound.iter().any(|(pid, _, _)| *pid == id) {
+        if !conn
+            .per_message()
+            .outbound
+            .iter()
+            .any(|(pid, _, _)| *pid == id)
+        {
             return Some(id);
         }
     }
@@ -637,16 +661,21 @@ fn alias_topic(conn: &mut Conn, p: &mut PublishView<'_>) {
     let Some(topic) = p.topic else {
         return;
     };
-    if let Some(i) = conn.tr().aliases_out.iter().position(|t| t == topic) {
+    if let Some(i) = conn
+        .per_message()
+        .aliases_out
+        .iter()
+        .position(|t| t == topic)
+    {
         p.topic = None;
         p.topic_alias = u16::try_from(i + 1)
             .ok()
             .and_then(std::num::NonZeroU16::new);
-    } else if conn.tr().aliases_out.len() < usize::from(conn.client_alias_max) {
+    } else if conn.per_message().aliases_out.len() < usize::from(conn.client_alias_max) {
         // Kept for the connection's life: copied out of the publisher's
         // read buffer.
-        conn.t().aliases_out.push(topic.detached());
-        p.topic_alias = u16::try_from(conn.tr().aliases_out.len())
+        conn.per_message_mut().aliases_out.push(topic.detached());
+        p.topic_alias = u16::try_from(conn.per_message().aliases_out.len())
             .ok()
             .and_then(std::num::NonZeroU16::new);
     }

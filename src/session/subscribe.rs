@@ -18,11 +18,9 @@ impl Session {
         let Some(identity) = self.identity().cloned() else {
             return;
         };
-        if self
-            .stage
-            .conn()
-            .is_some_and(|c| c.tr().pending.len() >= self.config.max_pending_authorizations)
-        {
+        if self.stage.conn().is_some_and(|c| {
+            c.per_message().pending.len() >= self.config.max_pending_authorizations
+        }) {
             self.fail(
                 now,
                 DisconnectReasonCode::MessageRateTooHigh,
@@ -69,7 +67,7 @@ impl Session {
             }
         }
         if let Some(conn) = self.stage.conn_mut() {
-            conn.t()
+            conn.per_message_mut()
                 .pending
                 .push_back(Pending::Subscribe { packet: s, slots });
         }
