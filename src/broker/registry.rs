@@ -161,6 +161,7 @@ impl Broker {
         if self.store.sessions() >= self.config.max_sessions {
             if let Some(c) = self.store.conn_mut(id) {
                 let _ = c.session.handle_open_refused(
+                    now,
                     ticket,
                     ConnectReasonCode::QuotaExceeded,
                     "too many sessions",

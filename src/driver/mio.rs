@@ -44,17 +44,30 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closed connection may take to read what was left for it.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// [`Slot::conn`] of a socket the hub has no connection for.
-const NO_CONN: u32 = u32::MAX;
+/// Which hub connection a socket carries, as half an id: the index of the
+/// hub's [`ConnId`] (its serial is in [`MioIo::by_conn`], which tells a
+/// stale index). Half a word: the socket's slot with its serial is 24
+/// bytes, where the whole id made it 32. Read and written only by
+/// [`MioIo::pair`], [`MioIo::slot_of`], [`MioIo::conn_of`] and
+/// [`MioIo::detach`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ConnIndex(u32);
+
+impl ConnIndex {
+    /// No hub connection: a TLS handshake under way, or the hub closed it.
+    const NONE: Self = Self(u32::MAX);
+
+    fn of(conn: ConnId) -> Self {
+        Self(index_of(conn.0) as u32)
+    }
+}
 
 /// One socket: kept small, an idle connection is mostly this.
 struct Slot {
     stream: TcpStream,
-    /// The index of the hub's id for it (`by_conn` holds the id's serial
-    /// there); [`NO_CONN`] while a TLS handshake is under way and once the
-    /// hub closed it. Half a word: the slot with its serial is 24 bytes,
-    /// where the whole id made it 32.
-    conn: u32,
+    /// The hub connection it carries ([`ConnIndex::NONE`] while a TLS
+    /// handshake is under way and once the hub closed it).
+    conn: ConnIndex,
     /// Its TLS session, or plain output the socket did not take yet (there
     /// only while some is), and whether it closes: one word, where a flag
     /// beside it took another.
@@ -180,12 +193,14 @@ impl MioIo {
         let index = *self.by_conn.get(&conn)?;
         self.slots
             .at_index_mut(index)
-            .filter(|(_, s)| s.conn as usize == index_of(conn.0))
+            .filter(|(_, s)| s.conn == ConnIndex::of(conn))
     }
 
     /// The hub's connection on the socket `token`, if any.
     fn conn_of(&self, token: usize) -> Option<ConnId> {
-        let conn = self.by_conn.key_at(self.slots.get(&token)?.conn as usize)?;
+        let conn = self
+            .by_conn
+            .key_at(self.slots.get(&token)?.conn.0 as usize)?;
         // The hub's index names this socket only while its entry points back.
         (self.by_conn.get(&conn).map(|&i| i as usize) == Some(index_of(token as u64)))
             .then_some(conn)
@@ -197,7 +212,16 @@ impl MioIo {
             self.by_conn.remove(&conn);
         }
         if let Some(s) = self.slots.get_mut(&token) {
-            s.conn = NO_CONN;
+            s.conn = ConnIndex::NONE;
+        }
+    }
+
+    /// The socket `token` carries the hub's connection `conn` from now on.
+    fn pair(&mut self, token: usize, conn: ConnId) {
+        if let Some(s) = self.slots.get_mut(&token) {
+            s.conn = ConnIndex::of(conn);
+            // Tokens are slot ids: their lower half is the index.
+            self.by_conn.insert(conn, index_of(token as u64) as u32);
         }
     }
 
@@ -504,7 +528,7 @@ pub fn serve(
             // writing is late; anything else met its deadline.
             match io.slots.get(&token) {
                 Some(s) if s.closing() => {}
-                Some(s) if s.conn == NO_CONN => log::info!("TLS handshake timed out"),
+                Some(s) if s.conn == ConnIndex::NONE => log::info!("TLS handshake timed out"),
                 _ => continue,
             }
             io.drop_slot(token, Shutdown::Both);
@@ -604,7 +628,7 @@ fn accept_all(
         let handshaking = tls.is_some();
         let token = io.slots.insert_with(|_| Slot {
             stream,
-            conn: NO_CONN,
+            conn: ConnIndex::NONE,
             side: tls,
         });
         let registered = io.slots.get_mut(&token).is_some_and(|s| {
@@ -644,11 +668,7 @@ fn open(
         return;
     }
     let conn = runner.open(now, peer, certificate, io);
-    if let Some(s) = io.slots.get_mut(&token) {
-        s.conn = index_of(conn.0) as u32;
-        // Tokens are slot ids: their lower half is the index.
-        io.by_conn.insert(conn, index_of(token as u64) as u32);
-    }
+    io.pair(token, conn);
     if !runner.hub.is_open(conn) {
         io.close(conn);
     }
@@ -729,7 +749,7 @@ fn read_ready(
             Some((stream, tls)) => read_tls(stream, tls, buf),
             None => read_plain(&mut s.stream, buf),
         };
-        if was_handshaking && s.conn == NO_CONN {
+        if was_handshaking && s.conn == ConnIndex::NONE {
             let done = s.tls().is_some_and(|t| !t.is_handshaking());
             if done {
                 let certificate = s

@@ -292,12 +292,14 @@ impl Session {
 
     /// Refuses an [`Action::Open`]: the CONNACK carries `code` (3.1.1: its
     /// nearest return code) and the connection closes. The hub uses it when
-    /// it cannot hold another session.
+    /// it cannot hold another session. (`now`, first as for every input,
+    /// decides nothing here.)
     ///
     /// # Errors
     /// [`SessionError::UnknownTicket`] when no open is waiting for it.
     pub fn handle_open_refused(
         &mut self,
+        _now: Now,
         ticket: Ticket,
         code: ConnectReasonCode,
         detail: &str,
