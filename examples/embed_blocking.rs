@@ -91,6 +91,9 @@ fn main() -> std::io::Result<()> {
                 // The ACL answers on the spot; nothing is left to ask.
                 Action::Authorize { .. } => {}
                 Action::Audit(record) => println!("{record}"),
+                // This hub is not durable (`BrokerConfig::durable`): nothing
+                // to keep.
+                Action::Persist(_) => {}
             }
         }
         // Forget sockets the hub let go of (closed by the peer).

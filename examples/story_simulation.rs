@@ -52,6 +52,8 @@ impl World {
         while let Some(action) = self.hub.poll_action() {
             match action {
                 Action::Audit(record) => println!("audit  {record}"),
+                // Not a durable hub: nothing to keep.
+                Action::Persist(_) => {}
                 Action::Authenticate {
                     ticket,
                     credentials,

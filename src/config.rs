@@ -69,6 +69,8 @@ pub struct Config {
     pub tls: TlsSection,
     /// Logging.
     pub log: LogSection,
+    /// Durable state.
+    pub storage: StorageSection,
 }
 
 impl Default for Config {
@@ -85,7 +87,39 @@ impl Default for Config {
             limits: LimitsSection::default(),
             tls: TlsSection::default(),
             log: LogSection::default(),
+            storage: StorageSection::default(),
         }
+    }
+}
+
+/// `[storage]`: what survives a restart, in `data_dir/testament.redb`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `always`: every change of durable state (retained messages) is
+    /// committed and flushed to disk before anything that follows it is
+    /// sent — one transaction per turn of the loop; a crash loses nothing
+    /// acknowledged. `off`: state lives in memory only; a restart loses it.
+    pub sync: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self { sync: "off".into() }
+    }
+}
+
+impl StorageSection {
+    /// Whether state is kept on disk.
+    ///
+    /// # Errors
+    /// A `sync` that is not one of the choices.
+    pub fn durable(&self) -> Result<bool, ConfigError> {
+        one_of(
+            "storage.sync",
+            &self.sync,
+            &[("always", true), ("off", false)],
+        )
     }
 }
 
@@ -629,6 +663,7 @@ impl Config {
             )?,
             max_retained_messages: l.max_retained_messages,
             max_retained_bytes: l.max_retained_bytes,
+            durable: self.storage.durable()?,
             will_after_expiry: match self.will.after_expiry.as_str() {
                 "grace" => WillAfterExpiry::Grace(Duration::from_secs(self.will.grace_secs)),
                 other => one_of(

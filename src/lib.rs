@@ -56,6 +56,8 @@
 //!             // with `hub.handle_authorization(now, ticket, decision)`.
 //!             Action::Authorize { .. } => {}
 //!             Action::Audit(record) => println!("{record}"),
+//!             // A durable hub's state to commit before what follows.
+//!             Action::Persist(_) => {}
 //!         }
 //!     }
 //!     // Sleep until an input or `hub.poll_timeout()`, whichever comes first.

@@ -350,8 +350,22 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             None
         }
     });
-    let driver_config = c.driver_config();
-    let recorder = match &args.record {
+    let mut driver_config = c.driver_config();
+    // What survives a restart: opened before anything is served; a store
+    // that cannot be read stops the broker, naming the file.
+    let mut restored = Vec::new();
+    if broker_config.durable {
+        let path = c.data_dir.join("testament.redb");
+        let store = driver::storage::RedbStorage::open(&path).map_err(|e| e.to_string())?;
+        restored = store.retained().map_err(|e| e.to_string())?;
+        log::info!(
+            "storage {}: {} retained messages restored",
+            path.display(),
+            restored.len()
+        );
+        driver_config.storage = Some(Arc::new(std::sync::Mutex::new(store)));
+    }
+    let mut recorder = match &args.record {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| format!("record {}: {e}", path.display()))?;
@@ -458,7 +472,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         });
     }
 
-    let hub = Broker::new(broker_config);
+    let durable = broker_config.durable;
+    let mut hub = Broker::new(broker_config);
+    if durable {
+        let now = driver_config.clock.now();
+        if let Some(r) = recorder.as_mut() {
+            r.restore(now, &restored);
+        }
+        hub.restore(now, restored);
+    }
     let result = match control {
         Receiver::Smol(rx) => {
             let listeners = listeners

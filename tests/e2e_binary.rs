@@ -7,81 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use common::e2e::{V3, unix_now};
+use common::binary::Served;
+use common::e2e::V3;
 use rumqttc::QoS;
 use testament::keys;
-
-struct Served {
-    child: Child,
-    addr: std::net::SocketAddr,
-    log: PathBuf,
-    dir: PathBuf,
-}
-
-impl Served {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn signal(&self, name: &str) {
-        let st = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-
-    fn token(&self, kid: &str, sub: &str) -> String {
-        let pem = std::fs::read_to_string(self.dir.join(format!("{kid}.pem"))).unwrap();
-        let claims = keys::TokenClaims {
-            subject: sub.into(),
-            ttl: Duration::from_secs(3600),
-            ..Default::default()
-        };
-        keys::mint(
-            &pem,
-            kid,
-            &claims,
-            testament::time::Timestamp::from_secs(unix_now()),
-        )
-        .unwrap()
-    }
-
-    fn client(&self, id: &str, kid: &str) -> Result<V3, String> {
-        V3::connect(V3::options(self.addr, id, id, &self.token(kid, id)))
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-const OPEN_ACL: &str = r#"
-[[rules]]
-effect = "allow"
-ops = ["all"]
-filter = "open/#"
-name = "open"
-"#;
 
 const CLOSED_ACL: &str = r#"
 [[rules]]
@@ -97,48 +30,8 @@ filter = "open/#"
 name = "open"
 "#;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn serve(name: &str, driver: &str) -> Served {
-    let dir = std::env::temp_dir().join(format!("testament-bin-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    keys::generate(keys::algorithm("ES256").unwrap(), "k1", &dir).unwrap();
-    std::fs::write(dir.join("acl.toml"), OPEN_ACL).unwrap();
-    let port = free_port();
-    let config = format!(
-        "listen = [\"127.0.0.1:{port}\"]\ndriver = \"{driver}\"\n[jwt]\njwks = \"{}\"\n[acl]\npath = \"{}\"\n",
-        dir.join("jwks.json").display(),
-        dir.join("acl.toml").display()
-    );
-    std::fs::write(dir.join("testament.toml"), config).unwrap();
-    let log = dir.join("log.txt");
-    let child = Command::new(env!("CARGO_BIN_EXE_testament"))
-        .args(["serve", "--config"])
-        .arg(dir.join("testament.toml"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let served = Served {
-        child,
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        log,
-        dir,
-    };
-    assert!(
-        served.wait_log("testament listening on", Duration::from_secs(10)),
-        "{}",
-        served.log()
-    );
-    served
+    Served::start(name, driver, "")
 }
 
 fn delivered(sub: &V3, publisher: &V3, topic: &str) -> bool {
@@ -203,15 +96,7 @@ fn sighup_rotates_the_key_set_and_sigterm_stops_gracefully() {
     old.subscribe("open/#", QoS::AtMostOnce);
 
     let mut s = s;
-    s.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "still running: {}", s.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = s.stop("TERM");
     assert!(status.success());
     assert!(s.log().contains("shutting down"));
     assert!(old.closed_within(Duration::from_secs(5)));

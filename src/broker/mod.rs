@@ -33,6 +33,7 @@
 //!   round-robin in subscription order; when none is connected, to one
 //!   member's offline queue, round-robin too.
 
+mod persist;
 mod registry;
 mod retained;
 mod routing;
@@ -58,6 +59,7 @@ use crate::session::{
 };
 use crate::time::{Instant, Now};
 
+pub use persist::{BadRecord, Persist, RetainedMessage};
 use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
 use store::{Queued, SessionKey, Store, StoredSession, Timer};
 use tree::{Sub, Tree};
@@ -362,6 +364,49 @@ impl Broker {
         self.flush_dirty(now);
     }
 
+    /// What the host's store kept from before a restart, handed back before
+    /// the first connection opens: the retained messages. One whose expiry
+    /// date passed while the broker was down is dropped (and, for a durable
+    /// hub, unretained); the others expire when what was left of their
+    /// interval at `now.wall` has passed on the monotonic clock.
+    pub fn restore(&mut self, now: Now, retained: impl IntoIterator<Item = RetainedMessage>) {
+        for msg in retained {
+            let left = msg
+                .expires_at
+                .map(|at| at.saturating_duration_since(now.wall).as_millis());
+            if left == Some(0) {
+                if self.config.durable {
+                    self.persist(Persist::Unretain(msg.topic));
+                }
+                continue;
+            }
+            let mut properties = msg.properties;
+            if let Some(ms) = left {
+                // Rounded up: a message with half a second left keeps it.
+                let secs = ms.div_ceil(1000);
+                properties.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX));
+            }
+            let outcome = self.retained.store(Retained {
+                topic: msg.topic.clone(),
+                payload: msg.payload,
+                qos: msg.qos,
+                properties,
+                stored_at: now.mono,
+            });
+            if let RetainOutcome::Refused(reason) = outcome {
+                // The limits were lowered since it was stored.
+                self.audit(AuditRecord::RetainRefused {
+                    at: now.wall,
+                    topic: msg.topic.as_mqtt_str().clone(),
+                    reason,
+                });
+                if self.config.durable {
+                    self.persist(Persist::Unretain(msg.topic));
+                }
+            }
+        }
+    }
+
     /// The server is shutting down: every connection gets DISCONNECT 0x8B
     /// (5.0) and is closed; wills follow [`BrokerConfig::shutdown_wills`].
     pub fn handle_shutdown(&mut self, now: Now) {
@@ -388,6 +433,10 @@ impl Broker {
 
     fn audit(&mut self, record: AuditRecord) {
         self.actions.push_back(Action::Audit(record));
+    }
+
+    fn persist(&mut self, op: Persist) {
+        self.actions.push_back(Action::Persist(op));
     }
 
     fn ticket(&mut self, pending: Pending) -> Ticket {

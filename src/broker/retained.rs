@@ -74,10 +74,16 @@ impl RetainedStore {
     }
 
     /// The unexpired messages whose topic matches `filter`, expiry
-    /// intervals lowered by the time they were stored; expired ones go.
-    pub fn matching(&mut self, filter: &str, now: Now) -> Vec<Retained> {
+    /// intervals lowered by the time they were stored; expired ones go, and
+    /// their topics are added to `expired`.
+    pub fn matching(
+        &mut self,
+        filter: &str,
+        now: Now,
+        expired: &mut Vec<TopicName>,
+    ) -> Vec<Retained> {
         let mut out = Vec::new();
-        let mut expired = Vec::new();
+        let first_expired = expired.len();
         let mut visit = |m: &Retained| match remaining_expiry(&m.properties, m.stored_at, now.mono)
         {
             Some(left) => {
@@ -100,8 +106,8 @@ impl RetainedStore {
                 }
             }
         }
-        for topic in expired {
-            if let Some(old) = self.map.remove(&topic) {
+        for topic in &expired[first_expired..] {
+            if let Some(old) = self.map.remove(topic) {
                 self.bytes -= old.size();
             }
         }

@@ -29,20 +29,54 @@ impl Broker {
     ) {
         // Copied: a retained message outlives the read buffer it came in,
         // and sharing it would keep all of that buffer alive.
-        let outcome = self.retained.store(Retained {
+        let retained = Retained {
             topic: topic.detached(),
             payload: Bytes::copy_from_slice(payload),
             qos,
             properties: properties.detached(),
             stored_at: now.mono,
+        };
+        let durable = self.config.durable.then(|| RetainedMessage {
+            topic: retained.topic.clone(),
+            payload: retained.payload.clone(),
+            qos,
+            properties: retained.properties.clone(),
+            expires_at: properties
+                .message_expiry_interval
+                .map(|secs| now.wall + Duration::from_secs(u64::from(secs))),
         });
-        if let RetainOutcome::Refused(reason) = outcome {
-            self.audit(AuditRecord::RetainRefused {
-                at: now.wall,
-                topic: topic.as_mqtt_str().clone(),
-                reason,
-            });
+        match self.retained.store(retained) {
+            RetainOutcome::Stored => {
+                if let Some(msg) = durable {
+                    self.persist(Persist::Retain(msg));
+                }
+            }
+            RetainOutcome::Deleted => {
+                if self.config.durable {
+                    self.persist(Persist::Unretain(topic.detached()));
+                }
+            }
+            RetainOutcome::Refused(reason) => {
+                self.audit(AuditRecord::RetainRefused {
+                    at: now.wall,
+                    topic: topic.as_mqtt_str().clone(),
+                    reason,
+                });
+            }
         }
+    }
+
+    /// The retained messages `filter` matches, now; those found expired
+    /// leave the store (and the durable one).
+    fn retained_matching(&mut self, filter: &str, now: Now) -> Vec<Retained> {
+        let mut expired = Vec::new();
+        let found = self.retained.matching(filter, now, &mut expired);
+        if self.config.durable {
+            for topic in expired {
+                self.persist(Persist::Unretain(topic));
+            }
+        }
+        found
     }
 
     /// Delivers a message to every session with a matching subscription.
@@ -229,7 +263,7 @@ impl Broker {
             if !send || filter.shared().is_some() {
                 continue;
             }
-            for r in self.retained.matching(filter.as_str(), now) {
+            for r in self.retained_matching(filter.as_str(), now) {
                 let mut properties = r.properties;
                 if let Some(id) = id {
                     properties.subscription_identifiers = std::iter::once(id).collect();

@@ -77,6 +77,10 @@ pub struct BrokerConfig {
     pub will_after_expiry: WillAfterExpiry,
     /// Wills at shutdown.
     pub shutdown_wills: ShutdownWills,
+    /// Emit [`Action::Persist`] for every change of what must survive a
+    /// restart (retained messages today), for a host with a store.
+    #[serde(default)]
+    pub durable: bool,
 }
 
 impl Default for BrokerConfig {
@@ -90,6 +94,7 @@ impl Default for BrokerConfig {
             max_retained_bytes: 64 * 1024 * 1024,
             will_after_expiry: WillAfterExpiry::Identity,
             shutdown_wills: ShutdownWills::SendNow,
+            durable: false,
         }
     }
 }
@@ -137,6 +142,11 @@ pub enum Action {
     },
     /// A record for the audit log.
     Audit(AuditRecord),
+    /// Durable state changed ([`BrokerConfig::durable`]): make it durable
+    /// before carrying out any action after this one. Actions before it
+    /// may go first; a host commits what one turn of its loop collected in
+    /// one transaction.
+    Persist(super::Persist),
 }
 
 /// A host mistake: the hub cannot take this input.

@@ -22,6 +22,7 @@ mod policy;
 pub mod record;
 #[cfg(any(feature = "smol", feature = "blocking", feature = "mio"))]
 mod runner;
+pub mod storage;
 pub mod tls;
 
 #[cfg(feature = "blocking")]
@@ -117,6 +118,9 @@ pub struct DriverConfig {
     /// The clocks the hub is fed ([`SystemClock`]; a test may step its
     /// wall clock).
     pub clock: Arc<dyn Clock>,
+    /// Where the hub's [`crate::broker::Action::Persist`]s are committed
+    /// (a durable hub needs one); `None`: they are not kept.
+    pub storage: Option<Arc<std::sync::Mutex<dyn storage::Storage>>>,
 }
 
 impl Default for DriverConfig {
@@ -128,6 +132,7 @@ impl Default for DriverConfig {
             max_connections_per_address: 1_000,
             max_authentications_per_address_per_sec: 100,
             clock: Arc::new(SystemClock::new()),
+            storage: None,
         }
     }
 }

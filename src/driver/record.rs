@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Acl, AuditRecord, Decision};
-use crate::broker::{Action, Broker, BrokerConfig, ConnId, Ticket};
+use crate::broker::{Action, Broker, BrokerConfig, ConnId, RetainedMessage, Ticket};
 use crate::session::{AuthnOutcome, TransportClosed};
 use crate::time::Now;
 
@@ -98,6 +98,13 @@ pub enum Entry {
         /// The new ACL, as its rules (`None`: no synchronous ACL).
         acl: Option<Acl>,
     },
+    /// What the store kept from before a restart was handed back.
+    Restore {
+        /// When, on both clocks.
+        t: Now,
+        /// The retained messages, each a stored record, base64.
+        retained: Vec<String>,
+    },
     /// The broker shut down.
     Shutdown {
         /// When, on both clocks.
@@ -132,6 +139,14 @@ impl Recorder {
             acl: acl.cloned(),
         });
         r
+    }
+
+    /// Records what a store handed back at start ([`Broker::restore`]).
+    pub fn restore(&mut self, now: Now, retained: &[RetainedMessage]) {
+        self.write(&Entry::Restore {
+            t: now,
+            retained: retained.iter().map(|m| encode_bytes(&m.encode())).collect(),
+        });
     }
 
     /// Appends one entry; an I/O error is logged, never fatal to the broker.
@@ -258,6 +273,22 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
             Entry::Timeout { t } => h.handle_timeout(t),
             Entry::Acl { acl, .. } => h.set_authorizer(acl.map(|a| Arc::new(a) as _)),
             Entry::Shutdown { t } => h.handle_shutdown(t),
+            Entry::Restore { t, retained } => {
+                let records = retained
+                    .iter()
+                    .map(|r| {
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(r)
+                            .map_err(|e| e.to_string())?;
+                        RetainedMessage::decode(&bytes).map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(|problem| ReplayError::Entry {
+                        line: line_no,
+                        problem,
+                    })?;
+                h.restore(t, records);
+            }
         }
         while let Some(action) = h.poll_action() {
             if let Action::Audit(record) = action {

@@ -110,6 +110,11 @@ pub(crate) struct Runner {
     clock: Arc<dyn super::Clock>,
     /// The listeners' TLS configurations, reloaded with the policy.
     tls: Vec<super::tls::Tls>,
+    /// Where the hub's Persists are committed.
+    storage: Option<Arc<std::sync::Mutex<dyn super::storage::Storage>>>,
+    /// With a store: the actions of this turn, carried out once the
+    /// Persists among them are committed.
+    turn: std::collections::VecDeque<Action>,
 }
 
 fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
@@ -142,6 +147,8 @@ impl Runner {
             attempts: BTreeMap::new(),
             clock: limits.clock.clone(),
             tls,
+            storage: limits.storage.clone(),
+            turn: std::collections::VecDeque::new(),
         }
     }
 
@@ -310,6 +317,34 @@ impl Runner {
         self.hub.set_authorizer(self.policy.authorizer());
     }
 
+    /// The next action to carry out: straight from the hub, or — with a
+    /// store — from this turn's, whose Persists are committed first, all in
+    /// one transaction (group commit): nothing that follows a Persist is
+    /// carried out before it is durable.
+    fn next_action(&mut self) -> Option<Action> {
+        let Some(storage) = &self.storage else {
+            return self.hub.poll_action();
+        };
+        if self.turn.is_empty() {
+            let mut ops = Vec::new();
+            while let Some(action) = self.hub.poll_action() {
+                match action {
+                    Action::Persist(op) => ops.push(op),
+                    other => self.turn.push_back(other),
+                }
+            }
+            if !ops.is_empty() {
+                let mut storage = storage
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Err(e) = storage.commit(&ops) {
+                    log::error!("{e}: what this turn changed is not durable");
+                }
+            }
+        }
+        self.turn.pop_front()
+    }
+
     /// Runs the hub's actions until there are none; answers that are ready
     /// at once go straight back in.
     fn pump(&mut self, now: Now, io: &mut dyn Io) {
@@ -317,7 +352,7 @@ impl Runner {
             let mut unresponsive = Vec::new();
             let mut authn = Vec::new();
             let mut authz = Vec::new();
-            while let Some(action) = self.hub.poll_action() {
+            while let Some(action) = self.next_action() {
                 match action {
                     Action::Send { conn, bytes } => {
                         if !io.write(conn, bytes) {
@@ -359,6 +394,8 @@ impl Runner {
                         }
                     }
                     Action::Audit(record) => log::info!(target: "testament::audit", "{record}"),
+                    // Committed in `next_action`, or not kept without a store.
+                    Action::Persist(_) => {}
                 }
             }
             if unresponsive.is_empty() && authn.is_empty() && authz.is_empty() {

@@ -304,6 +304,8 @@ impl World {
                         self.pending.push((ticket, query));
                     }
                     Action::Audit(record) => self.audited(&record),
+                    // The world's hub is not durable.
+                    Action::Persist(_) => {}
                 }
             }
             for (conn, ack) in acks {

@@ -38,6 +38,8 @@ pub struct Net {
     pub asked: Vec<(Ticket, Option<ConnId>, AuthzQuery)>,
     /// Every action, in order (for determinism checks).
     pub log: Vec<Action>,
+    /// What a durable hub asked to keep, in order.
+    pub persisted: Vec<testament::broker::Persist>,
 }
 
 /// An ACL that lets each principal publish, subscribe and leave a will under
@@ -92,6 +94,7 @@ impl Net {
             audits: Vec::new(),
             asked: Vec::new(),
             log: Vec::new(),
+            persisted: Vec::new(),
         }
     }
 
@@ -307,6 +310,7 @@ impl Net {
                         query,
                     } => self.asked.push((ticket, conn, query)),
                     Action::Audit(record) => self.audits.push(record),
+                    Action::Persist(op) => self.persisted.push(op),
                 }
             }
         }

@@ -55,6 +55,7 @@ pub fn pid(id: u16) -> PacketId {
 }
 
 pub mod alloc;
+pub mod binary;
 pub mod e2e;
 pub mod hub;
 pub mod jwt;
