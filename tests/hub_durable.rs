@@ -193,3 +193,102 @@ fn a_restore_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+mod restarts {
+    //! Random retained publishes, clears, time and restarts at random
+    //! points: after each step, a new subscriber sees exactly what a model
+    //! of the retained store says — across restarts, only what was
+    //! persisted comes back.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Retain `payload` (none: clear) on topic `t`, expiring after
+        /// `expiry` seconds if set.
+        Retain {
+            t: u8,
+            payload: Option<u8>,
+            expiry: Option<u8>,
+        },
+        /// Both clocks move on.
+        Wait(u8),
+        /// The broker restarts after being down this many seconds.
+        Restart(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..4, proptest::option::weighted(0.8, any::<u8>()), proptest::option::of(1u8..20))
+                .prop_map(|(t, payload, expiry)| Step::Retain { t, payload, expiry }),
+            2 => (0u8..25).prop_map(Step::Wait),
+            1 => (0u8..25).prop_map(Step::Restart),
+        ]
+    }
+
+    /// What a subscriber should see now: topic → payload, with expiry dates
+    /// in wall-clock seconds.
+    type Model = BTreeMap<String, (String, Option<u64>)>;
+
+    fn visible(model: &Model, wall_secs: u64) -> Vec<(String, String)> {
+        model
+            .iter()
+            .filter(|(_, (_, exp))| exp.is_none_or(|e| wall_secs < e))
+            .map(|(t, (p, _))| (t.clone(), p.clone()))
+            .collect()
+    }
+
+    fn seen(net: &mut Net, n: &mut u32) -> Vec<(String, String)> {
+        *n += 1;
+        retained(net, &format!("s{n}"), "open/#")
+            .into_iter()
+            .map(|(t, p, _)| (t, p))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn what_was_persisted_comes_back_and_nothing_else(steps in proptest::collection::vec(step(), 1..40)) {
+            let mut net = durable();
+            let mut store = BTreeMap::new();
+            let mut model = Model::new();
+            let mut n = 0;
+            let p = client(&mut net, "p");
+            let mut publisher = p;
+            for s in steps {
+                match s {
+                    Step::Retain { t, payload, expiry } => {
+                        let topic = format!("open/{t}");
+                        let text = payload.map(|b| format!("v{b}")).unwrap_or_default();
+                        match expiry {
+                            Some(secs) => publish_with_expiry(&mut net, publisher, &topic, text.as_bytes(), secs.into()),
+                            None => net.publish(publisher, &topic, text.as_bytes(), QoS::AtLeastOnce, true),
+                        }
+                        if text.is_empty() {
+                            model.remove(&topic);
+                        } else {
+                            let wall = net.now.wall.as_secs();
+                            model.insert(topic, (text, expiry.map(|e| wall + u64::from(e))));
+                        }
+                    }
+                    Step::Wait(secs) => net.advance(secs.into()),
+                    Step::Restart(down) => {
+                        apply(&mut store, &std::mem::take(&mut net.persisted));
+                        let wall = net.now.wall + Duration::from_secs(down.into());
+                        let mut next = durable();
+                        next.now = Now::new(Instant::from_secs(1), wall);
+                        next.hub.restore(next.now, store.values().cloned());
+                        next.pump();
+                        net = next;
+                        publisher = client(&mut net, "p");
+                    }
+                }
+                let want = visible(&model, net.now.wall.as_secs());
+                prop_assert_eq!(seen(&mut net, &mut n), want);
+            }
+        }
+    }
+}

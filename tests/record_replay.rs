@@ -119,3 +119,57 @@ fn a_recording_that_does_not_start_with_its_configuration_is_refused() {
     assert!(testament::driver::replay(text.as_bytes()).is_err());
     assert!(testament::driver::replay("not json\n".as_bytes()).is_err());
 }
+
+#[test]
+fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
+    use testament::broker::{BrokerConfig, RetainedMessage};
+    use testament::codec::{Bytes, PublishProperties, QoS, TopicName};
+    use testament::time::Now;
+
+    let file = std::env::temp_dir().join(format!("testament-rec-r-{}.jsonl", std::process::id()));
+    // Room for one retained message: the second restored one is refused,
+    // which the replay must say.
+    let config = BrokerConfig {
+        durable: true,
+        max_retained_messages: 1,
+        ..BrokerConfig::default()
+    };
+    let msg = |topic: &'static str| RetainedMessage {
+        topic: TopicName::from_static(topic),
+        payload: Bytes::from_static(b"up"),
+        qos: QoS::AtLeastOnce,
+        properties: PublishProperties::default(),
+        expires_at: None,
+    };
+    let now = Now::from_secs(1_800_000_000);
+    let mut r = testament::driver::Recorder::new(
+        Box::new(std::fs::File::create(&file).unwrap()),
+        now,
+        &config,
+        None,
+    );
+    r.restore(now, &[msg("open/a"), msg("open/b")]);
+    r.flush();
+    drop(r);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let audits = testament::driver::replay(text.as_bytes()).unwrap();
+    let refused: Vec<String> = audits
+        .iter()
+        .filter_map(|a| match a {
+            testament::auth::AuditRecord::RetainRefused { topic, .. } => Some(topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, ["open/b"], "{audits:?}");
+
+    // A record that does not read back is an error naming its line.
+    let record = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(msg("open/a").encode())
+    };
+    assert!(text.contains(&record));
+    let damaged = text.replace(&record, "AAAA");
+    let e = testament::driver::replay(damaged.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("line 2"), "{e}");
+    let _ = std::fs::remove_file(&file);
+}
