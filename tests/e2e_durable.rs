@@ -102,3 +102,77 @@ fn a_store_file_that_is_not_one_stops_the_broker_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&store.display().to_string()), "{err}");
 }
+
+/// A store whose disk is gone: every commit fails.
+#[derive(Debug)]
+struct FailingStore;
+
+impl testament::driver::storage::Storage for FailingStore {
+    fn commit(
+        &mut self,
+        _: &[testament::broker::Persist],
+    ) -> Result<(), testament::driver::storage::StorageError> {
+        Err(testament::driver::storage::StorageError::Commit {
+            path: "/dev/full".into(),
+            reason: "No space left on device".into(),
+        })
+    }
+}
+
+/// A commit that fails stops the driver: the PUBACK of what it did not
+/// make durable is never sent, the connections are dropped, and `serve`
+/// returns the error. (The real disk and a restart are the tests above.)
+fn a_failed_commit_stops_the_driver_without_acknowledging(kind: testament::config::DriverKind) {
+    use common::e2e::{Running, token};
+    use std::sync::{Arc, Mutex};
+    let driver = testament::driver::DriverConfig {
+        storage: Some(Arc::new(Mutex::new(FailingStore))),
+        ..testament::driver::DriverConfig::default()
+    };
+    let config = testament::broker::BrokerConfig {
+        durable: true,
+        ..testament::broker::BrokerConfig::default()
+    };
+    let b = Running::start_full(
+        kind,
+        config,
+        testament::auth::JwtConfig::default(),
+        common::hub::default_acl(),
+        driver,
+        None,
+    );
+    let p = V3::connect(V3::options(
+        b.addr,
+        "p",
+        "p",
+        &token(&common::jwt::rsa_a(), "p", 3600),
+    ))
+    .unwrap();
+    p.client
+        .publish("open/a", QoS::AtLeastOnce, true, "up")
+        .unwrap();
+    assert!(
+        !p.wait_for(Duration::from_secs(2), |pk| matches!(pk, Packet::PubAck(_))),
+        "a PUBACK for what was not committed"
+    );
+    let ended = b
+        .ended_within(SECONDS)
+        .expect("the driver stopped on its own");
+    let e = ended.expect_err("serve returns the failure");
+    assert!(e.to_string().contains("No space left on device"), "{e}");
+}
+
+#[test]
+fn mio_a_failed_commit_stops_the_driver_without_acknowledging() {
+    a_failed_commit_stops_the_driver_without_acknowledging(testament::config::DriverKind::Mio);
+}
+
+#[test]
+fn smol_a_failed_commit_stops_the_driver_without_acknowledging() {
+    a_failed_commit_stops_the_driver_without_acknowledging(testament::config::DriverKind::Smol);
+}
+
+#[test]
+fn blocking_a_failed_commit_stops_the_driver_without_acknowledging() {
+    a_failed_commit_stops_the_driver_without_acknowledging(testament::config::DriverKind::Blocking);
+}

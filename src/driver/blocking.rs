@@ -252,6 +252,17 @@ pub fn serve(
     };
     let mut runner = Runner::new(hub, policy, recorder, &config, tls_configs);
     loop {
+        if let Some(e) = runner.storage_failure() {
+            let conns: Vec<ConnId> = io.conns.keys().copied().collect();
+            for c in conns {
+                io.abort(c);
+            }
+            drop(messages);
+            for local in &locals {
+                let _ = TcpStream::connect(local);
+            }
+            return Err(e);
+        }
         let msg = match runner.hub.poll_timeout() {
             Some(at) => {
                 let wait = runner

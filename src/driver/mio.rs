@@ -466,6 +466,10 @@ pub fn serve(
     let mut buf = vec![0u8; config.read_buffer.max(4096)];
     let mut accept_retry: Option<Instant> = None;
     loop {
+        if let Some(e) = runner.storage_failure() {
+            // Every socket goes with `io`, nothing more written.
+            return Err(e);
+        }
         let mut timeout = runner.hub.poll_timeout().map(|at| {
             runner
                 .instant_of(at)

@@ -115,6 +115,9 @@ pub(crate) struct Runner {
     /// With a store: the actions of this turn, carried out once the
     /// Persists among them are committed.
     turn: std::collections::VecDeque<Action>,
+    /// A commit failed: nothing more is carried out, and the driver stops
+    /// with this.
+    storage_failure: Option<super::storage::StorageError>,
 }
 
 fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
@@ -149,7 +152,16 @@ impl Runner {
             tls,
             storage: limits.storage.clone(),
             turn: std::collections::VecDeque::new(),
+            storage_failure: None,
         }
+    }
+
+    /// A commit that failed: the driver drops every connection, sending
+    /// nothing more, and returns it.
+    pub fn storage_failure(&self) -> Option<std::io::Error> {
+        self.storage_failure
+            .as_ref()
+            .map(|e| std::io::Error::other(e.to_string()))
     }
 
     /// What the clocks read now, for the next input.
@@ -325,6 +337,9 @@ impl Runner {
         let Some(storage) = &self.storage else {
             return self.hub.poll_action();
         };
+        if self.storage_failure.is_some() {
+            return None;
+        }
         if self.turn.is_empty() {
             let mut ops = Vec::new();
             while let Some(action) = self.hub.poll_action() {
@@ -338,7 +353,14 @@ impl Runner {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if let Err(e) = storage.commit(&ops) {
-                    log::error!("{e}: what this turn changed is not durable");
+                    // Fail-stop: what follows an uncommitted Persist (the
+                    // PUBACK of a retained publish…) is never carried out.
+                    // Clients resend what was not acknowledged, and a
+                    // restart restores the last committed state.
+                    log::error!("{e}: stopping, nothing of this turn is sent");
+                    self.turn.clear();
+                    self.storage_failure = Some(e);
+                    return None;
                 }
             }
         }

@@ -373,6 +373,13 @@ pub async fn serve(
         let mut timer = Timer::never();
         let mut armed = None;
         loop {
+            if let Some(e) = runner.storage_failure() {
+                let ids: Vec<ConnId> = io.conns.keys().copied().collect();
+                for id in ids {
+                    io.abort(id);
+                }
+                return Err(e);
+            }
             let deadline = runner.hub.poll_timeout();
             if deadline != armed {
                 match deadline {

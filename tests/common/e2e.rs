@@ -28,7 +28,7 @@ pub struct Running {
     /// `None` when the test brought its own policy.
     pub policy: Option<Arc<JwtAclPolicy>>,
     control: ControlTx,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Running {
@@ -157,8 +157,23 @@ impl Running {
     pub fn stop(mut self) {
         self.control(Control::Shutdown);
         if let Some(t) = self.thread.take() {
-            t.join().unwrap();
+            t.join().unwrap().unwrap();
         }
+    }
+
+    /// Waits (at most `timeout`) for the driver to end on its own, and
+    /// returns what it returned.
+    pub fn ended_within(mut self, timeout: Duration) -> Option<std::io::Result<()>> {
+        let deadline = Instant::now() + timeout;
+        let t = self.thread.take()?;
+        while !t.is_finished() {
+            if Instant::now() > deadline {
+                self.thread = Some(t);
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(t.join().unwrap())
     }
 }
 
@@ -176,7 +191,7 @@ fn launch(
     p: Arc<dyn driver::Policy>,
     driver_config: DriverConfig,
     recorder: Option<testament::driver::Recorder>,
-) -> (ControlTx, JoinHandle<()>) {
+) -> (ControlTx, JoinHandle<std::io::Result<()>>) {
     match kind {
         DriverKind::Smol => {
             let (tx, rx) = smol::channel::unbounded();
@@ -191,7 +206,6 @@ fn launch(
                     recorder,
                     rx,
                 ))
-                .unwrap();
             });
             (ControlTx::Smol(tx), t)
         }
@@ -199,7 +213,7 @@ fn launch(
             let (tx, rx) = mpsc::channel();
             let t = std::thread::spawn(move || {
                 let listeners = vec![driver::blocking::Listener { tcp: listener, tls }];
-                driver::blocking::serve(listeners, hub, p, driver_config, recorder, rx).unwrap();
+                driver::blocking::serve(listeners, hub, p, driver_config, recorder, rx)
             });
             (ControlTx::Blocking(tx), t)
         }
@@ -207,7 +221,7 @@ fn launch(
             let (tx, rx) = mpsc::channel();
             let t = std::thread::spawn(move || {
                 let listeners = vec![driver::mio::Listener { tcp: listener, tls }];
-                driver::mio::serve(listeners, hub, p, driver_config, recorder, rx).unwrap();
+                driver::mio::serve(listeners, hub, p, driver_config, recorder, rx)
             });
             (ControlTx::Blocking(tx), t)
         }
