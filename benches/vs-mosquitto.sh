@@ -84,6 +84,14 @@ max_authentications_per_address_per_sec = 1000000
 level = "warn"
 EOF
 
+# The same broker, durable: retained messages committed (and flushed) to
+# data_dir before what follows them is sent, one transaction per loop turn.
+{
+    echo "data_dir = \"$work/data\""
+    cat "$work/testament.toml"
+    printf '[storage]\nsync = "always"\n'
+} >"$work/durable.toml"
+
 # --- mosquitto: default, nodelay, password file ---------------------------
 M_PORT=$(free_port)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$M_PORT" >"$work/default.conf"
@@ -96,12 +104,19 @@ chmod 0755 "$work"
 chmod 0644 "$work/passwd"
 printf 'listener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\n' "$M_PORT" "$work/passwd" \
     >"$work/passwd.conf"
+# mosquitto's persistence as shipped: an in-memory state saved to its file
+# every autosave_interval (1800 s) and at exit.
+mkdir -p "$work/mdata" && chmod 0777 "$work/mdata"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n' \
+    "$M_PORT" "$work/mdata" >"$work/persist.conf"
 
 BROKER_PID=
 start() { # start testament|mosquitto-CONF
     case "$1" in
         testament)
-            taskset -c 0 "$TESTAMENT" serve --config "$work/testament.toml" >"$work/t.log" 2>&1 &
+            # T_CONF=durable: the durable configuration, from an empty store.
+            rm -rf "$work/data"
+            taskset -c 0 "$TESTAMENT" serve --config "$work/${T_CONF:-testament}.toml" >"$work/t.log" 2>&1 &
             BROKER_PID=$!
             PORT=$T_PORT
             ;;
@@ -176,6 +191,11 @@ scenario "QoS 0 4→4" per_cpu_s default --publishers 4 --subscribers 4 --topolo
 scenario "QoS 0 1→10" per_cpu_s default --publishers 1 --subscribers 10 --topology fan-out --qos 0 --messages $((MESSAGES / 10))
 scenario "QoS 1 1→1" per_cpu_s default --publishers 1 --subscribers 1 --topology p2p --qos 1 --messages $((MESSAGES / 2))
 scenario "QoS 1 4→4" per_cpu_s default --publishers 4 --subscribers 4 --topology p2p --qos 1 --messages $((MESSAGES / 8))
+# Retained QoS 1: in memory against mosquitto's default, then durable
+# (sync = always) against mosquitto with persistence true; the two
+# testament columns give what durability costs.
+scenario "retained QoS 1 1→1, in memory" per_cpu_s default --publishers 1 --subscribers 1 --topology p2p --qos 1 --retain --messages $((MESSAGES / 10))
+T_CONF=durable scenario "retained QoS 1 1→1, durable / persistence" per_cpu_s persist --publishers 1 --subscribers 1 --topology p2p --qos 1 --retain --messages $((MESSAGES / 10))
 scenario "latency p50, 10k msg/s QoS 0 1→1" p50_us nodelay --publishers 1 --subscribers 1 --qos 0 --rate 10000 --messages 50000
 scenario "latency p99, 10k msg/s QoS 0 1→1" p99_us nodelay --publishers 1 --subscribers 1 --qos 0 --rate 10000 --messages 50000
 scenario "connect storm (RS256 / password file)" per_cpu_s passwd --storm "$STORM" --threads 4

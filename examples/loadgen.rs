@@ -64,6 +64,10 @@ struct Args {
     /// QoS of publishes and subscriptions (0, 1 or 2).
     #[arg(long, default_value_t = 0)]
     qos: u8,
+    /// Publish with RETAIN (each message replaces its topic's retained
+    /// one: what a durable broker writes to disk).
+    #[arg(long)]
+    retain: bool,
     /// Payload bytes (at least 20: id, sequence and send time).
     #[arg(long, default_value_t = 100)]
     payload: usize,
@@ -221,12 +225,12 @@ fn varint(mut n: usize, out: &mut Vec<u8>) {
 fn publish(
     out: &mut Vec<u8>,
     topic: &[u8],
-    qos: u8,
+    (qos, retain): (u8, bool),
     id: u16,
     payload_len: usize,
     head: [u8; HEADER],
 ) {
-    out.push(0x30 | (qos << 1));
+    out.push(0x30 | (qos << 1) | u8::from(retain));
     let pid_len = if qos > 0 { 2 } else { 0 };
     varint(2 + topic.len() + pid_len + payload_len, out);
     out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
@@ -619,7 +623,14 @@ fn publisher(plan: &Plan, index: usize, ready: &Barrier, deadline: Instant) -> P
             head[..4].copy_from_slice(&(index as u32).to_be_bytes());
             head[4..12].copy_from_slice(&seq.to_be_bytes());
             head[12..20].copy_from_slice(&now_ns().to_be_bytes());
-            publish(&mut batch, &topic, qos, packet_id(seq), a.payload, head);
+            publish(
+                &mut batch,
+                &topic,
+                (qos, a.retain),
+                packet_id(seq),
+                a.payload,
+                head,
+            );
             seq += 1;
             let paced = per_publisher_rate > 0.0
                 && start + Duration::from_secs_f64(seq as f64 / per_publisher_rate)
