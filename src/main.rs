@@ -353,15 +353,17 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let mut driver_config = c.driver_config();
     // What survives a restart: opened before anything is served; a store
     // that cannot be read stops the broker, naming the file.
-    let mut restored = Vec::new();
+    let (mut restored, mut restored_sessions) = (Vec::new(), Vec::new());
     if broker_config.durable {
         let path = c.data_dir.join("testament.redb");
         let store = driver::storage::RedbStorage::open(&path).map_err(|e| e.to_string())?;
         restored = store.retained().map_err(|e| e.to_string())?;
+        restored_sessions = store.sessions().map_err(|e| e.to_string())?;
         log::info!(
-            "storage {}: {} retained messages restored",
+            "storage {}: {} retained messages and {} sessions restored",
             path.display(),
-            restored.len()
+            restored.len(),
+            restored_sessions.len()
         );
         driver_config.storage = Some(Arc::new(std::sync::Mutex::new(store)));
     }
@@ -477,9 +479,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     if durable {
         let now = driver_config.clock.now();
         if let Some(r) = recorder.as_mut() {
-            r.restore(now, &restored);
+            r.restore(now, &restored, &restored_sessions);
         }
         hub.restore(now, restored);
+        hub.restore_sessions(now, restored_sessions);
     }
     let result = match control {
         Receiver::Smol(rx) => {

@@ -38,7 +38,8 @@ fn retained_survives(driver: &str, signal: &str) {
     retain(&p, "open/gone", "");
     s.restart(signal);
     assert!(
-        s.log().contains(": 2 retained messages restored"),
+        s.log()
+            .contains(": 2 retained messages and 0 sessions restored"),
         "{}",
         s.log()
     );
@@ -175,4 +176,62 @@ fn smol_a_failed_commit_stops_the_driver_without_acknowledging() {
 #[test]
 fn blocking_a_failed_commit_stops_the_driver_without_acknowledging() {
     a_failed_commit_stops_the_driver_without_acknowledging(testament::config::DriverKind::Blocking);
+}
+
+/// A 3.1.1 persistent session (clean session 0) subscribed at QoS 1: after
+/// a restart its subscription is there, what is published while its
+/// client is away waits for it, and its client finds the session present.
+fn a_persistent_session_survives(signal: &str) {
+    let mut s = Served::start(&format!("durable-session-{signal}"), "mio", DURABLE);
+    let options = |s: &Served| {
+        let mut o = V3::options(s.addr, "sub", "sub", &s.token("k1", "sub"));
+        o.set_clean_session(false);
+        o
+    };
+    let sub = V3::connect(options(&s)).unwrap();
+    sub.subscribe("open/#", QoS::AtLeastOnce);
+    s.restart(signal);
+    drop(sub);
+    assert!(s.log().contains("and 1 sessions restored"), "{}", s.log());
+    let p = s.client("p", "k1").unwrap();
+    publish_acked(&p, "open/news", "while you were away");
+    let mut seen = false;
+    let (client, mut conn) = rumqttc::Client::new(options(&s), 16);
+    for event in conn.iter().take(20) {
+        match event {
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(a))) => {
+                assert!(a.session_present, "Session Present after {signal}");
+            }
+            Ok(rumqttc::Event::Incoming(Packet::Publish(m))) => {
+                assert_eq!(&m.payload[..], b"while you were away");
+                seen = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{e}: {}", s.log()),
+        }
+    }
+    let _ = client.disconnect();
+    assert!(seen, "the queued message arrives");
+}
+
+/// Publishes a QoS 1 message (not retained) and waits for its PUBACK.
+fn publish_acked(c: &V3, topic: &str, payload: &str) {
+    c.client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .unwrap();
+    assert!(
+        c.wait_for(SECONDS, |p| matches!(p, Packet::PubAck(_))),
+        "no PUBACK for {topic}"
+    );
+}
+
+#[test]
+fn a_persistent_session_survives_kill_9() {
+    a_persistent_session_survives("KILL");
+}
+
+#[test]
+fn a_persistent_session_survives_sigterm() {
+    a_persistent_session_survives("TERM");
 }

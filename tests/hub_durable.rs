@@ -47,6 +47,8 @@ fn apply(store: &mut BTreeMap<String, RetainedMessage>, ops: &[Persist]) {
             Persist::Unretain(t) => {
                 store.remove(t.as_str());
             }
+            // Sessions: `apply_sessions`.
+            Persist::Session(_) | Persist::EndSession(_) => {}
         }
     }
 }
@@ -290,5 +292,160 @@ mod restarts {
                 prop_assert_eq!(seen(&mut net, &mut n), want);
             }
         }
+    }
+}
+
+mod sessions {
+    //! Persistent sessions: kept with their subscriptions and expiry date,
+    //! brought back disconnected after a restart, ended when their date
+    //! passed while the broker was down.
+
+    use super::*;
+    use testament::broker::SessionRecord;
+
+    /// A 5.0 client with a Session Expiry Interval of `expiry` seconds.
+    fn persistent(id: &str, expiry: u32, clean: bool) -> Connect {
+        let mut c = connect(V5, id, id);
+        c.clean_start = clean;
+        c.properties.session_expiry_interval = Some(expiry);
+        c
+    }
+
+    fn apply_sessions(store: &mut BTreeMap<String, SessionRecord>, ops: &[Persist]) {
+        for op in ops {
+            match op {
+                Persist::Session(r) => {
+                    store.insert(r.client_id.to_string(), r.clone());
+                }
+                Persist::EndSession(id) => {
+                    store.remove(&**id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A subscriber `sub` (expiry 300 s, `open/#` at QoS 1 with
+    /// identifier 5) that crashed; the store as the hub left it.
+    fn crashed_subscriber() -> (Net, BTreeMap<String, SessionRecord>) {
+        let mut net = durable();
+        let (s, _) = net.connect(persistent("sub", 300, true));
+        net.subscribe_with(
+            s,
+            vec![common::hub::sub("open/#", QoS::AtLeastOnce)],
+            Some(5),
+        );
+        net.crash(s);
+        let mut store = BTreeMap::new();
+        apply_sessions(&mut store, &net.persisted);
+        (net, store)
+    }
+
+    #[test]
+    fn a_persistent_session_is_kept_with_its_subscriptions_and_its_date() {
+        let (net, store) = crashed_subscriber();
+        let r = &store["sub"];
+        assert_eq!(r.expiry_interval, 300);
+        assert_eq!(r.expires_at, Some(net.now.wall + Duration::from_secs(300)));
+        assert_eq!(r.subscriptions.len(), 1);
+        let s = &r.subscriptions[0];
+        assert_eq!(
+            (s.filter.as_str(), s.options.qos, s.id),
+            ("open/#", QoS::AtLeastOnce, SubscriptionId::new(5))
+        );
+    }
+
+    #[test]
+    fn after_a_restart_it_queues_what_came_and_its_client_finds_it() {
+        let (before, store) = crashed_subscriber();
+        let mut after = durable();
+        after.now = Now::new(
+            Instant::from_secs(1),
+            before.now.wall + Duration::from_secs(100),
+        );
+        after.hub.restore_sessions(after.now, store.into_values());
+        after.pump();
+        assert_eq!(after.hub.sessions(), 1);
+        let p = client(&mut after, "p");
+        after.publish(p, "open/x", b"while away", QoS::AtLeastOnce, false);
+        let (s, present) = after.connect(persistent("sub", 300, false));
+        assert!(present, "Session Present: the session came back");
+        let got = after.publishes(s);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(&got[0].payload[..], b"while away");
+        assert_eq!(
+            got[0]
+                .properties
+                .subscription_identifiers
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            [SubscriptionId::new(5).unwrap()]
+        );
+    }
+
+    #[test]
+    fn one_whose_date_passed_while_the_broker_was_down_ends() {
+        let (before, store) = crashed_subscriber();
+        let mut after = durable();
+        after.now = Now::new(
+            Instant::from_secs(1),
+            before.now.wall + Duration::from_secs(301),
+        );
+        after.hub.restore_sessions(after.now, store.into_values());
+        after.pump();
+        assert_eq!(after.hub.sessions(), 0);
+        assert_eq!(
+            after.persisted,
+            [Persist::EndSession("sub".into())],
+            "its record goes"
+        );
+        assert!(
+            after
+                .audit_lines()
+                .iter()
+                .any(|l| l.contains("event=session_expired"))
+        );
+        let (_, present) = after.connect(persistent("sub", 300, false));
+        assert!(!present);
+    }
+
+    #[test]
+    fn one_connected_at_a_crash_expires_its_interval_after_the_restart() {
+        let mut net = durable();
+        net.connect(persistent("sub", 300, true));
+        let mut store = BTreeMap::new();
+        apply_sessions(&mut store, &net.persisted);
+        assert_eq!(store["sub"].expires_at, None, "connected: not running");
+        // The broker dies; it is back a day later.
+        let mut after = durable();
+        let wall = net.now.wall + Duration::from_secs(86_400);
+        after.now = Now::new(Instant::from_secs(1), wall);
+        after.hub.restore_sessions(after.now, store.into_values());
+        after.pump();
+        assert_eq!(after.hub.sessions(), 1);
+        let Some(Persist::Session(r)) = after.persisted.last() else {
+            panic!("{:?}", after.persisted)
+        };
+        assert_eq!(r.expires_at, Some(wall + Duration::from_secs(300)));
+        after.advance(299);
+        assert_eq!(after.hub.sessions(), 1);
+        after.advance(1);
+        assert_eq!(after.hub.sessions(), 0, "expired 300 s after the restart");
+    }
+
+    #[test]
+    fn a_session_that_ends_with_its_connection_is_not_kept() {
+        let mut net = durable();
+        let (c, _) = net.connect(persistent("clean", 0, true));
+        net.subscribe(c, &[("open/#", QoS::AtLeastOnce)]);
+        net.crash(c);
+        assert!(
+            !net.persisted
+                .iter()
+                .any(|p| matches!(p, Persist::Session(_))),
+            "{:?}",
+            net.persisted
+        );
     }
 }

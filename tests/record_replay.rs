@@ -148,7 +148,14 @@ fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
         &config,
         None,
     );
-    r.restore(now, &[msg("open/a"), msg("open/b")]);
+    // A session that expired while the broker was down ends at the restore.
+    let gone = testament::broker::SessionRecord {
+        client_id: "gone".into(),
+        expiry_interval: 60,
+        expires_at: Some(now.wall - Duration::from_secs(1)),
+        subscriptions: Vec::new(),
+    };
+    r.restore(now, &[msg("open/a"), msg("open/b")], &[gone]);
     r.flush();
     drop(r);
     let text = std::fs::read_to_string(&file).unwrap();
@@ -161,6 +168,13 @@ fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
         })
         .collect();
     assert_eq!(refused, ["open/b"], "{audits:?}");
+    assert!(
+        audits.iter().any(|a| matches!(
+            a,
+            testament::auth::AuditRecord::SessionExpired { client_id, .. } if client_id == "gone"
+        )),
+        "{audits:?}"
+    );
 
     // A record that does not read back is an error naming its line.
     let record = {

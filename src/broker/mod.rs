@@ -57,9 +57,9 @@ use crate::session::{
     self, Authorizer, AuthzQuery, Delivery, DueWill, GrantedSubscription, InboundMessage,
     OutboundMessage, Session, TransportClosed,
 };
-use crate::time::{Instant, Now};
+use crate::time::{Instant, Now, Timestamp};
 
-pub use persist::{BadRecord, Persist, RetainedMessage};
+pub use persist::{BadRecord, Persist, RetainedMessage, SessionRecord, StoredSubscription};
 use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
 use store::{Queued, SessionKey, Store, StoredSession, Timer};
 use tree::{Sub, Tree};

@@ -8,17 +8,21 @@
 //! what one turn of its loop collected in one transaction (group commit).
 //! At start, the host hands back what it stored ([`super::Broker::restore`]).
 //!
-//! Retained messages are durable today; sessions, offline queues, in-flight
-//! messages and wills follow (issue 19).
+//! Durable today: retained messages, and persistent sessions with their
+//! subscriptions and expiry. Offline queues, in-flight messages and wills
+//! follow (issue 19).
 //!
-//! A stored record is a plain MQTT 5.0 PUBLISH with every property, behind
-//! the wall-clock date its Message Expiry Interval ends: the monotonic clock
-//! starts anew with the process, so a date is the only thing an expiry can
-//! be kept as across a restart.
+//! A retained message is kept as a plain MQTT 5.0 PUBLISH with every
+//! property, behind the wall-clock date its Message Expiry Interval ends; a
+//! session with the date it expires. The monotonic clock starts anew with
+//! the process, so a date is the only thing an expiry can be kept as across
+//! a restart.
+
+use std::sync::Arc;
 
 use crate::codec::{
     Bytes, Decoder, Encode, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS,
-    TopicName,
+    RetainHandling, SubscriptionId, SubscriptionOptions, TopicFilter, TopicName,
 };
 use crate::time::Timestamp;
 
@@ -30,6 +34,126 @@ pub enum Persist {
     /// The topic has no retained message any more: cleared by an empty
     /// payload [MQTT-3.3.1-6], expired, or no longer within the limits.
     Unretain(TopicName),
+    /// This is now what is kept of a persistent session (replacing any
+    /// record of its client id).
+    Session(SessionRecord),
+    /// The session of this client id ended: nothing of it is kept.
+    EndSession(Arc<str>),
+}
+
+/// A persistent session as it is stored: its subscriptions and when it
+/// expires. (Its offline queue, in-flight messages and will are not kept
+/// yet.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Its client id.
+    pub client_id: Arc<str>,
+    /// Its Session Expiry Interval in seconds (`u32::MAX`: never).
+    pub expiry_interval: u32,
+    /// The wall-clock date it expires, once its client left; `None` while
+    /// it is connected (its expiry has not started: after a crash, it
+    /// starts at the restart).
+    pub expires_at: Option<Timestamp>,
+    /// Its subscriptions, in the order they were made.
+    pub subscriptions: Vec<StoredSubscription>,
+}
+
+/// One subscription of a stored session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// The filter as the client wrote it (`$share/…` included).
+    pub filter: TopicFilter,
+    /// Its options, the QoS granted.
+    pub options: SubscriptionOptions,
+    /// Its Subscription Identifier.
+    pub id: Option<SubscriptionId>,
+}
+
+/// A session record in its stored form (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionJson {
+    client_id: String,
+    expiry_interval: u32,
+    /// Milliseconds since the epoch.
+    expires_at: Option<u64>,
+    subscriptions: Vec<SubscriptionJson>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SubscriptionJson {
+    filter: String,
+    qos: u8,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: u8,
+    id: Option<u32>,
+}
+
+impl SessionRecord {
+    /// The record, as JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let json = SessionJson {
+            client_id: self.client_id.to_string(),
+            expiry_interval: self.expiry_interval,
+            expires_at: self.expires_at.map(Timestamp::as_millis),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|s| SubscriptionJson {
+                    filter: s.filter.as_str().to_owned(),
+                    qos: s.options.qos as u8,
+                    no_local: s.options.no_local,
+                    retain_as_published: s.options.retain_as_published,
+                    retain_handling: s.options.retain_handling as u8,
+                    id: s.id.map(SubscriptionId::get),
+                })
+                .collect(),
+        };
+        // Plain data: it always serializes.
+        serde_json::to_vec(&json).unwrap_or_default()
+    }
+
+    /// A record read back.
+    ///
+    /// # Errors
+    /// [`BadRecord`] for bytes [`SessionRecord::encode`] did not write.
+    pub fn decode(record: &[u8]) -> Result<Self, BadRecord> {
+        let json: SessionJson =
+            serde_json::from_slice(record).map_err(|e| BadRecord(e.to_string()))?;
+        let subscriptions = json
+            .subscriptions
+            .into_iter()
+            .map(|s| {
+                let bad = |what: &str| BadRecord(format!("{what} of {:?}", s.filter));
+                Ok(StoredSubscription {
+                    filter: TopicFilter::new(s.filter.clone()).map_err(|_| bad("the filter"))?,
+                    options: SubscriptionOptions {
+                        qos: QoS::from_bits(s.qos).ok_or_else(|| bad("the QoS"))?,
+                        no_local: s.no_local,
+                        retain_as_published: s.retain_as_published,
+                        retain_handling: match s.retain_handling {
+                            0 => RetainHandling::SendAtSubscribe,
+                            1 => RetainHandling::SendAtSubscribeIfNew,
+                            2 => RetainHandling::DoNotSend,
+                            _ => return Err(bad("the retain handling")),
+                        },
+                    },
+                    id: match s.id {
+                        Some(v) => {
+                            Some(SubscriptionId::new(v).ok_or_else(|| bad("the identifier"))?)
+                        }
+                        None => None,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, BadRecord>>()?;
+        Ok(Self {
+            client_id: json.client_id.into(),
+            expiry_interval: json.expiry_interval,
+            expires_at: json.expires_at.map(Timestamp::from_millis),
+            subscriptions,
+        })
+    }
 }
 
 /// A retained message as it is stored.
@@ -50,7 +174,7 @@ pub struct RetainedMessage {
 
 /// Why a stored record cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a stored retained message: {0}")]
+#[error("not a stored record: {0}")]
 pub struct BadRecord(String);
 
 /// The wall-clock date marking "no expiry" in a record.
@@ -142,5 +266,41 @@ mod tests {
         let mut flipped = record;
         flipped[8] = 0xe0; // a DISCONNECT's first byte
         assert!(RetainedMessage::decode(&flipped).is_err());
+    }
+
+    #[test]
+    fn a_session_record_reads_back_as_it_was_written_and_a_bad_one_does_not() {
+        let record = SessionRecord {
+            client_id: "sensor-7".into(),
+            expiry_interval: 300,
+            expires_at: Some(Timestamp::from_secs(1_800_000_300)),
+            subscriptions: vec![
+                StoredSubscription {
+                    filter: TopicFilter::new("trusted/+/state").unwrap(),
+                    options: SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        no_local: true,
+                        retain_as_published: true,
+                        retain_handling: RetainHandling::DoNotSend,
+                    },
+                    id: SubscriptionId::new(42),
+                },
+                StoredSubscription {
+                    filter: TopicFilter::new("$share/g/jobs/#").unwrap(),
+                    options: SubscriptionOptions::default(),
+                    id: None,
+                },
+            ],
+        };
+        assert_eq!(SessionRecord::decode(&record.encode()).unwrap(), record);
+        let text = String::from_utf8(record.encode()).unwrap();
+        for bad in [
+            text.replace("trusted/+/state", "a/#/b"),
+            text.replace("\"qos\":1", "\"qos\":3"),
+            text.replace("\"id\":42", "\"id\":0"),
+            text[..text.len() - 2].to_owned(),
+        ] {
+            assert!(SessionRecord::decode(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

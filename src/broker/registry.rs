@@ -48,11 +48,13 @@ impl Broker {
             m.message = m.message.detached();
         }
         away.inflight = inflight;
-        if expiry != u32::MAX {
-            let at = now.mono + Duration::from_secs(u64::from(expiry));
+        let after = (expiry != u32::MAX).then(|| Duration::from_secs(u64::from(expiry)));
+        if let Some(after) = after {
+            let at = now.mono + after;
             away.expires_at = Some(at);
             self.store.set_deadline(Timer::Expiry(key), at);
         }
+        self.persist_session(key, expiry, after.map(|d| now.wall + d));
         let excess: Vec<Queued> = {
             let max = self.config.max_offline_messages;
             let s = self
@@ -84,6 +86,9 @@ impl Broker {
         let Some(mut s) = self.store.remove_session(key, &client_id) else {
             return;
         };
+        if self.config.durable {
+            self.persist(Persist::EndSession(client_id.clone()));
+        }
         let away = s.take_away();
         if let Some(at) = away.expires_at {
             self.store.cancel_deadline(Timer::Expiry(key), at);
@@ -174,6 +179,7 @@ impl Broker {
             c.key = Some(key);
             let _ = c.session.handle_open(now, ticket, false);
         }
+        self.persist_connected_session(key);
     }
 
     pub(super) fn resume(
@@ -211,6 +217,19 @@ impl Broker {
             c.key = Some(key);
             let _ = c.session.handle_resume(now, ticket, inflight);
         }
+        // Connected again: its expiry stops. Resumed with an interval of
+        // 0, it ends with this connection: its record goes now.
+        let interval = self
+            .store
+            .conn(id)
+            .and_then(|c| c.session.session_expiry_interval());
+        if self.config.durable
+            && interval == Some(0)
+            && let Some(client_id) = self.store.client_id(key).cloned()
+        {
+            self.persist(Persist::EndSession(client_id));
+        }
+        self.persist_connected_session(key);
     }
 
     /// A stored session's expiry came: unless its client came back, it
@@ -231,6 +250,114 @@ impl Broker {
                 client_id,
             });
             self.end_session(now, key);
+        }
+    }
+
+    /// A durable hub keeps what a persistent session is now: its
+    /// subscriptions, its expiry interval and, once disconnected, the date
+    /// it expires. A session whose interval is 0 is not kept.
+    pub(super) fn persist_session(
+        &mut self,
+        key: SessionKey,
+        expiry_interval: u32,
+        expires_at: Option<Timestamp>,
+    ) {
+        if !self.config.durable || expiry_interval == 0 {
+            return;
+        }
+        let Some(client_id) = self.store.client_id(key).cloned() else {
+            return;
+        };
+        let subscriptions = self.store.session(key).map_or_else(Vec::new, |s| {
+            s.filters()
+                .iter()
+                .filter_map(|f| self.tree.find(key, f))
+                .map(|sub| StoredSubscription {
+                    filter: sub.filter.clone(),
+                    options: sub.options,
+                    id: sub.id,
+                })
+                .collect()
+        });
+        self.persist(Persist::Session(SessionRecord {
+            client_id,
+            expiry_interval,
+            expires_at,
+            subscriptions,
+        }));
+    }
+
+    /// [`Broker::persist_session`] for a session attached to its
+    /// connection: the interval is the connection's, the expiry not
+    /// running. (A connection's interval changes only at its DISCONNECT,
+    /// which [`Broker::detach`] keeps, or at a resume.)
+    pub(super) fn persist_connected_session(&mut self, key: SessionKey) {
+        if !self.config.durable {
+            return;
+        }
+        let interval = self
+            .store
+            .session(key)
+            .and_then(StoredSession::conn)
+            .and_then(|id| self.store.conn(id))
+            .and_then(|c| c.session.session_expiry_interval())
+            .unwrap_or(0);
+        self.persist_session(key, interval, None);
+    }
+
+    /// What the host's store kept of the persistent sessions, handed back
+    /// before the first connection opens. Each comes back disconnected,
+    /// with its subscriptions: one whose expiry date passed while the
+    /// broker was down ends (audited); one that was connected when the
+    /// broker went down expires its interval after `now` (and is kept so).
+    /// Its offline queue, in-flight messages and will are not kept yet.
+    pub fn restore_sessions(
+        &mut self,
+        now: Now,
+        sessions: impl IntoIterator<Item = SessionRecord>,
+    ) {
+        for record in sessions {
+            let left = match record.expires_at {
+                Some(at) => Some(at.saturating_duration_since(now.wall)),
+                None if record.expiry_interval == u32::MAX => None,
+                None => Some(Duration::from_secs(u64::from(record.expiry_interval))),
+            };
+            let full = self.store.sessions() >= self.config.max_sessions;
+            if left.is_some_and(|d| d.is_zero()) || full || record.expiry_interval == 0 {
+                self.audit(AuditRecord::SessionExpired {
+                    at: now.wall,
+                    client_id: record.client_id.to_string(),
+                });
+                if self.config.durable {
+                    self.persist(Persist::EndSession(record.client_id));
+                }
+                continue;
+            }
+            if self.store.find_session(&record.client_id).is_some() {
+                continue;
+            }
+            let key = self.store.restore_session(record.client_id.clone());
+            for sub in &record.subscriptions {
+                self.add_subscription(Sub {
+                    key,
+                    filter: sub.filter.clone(),
+                    options: sub.options,
+                    id: sub.id,
+                });
+            }
+            let expires_at = left.map(|d| {
+                let at = now.mono + d;
+                if let Some(s) = self.store.session_mut(key) {
+                    s.away().expires_at = Some(at);
+                }
+                self.store.set_deadline(Timer::Expiry(key), at);
+                now.wall + d
+            });
+            if record.expires_at.is_none() && expires_at.is_some() {
+                // Its expiry started now: kept so, a second restart counts
+                // from this one.
+                self.persist_session(key, record.expiry_interval, expires_at);
+            }
         }
     }
 }

@@ -232,27 +232,17 @@ impl Broker {
         granted: Vec<GrantedSubscription>,
         id: Option<SubscriptionId>,
     ) {
+        let durable_change = self.config.durable && !granted.is_empty();
         for g in granted {
             let mut options = g.subscription.options;
             options.qos = g.granted_qos;
             let filter = g.subscription.filter;
-            let existed = self.tree.insert(Sub {
+            let existed = self.add_subscription(Sub {
                 key,
                 filter: filter.clone(),
                 options,
                 id,
             });
-            if !existed {
-                if filter.shared().is_some() {
-                    self.shares
-                        .entry(filter.as_str().into())
-                        .or_default()
-                        .members += 1;
-                }
-                if let Some(s) = self.store.session_mut(key) {
-                    s.push_filter(filter.clone());
-                }
-            }
             // [MQTT-3.8.4-4] Retained messages on subscribe, per Retain
             // Handling; none for shared subscriptions (§4.8.2).
             let send = match options.retain_handling {
@@ -279,6 +269,9 @@ impl Broker {
                 self.deliver(now, key, msg);
             }
         }
+        if durable_change {
+            self.persist_connected_session(key);
+        }
     }
 
     pub(super) fn unsubscribe(&mut self, key: SessionKey, filter: &TopicFilter) {
@@ -286,7 +279,27 @@ impl Broker {
             && let Some(s) = self.store.session_mut(key)
         {
             s.remove_filter(filter);
+            self.persist_connected_session(key);
         }
+    }
+
+    /// Adds (or replaces) a session's subscription; returns whether one
+    /// with its filter existed.
+    pub(super) fn add_subscription(&mut self, sub: Sub) -> bool {
+        let (key, filter) = (sub.key, sub.filter.clone());
+        let existed = self.tree.insert(sub);
+        if !existed {
+            if filter.shared().is_some() {
+                self.shares
+                    .entry(filter.as_str().into())
+                    .or_default()
+                    .members += 1;
+            }
+            if let Some(s) = self.store.session_mut(key) {
+                s.push_filter(filter);
+            }
+        }
+        existed
     }
 
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &TopicFilter) -> bool {

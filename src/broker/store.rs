@@ -174,6 +174,11 @@ impl StoredSession {
         self.trim();
     }
 
+    /// Its filters, in the order they were made.
+    pub(super) fn filters(&self) -> &[TopicFilter] {
+        self.held.as_ref().map_or(&[], |h| &h.filters)
+    }
+
     pub(super) fn take_filters(&mut self) -> Vec<TopicFilter> {
         let filters = self
             .held
@@ -318,6 +323,27 @@ impl Store {
         self.by_client_id.insert(
             key,
             client_id,
+            ClientIds {
+                sessions: &self.sessions,
+                conns: &self.conns,
+            },
+        );
+        key
+    }
+
+    /// A stored session brought back from before a restart: disconnected,
+    /// under `client_id`.
+    pub(super) fn restore_session(&mut self, client_id: Arc<str>) -> SessionKey {
+        let key = self.sessions.insert_with(|_| StoredSession {
+            conn: None,
+            held: None,
+        });
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.away().client_id = client_id.clone();
+        }
+        self.by_client_id.insert(
+            key,
+            &client_id,
             ClientIds {
                 sessions: &self.sessions,
                 conns: &self.conns,

@@ -99,6 +99,24 @@ impl Tree {
         (node, false)
     }
 
+    /// A session's subscription with this filter, if it has one.
+    pub fn find(&self, key: SessionKey, filter: &TopicFilter) -> Option<&Sub> {
+        let mut node = &self.root;
+        let mut hash = false;
+        for level in filter.match_filter().split('/') {
+            match level {
+                "#" => {
+                    hash = true;
+                    break;
+                }
+                "+" => node = node.plus.as_deref()?,
+                text => node = node.children.get(text)?,
+            }
+        }
+        let list = if hash { &node.hash } else { &node.exact };
+        list.iter().find(|s| s.key == key && s.filter == *filter)
+    }
+
     /// Removes a session's subscription; returns whether it existed.
     pub fn remove(&mut self, key: SessionKey, filter: &TopicFilter) -> bool {
         let lv = levels(filter.match_filter());

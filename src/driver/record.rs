@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Acl, AuditRecord, Decision};
-use crate::broker::{Action, Broker, BrokerConfig, ConnId, RetainedMessage, Ticket};
+use crate::broker::{Action, Broker, BrokerConfig, ConnId, RetainedMessage, SessionRecord, Ticket};
 use crate::session::{AuthnOutcome, TransportClosed};
 use crate::time::Now;
 
@@ -104,6 +104,9 @@ pub enum Entry {
         t: Now,
         /// The retained messages, each a stored record, base64.
         retained: Vec<String>,
+        /// The persistent sessions, each a stored record, base64.
+        #[serde(default)]
+        sessions: Vec<String>,
     },
     /// The broker shut down.
     Shutdown {
@@ -141,11 +144,13 @@ impl Recorder {
         r
     }
 
-    /// Records what a store handed back at start ([`Broker::restore`]).
-    pub fn restore(&mut self, now: Now, retained: &[RetainedMessage]) {
+    /// Records what a store handed back at start ([`Broker::restore`],
+    /// [`Broker::restore_sessions`]).
+    pub fn restore(&mut self, now: Now, retained: &[RetainedMessage], sessions: &[SessionRecord]) {
         self.write(&Entry::Restore {
             t: now,
             retained: retained.iter().map(|m| encode_bytes(&m.encode())).collect(),
+            sessions: sessions.iter().map(|s| encode_bytes(&s.encode())).collect(),
         });
     }
 
@@ -166,6 +171,22 @@ impl Recorder {
 /// Encodes bytes for an [`Entry::Bytes`].
 pub fn encode_bytes(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Stored records of a restore entry, read back.
+fn decode_records<T, E: std::fmt::Display>(
+    records: &[String],
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+) -> Result<Vec<T>, String> {
+    records
+        .iter()
+        .map(|r| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(r)
+                .map_err(|e| e.to_string())?;
+            decode(&bytes).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// Why a recording cannot be replayed.
@@ -273,21 +294,19 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
             Entry::Timeout { t } => h.handle_timeout(t),
             Entry::Acl { acl, .. } => h.set_authorizer(acl.map(|a| Arc::new(a) as _)),
             Entry::Shutdown { t } => h.handle_shutdown(t),
-            Entry::Restore { t, retained } => {
-                let records = retained
-                    .iter()
-                    .map(|r| {
-                        let bytes = base64::engine::general_purpose::STANDARD
-                            .decode(r)
-                            .map_err(|e| e.to_string())?;
-                        RetainedMessage::decode(&bytes).map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-                    .map_err(|problem| ReplayError::Entry {
-                        line: line_no,
-                        problem,
-                    })?;
-                h.restore(t, records);
+            Entry::Restore {
+                t,
+                retained,
+                sessions,
+            } => {
+                let bad = |problem: String| ReplayError::Entry {
+                    line: line_no,
+                    problem,
+                };
+                let retained = decode_records(&retained, RetainedMessage::decode).map_err(bad)?;
+                let sessions = decode_records(&sessions, SessionRecord::decode).map_err(bad)?;
+                h.restore(t, retained);
+                h.restore_sessions(t, sessions);
             }
         }
         while let Some(action) = h.poll_action() {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::broker::Persist;
 #[cfg(feature = "redb")]
-use crate::broker::RetainedMessage;
+use crate::broker::{RetainedMessage, SessionRecord};
 
 /// A store of durable state, as a driver uses it.
 pub trait Storage: Send + std::fmt::Debug {
@@ -39,7 +39,7 @@ pub enum StorageError {
         reason: String,
     },
     /// A record in it does not read back.
-    #[error("store {path}: the retained message of {key:?} is damaged: {reason}")]
+    #[error("store {path}: the record of {key:?} is damaged: {reason}")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -69,6 +69,14 @@ pub struct RedbStorage {
 /// Retained messages by topic: the record of [`RetainedMessage::encode`].
 #[cfg(feature = "redb")]
 const RETAINED: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("retained");
+
+/// Persistent sessions by client id: the record of [`SessionRecord::encode`].
+#[cfg(feature = "redb")]
+const SESSIONS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("sessions");
+
+/// A table of the store, to write.
+#[cfg(feature = "redb")]
+type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
 #[cfg(feature = "redb")]
 impl std::fmt::Debug for RedbStorage {
@@ -102,7 +110,7 @@ impl RedbStorage {
         };
         // The tables exist from the start: reading a new store finds them.
         store
-            .commit_with(|_| Ok(()))
+            .commit_with(|_, _| Ok(()))
             .map_err(|e| open(e.to_string()))?;
         Ok(store)
     }
@@ -118,42 +126,65 @@ impl RedbStorage {
     /// [`StorageError::Open`] when the store cannot be read,
     /// [`StorageError::Corrupt`] for a record that does not read back.
     pub fn retained(&self) -> Result<Vec<RetainedMessage>, StorageError> {
+        self.read(RETAINED, |key, value| {
+            let msg = RetainedMessage::decode(value).map_err(|e| e.to_string())?;
+            if msg.topic.as_str() != key {
+                return Err(format!("it names {:?}", msg.topic.as_str()));
+            }
+            Ok(msg)
+        })
+    }
+
+    /// Every persistent session stored, by client id.
+    ///
+    /// # Errors
+    /// As [`RedbStorage::retained`].
+    pub fn sessions(&self) -> Result<Vec<SessionRecord>, StorageError> {
+        self.read(SESSIONS, |key, value| {
+            let record = SessionRecord::decode(value).map_err(|e| e.to_string())?;
+            if &*record.client_id != key {
+                return Err(format!("it names {:?}", record.client_id));
+            }
+            Ok(record)
+        })
+    }
+
+    /// Every record of `table`, read back by `decode`.
+    fn read<T>(
+        &self,
+        table: redb::TableDefinition<&str, &[u8]>,
+        decode: impl Fn(&str, &[u8]) -> Result<T, String>,
+    ) -> Result<Vec<T>, StorageError> {
         use redb::{ReadableDatabase, ReadableTable};
         let open = |e: redb::Error| StorageError::Open {
             path: self.path.clone(),
             reason: e.to_string(),
         };
         let tx = self.db.begin_read().map_err(|e| open(e.into()))?;
-        let table = tx.open_table(RETAINED).map_err(|e| open(e.into()))?;
+        let table = tx.open_table(table).map_err(|e| open(e.into()))?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| open(e.into()))? {
             let (key, value) = entry.map_err(|e| open(e.into()))?;
-            let msg =
-                RetainedMessage::decode(value.value()).map_err(|e| StorageError::Corrupt {
+            let record =
+                decode(key.value(), value.value()).map_err(|reason| StorageError::Corrupt {
                     path: self.path.clone(),
                     key: key.value().to_owned(),
-                    reason: e.to_string(),
+                    reason,
                 })?;
-            if msg.topic.as_str() != key.value() {
-                return Err(StorageError::Corrupt {
-                    path: self.path.clone(),
-                    key: key.value().to_owned(),
-                    reason: format!("it names {:?}", msg.topic.as_str()),
-                });
-            }
-            out.push(msg);
+            out.push(record);
         }
         Ok(out)
     }
 
     fn commit_with(
         &self,
-        write: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> Result<(), redb::Error>,
+        write: impl FnOnce(&mut Table<'_>, &mut Table<'_>) -> Result<(), redb::Error>,
     ) -> Result<(), redb::Error> {
         let tx = self.db.begin_write()?;
         {
-            let mut table = tx.open_table(RETAINED)?;
-            write(&mut table)?;
+            let mut retained = tx.open_table(RETAINED)?;
+            let mut sessions = tx.open_table(SESSIONS)?;
+            write(&mut retained, &mut sessions)?;
         }
         // Durability::Immediate, redb's default: flushed before it returns.
         tx.commit()?;
@@ -164,14 +195,20 @@ impl RedbStorage {
 #[cfg(feature = "redb")]
 impl Storage for RedbStorage {
     fn commit(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
-        self.commit_with(|table| {
+        self.commit_with(|retained, sessions| {
             for op in ops {
                 match op {
                     Persist::Retain(msg) => {
-                        table.insert(msg.topic.as_str(), msg.encode().as_slice())?;
+                        retained.insert(msg.topic.as_str(), msg.encode().as_slice())?;
                     }
                     Persist::Unretain(topic) => {
-                        table.remove(topic.as_str())?;
+                        retained.remove(topic.as_str())?;
+                    }
+                    Persist::Session(record) => {
+                        sessions.insert(&*record.client_id, record.encode().as_slice())?;
+                    }
+                    Persist::EndSession(client_id) => {
+                        sessions.remove(&**client_id)?;
                     }
                 }
             }
@@ -270,7 +307,7 @@ mod tests {
     fn a_damaged_record_is_reported_with_its_key() {
         let path = scratch("record");
         let s = RedbStorage::open(&path).unwrap();
-        s.commit_with(|t| {
+        s.commit_with(|t, _| {
             t.insert("a/state", &b"not a record"[..])?;
             Ok(())
         })
