@@ -17,15 +17,20 @@ use rumqttc::{Packet, QoS};
 const DURABLE: &str = "[storage]\nsync = \"always\"\n";
 const SECONDS: Duration = Duration::from_secs(5);
 
-/// Publishes a retained QoS 1 message and waits for its PUBACK.
-fn retain(c: &V3, topic: &str, payload: &str) {
+/// Publishes a QoS 1 message and waits for its PUBACK.
+fn publish_acked(c: &V3, topic: &str, payload: &str, retain: bool) {
     c.client
-        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
         .unwrap();
     assert!(
         c.wait_for(SECONDS, |p| matches!(p, Packet::PubAck(_))),
         "no PUBACK for {topic}"
     );
+}
+
+/// Publishes a retained QoS 1 message and waits for its PUBACK.
+fn retain(c: &V3, topic: &str, payload: &str) {
+    publish_acked(c, topic, payload, true);
 }
 
 fn retained_survives(driver: &str, signal: &str) {
@@ -194,7 +199,7 @@ fn a_persistent_session_survives(signal: &str) {
     drop(sub);
     assert!(s.log().contains("and 1 sessions restored"), "{}", s.log());
     let p = s.client("p", "k1").unwrap();
-    publish_acked(&p, "open/news", "while you were away");
+    publish_acked(&p, "open/news", "while you were away", false);
     let mut seen = false;
     let (client, mut conn) = rumqttc::Client::new(options(&s), 16);
     for event in conn.iter().take(20) {
@@ -213,17 +218,6 @@ fn a_persistent_session_survives(signal: &str) {
     }
     let _ = client.disconnect();
     assert!(seen, "the queued message arrives");
-}
-
-/// Publishes a QoS 1 message (not retained) and waits for its PUBACK.
-fn publish_acked(c: &V3, topic: &str, payload: &str) {
-    c.client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
-        .unwrap();
-    assert!(
-        c.wait_for(SECONDS, |p| matches!(p, Packet::PubAck(_))),
-        "no PUBACK for {topic}"
-    );
 }
 
 #[test]
