@@ -20,7 +20,7 @@
 //! use testament::driver::{Clock, SystemClock};
 //! use testament::session::AuthnOutcome;
 //!
-//! # fn next_input() -> (ConnId, Vec<u8>) { unimplemented!() }
+//! # fn next_input() -> (ConnId, Vec<u8>) { (ConnId(1), Vec::new()) }
 //! # fn write(_: ConnId, _: &[u8]) {}
 //! # fn close(_: ConnId) {}
 //! let clock = SystemClock::new();
