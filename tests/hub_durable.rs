@@ -24,6 +24,14 @@ fn durable() -> Net {
     Net::new(config, Some(default_acl()))
 }
 
+/// A durable hub in a new process, `down` after `before`'s clocks: the
+/// wall clock moved on, the monotonic one starts anew.
+fn restarted(before: &Net, down: Duration) -> Net {
+    let mut net = durable();
+    net.now = Now::new(Instant::from_secs(1), before.now.wall + down);
+    net
+}
+
 fn client(net: &mut Net, id: &str) -> ConnId {
     net.connect(connect(V5, id, id)).0
 }
@@ -143,8 +151,7 @@ fn a_restart_restores_retained_messages_their_expiry_counted_by_the_date() {
 
     // Thirty seconds later by the date; a new process, a new monotonic
     // origin.
-    let mut after = durable();
-    after.now = Now::new(Instant::from_secs(5), Timestamp::from_secs(NOW_SECS + 30));
+    let mut after = restarted(&before, Duration::from_secs(30));
     after.hub.restore(after.now, store.values().cloned());
     after.pump();
     assert!(after.persisted.is_empty(), "{:?}", after.persisted);
@@ -164,8 +171,7 @@ fn a_restart_restores_retained_messages_their_expiry_counted_by_the_date() {
     );
 
     // Down longer than its minute: dropped at restore, and from the store.
-    let mut late = durable();
-    late.now = Now::new(Instant::from_secs(5), Timestamp::from_secs(NOW_SECS + 61));
+    let mut late = restarted(&before, Duration::from_secs(61));
     late.hub.restore(late.now, store.values().cloned());
     late.pump();
     assert_eq!(
@@ -279,9 +285,7 @@ mod restarts {
                     Step::Wait(secs) => net.advance(secs.into()),
                     Step::Restart(down) => {
                         apply(&mut store, &std::mem::take(&mut net.persisted));
-                        let wall = net.now.wall + Duration::from_secs(down.into());
-                        let mut next = durable();
-                        next.now = Now::new(Instant::from_secs(1), wall);
+                        let mut next = restarted(&net, Duration::from_secs(down.into()));
                         next.hub.restore(next.now, store.values().cloned());
                         next.pump();
                         net = next;
@@ -358,11 +362,7 @@ mod sessions {
     #[test]
     fn after_a_restart_it_queues_what_came_and_its_client_finds_it() {
         let (before, store) = crashed_subscriber();
-        let mut after = durable();
-        after.now = Now::new(
-            Instant::from_secs(1),
-            before.now.wall + Duration::from_secs(100),
-        );
+        let mut after = restarted(&before, Duration::from_secs(100));
         after.hub.restore_sessions(after.now, store.into_values());
         after.pump();
         assert_eq!(after.hub.sessions(), 1);
@@ -387,11 +387,7 @@ mod sessions {
     #[test]
     fn one_whose_date_passed_while_the_broker_was_down_ends() {
         let (before, store) = crashed_subscriber();
-        let mut after = durable();
-        after.now = Now::new(
-            Instant::from_secs(1),
-            before.now.wall + Duration::from_secs(301),
-        );
+        let mut after = restarted(&before, Duration::from_secs(301));
         after.hub.restore_sessions(after.now, store.into_values());
         after.pump();
         assert_eq!(after.hub.sessions(), 0);
@@ -418,9 +414,8 @@ mod sessions {
         apply_sessions(&mut store, &net.persisted);
         assert_eq!(store["sub"].expires_at, None, "connected: not running");
         // The broker dies; it is back a day later.
-        let mut after = durable();
-        let wall = net.now.wall + Duration::from_secs(86_400);
-        after.now = Now::new(Instant::from_secs(1), wall);
+        let mut after = restarted(&net, Duration::from_secs(86_400));
+        let wall = after.now.wall;
         after.hub.restore_sessions(after.now, store.into_values());
         after.pump();
         assert_eq!(after.hub.sessions(), 1);

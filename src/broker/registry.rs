@@ -219,17 +219,19 @@ impl Broker {
         }
         // Connected again: its expiry stops. Resumed with an interval of
         // 0, it ends with this connection: its record goes now.
-        let interval = self
+        match self
             .store
             .conn(id)
-            .and_then(|c| c.session.session_expiry_interval());
-        if self.config.durable
-            && interval == Some(0)
-            && let Some(client_id) = self.store.client_id(key).cloned()
+            .and_then(|c| c.session.session_expiry_interval())
         {
-            self.persist(Persist::EndSession(client_id));
+            Some(0) if self.config.durable => {
+                if let Some(client_id) = self.store.client_id(key).cloned() {
+                    self.persist(Persist::EndSession(client_id));
+                }
+            }
+            Some(interval) => self.persist_session(key, interval, None),
+            None => {}
         }
-        self.persist_connected_session(key);
     }
 
     /// A stored session's expiry came: unless its client came back, it
