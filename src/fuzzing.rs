@@ -325,6 +325,7 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
                         qos: QoS::from_bits(next(&mut i) % 3).unwrap_or_default(),
                         retain: false,
                         properties: Default::default(),
+                        seq: None,
                     },
                 );
             }

@@ -353,17 +353,17 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let mut driver_config = c.driver_config();
     // What survives a restart: opened before anything is served; a store
     // that cannot be read stops the broker, naming the file.
-    let (mut restored, mut restored_sessions) = (Vec::new(), Vec::new());
+    let mut restored = testament::broker::Restored::default();
     if broker_config.durable {
         let path = c.data_dir.join("testament.redb");
         let store = driver::storage::RedbStorage::open(&path).map_err(|e| e.to_string())?;
-        restored = store.retained().map_err(|e| e.to_string())?;
-        restored_sessions = store.sessions().map_err(|e| e.to_string())?;
+        restored = store.load().map_err(|e| e.to_string())?;
         log::info!(
-            "storage {}: {} retained messages and {} sessions restored",
+            "storage {}: {} retained messages, {} sessions and {} of their messages restored",
             path.display(),
-            restored.len(),
-            restored_sessions.len()
+            restored.retained.len(),
+            restored.sessions.len(),
+            restored.messages.len()
         );
         driver_config.storage = Some(Arc::new(std::sync::Mutex::new(store)));
     }
@@ -479,10 +479,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     if durable {
         let now = driver_config.clock.now();
         if let Some(r) = recorder.as_mut() {
-            r.restore(now, &restored, &restored_sessions);
+            r.restore(now, &restored);
         }
-        hub.restore(now, restored);
-        hub.restore_sessions(now, restored_sessions);
+        hub.restore_all(now, restored);
     }
     let result = match control {
         Receiver::Smol(rx) => {

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::hub::{Net, connect, default_acl};
 use common::jwt::NOW_SECS;
-use testament::broker::{Action, BrokerConfig, ConnId, Persist, RetainedMessage};
+use testament::broker::{Action, BrokerConfig, ConnId, Persist, SentState};
 use testament::codec::*;
+use testament::driver::storage::MemoryStorage;
 use testament::time::{Instant, Now, Timestamp};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -45,20 +46,11 @@ fn publish_with_expiry(net: &mut Net, conn: ConnId, topic: &str, payload: &[u8],
     net.send(conn, Packet::Publish(p));
 }
 
-/// A store as a host keeps one: what the Persists say, by topic.
-fn apply(store: &mut BTreeMap<String, RetainedMessage>, ops: &[Persist]) {
-    for op in ops {
-        match op {
-            Persist::Retain(m) => {
-                store.insert(m.topic.to_string(), m.clone());
-            }
-            Persist::Unretain(t) => {
-                store.remove(t.as_str());
-            }
-            // Sessions: `apply_sessions`.
-            Persist::Session(_) | Persist::EndSession(_) => {}
-        }
-    }
+/// The store as a host keeps it: what `net`'s hub persisted, committed.
+fn committed(net: &Net) -> MemoryStorage {
+    let mut store = MemoryStorage::default();
+    net.persisted.iter().for_each(|op| store.apply(op));
+    store
 }
 
 /// The retained messages a new subscriber to `filter` gets, with their
@@ -145,14 +137,13 @@ fn a_restart_restores_retained_messages_their_expiry_counted_by_the_date() {
     let p = client(&mut before, "p");
     before.publish(p, "open/a", b"up", QoS::AtLeastOnce, true);
     publish_with_expiry(&mut before, p, "open/e", b"for a minute", 60);
-    let mut store = BTreeMap::new();
-    apply(&mut store, &before.persisted);
-    assert_eq!(store.len(), 2);
+    let store = committed(&before);
+    assert_eq!(store.load().retained.len(), 2);
 
     // Thirty seconds later by the date; a new process, a new monotonic
     // origin.
     let mut after = restarted(&before, Duration::from_secs(30));
-    after.hub.restore(after.now, store.values().cloned());
+    after.hub.restore(after.now, store.load().retained);
     after.pump();
     assert!(after.persisted.is_empty(), "{:?}", after.persisted);
     assert_eq!(after.hub.retained_messages(), 2);
@@ -172,7 +163,7 @@ fn a_restart_restores_retained_messages_their_expiry_counted_by_the_date() {
 
     // Down longer than its minute: dropped at restore, and from the store.
     let mut late = restarted(&before, Duration::from_secs(61));
-    late.hub.restore(late.now, store.values().cloned());
+    late.hub.restore(late.now, store.load().retained);
     late.pump();
     assert_eq!(
         late.persisted,
@@ -191,11 +182,10 @@ fn a_restore_is_deterministic() {
         let p = client(&mut net, "p");
         net.publish(p, "open/a", b"up", QoS::AtLeastOnce, true);
         publish_with_expiry(&mut net, p, "open/e", b"e", 5);
-        let mut store = BTreeMap::new();
-        apply(&mut store, &net.persisted);
+        let store = committed(&net);
         let mut next = durable();
         next.now = next.now + Duration::from_secs(3);
-        next.hub.restore(next.now, store.into_values());
+        next.hub.restore(next.now, store.load().retained);
         let got = retained(&mut next, "s", "open/#");
         (got, next.log)
     };
@@ -261,7 +251,7 @@ mod restarts {
         #[test]
         fn what_was_persisted_comes_back_and_nothing_else(steps in proptest::collection::vec(step(), 1..40)) {
             let mut net = durable();
-            let mut store = BTreeMap::new();
+            let mut store = MemoryStorage::default();
             let mut model = Model::new();
             let mut n = 0;
             let p = client(&mut net, "p");
@@ -284,9 +274,9 @@ mod restarts {
                     }
                     Step::Wait(secs) => net.advance(secs.into()),
                     Step::Restart(down) => {
-                        apply(&mut store, &std::mem::take(&mut net.persisted));
+                        std::mem::take(&mut net.persisted).iter().for_each(|op| store.apply(op));
                         let mut next = restarted(&net, Duration::from_secs(down.into()));
-                        next.hub.restore(next.now, store.values().cloned());
+                        next.hub.restore(next.now, store.load().retained);
                         next.pump();
                         net = next;
                         publisher = client(&mut net, "p");
@@ -315,18 +305,14 @@ mod sessions {
         c
     }
 
-    fn apply_sessions(store: &mut BTreeMap<String, SessionRecord>, ops: &[Persist]) {
-        for op in ops {
-            match op {
-                Persist::Session(r) => {
-                    store.insert(r.client_id.to_string(), r.clone());
-                }
-                Persist::EndSession(id) => {
-                    store.remove(&**id);
-                }
-                _ => {}
-            }
-        }
+    /// The sessions `net`'s hub persisted, by client id.
+    fn sessions_of(net: &Net) -> BTreeMap<String, SessionRecord> {
+        committed(net)
+            .load()
+            .sessions
+            .into_iter()
+            .map(|r| (r.client_id.to_string(), r))
+            .collect()
     }
 
     /// A subscriber `sub` (expiry 300 s, `open/#` at QoS 1 with
@@ -340,8 +326,7 @@ mod sessions {
             Some(5),
         );
         net.crash(s);
-        let mut store = BTreeMap::new();
-        apply_sessions(&mut store, &net.persisted);
+        let store = sessions_of(&net);
         (net, store)
     }
 
@@ -410,8 +395,7 @@ mod sessions {
     fn one_connected_at_a_crash_expires_its_interval_after_the_restart() {
         let mut net = durable();
         net.connect(persistent("sub", 300, true));
-        let mut store = BTreeMap::new();
-        apply_sessions(&mut store, &net.persisted);
+        let store = sessions_of(&net);
         assert_eq!(store["sub"].expires_at, None, "connected: not running");
         // The broker dies; it is back a day later.
         let mut after = restarted(&net, Duration::from_secs(86_400));
@@ -442,5 +426,391 @@ mod sessions {
             "{:?}",
             net.persisted
         );
+    }
+}
+
+mod messages {
+    //! The QoS 1/2 messages of persistent sessions: kept before the PUBACK
+    //! of the publish that brought them, brought back by a restart — in
+    //! the offline queue, or in flight with their packet ids — and let go
+    //! once acknowledged. Inbound QoS 2 packet ids waiting for PUBREL come
+    //! back too: a resent PUBLISH is not routed twice.
+
+    use super::*;
+    use testament::broker::StoredMessage;
+
+    fn persistent(id: &str, clean: bool) -> Connect {
+        let mut c = connect(V5, id, id);
+        c.clean_start = clean;
+        c.properties.session_expiry_interval = Some(300);
+        c
+    }
+
+    /// A new process `down` after `before`'s, restored from what its hub
+    /// persisted.
+    fn restart(before: &mut Net, store: &mut MemoryStorage, down: u64) -> Net {
+        std::mem::take(&mut before.persisted)
+            .iter()
+            .for_each(|op| store.apply(op));
+        let mut after = restarted(before, Duration::from_secs(down));
+        after.hub.restore_all(after.now, store.load());
+        after.pump();
+        after
+    }
+
+    fn ack(net: &mut Net, conn: ConnId, packet_id: PacketId) {
+        net.send(conn, Packet::PubAck(PubAck::new(packet_id)));
+    }
+
+    fn kept(store: &MemoryStorage) -> Vec<StoredMessage> {
+        store.load().messages
+    }
+
+    fn payloads(got: &[Publish]) -> Vec<&[u8]> {
+        got.iter().map(|p| &p.payload[..]).collect()
+    }
+
+    /// `sub` holding `open/1/#` at QoS 1 and `open/2/#` at QoS 2, away.
+    fn away_subscriber(net: &mut Net) {
+        let (s, _) = net.connect(persistent("sub", true));
+        net.subscribe(
+            s,
+            &[
+                ("open/1/#", QoS::AtLeastOnce),
+                ("open/2/#", QoS::ExactlyOnce),
+            ],
+        );
+        net.crash(s);
+    }
+
+    #[test]
+    fn an_offline_queue_survives_a_crash_and_each_message_goes_once_acknowledged() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        away_subscriber(&mut net);
+        let p = client(&mut net, "p");
+        let before = net.log.len();
+        net.publish(p, "open/1/a", b"m1", QoS::AtLeastOnce, false);
+        let turn = &net.log[before..];
+        let kept_at = turn
+            .iter()
+            .position(
+                |a| matches!(a, Action::Persist(Persist::Message(m)) if &*m.client_id == "sub"),
+            )
+            .expect("the message is kept for the session");
+        let puback = turn
+            .iter()
+            .position(|a| matches!(a, Action::Send { conn, .. } if *conn == p))
+            .expect("the PUBACK");
+        assert!(kept_at < puback, "kept before it is acknowledged: {turn:?}");
+        net.publish(p, "open/1/b", b"m2", QoS::AtLeastOnce, false);
+        net.publish(p, "open/1/c", b"m3", QoS::AtMostOnce, false);
+
+        let mut after = restart(&mut net, &mut store, 10);
+        assert_eq!(
+            kept(&store).len(),
+            2,
+            "QoS 0 is not kept for an away session"
+        );
+        let (s, present) = after.connect(persistent("sub", false));
+        assert!(present);
+        let got = after.publishes(s);
+        assert_eq!(payloads(&got), [&b"m1"[..], b"m2"]);
+        assert!(got.iter().all(|p| !p.dup), "never sent before: no DUP");
+        for p in &got {
+            ack(&mut after, s, p.packet_id.unwrap());
+        }
+        restart(&mut after, &mut store, 1);
+        assert!(kept(&store).is_empty(), "acknowledged: let go");
+    }
+
+    #[test]
+    fn messages_in_flight_come_back_with_their_packet_ids_as_dup_or_pubrel() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        let (s, _) = net.connect(persistent("sub", true));
+        net.subscribe(
+            s,
+            &[
+                ("open/1/#", QoS::AtLeastOnce),
+                ("open/2/#", QoS::ExactlyOnce),
+            ],
+        );
+        let p = client(&mut net, "p");
+        net.publish(p, "open/1/a", b"one", QoS::AtLeastOnce, false);
+        net.publish(p, "open/2/b", b"two", QoS::ExactlyOnce, false);
+        let got = net.publishes(s);
+        assert_eq!(payloads(&got), [&b"one"[..], b"two"]);
+        let (one, two) = (got[0].packet_id.unwrap(), got[1].packet_id.unwrap());
+        // QoS 2: PUBREC, the broker's PUBREL; the PUBCOMP never comes.
+        net.send(s, Packet::PubRec(PubRec::new(two)));
+        assert_eq!(net.take(s), [Packet::PubRel(PubRel::new(two))]);
+
+        // The broker dies (no word to anyone) and comes back.
+        let mut after = restart(&mut net, &mut store, 5);
+        let sent: Vec<_> = kept(&store).iter().map(|m| m.sent).collect();
+        assert_eq!(
+            sent,
+            [
+                Some(SentState {
+                    packet_id: one,
+                    released: false
+                }),
+                Some(SentState {
+                    packet_id: two,
+                    released: true
+                }),
+            ]
+        );
+        let (s, present) = after.connect(persistent("sub", false));
+        assert!(present);
+        let again = after.take(s);
+        // [MQTT-4.4.0-1] the PUBLISH with DUP and its id; the PUBREL, not
+        // the message, for the one already received.
+        match &again[..] {
+            [Packet::Publish(p), Packet::PubRel(r)] => {
+                assert_eq!(
+                    (p.packet_id, p.dup, &p.payload[..]),
+                    (Some(one), true, &b"one"[..])
+                );
+                assert_eq!(r.packet_id, two);
+            }
+            other => panic!("{other:?}"),
+        }
+        ack(&mut after, s, one);
+        after.send(s, Packet::PubComp(PubComp::new(two)));
+        restart(&mut after, &mut store, 1);
+        assert!(kept(&store).is_empty());
+    }
+
+    #[test]
+    fn an_inbound_qos2_message_is_not_routed_twice_across_a_restart() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        away_subscriber(&mut net);
+        let (p, _) = net.connect(persistent("p", true));
+        let mut publish = Publish::new(TopicName::from_static("open/2/x"), &b"once"[..]);
+        publish.qos = QoS::ExactlyOnce;
+        publish.packet_id = PacketId::new(7);
+        net.send(p, Packet::Publish(publish.clone()));
+        assert!(
+            matches!(&net.take(p)[..], [Packet::PubRec(r)] if r.packet_id == PacketId::new(7).unwrap())
+        );
+
+        let mut after = restart(&mut net, &mut store, 5);
+        assert_eq!(store.load().awaiting_release.len(), 1);
+        let (p, present) = after.connect(persistent("p", false));
+        assert!(present);
+        // The client did not see the PUBREC: it resends, with DUP.
+        publish.dup = true;
+        after.send(p, Packet::Publish(publish));
+        assert!(matches!(&after.take(p)[..], [Packet::PubRec(_)]));
+        after.send(p, Packet::PubRel(PubRel::new(PacketId::new(7).unwrap())));
+        match &after.take(p)[..] {
+            [Packet::PubComp(c)] => assert_eq!(c.reason_code, PubCompReasonCode::Success),
+            other => panic!("{other:?}"),
+        }
+        let (s, _) = after.connect(persistent("sub", false));
+        assert_eq!(payloads(&after.publishes(s)), [&b"once"[..]], "routed once");
+        restart(&mut after, &mut store, 1);
+        assert!(store.load().awaiting_release.is_empty());
+    }
+
+    #[test]
+    fn a_kept_message_expires_by_its_date_across_a_restart() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        away_subscriber(&mut net);
+        let p = client(&mut net, "p");
+        let mut publish = Publish::new(TopicName::from_static("open/1/e"), &b"for a minute"[..]);
+        publish.qos = QoS::AtLeastOnce;
+        publish.packet_id = PacketId::new(3);
+        publish.properties.message_expiry_interval = Some(60);
+        net.send(p, Packet::Publish(publish));
+        std::mem::take(&mut net.persisted)
+            .iter()
+            .for_each(|op| store.apply(op));
+
+        let mut soon = restart(&mut net, &mut store.clone(), 30);
+        let (s, _) = soon.connect(persistent("sub", false));
+        let got = soon.publishes(s);
+        assert_eq!(payloads(&got), [&b"for a minute"[..]]);
+        assert_eq!(got[0].properties.message_expiry_interval, Some(30));
+
+        let mut late = restart(&mut net, &mut store, 61);
+        assert!(
+            kept(&store).len() == 1 && matches!(&late.persisted[..], [Persist::MessageDone { .. }]),
+            "{:?}",
+            late.persisted
+        );
+        let (s, _) = late.connect(persistent("sub", false));
+        assert!(late.publishes(s).is_empty());
+    }
+
+    #[test]
+    fn a_session_that_ends_with_its_connection_keeps_no_message() {
+        let mut net = durable();
+        let (s, _) = net.connect(connect(V5, "clean", "clean"));
+        net.subscribe(s, &[("open/#", QoS::AtLeastOnce)]);
+        let p = client(&mut net, "p");
+        net.publish(p, "open/1", b"m", QoS::AtLeastOnce, false);
+        assert_eq!(net.publishes(s).len(), 1);
+        assert!(
+            !net.persisted.iter().any(|op| matches!(
+                op,
+                Persist::Message(_) | Persist::MessageSent { .. } | Persist::AwaitingRelease { .. }
+            )),
+            "{:?}",
+            net.persisted
+        );
+    }
+}
+
+mod acknowledged {
+    //! Random programs — QoS 1/2 publishes, a persistent subscriber that
+    //! comes, goes and acknowledges, the broker restarting at random
+    //! points from what it committed — never lose a message whose
+    //! publisher was acknowledged, and never hand one to the subscriber
+    //! twice as new (a repeat carries DUP, or is a PUBREL).
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Publish { exactly_once: bool },
+        Connect,
+        Crash,
+        Acknowledge,
+        Wait(u8),
+        Restart(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => any::<bool>().prop_map(|exactly_once| Step::Publish { exactly_once }),
+            2 => Just(Step::Connect),
+            1 => Just(Step::Crash),
+            3 => Just(Step::Acknowledge),
+            1 => (0u8..20).prop_map(Step::Wait),
+            2 => (0u8..20).prop_map(Step::Restart),
+        ]
+    }
+
+    fn subscriber(clean: bool) -> Connect {
+        let mut c = connect(V5, "sub", "sub");
+        c.clean_start = clean;
+        c.properties.session_expiry_interval = Some(3_600);
+        c
+    }
+
+    /// What the subscriber's client does with what it received: keeps
+    /// each message (and whether it was a DUP), acknowledges all.
+    fn acknowledge(net: &mut Net, s: ConnId, received: &mut Vec<(Bytes, bool)>) {
+        for packet in net.take(s) {
+            match packet {
+                Packet::Publish(p) => {
+                    received.push((p.payload.clone(), p.dup));
+                    let id = p.packet_id.expect("QoS 1/2");
+                    let ack = match p.qos {
+                        QoS::ExactlyOnce => Packet::PubRec(PubRec::new(id)),
+                        _ => Packet::PubAck(PubAck::new(id)),
+                    };
+                    net.send(s, ack);
+                }
+                Packet::PubRel(r) => net.send(s, Packet::PubComp(PubComp::new(r.packet_id))),
+                _ => {}
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn nothing_acknowledged_is_lost_and_nothing_is_new_twice(
+            steps in proptest::collection::vec(step(), 1..60)
+        ) {
+            let mut net = durable();
+            let mut store = MemoryStorage::default();
+            let (first, _) = net.connect(subscriber(true));
+            net.subscribe(first, &[("open/1/#", QoS::AtLeastOnce), ("open/2/#", QoS::ExactlyOnce)]);
+            let mut sub = Some(first);
+            let mut publisher = client(&mut net, "p");
+            let mut acknowledged = BTreeSet::new();
+            let mut received = Vec::new();
+            for (i, s) in steps.into_iter().enumerate() {
+                match s {
+                    Step::Publish { exactly_once } => {
+                        let payload = Bytes::from(format!("m{i}"));
+                        let topic = if exactly_once { "open/2/x" } else { "open/1/x" };
+                        let mut p = Publish::new(TopicName::from_static(topic), payload.clone());
+                        p.qos = if exactly_once { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
+                        let id = PacketId::new(u16::try_from(i % 1_000 + 1).unwrap()).unwrap();
+                        p.packet_id = Some(id);
+                        net.send(publisher, Packet::Publish(p));
+                        for answer in net.take(publisher) {
+                            match answer {
+                                Packet::PubAck(a) if a.reason_code == PubAckReasonCode::Success => {
+                                    acknowledged.insert(payload.clone());
+                                }
+                                Packet::PubRec(r) if r.reason_code == PubRecReasonCode::Success => {
+                                    acknowledged.insert(payload.clone());
+                                    net.send(publisher, Packet::PubRel(PubRel::new(id)));
+                                    net.take(publisher);
+                                }
+                                other => prop_assert!(false, "{other:?}"),
+                            }
+                        }
+                    }
+                    Step::Connect if sub.is_none() => sub = Some(net.connect(subscriber(false)).0),
+                    Step::Crash => {
+                        if let Some(s) = sub.take() {
+                            net.crash(s);
+                        }
+                    }
+                    Step::Acknowledge => {
+                        if let Some(s) = sub {
+                            acknowledge(&mut net, s, &mut received);
+                        }
+                    }
+                    Step::Wait(secs) => net.advance(secs.into()),
+                    Step::Restart(down) => {
+                        // Whatever the subscriber's client had received
+                        // stays received; its connection is gone.
+                        if let Some(s) = sub.take() {
+                            for packet in net.take(s) {
+                                if let Packet::Publish(p) = packet {
+                                    received.push((p.payload.clone(), p.dup));
+                                }
+                            }
+                        }
+                        std::mem::take(&mut net.persisted).iter().for_each(|op| store.apply(op));
+                        let mut next = restarted(&net, Duration::from_secs(down.into()));
+                        next.hub.restore_all(next.now, store.load());
+                        next.pump();
+                        net = next;
+                        publisher = client(&mut net, "p");
+                    }
+                    Step::Connect => {}
+                }
+            }
+            // The subscriber comes back and takes everything.
+            let s = match sub {
+                Some(s) => s,
+                None => net.connect(subscriber(false)).0,
+            };
+            for _ in 0..20 {
+                acknowledge(&mut net, s, &mut received);
+            }
+            let got: BTreeSet<Bytes> = received.iter().map(|(p, _)| p.clone()).collect();
+            let lost: Vec<_> = acknowledged.difference(&got).collect();
+            prop_assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+            let mut fresh = BTreeSet::new();
+            for (payload, dup) in &received {
+                prop_assert!(*dup || fresh.insert(payload.clone()), "{payload:?} new twice: {received:?}");
+            }
+        }
     }
 }

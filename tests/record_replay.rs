@@ -132,6 +132,7 @@ fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
     let config = BrokerConfig {
         durable: true,
         max_retained_messages: 1,
+        max_offline_messages: 1,
         ..BrokerConfig::default()
     };
     let msg = |topic: &'static str| RetainedMessage {
@@ -155,7 +156,38 @@ fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
         expires_at: Some(now.wall - Duration::from_secs(1)),
         subscriptions: Vec::new(),
     };
-    r.restore(now, &[msg("open/a"), msg("open/b")], &[gone]);
+    // A session kept with two messages for it, one more than its queue
+    // takes: the second is dropped at the restore.
+    let kept = testament::broker::SessionRecord {
+        client_id: "kept".into(),
+        expires_at: None,
+        ..gone.clone()
+    };
+    let queued = |seq: u64, payload: &'static [u8]| testament::broker::StoredMessage {
+        record: testament::broker::MessageRecord {
+            client_id: "kept".into(),
+            seq: std::num::NonZeroU64::new(seq).unwrap(),
+            message: testament::session::OutboundMessage {
+                topic: TopicName::from_static("open/q"),
+                payload: Bytes::from_static(payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: PublishProperties::default(),
+                seq: None,
+            },
+            expires_at: None,
+        },
+        sent: None,
+    };
+    r.restore(
+        now,
+        &testament::broker::Restored {
+            retained: vec![msg("open/a"), msg("open/b")],
+            sessions: vec![gone, kept],
+            messages: vec![queued(1, b"first"), queued(2, b"second")],
+            awaiting_release: Vec::new(),
+        },
+    );
     r.flush();
     drop(r);
     let text = std::fs::read_to_string(&file).unwrap();
@@ -172,6 +204,15 @@ fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
         audits.iter().any(|a| matches!(
             a,
             testament::auth::AuditRecord::SessionExpired { client_id, .. } if client_id == "gone"
+        )),
+        "{audits:?}"
+    );
+
+    assert!(
+        audits.iter().any(|a| matches!(
+            a,
+            testament::auth::AuditRecord::MessageDropped { client_id, topic, .. }
+                if client_id == "kept" && topic.as_str() == "open/q"
         )),
         "{audits:?}"
     );

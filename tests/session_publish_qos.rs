@@ -210,6 +210,7 @@ fn outbound(qos: QoS) -> OutboundMessage {
         qos,
         retain: false,
         properties: Default::default(),
+        seq: None,
     }
 }
 

@@ -33,6 +33,7 @@
 //!   round-robin in subscription order; when none is connected, to one
 //!   member's offline queue, round-robin too.
 
+mod messages;
 mod persist;
 mod registry;
 mod retained;
@@ -59,7 +60,10 @@ use crate::session::{
 };
 use crate::time::{Instant, Now, Timestamp};
 
-pub use persist::{BadRecord, Persist, RetainedMessage, SessionRecord, StoredSubscription};
+pub use persist::{
+    BadRecord, MessageRecord, Persist, Restored, RetainedMessage, SentState, SessionRecord,
+    StoredMessage, StoredSubscription,
+};
 use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
 use store::{Queued, SessionKey, Store, StoredSession, Timer};
 use tree::{Sub, Tree};
@@ -108,12 +112,15 @@ pub struct Broker {
     /// by the subscriptions one topic can match.
     route_targets: Vec<routing::Target>,
     next_ticket: u64,
+    /// The last key given to a kept message ([`OutboundMessage::seq`]).
+    next_seq: u64,
     shut_down: bool,
 }
 
 impl Broker {
     /// A hub with no connections.
-    pub fn new(config: BrokerConfig) -> Self {
+    pub fn new(mut config: BrokerConfig) -> Self {
+        config.session.durable = config.durable;
         let retained = RetainedStore::new(config.max_retained_messages, config.max_retained_bytes);
         Self {
             shared: Arc::new(crate::session::Shared::new(config.session.clone(), None)),
@@ -126,6 +133,7 @@ impl Broker {
             actions: VecDeque::new(),
             route_targets: Vec::new(),
             next_ticket: 0,
+            next_seq: 0,
             shut_down: false,
         }
     }
@@ -364,6 +372,15 @@ impl Broker {
         self.flush_dirty(now);
     }
 
+    /// Everything the host's store kept from before a restart, handed back
+    /// before the first connection opens: [`Broker::restore`],
+    /// [`Broker::restore_sessions`], then [`Broker::restore_messages`].
+    pub fn restore_all(&mut self, now: Now, restored: Restored) {
+        self.restore(now, restored.retained);
+        self.restore_sessions(now, restored.sessions);
+        self.restore_messages(now, restored.messages, restored.awaiting_release);
+    }
+
     /// What the host's store kept from before a restart, handed back before
     /// the first connection opens: the retained messages. One whose expiry
     /// date passed while the broker was down is dropped (and, for a durable
@@ -517,6 +534,7 @@ impl Broker {
                 // The hub keeps no identity: a will carries its own.
                 S::IdentityChanged(_) => {}
                 S::Audit(record) => self.audit(record),
+                S::Progress(step) => self.progress(id, step),
             }
         }
         self.store.reschedule(id);

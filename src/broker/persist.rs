@@ -8,8 +8,10 @@
 //! what one turn of its loop collected in one transaction (group commit).
 //! At start, the host hands back what it stored ([`super::Broker::restore`]).
 //!
-//! Durable today: retained messages, and persistent sessions with their
-//! subscriptions and expiry. Offline queues, in-flight messages and wills
+//! Durable today: retained messages; persistent sessions with their
+//! subscriptions and expiry, the QoS 1/2 messages they are to get (offline
+//! queue, waiting for the window, in flight with their packet ids and QoS 2
+//! state) and their inbound QoS 2 packet ids waiting for PUBREL. Wills
 //! follow (issue 19).
 //!
 //! A retained message is kept as a plain MQTT 5.0 PUBLISH with every
@@ -18,12 +20,14 @@
 //! the process, so a date is the only thing an expiry can be kept as across
 //! a restart.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use crate::codec::{
     Bytes, Decoder, Encode, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS,
     RetainHandling, SubscriptionId, SubscriptionOptions, TopicFilter, TopicName,
 };
+use crate::session::OutboundMessage;
 use crate::time::Timestamp;
 
 /// One change of durable state.
@@ -37,8 +41,45 @@ pub enum Persist {
     /// This is now what is kept of a persistent session (replacing any
     /// record of its client id).
     Session(SessionRecord),
-    /// The session of this client id ended: nothing of it is kept.
+    /// The session of this client id ended: nothing of it is kept (its
+    /// messages and inbound QoS 2 packet ids included).
     EndSession(Arc<str>),
+    /// A QoS 1/2 message a persistent session is to get: kept until
+    /// [`Persist::MessageDone`].
+    Message(MessageRecord),
+    /// A kept message was sent (or, QoS 2, released): a resume resends it
+    /// with this packet id. Nothing when the message is not kept.
+    MessageSent {
+        /// The session's client id.
+        client_id: Arc<str>,
+        /// The message.
+        seq: NonZeroU64,
+        /// Its exchange now.
+        state: SentState,
+    },
+    /// A kept message is done with: acknowledged, expired, or dropped.
+    MessageDone {
+        /// The session's client id.
+        client_id: Arc<str>,
+        /// The message.
+        seq: NonZeroU64,
+    },
+    /// An inbound QoS 2 message of a persistent session was acknowledged
+    /// with PUBREC: its packet id waits for PUBREL (a resend of the message
+    /// is not routed again, even after a restart).
+    AwaitingRelease {
+        /// The session's client id.
+        client_id: Arc<str>,
+        /// The packet id.
+        packet_id: PacketId,
+    },
+    /// Its PUBREL came: the packet id is free again.
+    ReleaseReceived {
+        /// The session's client id.
+        client_id: Arc<str>,
+        /// The packet id.
+        packet_id: PacketId,
+    },
 }
 
 /// A persistent session as it is stored: its subscriptions and when it
@@ -187,15 +228,8 @@ impl RetainedMessage {
         let mut p = Publish::new(self.topic.clone(), self.payload.clone());
         p.qos = self.qos;
         p.retain = true;
-        // A QoS 1/2 PUBLISH carries a packet id; this one is never sent.
-        p.packet_id = (self.qos != QoS::AtMostOnce).then_some(PacketId::MIN);
         p.properties = self.properties.clone();
-        p.properties.topic_alias = None;
-        let expires = self.expires_at.map_or(NEVER, Timestamp::as_millis);
-        let mut out = expires.to_be_bytes().to_vec();
-        // A message the hub accepted encodes: its size was checked then.
-        let _ = Packet::Publish(p).encode(ProtocolVersion::V5, &mut out);
-        out
+        encode_publish(self.expires_at, p)
     }
 
     /// A record read back.
@@ -203,30 +237,213 @@ impl RetainedMessage {
     /// # Errors
     /// [`BadRecord`] for bytes [`RetainedMessage::encode`] did not write.
     pub fn decode(record: &[u8]) -> Result<Self, BadRecord> {
-        let (expires, packet) = record
-            .split_first_chunk::<8>()
-            .ok_or_else(|| BadRecord("shorter than its header".into()))?;
-        let expires = u64::from_be_bytes(*expires);
-        let mut decoder = Decoder::new(u32::MAX).with_version(ProtocolVersion::V5);
-        decoder.feed(packet);
-        let p = match decoder.decode() {
-            Ok(Some(Packet::Publish(p))) => p,
-            Ok(Some(other)) => return Err(BadRecord(format!("a {:?}", other.packet_type()))),
-            Ok(None) => return Err(BadRecord("a truncated PUBLISH".into())),
-            Err(e) => return Err(BadRecord(e.to_string())),
-        };
-        if decoder.buffered() != 0 {
-            return Err(BadRecord("bytes after the PUBLISH".into()));
-        }
+        let (expires_at, p) = decode_publish(record)?;
         let topic = p.topic.ok_or_else(|| BadRecord("no topic".into()))?;
         Ok(Self {
             topic,
             payload: p.payload,
             qos: p.qos,
             properties: p.properties,
-            expires_at: (expires != NEVER).then(|| Timestamp::from_millis(expires)),
+            expires_at,
         })
     }
+}
+
+/// A QoS 1/2 message kept for a persistent session until it is done with
+/// (acknowledged, expired, dropped, or its session ended): in its offline
+/// queue, waiting for its window, or in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    /// The session's client id.
+    pub client_id: Arc<str>,
+    /// Its key within the session, in the order the session got them.
+    pub seq: NonZeroU64,
+    /// The message as it is delivered to this session (its QoS, retain
+    /// flag and Subscription Identifiers).
+    pub message: OutboundMessage,
+    /// The wall-clock date its Message Expiry Interval ends, if it has one.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl MessageRecord {
+    /// The message's part of the record, as [`RetainedMessage::encode`]
+    /// writes it (the key holds the client id and the sequence number).
+    pub fn encode_message(&self) -> Vec<u8> {
+        let m = &self.message;
+        let mut p = Publish::new(m.topic.clone(), m.payload.clone());
+        p.qos = m.qos;
+        p.retain = m.retain;
+        p.properties = m.properties.clone();
+        encode_publish(self.expires_at, p)
+    }
+
+    /// The record of `client_id`'s message `seq`, read back.
+    ///
+    /// # Errors
+    /// [`BadRecord`] for bytes [`MessageRecord::encode_message`] did not
+    /// write, or a QoS 0 message.
+    pub fn decode_message(
+        client_id: Arc<str>,
+        seq: NonZeroU64,
+        record: &[u8],
+    ) -> Result<Self, BadRecord> {
+        let (expires_at, p) = decode_publish(record)?;
+        let topic = p.topic.ok_or_else(|| BadRecord("no topic".into()))?;
+        if p.qos == QoS::AtMostOnce {
+            return Err(BadRecord("a QoS 0 message".into()));
+        }
+        Ok(Self {
+            client_id,
+            seq,
+            message: OutboundMessage {
+                topic,
+                payload: p.payload,
+                qos: p.qos,
+                retain: p.retain,
+                properties: p.properties,
+                seq: Some(seq),
+            },
+            expires_at,
+        })
+    }
+}
+
+/// Where a kept message's exchange stood: sent with a packet id, and for
+/// QoS 2 whether its PUBREC came (then PUBREL is what is resent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentState {
+    /// The packet identifier it was sent with.
+    pub packet_id: PacketId,
+    /// QoS 2: PUBREC received, PUBREL sent.
+    pub released: bool,
+}
+
+impl SentState {
+    /// Three bytes: the packet id, big-endian, then 1 when released.
+    pub fn encode(self) -> [u8; 3] {
+        let [hi, lo] = self.packet_id.get().to_be_bytes();
+        [hi, lo, u8::from(self.released)]
+    }
+
+    /// The state read back; `None` when the message was not sent yet (all
+    /// zeros) .
+    ///
+    /// # Errors
+    /// [`BadRecord`] for bytes [`SentState::encode`] did not write.
+    pub fn decode(bytes: [u8; 3]) -> Result<Option<Self>, BadRecord> {
+        let [hi, lo, released] = bytes;
+        let released = match released {
+            0 => false,
+            1 => true,
+            _ => return Err(BadRecord("a sent state other than 0 or 1".into())),
+        };
+        match PacketId::new(u16::from_be_bytes([hi, lo])) {
+            Some(packet_id) => Ok(Some(Self {
+                packet_id,
+                released,
+            })),
+            None if !released => Ok(None),
+            None => Err(BadRecord("released without a packet id".into())),
+        }
+    }
+
+    /// What a message not sent yet stores.
+    pub const UNSENT: [u8; 3] = [0; 3];
+}
+
+/// A kept message as the store hands it back at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The message.
+    pub record: MessageRecord,
+    /// Where its exchange stood; `None`: not sent yet.
+    pub sent: Option<SentState>,
+}
+
+impl StoredMessage {
+    /// The whole of it in one record (for a recording): the client id's
+    /// length (2 bytes) and the client id, the sequence number (8 bytes),
+    /// the [`SentState`] (3 bytes), then [`MessageRecord::encode_message`].
+    pub fn encode(&self) -> Vec<u8> {
+        let id = self.record.client_id.as_bytes();
+        let len = u16::try_from(id.len()).unwrap_or(u16::MAX);
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(&id[..usize::from(len)]);
+        out.extend_from_slice(&self.record.seq.get().to_be_bytes());
+        out.extend_from_slice(&self.sent.map_or(SentState::UNSENT, SentState::encode));
+        out.extend_from_slice(&self.record.encode_message());
+        out
+    }
+
+    /// What [`StoredMessage::encode`] wrote, read back.
+    ///
+    /// # Errors
+    /// [`BadRecord`] for anything else.
+    pub fn decode(record: &[u8]) -> Result<Self, BadRecord> {
+        let short = || BadRecord("shorter than its header".into());
+        let (len, rest) = record.split_first_chunk::<2>().ok_or_else(short)?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let (id, rest) = rest.split_at_checked(len).ok_or_else(short)?;
+        let client_id =
+            std::str::from_utf8(id).map_err(|_| BadRecord("a client id not UTF-8".into()))?;
+        let (seq, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+        let seq =
+            NonZeroU64::new(u64::from_be_bytes(*seq)).ok_or_else(|| BadRecord("seq 0".into()))?;
+        let (sent, rest) = rest.split_first_chunk::<3>().ok_or_else(short)?;
+        Ok(Self {
+            sent: SentState::decode(*sent)?,
+            record: MessageRecord::decode_message(client_id.into(), seq, rest)?,
+        })
+    }
+}
+
+/// What a store hands back at start, for [`super::Broker::restore_all`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// The retained messages.
+    pub retained: Vec<RetainedMessage>,
+    /// The persistent sessions.
+    pub sessions: Vec<SessionRecord>,
+    /// The messages kept for them.
+    pub messages: Vec<StoredMessage>,
+    /// Their inbound QoS 2 packet ids waiting for PUBREL.
+    pub awaiting_release: Vec<(Arc<str>, PacketId)>,
+}
+
+/// A message as a 5.0 PUBLISH behind its expiry date (8 bytes, big-endian
+/// milliseconds since the epoch, all ones for none).
+fn encode_publish(expires_at: Option<Timestamp>, mut p: Publish) -> Vec<u8> {
+    // A QoS 1/2 PUBLISH carries a packet id; this one is never sent.
+    p.packet_id = (p.qos != QoS::AtMostOnce).then_some(PacketId::MIN);
+    p.properties.topic_alias = None;
+    let expires = expires_at.map_or(NEVER, Timestamp::as_millis);
+    let mut out = expires.to_be_bytes().to_vec();
+    // A message the hub accepted encodes: its size was checked then.
+    let _ = Packet::Publish(p).encode(ProtocolVersion::V5, &mut out);
+    out
+}
+
+/// What [`encode_publish`] wrote, read back.
+fn decode_publish(record: &[u8]) -> Result<(Option<Timestamp>, Publish), BadRecord> {
+    let (expires, packet) = record
+        .split_first_chunk::<8>()
+        .ok_or_else(|| BadRecord("shorter than its header".into()))?;
+    let expires = u64::from_be_bytes(*expires);
+    let mut decoder = Decoder::new(u32::MAX).with_version(ProtocolVersion::V5);
+    decoder.feed(packet);
+    let p = match decoder.decode() {
+        Ok(Some(Packet::Publish(p))) => p,
+        Ok(Some(other)) => return Err(BadRecord(format!("a {:?}", other.packet_type()))),
+        Ok(None) => return Err(BadRecord("a truncated PUBLISH".into())),
+        Err(e) => return Err(BadRecord(e.to_string())),
+    };
+    if decoder.buffered() != 0 {
+        return Err(BadRecord("bytes after the PUBLISH".into()));
+    }
+    Ok((
+        (expires != NEVER).then(|| Timestamp::from_millis(expires)),
+        p,
+    ))
 }
 
 #[cfg(test)]
@@ -266,6 +483,50 @@ mod tests {
         let mut flipped = record;
         flipped[8] = 0xe0; // a DISCONNECT's first byte
         assert!(RetainedMessage::decode(&flipped).is_err());
+    }
+
+    #[test]
+    fn a_stored_message_reads_back_as_it_was_written_and_garbage_does_not() {
+        let seq = NonZeroU64::new(42).unwrap();
+        let mut properties = PublishProperties {
+            message_expiry_interval: Some(60),
+            ..PublishProperties::default()
+        };
+        properties.subscription_identifiers =
+            [SubscriptionId::new(5).unwrap()].into_iter().collect();
+        let stored = StoredMessage {
+            record: MessageRecord {
+                client_id: "sensor-7".into(),
+                seq,
+                message: OutboundMessage {
+                    topic: TopicName::from_static("trusted/a/server/state"),
+                    payload: Bytes::from_static(b"down"),
+                    qos: QoS::ExactlyOnce,
+                    retain: true,
+                    properties,
+                    seq: Some(seq),
+                },
+                expires_at: Some(Timestamp::from_secs(1_800_000_060)),
+            },
+            sent: Some(SentState {
+                packet_id: PacketId::new(300).unwrap(),
+                released: true,
+            }),
+        };
+        let record = stored.encode();
+        assert_eq!(StoredMessage::decode(&record).unwrap(), stored);
+        for cut in [1, 5, 14, 17, record.len() - 1] {
+            assert!(StoredMessage::decode(&record[..cut]).is_err(), "{cut}");
+        }
+        assert!(
+            SentState::decode([0, 0, 1]).is_err(),
+            "released, never sent"
+        );
+        assert!(SentState::decode([0, 1, 2]).is_err());
+        assert_eq!(SentState::decode(SentState::UNSENT), Ok(None));
+        let mut qos0 = stored.record.clone();
+        qos0.message.qos = QoS::AtMostOnce;
+        assert!(MessageRecord::decode_message("x".into(), seq, &qos0.encode_message()).is_err());
     }
 
     #[test]

@@ -110,20 +110,25 @@ impl Broker {
         self.will_at_session_end(now, key, away.will);
     }
 
+    /// A message a session was to get is dropped: audited, and its record
+    /// goes (a session that ends takes all of its records with it).
     pub(super) fn dropped(
         &mut self,
         now: Now,
-        client_id: &str,
+        client_id: &Arc<str>,
         msg: &OutboundMessage,
         reason: DropReason,
     ) {
         self.audit(AuditRecord::MessageDropped {
             at: now.wall,
-            client_id: client_id.to_owned(),
+            client_id: client_id.to_string(),
             topic: msg.topic.as_mqtt_str().clone(),
             qos: msg.qos,
             reason,
         });
+        if reason != DropReason::SessionEnded {
+            self.message_done(client_id, msg);
+        }
     }
 
     /// The session of an authenticated connection: take over a connected
@@ -200,16 +205,24 @@ impl Broker {
             self.store.cancel_deadline(Timer::Expiry(key), at);
         }
         let mut inflight = away.inflight;
+        let mut expired = Vec::new();
         for q in away.offline {
             let mut msg = q.msg;
             match remaining_expiry(&msg.properties, q.at, now.mono) {
-                None => {}
+                None => expired.push(msg),
                 Some(left) => {
                     if left.is_some() {
                         msg.properties.message_expiry_interval = left;
                     }
                     inflight.queued.push(msg);
                 }
+            }
+        }
+        if !expired.is_empty()
+            && let Some(client_id) = self.store.client_id(key).cloned()
+        {
+            for msg in &expired {
+                self.message_done(&client_id, msg);
             }
         }
         self.will_on_resume(now, key, will);

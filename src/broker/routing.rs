@@ -140,6 +140,7 @@ impl Broker {
                 // [MQTT-3.3.1-12], [MQTT-3.3.1-13]
                 retain: retain && t.retain_as_published,
                 properties: props,
+                seq: None,
             };
             self.deliver(now, t.key, msg);
         }
@@ -168,19 +169,35 @@ impl Broker {
     }
 
     /// Hands a message to a session: its connection, or its offline queue.
-    pub(super) fn deliver(&mut self, now: Now, key: SessionKey, msg: OutboundMessage) {
+    pub(super) fn deliver(&mut self, now: Now, key: SessionKey, mut msg: OutboundMessage) {
         let Some(s) = self.store.session(key) else {
             return;
         };
         if let Some(id) = s.conn()
-            && let Some(c) = self.store.conn_mut(id)
+            && let Some(c) = self.store.conn(id)
             && c.session.is_connected()
         {
             // Kept only for the record a refused QoS 1/2 message gets.
             let qos = msg.qos;
             let topic = (qos != QoS::AtMostOnce).then(|| msg.topic.as_mqtt_str().clone());
+            // A durable hub keeps what a persistent session is to get.
+            let kept = if self.keeps(qos, c.session.session_expiry_interval().unwrap_or(0)) {
+                let client_id = c.session.client_id_shared().cloned().unwrap_or_default();
+                msg.seq = Some(self.next_seq());
+                Some((client_id, msg.clone()))
+            } else {
+                None
+            };
+            let Some(c) = self.store.conn_mut(id) else {
+                return;
+            };
             match c.session.deliver(now, msg) {
-                Delivery::Accepted => self.store.mark_written(id),
+                Delivery::Accepted => {
+                    self.store.mark_written(id);
+                    if let Some((client_id, msg)) = kept {
+                        self.keep_message(now, client_id, msg);
+                    }
+                }
                 Delivery::QueueFull if let Some(topic) = topic => {
                     let client_id = c.session.client_id().unwrap_or_default().to_owned();
                     self.audit(AuditRecord::MessageDropped {
@@ -201,26 +218,37 @@ impl Broker {
         if msg.qos == QoS::AtMostOnce {
             return;
         }
-        // Copied for the same reason as a retained message.
-        let msg = msg.detached();
+        // Copied for the same reason as a retained message. A session
+        // away outlives its connection: a durable hub keeps the message.
+        let mut msg = msg.detached();
+        if self.keeps(msg.qos, 1) {
+            msg.seq = Some(self.next_seq());
+        }
         let mut lost = None;
+        let mut kept = None;
         let Some(s) = self.store.session_mut(key) else {
             return;
         };
         let offline = &mut s.away().offline;
         if offline.len() >= self.config.max_offline_messages {
             match self.config.offline_overflow {
-                OfflineOverflow::DropNewest => lost = Some(msg),
+                // Never kept: no record to remove.
+                OfflineOverflow::DropNewest => lost = Some(OutboundMessage { seq: None, ..msg }),
                 OfflineOverflow::DropOldest => {
                     lost = offline.pop_front().map(|q| q.msg);
+                    kept = msg.seq.is_some().then(|| msg.clone());
                     offline.push_back(Queued { msg, at: now.mono });
                 }
             }
         } else {
+            kept = msg.seq.is_some().then(|| msg.clone());
             offline.push_back(Queued { msg, at: now.mono });
         }
+        let client_id = self.store.client_id(key).cloned().unwrap_or_default();
+        if let Some(msg) = kept {
+            self.keep_message(now, client_id.clone(), msg);
+        }
         if let Some(msg) = lost {
-            let client_id = self.store.client_id(key).cloned().unwrap_or_default();
             self.dropped(now, &client_id, &msg, DropReason::QueueFull);
         }
     }
@@ -265,6 +293,7 @@ impl Broker {
                     // [MQTT-3.3.1-9]
                     retain: true,
                     properties,
+                    seq: None,
                 };
                 self.deliver(now, key, msg);
             }

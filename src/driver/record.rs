@@ -10,7 +10,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Acl, AuditRecord, Decision};
-use crate::broker::{Action, Broker, BrokerConfig, ConnId, RetainedMessage, SessionRecord, Ticket};
+use crate::broker::{
+    Action, Broker, BrokerConfig, ConnId, Restored, RetainedMessage, SessionRecord, StoredMessage,
+    Ticket,
+};
+use crate::codec::PacketId;
 use crate::session::{AuthnOutcome, TransportClosed};
 use crate::time::Now;
 
@@ -107,6 +111,13 @@ pub enum Entry {
         /// The persistent sessions, each a stored record, base64.
         #[serde(default)]
         sessions: Vec<String>,
+        /// The messages kept for them, each a [`StoredMessage::encode`]
+        /// record, base64.
+        #[serde(default)]
+        messages: Vec<String>,
+        /// Their inbound QoS 2 packet ids waiting for PUBREL.
+        #[serde(default)]
+        awaiting_release: Vec<(String, u16)>,
     },
     /// The broker shut down.
     Shutdown {
@@ -144,13 +155,37 @@ impl Recorder {
         r
     }
 
-    /// Records what a store handed back at start ([`Broker::restore`],
-    /// [`Broker::restore_sessions`]).
-    pub fn restore(&mut self, now: Now, retained: &[RetainedMessage], sessions: &[SessionRecord]) {
+    /// Records what a store handed back at start ([`Broker::restore_all`]).
+    pub fn restore(&mut self, now: Now, restored: &Restored) {
+        let records = |encoded: Vec<Vec<u8>>| encoded.iter().map(|r| encode_bytes(r)).collect();
         self.write(&Entry::Restore {
             t: now,
-            retained: retained.iter().map(|m| encode_bytes(&m.encode())).collect(),
-            sessions: sessions.iter().map(|s| encode_bytes(&s.encode())).collect(),
+            retained: records(
+                restored
+                    .retained
+                    .iter()
+                    .map(RetainedMessage::encode)
+                    .collect(),
+            ),
+            sessions: records(
+                restored
+                    .sessions
+                    .iter()
+                    .map(SessionRecord::encode)
+                    .collect(),
+            ),
+            messages: records(
+                restored
+                    .messages
+                    .iter()
+                    .map(StoredMessage::encode)
+                    .collect(),
+            ),
+            awaiting_release: restored
+                .awaiting_release
+                .iter()
+                .map(|(id, packet_id)| (id.to_string(), packet_id.get()))
+                .collect(),
         });
     }
 
@@ -298,15 +333,27 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                 t,
                 retained,
                 sessions,
+                messages,
+                awaiting_release,
             } => {
                 let bad = |problem: String| ReplayError::Entry {
                     line: line_no,
                     problem,
                 };
-                let retained = decode_records(&retained, RetainedMessage::decode).map_err(bad)?;
-                let sessions = decode_records(&sessions, SessionRecord::decode).map_err(bad)?;
-                h.restore(t, retained);
-                h.restore_sessions(t, sessions);
+                let awaiting_release = awaiting_release
+                    .into_iter()
+                    .map(|(id, p)| match PacketId::new(p) {
+                        Some(p) => Ok((Arc::from(id), p)),
+                        None => Err(bad("packet id 0".into())),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let restored = Restored {
+                    retained: decode_records(&retained, RetainedMessage::decode).map_err(bad)?,
+                    sessions: decode_records(&sessions, SessionRecord::decode).map_err(bad)?,
+                    messages: decode_records(&messages, StoredMessage::decode).map_err(bad)?,
+                    awaiting_release,
+                };
+                h.restore_all(t, restored);
             }
         }
         while let Some(action) = h.poll_action() {

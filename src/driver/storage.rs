@@ -9,13 +9,16 @@
 //! write leaves the last committed state; a file that is not a store, or
 //! one redb finds corrupt, is refused with its path, never opened empty.
 
+use std::collections::{BTreeMap, BTreeSet};
 #[cfg(feature = "redb")]
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::broker::Persist;
 #[cfg(feature = "redb")]
-use crate::broker::{RetainedMessage, SessionRecord};
+use crate::broker::{MessageRecord, SentState};
+use crate::broker::{Persist, Restored, RetainedMessage, SessionRecord, StoredMessage};
+use crate::codec::PacketId;
 
 /// A store of durable state, as a driver uses it.
 pub trait Storage: Send + std::fmt::Debug {
@@ -59,6 +62,91 @@ pub enum StorageError {
     },
 }
 
+/// A store in memory, applying each [`Persist`] as [`RedbStorage`] does:
+/// for tests and simulations of restarts (a crash keeps what was
+/// committed), and for an embedder that wants the hub's durable records
+/// without a disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryStorage {
+    retained: BTreeMap<String, RetainedMessage>,
+    sessions: BTreeMap<Arc<str>, SessionRecord>,
+    messages: BTreeMap<(Arc<str>, u64), StoredMessage>,
+    releases: BTreeSet<(Arc<str>, PacketId)>,
+}
+
+impl MemoryStorage {
+    /// Applies one change.
+    pub fn apply(&mut self, op: &Persist) {
+        match op {
+            Persist::Retain(msg) => {
+                self.retained.insert(msg.topic.to_string(), msg.clone());
+            }
+            Persist::Unretain(topic) => {
+                self.retained.remove(topic.as_str());
+            }
+            Persist::Session(record) => {
+                self.sessions
+                    .insert(record.client_id.clone(), record.clone());
+            }
+            Persist::EndSession(client_id) => {
+                self.sessions.remove(client_id);
+                self.messages.retain(|(id, _), _| id != client_id);
+                self.releases.retain(|(id, _)| id != client_id);
+            }
+            Persist::Message(record) => {
+                self.messages.insert(
+                    (record.client_id.clone(), record.seq.get()),
+                    StoredMessage {
+                        record: record.clone(),
+                        sent: None,
+                    },
+                );
+            }
+            Persist::MessageSent {
+                client_id,
+                seq,
+                state,
+            } => {
+                if let Some(m) = self.messages.get_mut(&(client_id.clone(), seq.get())) {
+                    m.sent = Some(*state);
+                }
+            }
+            Persist::MessageDone { client_id, seq } => {
+                self.messages.remove(&(client_id.clone(), seq.get()));
+            }
+            Persist::AwaitingRelease {
+                client_id,
+                packet_id,
+            } => {
+                self.releases.insert((client_id.clone(), *packet_id));
+            }
+            Persist::ReleaseReceived {
+                client_id,
+                packet_id,
+            } => {
+                self.releases.remove(&(client_id.clone(), *packet_id));
+            }
+        }
+    }
+
+    /// Everything stored, as [`RedbStorage::load`] reads it back.
+    pub fn load(&self) -> Restored {
+        Restored {
+            retained: self.retained.values().cloned().collect(),
+            sessions: self.sessions.values().cloned().collect(),
+            messages: self.messages.values().cloned().collect(),
+            awaiting_release: self.releases.iter().cloned().collect(),
+        }
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn commit(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
+        ops.iter().for_each(|op| self.apply(op));
+        Ok(())
+    }
+}
+
 /// The built-in store: one redb file.
 #[cfg(feature = "redb")]
 pub struct RedbStorage {
@@ -74,9 +162,89 @@ const RETAINED: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new(
 #[cfg(feature = "redb")]
 const SESSIONS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("sessions");
 
-/// A table of the store, to write.
+/// The QoS 1/2 messages kept for persistent sessions, by client id and
+/// [`MessageRecord::seq`]: [`SentState::encode`] (zeros while not sent), then
+/// [`MessageRecord::encode_message`].
 #[cfg(feature = "redb")]
-type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+const MESSAGES: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("messages");
+
+/// Inbound QoS 2 packet ids of persistent sessions waiting for PUBREL.
+#[cfg(feature = "redb")]
+const RELEASES: redb::TableDefinition<(&str, u16), ()> = redb::TableDefinition::new("releases");
+
+/// The store's tables, open in one write transaction.
+#[cfg(feature = "redb")]
+struct Tables<'t> {
+    retained: redb::Table<'t, &'static str, &'static [u8]>,
+    sessions: redb::Table<'t, &'static str, &'static [u8]>,
+    messages: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    releases: redb::Table<'t, (&'static str, u16), ()>,
+}
+
+#[cfg(feature = "redb")]
+impl Tables<'_> {
+    fn apply(&mut self, op: &Persist) -> Result<(), redb::Error> {
+        use redb::ReadableTable;
+        match op {
+            Persist::Retain(msg) => {
+                self.retained
+                    .insert(msg.topic.as_str(), msg.encode().as_slice())?;
+            }
+            Persist::Unretain(topic) => {
+                self.retained.remove(topic.as_str())?;
+            }
+            Persist::Session(record) => {
+                self.sessions
+                    .insert(&*record.client_id, record.encode().as_slice())?;
+            }
+            Persist::EndSession(client_id) => {
+                let id = &**client_id;
+                self.sessions.remove(id)?;
+                self.messages
+                    .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+                self.releases
+                    .retain_in((id, 0)..=(id, u16::MAX), |_, _| false)?;
+            }
+            Persist::Message(record) => {
+                let mut value = SentState::UNSENT.to_vec();
+                value.extend_from_slice(&record.encode_message());
+                self.messages
+                    .insert((&*record.client_id, record.seq.get()), value.as_slice())?;
+            }
+            Persist::MessageSent {
+                client_id,
+                seq,
+                state,
+            } => {
+                let key = (&**client_id, seq.get());
+                // A message no longer kept stays gone.
+                let value = self.messages.get(key)?.map(|v| v.value().to_vec());
+                if let Some(mut value) = value
+                    && let Some(head) = value.first_chunk_mut::<3>()
+                {
+                    *head = state.encode();
+                    self.messages.insert(key, value.as_slice())?;
+                }
+            }
+            Persist::MessageDone { client_id, seq } => {
+                self.messages.remove((&**client_id, seq.get()))?;
+            }
+            Persist::AwaitingRelease {
+                client_id,
+                packet_id,
+            } => {
+                self.releases.insert((&**client_id, packet_id.get()), ())?;
+            }
+            Persist::ReleaseReceived {
+                client_id,
+                packet_id,
+            } => {
+                self.releases.remove((&**client_id, packet_id.get()))?;
+            }
+        }
+        Ok(())
+    }
+}
 
 #[cfg(feature = "redb")]
 impl std::fmt::Debug for RedbStorage {
@@ -110,7 +278,7 @@ impl RedbStorage {
         };
         // The tables exist from the start: reading a new store finds them.
         store
-            .commit_with(|_, _| Ok(()))
+            .commit_with(|_| Ok(()))
             .map_err(|e| open(e.to_string()))?;
         Ok(store)
     }
@@ -149,6 +317,91 @@ impl RedbStorage {
         })
     }
 
+    /// Everything stored, to hand back to the hub at start
+    /// ([`crate::broker::Broker::restore_all`]).
+    ///
+    /// # Errors
+    /// As [`RedbStorage::retained`].
+    pub fn load(&self) -> Result<Restored, StorageError> {
+        Ok(Restored {
+            retained: self.retained()?,
+            sessions: self.sessions()?,
+            messages: self.messages()?,
+            awaiting_release: self.awaiting_release()?,
+        })
+    }
+
+    /// Every message kept for a persistent session, by client id and in
+    /// the order the session got them, with where its exchange stood.
+    ///
+    /// # Errors
+    /// As [`RedbStorage::retained`].
+    pub fn messages(&self) -> Result<Vec<StoredMessage>, StorageError> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| self.open_error(e.into()))?;
+        let table = tx
+            .open_table(MESSAGES)
+            .map_err(|e| self.open_error(e.into()))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.open_error(e.into()))? {
+            let (key, value) = entry.map_err(|e| self.open_error(e.into()))?;
+            let (client_id, seq) = key.value();
+            let corrupt = |reason: String| StorageError::Corrupt {
+                path: self.path.clone(),
+                key: format!("{client_id}/{seq}"),
+                reason,
+            };
+            let value = value.value();
+            let seq = std::num::NonZeroU64::new(seq).ok_or_else(|| corrupt("seq 0".into()))?;
+            let (head, message) = value
+                .split_first_chunk::<3>()
+                .ok_or_else(|| corrupt("shorter than its header".into()))?;
+            let sent = SentState::decode(*head).map_err(|e| corrupt(e.to_string()))?;
+            let record = MessageRecord::decode_message(client_id.into(), seq, message)
+                .map_err(|e| corrupt(e.to_string()))?;
+            out.push(StoredMessage { record, sent });
+        }
+        Ok(out)
+    }
+
+    /// Every inbound QoS 2 packet id of a persistent session waiting for
+    /// PUBREL, by client id.
+    ///
+    /// # Errors
+    /// As [`RedbStorage::retained`].
+    pub fn awaiting_release(&self) -> Result<Vec<(Arc<str>, PacketId)>, StorageError> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| self.open_error(e.into()))?;
+        let table = tx
+            .open_table(RELEASES)
+            .map_err(|e| self.open_error(e.into()))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.open_error(e.into()))? {
+            let (key, _) = entry.map_err(|e| self.open_error(e.into()))?;
+            let (client_id, id) = key.value();
+            let packet_id = PacketId::new(id).ok_or_else(|| StorageError::Corrupt {
+                path: self.path.clone(),
+                key: format!("{client_id}/{id}"),
+                reason: "packet id 0".into(),
+            })?;
+            out.push((client_id.into(), packet_id));
+        }
+        Ok(out)
+    }
+
+    fn open_error(&self, e: redb::Error) -> StorageError {
+        StorageError::Open {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
     /// Every record of `table`, read back by `decode`.
     fn read<T>(
         &self,
@@ -156,10 +409,7 @@ impl RedbStorage {
         decode: impl Fn(&str, &[u8]) -> Result<T, String>,
     ) -> Result<Vec<T>, StorageError> {
         use redb::{ReadableDatabase, ReadableTable};
-        let open = |e: redb::Error| StorageError::Open {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        };
+        let open = |e: redb::Error| self.open_error(e);
         let tx = self.db.begin_read().map_err(|e| open(e.into()))?;
         let table = tx.open_table(table).map_err(|e| open(e.into()))?;
         let mut out = Vec::new();
@@ -178,13 +428,17 @@ impl RedbStorage {
 
     fn commit_with(
         &self,
-        write: impl FnOnce(&mut Table<'_>, &mut Table<'_>) -> Result<(), redb::Error>,
+        write: impl FnOnce(&mut Tables<'_>) -> Result<(), redb::Error>,
     ) -> Result<(), redb::Error> {
         let tx = self.db.begin_write()?;
         {
-            let mut retained = tx.open_table(RETAINED)?;
-            let mut sessions = tx.open_table(SESSIONS)?;
-            write(&mut retained, &mut sessions)?;
+            let mut tables = Tables {
+                retained: tx.open_table(RETAINED)?,
+                sessions: tx.open_table(SESSIONS)?,
+                messages: tx.open_table(MESSAGES)?,
+                releases: tx.open_table(RELEASES)?,
+            };
+            write(&mut tables)?;
         }
         // Durability::Immediate, redb's default: flushed before it returns.
         tx.commit()?;
@@ -195,29 +449,11 @@ impl RedbStorage {
 #[cfg(feature = "redb")]
 impl Storage for RedbStorage {
     fn commit(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
-        self.commit_with(|retained, sessions| {
-            for op in ops {
-                match op {
-                    Persist::Retain(msg) => {
-                        retained.insert(msg.topic.as_str(), msg.encode().as_slice())?;
-                    }
-                    Persist::Unretain(topic) => {
-                        retained.remove(topic.as_str())?;
-                    }
-                    Persist::Session(record) => {
-                        sessions.insert(&*record.client_id, record.encode().as_slice())?;
-                    }
-                    Persist::EndSession(client_id) => {
-                        sessions.remove(&**client_id)?;
-                    }
-                }
-            }
-            Ok(())
-        })
-        .map_err(|e| StorageError::Commit {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
+        self.commit_with(|tables| ops.iter().try_for_each(|op| tables.apply(op)))
+            .map_err(|e| StorageError::Commit {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -264,6 +500,132 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// A message `seq` for `client_id`'s session.
+    fn kept(client_id: &str, seq: u64, qos: QoS) -> Persist {
+        let mut properties = PublishProperties {
+            message_expiry_interval: Some(60),
+            ..PublishProperties::default()
+        };
+        properties.subscription_identifiers = [crate::codec::SubscriptionId::new(5).unwrap()]
+            .into_iter()
+            .collect();
+        Persist::Message(MessageRecord {
+            client_id: client_id.into(),
+            seq: std::num::NonZeroU64::new(seq).unwrap(),
+            message: crate::session::OutboundMessage {
+                topic: TopicName::from_static("open/q"),
+                payload: Bytes::from(format!("m{seq}")),
+                qos,
+                retain: seq.is_multiple_of(2),
+                properties,
+                seq: std::num::NonZeroU64::new(seq),
+            },
+            expires_at: Some(crate::time::Timestamp::from_secs(1_800_000_060)),
+        })
+    }
+
+    #[test]
+    fn messages_and_their_exchanges_read_back_as_the_memory_store_has_them() {
+        let path = scratch("messages");
+        let mut disk = RedbStorage::open(&path).unwrap();
+        let mut memory = MemoryStorage::default();
+        let seq = |n| std::num::NonZeroU64::new(n).unwrap();
+        let id = |n| PacketId::new(n).unwrap();
+        let sent = |client_id: &str, n, packet_id, released| Persist::MessageSent {
+            client_id: client_id.into(),
+            seq: seq(n),
+            state: SentState {
+                packet_id: id(packet_id),
+                released,
+            },
+        };
+        let batches = vec![
+            vec![
+                kept("a", 1, QoS::AtLeastOnce),
+                kept("a", 2, QoS::ExactlyOnce),
+                kept("b", 3, QoS::AtLeastOnce),
+                kept("ab", 4, QoS::AtLeastOnce),
+                sent("a", 1, 10, false),
+                sent("a", 2, 11, false),
+                Persist::AwaitingRelease {
+                    client_id: "a".into(),
+                    packet_id: id(7),
+                },
+                Persist::AwaitingRelease {
+                    client_id: "b".into(),
+                    packet_id: id(8),
+                },
+            ],
+            vec![
+                sent("a", 2, 11, true),
+                Persist::MessageDone {
+                    client_id: "a".into(),
+                    seq: seq(1),
+                },
+                // Not kept (done with, or never): stays gone.
+                sent("a", 1, 12, false),
+                sent("zz", 9, 1, false),
+                Persist::ReleaseReceived {
+                    client_id: "b".into(),
+                    packet_id: id(8),
+                },
+            ],
+            vec![
+                kept("b", 5, QoS::ExactlyOnce),
+                // Everything of "b", and only of "b" ("ab" stays).
+                Persist::EndSession("b".into()),
+                kept("c", 6, QoS::AtLeastOnce),
+            ],
+        ];
+        for batch in &batches {
+            disk.commit(batch).unwrap();
+            memory.commit(batch).unwrap();
+            assert_eq!(disk.load().unwrap(), memory.load());
+        }
+        drop(disk);
+        let loaded = RedbStorage::open(&path).unwrap().load().unwrap();
+        assert_eq!(loaded, memory.load());
+        let left: Vec<(String, u64, Option<SentState>)> = loaded
+            .messages
+            .iter()
+            .map(|m| (m.record.client_id.to_string(), m.record.seq.get(), m.sent))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (
+                    "a".into(),
+                    2,
+                    Some(SentState {
+                        packet_id: id(11),
+                        released: true
+                    })
+                ),
+                ("ab".into(), 4, None),
+                ("c".into(), 6, None),
+            ]
+        );
+        assert_eq!(loaded.awaiting_release, [("a".into(), id(7))]);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_damaged_message_record_is_reported_with_its_key() {
+        let path = scratch("message-record");
+        let s = RedbStorage::open(&path).unwrap();
+        s.commit_with(|t| {
+            t.messages.insert(("sub", 3), &[0, 1, 7, 0][..])?;
+            Ok(())
+        })
+        .unwrap();
+        let e = s.load().unwrap_err();
+        assert!(
+            matches!(&e, StorageError::Corrupt { key, .. } if key == "sub/3"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[test]
     fn a_file_that_is_not_a_store_is_refused_naming_it() {
         let path = scratch("garbage");
@@ -307,8 +669,8 @@ mod tests {
     fn a_damaged_record_is_reported_with_its_key() {
         let path = scratch("record");
         let s = RedbStorage::open(&path).unwrap();
-        s.commit_with(|t, _| {
-            t.insert("a/state", &b"not a record"[..])?;
+        s.commit_with(|t| {
+            t.retained.insert("a/state", &b"not a record"[..])?;
             Ok(())
         })
         .unwrap();

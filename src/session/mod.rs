@@ -46,7 +46,7 @@ use crate::time::{Instant, Now};
 pub use types::{
     Action, AuthnOutcome, AuthzQuery, CloseReason, CredentialExpiry, Delivery, DeniedPublishV311,
     DueWill, GrantedSubscription, InboundMessage, Inflight, InflightMessage, OutboundMessage,
-    SessionConfig, Ticket, TransportClosed,
+    Progress, SessionConfig, Ticket, TransportClosed,
 };
 
 /// A policy the session may consult synchronously — the rustls model: a

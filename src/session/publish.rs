@@ -319,6 +319,9 @@ impl Session {
                     conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
                 } else {
                     conn.per_message_mut().awaiting_pubrel.push(id);
+                    if self.keeps_inbound() {
+                        self.push(Action::Progress(Progress::AwaitingRelease(id)));
+                    }
                 }
                 self.send(&Packet::PubRec(PubRec::with_reason(id, code)));
             }
@@ -339,6 +342,9 @@ impl Session {
             Some(i) => {
                 conn.per_message_mut().awaiting_pubrel.swap_remove(i);
                 conn.inbound_inflight = conn.inbound_inflight.saturating_sub(1);
+                if self.keeps_inbound() {
+                    self.push(Action::Progress(Progress::ReleaseReceived(r.packet_id)));
+                }
                 PubRelReasonCode::Success
             }
             None => PubRelReasonCode::PacketIdentifierNotFound,
@@ -510,10 +516,20 @@ impl Session {
             return;
         };
         if p.encode(version, tx).is_ok() {
+            let seq = msg.seq;
             conn.per_message_mut()
                 .outbound
                 .push_back((id, OutState::Published, msg));
+            if let Some(seq) = seq {
+                self.push(Action::Progress(Progress::Sent { seq, packet_id: id }));
+            }
         }
+    }
+
+    /// Whether this session reports its inbound QoS 2 exchanges to a
+    /// durable hub: it outlives its connection.
+    fn keeps_inbound(&self) -> bool {
+        self.config.durable && self.session_expiry_interval().is_some_and(|e| e > 0)
     }
 
     pub(super) fn on_pubrec(&mut self, r: PubRec) {
@@ -528,7 +544,14 @@ impl Session {
         {
             Some(entry) if !r.reason_code.is_error() => {
                 entry.1 = OutState::Released;
+                let seq = entry.2.seq;
                 self.send(&Packet::PubRel(PubRel::new(r.packet_id)));
+                if let Some(seq) = seq {
+                    self.push(Action::Progress(Progress::Released {
+                        seq,
+                        packet_id: r.packet_id,
+                    }));
+                }
             }
             Some(_) => self.on_outbound_ack(r.packet_id, OutState::Published),
             None if self.version == ProtocolVersion::V5 => {
@@ -551,8 +574,10 @@ impl Session {
             .outbound
             .iter()
             .position(|(pid, state, _)| *pid == id && *state == expected)
+            && let Some((_, _, msg)) = conn.per_message_mut().outbound.remove(i)
+            && let Some(seq) = msg.seq
         {
-            conn.per_message_mut().outbound.remove(i);
+            self.push(Action::Progress(Progress::Completed { seq }));
         }
         self.fill_window();
     }

@@ -1,5 +1,6 @@
 //! What a session takes in and gives out besides bytes.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +98,11 @@ pub struct SessionConfig {
     pub max_topic_len: usize,
     /// Most levels in a topic name or filter.
     pub max_topic_levels: usize,
+    /// Whether the hub keeps persistent sessions durably: a session whose
+    /// Session Expiry Interval is not 0 then reports its inbound QoS 2
+    /// exchanges ([`Progress`]). Set by the hub from its own setting.
+    #[serde(skip)]
+    pub durable: bool,
 }
 
 impl Default for SessionConfig {
@@ -128,6 +134,7 @@ impl Default for SessionConfig {
             subscription_identifiers: true,
             max_topic_len: 1024,
             max_topic_levels: 32,
+            durable: false,
         }
     }
 }
@@ -224,6 +231,10 @@ pub struct OutboundMessage {
     pub retain: bool,
     /// 5.0 properties.
     pub properties: PublishProperties,
+    /// Its key in a durable hub's store, for a QoS 1/2 message to a
+    /// persistent session: the session reports how its exchange moves on
+    /// ([`Action::Progress`]). `None` for a message kept only in memory.
+    pub seq: Option<NonZeroU64>,
 }
 
 impl OutboundMessage {
@@ -238,6 +249,7 @@ impl OutboundMessage {
             qos: self.qos,
             retain: self.retain,
             properties: self.properties.detached(),
+            seq: self.seq,
         }
     }
 }
@@ -338,6 +350,42 @@ pub enum Action {
     IdentityChanged(Arc<Identity>),
     /// A record for the audit log.
     Audit(AuditRecord),
+    /// A QoS 1/2 exchange that a durable hub keeps moved on.
+    Progress(Progress),
+}
+
+/// How a QoS 1/2 exchange a durable hub keeps moved on: outbound, a
+/// message with a record ([`OutboundMessage::seq`]); inbound, a QoS 2
+/// message of a persistent session ([`SessionConfig::durable`]). The hub
+/// makes it durable before anything the session sent after it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Sent with this packet id: a resume resends it with the same one
+    /// [MQTT-4.4.0-1].
+    Sent {
+        /// The message's record.
+        seq: NonZeroU64,
+        /// Its packet identifier.
+        packet_id: PacketId,
+    },
+    /// QoS 2: its PUBREC came and PUBREL was sent; a resume resends the
+    /// PUBREL, never the message.
+    Released {
+        /// The message's record.
+        seq: NonZeroU64,
+        /// The packet identifier it was sent with.
+        packet_id: PacketId,
+    },
+    /// Acknowledged (PUBACK, PUBCOMP, or an error PUBREC): done with.
+    Completed {
+        /// The message's record.
+        seq: NonZeroU64,
+    },
+    /// Inbound QoS 2: acknowledged with PUBREC; the packet id waits for
+    /// PUBREL, and a resend of the message is not handed up again.
+    AwaitingRelease(PacketId),
+    /// Inbound QoS 2: its PUBREL came.
+    ReleaseReceived(PacketId),
 }
 
 /// A list of topic filters held by every session, most often empty or

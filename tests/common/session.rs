@@ -258,6 +258,7 @@ pub fn kinds(actions: &[Action]) -> Vec<&'static str> {
             Action::Unsubscribe(_) => "unsubscribe",
             Action::DeliverWill(_) => "will",
             Action::IdentityChanged(_) => "identity",
+            Action::Progress(_) => "progress",
             Action::Audit(_) => "audit",
         })
         .collect()
