@@ -1,18 +1,28 @@
 //! A durable broker (`[storage] sync = "always"`), the real binary: what
 //! was retained, and acknowledged, survives a SIGTERM and a `kill -9`; what
-//! was cleared stays cleared; a store file that is not one stops the broker
+//! was cleared stays cleared; persistent sessions come back with their
+//! subscriptions, their offline queues and their messages in flight (with
+//! DUP and their packet ids); a store file that is not one stops the broker
 //! with its name and exit code 2, never an empty start.
 
 #![allow(clippy::disallowed_methods)] // a real process runs on real time
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::binary::Served;
 use common::e2e::V3;
+use common::raw::Raw;
 use rumqttc::{Packet, QoS};
+use testament::codec::{
+    Bytes, Connect, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString,
+    Packet as MqttPacket, PacketId, ProtocolVersion, PubAck, Publish, QoS as MqttQoS, Subscribe,
+    Subscription, TopicFilter, TopicName,
+};
 
 const DURABLE: &str = "[storage]\nsync = \"always\"\n";
 const SECONDS: Duration = Duration::from_secs(5);
@@ -228,4 +238,203 @@ fn a_persistent_session_survives_kill_9() {
 #[test]
 fn a_persistent_session_survives_sigterm() {
     a_persistent_session_survives("TERM");
+}
+
+/// A raw 5.0 client of `s` as `id`: Clean Start `clean`, Session Expiry
+/// Interval `expiry`, Receive Maximum `receive_maximum`. Returns it with
+/// Session Present.
+fn raw_client(
+    s: &Served,
+    id: &str,
+    clean: bool,
+    expiry: u32,
+    receive_maximum: Option<u16>,
+) -> (Raw, bool) {
+    let mut raw = Raw::open(s.addr, ProtocolVersion::V5, Duration::from_secs(2));
+    let mut c = Connect::new(ProtocolVersion::V5, MqttString::try_from(id).unwrap());
+    c.clean_start = clean;
+    c.username = Some(MqttString::try_from(id).unwrap());
+    c.password = Some(Bytes::from(s.token("k1", id)));
+    c.properties.session_expiry_interval = Some(expiry);
+    c.properties.receive_maximum = receive_maximum.and_then(std::num::NonZeroU16::new);
+    assert!(raw.send(MqttPacket::Connect(Box::new(c))));
+    match raw.next() {
+        Some(MqttPacket::ConnAck(a)) if a.reason_code == ConnectReasonCode::Success => {
+            (raw, a.session_present)
+        }
+        other => panic!("{id}: {other:?}: {}", s.log()),
+    }
+}
+
+fn subscribe_raw(c: &mut Raw, filter: &'static str) {
+    let mut sub = Subscription {
+        filter: TopicFilter::from_static(filter),
+        options: Default::default(),
+    };
+    sub.options.qos = MqttQoS::AtLeastOnce;
+    assert!(c.send(MqttPacket::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Default::default(),
+        subscriptions: vec![sub],
+    })));
+    assert!(matches!(c.next(), Some(MqttPacket::SubAck(_))));
+}
+
+/// Everything `c` receives until it falls silent, each PUBLISH acknowledged
+/// when `ack`: (payload, DUP, packet id).
+fn drain(c: &mut Raw, ack: bool) -> Vec<(String, bool, PacketId)> {
+    let mut got = Vec::new();
+    while let Some(p) = c.next() {
+        if let MqttPacket::Publish(p) = p {
+            let id = p.packet_id.expect("QoS 1");
+            got.push((String::from_utf8_lossy(&p.payload).into_owned(), p.dup, id));
+            if ack {
+                c.send(MqttPacket::PubAck(PubAck::new(id)));
+            }
+        }
+    }
+    got
+}
+
+/// Every acknowledged message arrived; none twice without DUP.
+fn check_delivery(acked: &BTreeSet<String>, got: &[(String, bool, PacketId)], log: &str) {
+    let received: BTreeSet<&String> = got.iter().map(|(p, _, _)| p).collect();
+    let lost: Vec<&String> = acked.iter().filter(|p| !received.contains(p)).collect();
+    assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}\n{log}");
+    let mut fresh = BTreeSet::new();
+    for (p, dup, _) in got {
+        assert!(*dup || fresh.insert(p), "{p} twice without DUP");
+    }
+}
+
+/// A QoS 1 stream to a persistent subscriber that is away; the broker is
+/// stopped by `signal` in the middle of it. After the restart, the
+/// subscriber gets every message whose PUBACK the publisher got, once.
+fn an_acknowledged_stream_survives(driver: &str, signal: &str) {
+    let mut s = Served::start(
+        &format!("durable-stream-{driver}-{signal}"),
+        driver,
+        DURABLE,
+    );
+    let (mut sub, _) = raw_client(&s, "sub", true, 300, None);
+    subscribe_raw(&mut sub, "open/stream");
+    sub.send(MqttPacket::Disconnect(Disconnect::new(
+        DisconnectReasonCode::NormalDisconnection,
+    )));
+    drop(sub);
+
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let (mut p, _) = raw_client(&s, "p", true, 0, None);
+    let publisher = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            // Paced (a message a millisecond, 32 in flight), so that the
+            // signal falls in the middle of the stream.
+            let mut in_flight = BTreeMap::new();
+            for n in 0..900u16 {
+                let id = PacketId::new(n + 1).unwrap();
+                let mut m = Publish::new(TopicName::from_static("open/stream"), format!("m{n}"));
+                m.qos = MqttQoS::AtLeastOnce;
+                m.packet_id = Some(id);
+                if !p.send(MqttPacket::Publish(m)) {
+                    return;
+                }
+                in_flight.insert(id, format!("m{n}"));
+                std::thread::sleep(Duration::from_millis(1));
+                while in_flight.len() >= 32 {
+                    match p.next() {
+                        Some(MqttPacket::PubAck(a)) => {
+                            if let Some(m) = in_flight.remove(&a.packet_id) {
+                                acked.lock().unwrap().insert(m);
+                            }
+                        }
+                        Some(_) => {}
+                        None => return,
+                    }
+                }
+            }
+            while let Some(MqttPacket::PubAck(a)) = p.next() {
+                if let Some(m) = in_flight.remove(&a.packet_id) {
+                    acked.lock().unwrap().insert(m);
+                }
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 300 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    s.restart(signal);
+    publisher.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        (300..900).contains(&acked.len()),
+        "the signal fell in the middle of the stream: {} acknowledged",
+        acked.len()
+    );
+
+    let (mut sub, present) = raw_client(&s, "sub", false, 300, None);
+    assert!(present, "{}", s.log());
+    let got = drain(&mut sub, true);
+    check_delivery(&acked, &got, &s.log());
+    assert!(got.iter().all(|(_, dup, _)| !dup), "none was in flight");
+}
+
+#[test]
+fn mio_an_acknowledged_stream_survives_kill_9() {
+    an_acknowledged_stream_survives("mio", "KILL");
+}
+
+#[test]
+fn blocking_an_acknowledged_stream_survives_kill_9() {
+    an_acknowledged_stream_survives("blocking", "KILL");
+}
+
+#[test]
+fn smol_an_acknowledged_stream_survives_sigterm() {
+    an_acknowledged_stream_survives("smol", "TERM");
+}
+
+/// A connected persistent subscriber whose window (Receive Maximum 5) is
+/// full and 15 more messages queued behind it; the broker is stopped by
+/// `signal`. Back, the subscriber gets the five again with DUP and their
+/// packet ids, then the fifteen.
+fn in_flight_messages_survive(signal: &str) {
+    let mut s = Served::start(&format!("durable-inflight-{signal}"), "mio", DURABLE);
+    let (mut sub, _) = raw_client(&s, "sub", true, 300, Some(5));
+    subscribe_raw(&mut sub, "open/stream");
+    let p = s.client("p", "k1").unwrap();
+    let mut acked = BTreeSet::new();
+    for n in 0..20 {
+        publish_acked(&p, "open/stream", &format!("m{n}"), false);
+        acked.insert(format!("m{n}"));
+    }
+    let before = drain(&mut sub, false);
+    assert_eq!(before.len(), 5, "the window");
+    s.restart(signal);
+    drop((sub, p));
+
+    let (mut sub, present) = raw_client(&s, "sub", false, 300, Some(5));
+    assert!(present);
+    let got = drain(&mut sub, true);
+    assert_eq!(got.len(), 20, "{got:?}\n{}", s.log());
+    for (again, first) in got.iter().zip(&before) {
+        assert_eq!(
+            again,
+            &(first.0.clone(), true, first.2),
+            "resent with DUP and its id"
+        );
+    }
+    assert!(got[5..].iter().all(|(_, dup, _)| !dup));
+    check_delivery(&acked, &got, &s.log());
+}
+
+#[test]
+fn in_flight_messages_survive_kill_9() {
+    in_flight_messages_survive("KILL");
+}
+
+#[test]
+fn in_flight_messages_survive_sigterm() {
+    in_flight_messages_survive("TERM");
 }

@@ -6,21 +6,21 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::e2e::{Running, token};
 use common::hub::default_acl;
 use common::jwt;
+use common::raw::Raw;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet as RPacket};
 use rumqttc::v5::{Client, Event, MqttOptions};
 use testament::auth::JwtConfig;
 use testament::broker::BrokerConfig;
 use testament::codec::{
-    Auth, AuthReasonCode, Bytes, Connect, Decoder, DisconnectReasonCode, Encode, LastWill as Will,
-    MqttString, Packet, ProtocolVersion, QoS as Q, TopicName,
+    Auth, AuthReasonCode, Bytes, Connect, DisconnectReasonCode, LastWill as Will, MqttString,
+    Packet, ProtocolVersion, QoS as Q, TopicName,
 };
 use testament::config::DriverKind;
 
@@ -193,33 +193,6 @@ fn enhanced_authentication_carries_the_token() {
     b.stop();
 }
 
-/// A raw 5.0 client on our codec: CONNECT with enhanced auth, then AUTH 0x19.
-struct Raw {
-    stream: std::net::TcpStream,
-    decoder: Decoder,
-}
-
-impl Raw {
-    fn send(&mut self, p: Packet) {
-        self.stream
-            .write_all(&p.to_vec(ProtocolVersion::V5).unwrap())
-            .unwrap();
-    }
-
-    fn next(&mut self) -> Option<Packet> {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(p) = self.decoder.decode().unwrap() {
-                return Some(p);
-            }
-            match self.stream.read(&mut buf) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.decoder.feed(&buf[..n]),
-            }
-        }
-    }
-}
-
 fn auth(reason: AuthReasonCode, data: &str) -> Packet {
     let mut a = Auth::new(reason);
     a.properties.authentication_method = Some(MqttString::from_static("JWT"));
@@ -240,14 +213,8 @@ fn reauthentication_moves_the_identity_and_a_failed_one_disconnects_with_the_wil
         default_acl(),
     );
     let m = monitor(&b);
-    let stream = std::net::TcpStream::connect(b.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut raw = Raw {
-        stream,
-        decoder: Decoder::new(1 << 20).with_version(ProtocolVersion::V5),
-    };
+    // A raw 5.0 client: CONNECT with enhanced auth, then AUTH 0x19.
+    let mut raw = Raw::open(b.addr, ProtocolVersion::V5, Duration::from_secs(5));
     let mut c = Connect::new(ProtocolVersion::V5, MqttString::from_static("srv"));
     c.username = Some(MqttString::from_static("srv"));
     c.properties.authentication_method = Some(MqttString::from_static("JWT"));

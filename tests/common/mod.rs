@@ -59,4 +59,5 @@ pub mod binary;
 pub mod e2e;
 pub mod hub;
 pub mod jwt;
+pub mod raw;
 pub mod session;
