@@ -223,7 +223,7 @@ pub struct WillSection {
     pub after_expiry: String,
     /// With `grace`: seconds after `exp` a triggered will is still allowed.
     pub grace_secs: u64,
-    /// `send` or `drop`: wills pending at shutdown.
+    /// `resume`, `send` or `drop`: wills pending at shutdown.
     pub at_shutdown: String,
 }
 
@@ -234,7 +234,7 @@ impl Default for WillSection {
             recheck_on_reauth: false,
             after_expiry: "identity".into(),
             grace_secs: 0,
-            at_shutdown: "send".into(),
+            at_shutdown: "resume".into(),
         }
     }
 }
@@ -681,6 +681,7 @@ impl Config {
                 "will.at_shutdown",
                 &self.will.at_shutdown,
                 &[
+                    ("resume", ShutdownWills::Resume),
                     ("send", ShutdownWills::SendNow),
                     ("drop", ShutdownWills::Drop),
                 ],

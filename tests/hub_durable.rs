@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::hub::{Net, connect, default_acl};
 use common::jwt::NOW_SECS;
-use testament::broker::{Action, BrokerConfig, ConnId, Persist, SentState};
+use testament::broker::{Action, BrokerConfig, ConnId, Persist, SentState, WillState};
 use testament::codec::*;
 use testament::driver::storage::MemoryStorage;
 use testament::time::{Instant, Now, Timestamp};
@@ -812,5 +812,265 @@ mod acknowledged {
                 prop_assert!(*dup || fresh.insert(payload.clone()), "{payload:?} new twice: {received:?}");
             }
         }
+    }
+}
+
+mod wills {
+    //! Wills across a restart. Kept from the CONNACK that registered them
+    //! to their decision, they are decided once: a client connected at a
+    //! crash has its will triggered at the restart (`server_crashed`), its
+    //! delay counted from then; a planned shutdown pauses the wills, which
+    //! resume their delay after the restart; a will decided before the
+    //! crash is not sent again.
+
+    use super::*;
+    use common::hub::{sub, will};
+
+    /// A 5.0 client `id` with a will "down" on `trusted/<id>/state`, Will
+    /// Delay `delay`, Session Expiry `expiry`.
+    fn server(id: &str, delay: u32, expiry: u32) -> Connect {
+        let mut c = connect(V5, id, id);
+        let topic = format!("trusted/{id}/state");
+        let mut w = will(&topic, b"down", QoS::AtLeastOnce, false);
+        w.properties.will_delay_interval = Some(delay);
+        c.will = Some(w);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(expiry);
+        c
+    }
+
+    /// A persistent monitor of every state, away: what comes for it waits
+    /// in its queue.
+    fn monitor(net: &mut Net) {
+        let mut c = connect(V5, "mon", "mon");
+        c.properties.session_expiry_interval = Some(86_400);
+        let (m, _) = net.connect(c);
+        net.subscribe_with(m, vec![sub("trusted/+/state", QoS::AtLeastOnce)], None);
+        net.crash(m);
+    }
+
+    /// The "down" messages the monitor finds when it comes back (and
+    /// acknowledges).
+    fn downs(net: &mut Net) -> Vec<(String, String)> {
+        let mut c = connect(V5, "mon", "mon");
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(86_400);
+        let (m, _) = net.connect(c);
+        let publishes = net.publishes(m);
+        for p in &publishes {
+            net.send(m, Packet::PubAck(PubAck::new(p.packet_id.unwrap())));
+        }
+        net.crash(m);
+        common::hub::messages(&publishes)
+    }
+
+    /// The broker dies; a new process `down` seconds later restores what
+    /// was committed.
+    fn crash_and_restart(before: &mut Net, store: &mut MemoryStorage, down: u64) -> Net {
+        std::mem::take(&mut before.persisted)
+            .iter()
+            .for_each(|op| store.apply(op));
+        let mut after = restarted(before, Duration::from_secs(down));
+        after.hub.restore_all(after.now, store.load());
+        after.pump();
+        after
+    }
+
+    /// A planned shutdown, then a restart `down` seconds later.
+    fn stop_and_restart(before: &mut Net, store: &mut MemoryStorage, down: u64) -> Net {
+        before.shutdown();
+        crash_and_restart(before, store, down)
+    }
+
+    fn allow() -> testament::auth::Decision {
+        testament::auth::Decision::by_policy(testament::auth::Effect::Allow, "test")
+    }
+
+    fn down() -> (String, String) {
+        ("trusted/srv/state".into(), "down".into())
+    }
+
+    #[test]
+    fn a_will_is_kept_before_the_connack_that_registered_it() {
+        let mut net = durable();
+        let c = net.connect_with(server("srv", 30, 300));
+        let turn = &net.log;
+        let kept = turn
+            .iter()
+            .position(|a| {
+                matches!(a, Action::Persist(Persist::Will(w))
+                    if &*w.client_id == "srv" && w.state == WillState::Armed
+                        && w.identity.principal.as_ref() == "srv")
+            })
+            .expect("the will is kept");
+        let connack = turn
+            .iter()
+            .position(|a| matches!(a, Action::Send { conn, .. } if *conn == c))
+            .expect("the CONNACK");
+        assert!(kept < connack, "{turn:?}");
+    }
+
+    #[test]
+    fn connected_at_a_crash_the_will_comes_its_delay_after_the_restart() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        monitor(&mut net);
+        net.connect(server("srv", 30, 300));
+        // Down longer than the will's delay: it counts from the restart.
+        let mut after = crash_and_restart(&mut net, &mut store, 120);
+        let triggered = after
+            .audit_lines()
+            .into_iter()
+            .find(|l| l.contains("event=will") && l.contains("outcome=triggered"))
+            .expect("a trigger of its own");
+        assert!(triggered.contains("trigger=server_crashed"), "{triggered}");
+        after.advance(29);
+        assert!(downs(&mut after).is_empty(), "not before its delay");
+        after.advance(1);
+        assert_eq!(downs(&mut after), [down()]);
+        // Decided: nothing of it is left to send again.
+        let mut again = crash_and_restart(&mut after, &mut store, 10);
+        again.advance(60);
+        assert!(downs(&mut again).is_empty(), "delivered once");
+        assert!(store.load().wills.is_empty());
+    }
+
+    #[test]
+    fn connected_at_a_crash_and_back_in_time_no_will() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        monitor(&mut net);
+        net.connect(server("srv", 30, 300));
+        let mut after = crash_and_restart(&mut net, &mut store, 5);
+        after.advance(10);
+        let (_, present) = after.connect(server("srv", 30, 300));
+        assert!(present, "its session came back");
+        after.advance(60);
+        assert!(downs(&mut after).is_empty());
+        assert!(
+            after.will_events().contains(&("srv".into(), "cancelled")),
+            "{:?}",
+            after.will_events()
+        );
+    }
+
+    #[test]
+    fn a_311_client_connected_at_a_crash_has_its_will_sent_at_the_restart() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        monitor(&mut net);
+        let mut c = connect(ProtocolVersion::V311, "srv", "srv");
+        c.will = Some(will("trusted/srv/state", b"down", QoS::AtLeastOnce, false));
+        net.connect(c);
+        let mut after = crash_and_restart(&mut net, &mut store, 60);
+        assert_eq!(downs(&mut after), [down()]);
+    }
+
+    #[test]
+    fn a_planned_restart_pauses_wills_and_a_client_back_in_time_sends_none() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        monitor(&mut net);
+        net.connect(server("srv", 30, 300));
+        let mut after = stop_and_restart(&mut net, &mut store, 120);
+        assert!(downs(&mut after).is_empty(), "no false down at the stop");
+        after.advance(20);
+        after.connect(server("srv", 30, 300));
+        after.advance(60);
+        assert!(downs(&mut after).is_empty(), "nor after the restart");
+    }
+
+    #[test]
+    fn a_planned_restart_keeps_what_was_left_of_a_delay() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        monitor(&mut net);
+        let (c, _) = net.connect(server("srv", 30, 300));
+        net.crash(c);
+        net.advance(10);
+        // Stopped with 20 s of its delay left, down for two minutes (its
+        // session's expiry, by the date, has not passed).
+        let mut after = stop_and_restart(&mut net, &mut store, 120);
+        assert!(
+            net.will_events().contains(&("srv".into(), "paused")),
+            "{:?}",
+            net.will_events()
+        );
+        after.advance(19);
+        assert!(downs(&mut after).is_empty());
+        after.advance(1);
+        assert_eq!(downs(&mut after), [down()]);
+    }
+
+    #[test]
+    fn a_will_waiting_for_its_decision_at_a_crash_is_decided_after_the_restart() {
+        // No synchronous ACL: each decision is the host's answer.
+        let config = BrokerConfig {
+            durable: true,
+            ..BrokerConfig::default()
+        };
+        let mut net = Net::new(config.clone(), None);
+        let mut store = MemoryStorage::default();
+        let mut c = connect(V5, "srv", "srv");
+        c.will = Some(will("open/srv/state", b"down", QoS::AtLeastOnce, false));
+        let conn = net.connect_with(c);
+        // The will check at CONNECT.
+        assert_eq!(net.asked.len(), 1);
+        let check = net.asked[0].0;
+        net.answer(check, allow());
+        net.take(conn);
+        net.crash(conn);
+        assert_eq!(net.asked.len(), 1, "the will waits for its decision");
+        // The broker dies before the answer.
+        std::mem::take(&mut net.persisted)
+            .iter()
+            .for_each(|op| store.apply(op));
+        let mut after = Net::new(config, None);
+        after.now = Now::new(Instant::from_secs(1), net.now.wall + Duration::from_secs(5));
+        after.hub.restore_all(after.now, store.load());
+        after.pump();
+        assert_eq!(after.asked.len(), 1, "asked again, once");
+        let (ticket, _, query) = after.asked[0].clone();
+        assert_eq!(
+            query.will_trigger,
+            Some(testament::auth::WillTrigger::NetworkError),
+            "the trigger it had"
+        );
+        after.answer(ticket, allow());
+        assert!(after.will_events().contains(&("srv".into(), "delivered")));
+        let mut left = store.clone();
+        after.persisted.iter().for_each(|op| left.apply(op));
+        assert!(left.load().wills.is_empty(), "decided: its record went");
+    }
+
+    #[test]
+    fn a_restored_will_is_authorized_against_the_acl_in_force_at_the_restart() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        monitor(&mut net);
+        net.connect(server("srv", 0, 300));
+        std::mem::take(&mut net.persisted)
+            .iter()
+            .for_each(|op| store.apply(op));
+        // Restarted with an ACL that no longer lets srv publish its state.
+        let config = BrokerConfig {
+            durable: true,
+            ..BrokerConfig::default()
+        };
+        let acl = testament::auth::Acl::new(vec![testament::auth::Rule::new(
+            testament::auth::Effect::Allow,
+            testament::auth::Ops::ALL,
+            testament::auth::Subject::Anyone,
+            testament::auth::FilterTemplate::new("open/#").unwrap(),
+        )]);
+        let mut after = Net::new(config, Some(acl));
+        after.now = Now::new(Instant::from_secs(1), net.now.wall + Duration::from_secs(5));
+        after.hub.restore_all(after.now, store.load());
+        after.pump();
+        assert!(
+            after.will_events().contains(&("srv".into(), "denied")),
+            "{:?}",
+            after.will_events()
+        );
     }
 }

@@ -186,6 +186,7 @@ fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
             sessions: vec![gone, kept],
             messages: vec![queued(1, b"first"), queued(2, b"second")],
             awaiting_release: Vec::new(),
+            wills: Vec::new(),
         },
     );
     r.flush();

@@ -24,6 +24,12 @@ pub enum WillOutcome {
         /// Why.
         reason: String,
     },
+    /// A planned shutdown stopped its delay with `left` seconds to go: a
+    /// durable broker keeps it, and the delay runs again from the restart.
+    Paused {
+        /// Seconds of its delay left.
+        left: u32,
+    },
     /// It was authorized and published.
     Delivered,
     /// It was not authorized; nothing was published.
@@ -271,6 +277,9 @@ impl Display for AuditRecord {
                     WillOutcome::Triggered => ("triggered", None),
                     WillOutcome::Delayed { until } => ("delayed", Some(format!("until {until}"))),
                     WillOutcome::Cancelled { reason } => ("cancelled", Some(reason.clone())),
+                    WillOutcome::Paused { left } => {
+                        ("paused", Some(format!("{left} s left after the restart")))
+                    }
                     WillOutcome::Delivered => ("delivered", None),
                     WillOutcome::Denied { decision } => ("denied", Some(decision.reason())),
                 };

@@ -35,6 +35,8 @@
 
 mod messages;
 mod persist;
+#[cfg(test)]
+pub(crate) use persist::tests as persist_tests;
 mod registry;
 mod retained;
 mod routing;
@@ -55,14 +57,14 @@ use crate::codec::{
     SubscriptionId, TopicFilter, TopicName,
 };
 use crate::session::{
-    self, Authorizer, AuthzQuery, Delivery, DueWill, GrantedSubscription, InboundMessage,
-    OutboundMessage, Session, TransportClosed,
+    self, ArmedWill, Authorizer, AuthzQuery, Delivery, DueWill, GrantedSubscription,
+    InboundMessage, OutboundMessage, Session, TransportClosed,
 };
 use crate::time::{Instant, Now, Timestamp};
 
 pub use persist::{
     BadRecord, MessageRecord, Persist, Restored, RetainedMessage, SentState, SessionRecord,
-    StoredMessage, StoredSubscription,
+    StoredMessage, StoredSubscription, WillKey, WillRecord, WillState,
 };
 use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
 use store::{Queued, SessionKey, Store, StoredSession, Timer};
@@ -79,9 +81,10 @@ enum Pending {
         ticket: session::Ticket,
     },
     Will {
-        key: SessionKey,
+        key: Option<SessionKey>,
         due: Box<DueWill>,
         query: AuthzQuery,
+        record: Option<WillKey>,
     },
 }
 
@@ -114,6 +117,8 @@ pub struct Broker {
     next_ticket: u64,
     /// The last key given to a kept message ([`OutboundMessage::seq`]).
     next_seq: u64,
+    /// This process's epoch in the keys of kept wills ([`WillKey`]).
+    epoch: u64,
     shut_down: bool,
 }
 
@@ -134,6 +139,7 @@ impl Broker {
             route_targets: Vec::new(),
             next_ticket: 0,
             next_seq: 0,
+            epoch: 0,
             shut_down: false,
         }
     }
@@ -342,8 +348,13 @@ impl Broker {
                     .map_err(|_| BrokerError::UnknownTicket(ticket))?;
                 self.drain(now, conn);
             }
-            Some(Pending::Will { key, due, query }) => {
-                self.will_decided(now, key, *due, query, decision);
+            Some(Pending::Will {
+                key,
+                due,
+                query,
+                record,
+            }) => {
+                self.will_decided(now, key, *due, query, decision, record);
             }
             None => return Err(BrokerError::UnknownTicket(ticket)),
         }
@@ -374,11 +385,14 @@ impl Broker {
 
     /// Everything the host's store kept from before a restart, handed back
     /// before the first connection opens: [`Broker::restore`],
-    /// [`Broker::restore_sessions`], then [`Broker::restore_messages`].
+    /// [`Broker::restore_sessions`], [`Broker::restore_messages`], then
+    /// [`Broker::restore_wills`].
     pub fn restore_all(&mut self, now: Now, restored: Restored) {
         self.restore(now, restored.retained);
         self.restore_sessions(now, restored.sessions);
         self.restore_messages(now, restored.messages, restored.awaiting_release);
+        self.restore_wills(now, restored.wills);
+        self.flush_dirty(now);
     }
 
     /// What the host's store kept from before a restart, handed back before
@@ -527,8 +541,28 @@ impl Broker {
                     }
                 }
                 S::DeliverWill(due) => {
-                    if let Some(key) = key {
-                        self.will_triggered(now, key, due);
+                    let record = self.will_key(id);
+                    self.will_triggered(now, key, due, record);
+                }
+                S::WillArmed(armed) => {
+                    let record = self.will_key(id);
+                    let ArmedWill {
+                        will,
+                        identity,
+                        session_expiry_interval,
+                    } = *armed;
+                    self.keep_will(
+                        record,
+                        will,
+                        identity,
+                        session_expiry_interval,
+                        WillState::Armed,
+                    );
+                }
+                S::WillDeleted => {
+                    let client_id = c.session.client_id_shared().cloned();
+                    if let (Some(client_id), Some(key)) = (client_id, self.will_key(id)) {
+                        self.persist(Persist::WillDone { client_id, key });
                     }
                 }
                 // The hub keeps no identity: a will carries its own.

@@ -11,8 +11,9 @@
 //! Durable today: retained messages; persistent sessions with their
 //! subscriptions and expiry, the QoS 1/2 messages they are to get (offline
 //! queue, waiting for the window, in flight with their packet ids and QoS 2
-//! state) and their inbound QoS 2 packet ids waiting for PUBREL. Wills
-//! follow (issue 19).
+//! state) and their inbound QoS 2 packet ids waiting for PUBREL; wills,
+//! from their registration to their decision (`wills.rs` says what a
+//! restart does with each).
 //!
 //! A retained message is kept as a plain MQTT 5.0 PUBLISH with every
 //! property, behind the wall-clock date its Message Expiry Interval ends; a
@@ -23,9 +24,13 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use base64::Engine as _;
+
+use crate::auth::{Identity, WillTrigger};
 use crate::codec::{
-    Bytes, Decoder, Encode, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS,
-    RetainHandling, SubscriptionId, SubscriptionOptions, TopicFilter, TopicName,
+    Bytes, Connect, Decoder, Encode, LastWill, MqttString, Packet, PacketId, ProtocolVersion,
+    Publish, PublishProperties, QoS, RetainHandling, SubscriptionId, SubscriptionOptions,
+    TopicFilter, TopicName,
 };
 use crate::session::OutboundMessage;
 use crate::time::Timestamp;
@@ -80,6 +85,137 @@ pub enum Persist {
         /// The packet id.
         packet_id: PacketId,
     },
+    /// This is now what is kept of a will (replacing the record of its
+    /// key): registered, triggered, or paused by a planned shutdown.
+    Will(WillRecord),
+    /// The will was decided (delivered or denied), cancelled or deleted:
+    /// nothing of it is kept.
+    WillDone {
+        /// Its client id.
+        client_id: Arc<str>,
+        /// Its key.
+        key: WillKey,
+    },
+}
+
+/// Which will of a client id a record is: the connection that registered
+/// it, in the life of the process that served it. A client id may have
+/// more than one (an old one waiting for its decision while a new
+/// connection registers another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WillKey {
+    /// The process's epoch: one more than the highest restored.
+    pub epoch: u64,
+    /// The connection's id in that process.
+    pub conn: u64,
+}
+
+/// A will as it is stored: everything needed to authorize and send it
+/// after a restart — never a token or a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillRecord {
+    /// Its client id.
+    pub client_id: Arc<str>,
+    /// Its key.
+    pub key: WillKey,
+    /// The will as captured at CONNECT, with its properties.
+    pub will: LastWill,
+    /// The identity of the last successful (re)authentication, which it
+    /// is authorized against when sent.
+    pub identity: Arc<Identity>,
+    /// Its session's expiry interval: the will waits for the smaller of its
+    /// delay and this (§3.1.3.2.2).
+    pub session_expiry_interval: u32,
+    /// Where it stands.
+    pub state: WillState,
+}
+
+/// Where a kept will stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WillState {
+    /// Its connection is open. Found so at a restart, the broker went down
+    /// without closing it: it is triggered then
+    /// ([`WillTrigger::ServerCrashed`]), its delay counted from the
+    /// restart.
+    Armed,
+    /// Triggered, due at a wall-clock date. Found so at a restart, it is
+    /// sent then if the date passed, else at the date.
+    Triggered {
+        /// Why.
+        trigger: WillTrigger,
+        /// When.
+        triggered_at: Timestamp,
+        /// When it is due.
+        due: Timestamp,
+    },
+    /// Triggered, and paused by a planned shutdown with `left` seconds of
+    /// its delay to go: they run again from the restart.
+    Paused {
+        /// Why.
+        trigger: WillTrigger,
+        /// When.
+        triggered_at: Timestamp,
+        /// Seconds of its delay left.
+        left: u32,
+    },
+}
+
+/// A will record in its stored form (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WillJson {
+    client_id: String,
+    session_expiry_interval: u32,
+    identity: Identity,
+    state: WillState,
+    /// The will as a 5.0 CONNECT that carries it, base64.
+    will: String,
+}
+
+impl WillRecord {
+    /// The record, as JSON (its key is the store's).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from_static("w"));
+        connect.will = Some(self.will.clone());
+        let mut bytes = Vec::new();
+        // A will the hub accepted encodes.
+        let _ = Packet::Connect(Box::new(connect)).encode(ProtocolVersion::V5, &mut bytes);
+        let json = WillJson {
+            client_id: self.client_id.to_string(),
+            session_expiry_interval: self.session_expiry_interval,
+            identity: (*self.identity).clone(),
+            state: self.state,
+            will: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        };
+        serde_json::to_vec(&json).unwrap_or_default()
+    }
+
+    /// The record of key `key`, read back.
+    ///
+    /// # Errors
+    /// [`BadRecord`] for bytes [`WillRecord::encode`] did not write.
+    pub fn decode(key: WillKey, record: &[u8]) -> Result<Self, BadRecord> {
+        let json: WillJson =
+            serde_json::from_slice(record).map_err(|e| BadRecord(e.to_string()))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&json.will)
+            .map_err(|e| BadRecord(format!("the will: {e}")))?;
+        let mut decoder = Decoder::new(u32::MAX);
+        decoder.feed(&bytes);
+        let will = match decoder.decode() {
+            Ok(Some(Packet::Connect(c))) if decoder.buffered() == 0 => c.will,
+            _ => None,
+        }
+        .ok_or_else(|| BadRecord("no will".into()))?;
+        Ok(Self {
+            client_id: json.client_id.into(),
+            key,
+            will,
+            identity: Arc::new(json.identity),
+            session_expiry_interval: json.session_expiry_interval,
+            state: json.state,
+        })
+    }
 }
 
 /// A persistent session as it is stored: its subscriptions and when it
@@ -408,6 +544,8 @@ pub struct Restored {
     pub messages: Vec<StoredMessage>,
     /// Their inbound QoS 2 packet ids waiting for PUBREL.
     pub awaiting_release: Vec<(Arc<str>, PacketId)>,
+    /// The wills.
+    pub wills: Vec<WillRecord>,
 }
 
 /// A message as a 5.0 PUBLISH behind its expiry date (8 bytes, big-endian
@@ -447,7 +585,7 @@ fn decode_publish(record: &[u8]) -> Result<(Option<Timestamp>, Publish), BadReco
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::codec::MqttString;
 
@@ -527,6 +665,67 @@ mod tests {
         let mut qos0 = stored.record.clone();
         qos0.message.qos = QoS::AtMostOnce;
         assert!(MessageRecord::decode_message("x".into(), seq, &qos0.encode_message()).is_err());
+    }
+
+    /// The will of `client_id`, kept in `state`.
+    pub(crate) fn will_record(client_id: &str, conn: u64, state: WillState) -> WillRecord {
+        let mut will = LastWill {
+            topic: TopicName::from_static("trusted/a/server/state"),
+            payload: Bytes::from_static(b"down"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Default::default(),
+        };
+        will.properties.will_delay_interval = Some(30);
+        will.properties.content_type = Some(MqttString::from_static("text/plain"));
+        let identity = Identity {
+            principal: "a".into(),
+            client_id: client_id.into(),
+            grants: Arc::new(crate::auth::Grants::default()),
+            expires_at: Some(Timestamp::from_secs(1_800_003_600)),
+            method: crate::auth::AuthMethod::Password,
+            authenticated_at: Timestamp::from_secs(1_800_000_000),
+            token_digest: None,
+        };
+        WillRecord {
+            client_id: client_id.into(),
+            key: WillKey { epoch: 2, conn },
+            will,
+            identity: Arc::new(identity),
+            session_expiry_interval: 300,
+            state,
+        }
+    }
+
+    #[test]
+    fn a_will_record_reads_back_as_it_was_written_and_a_bad_one_does_not() {
+        for state in [
+            WillState::Armed,
+            WillState::Triggered {
+                trigger: WillTrigger::KeepAliveTimeout,
+                triggered_at: Timestamp::from_secs(1_800_000_010),
+                due: Timestamp::from_secs(1_800_000_040),
+            },
+            WillState::Paused {
+                trigger: WillTrigger::Shutdown,
+                triggered_at: Timestamp::from_secs(1_800_000_010),
+                left: 20,
+            },
+        ] {
+            let record = will_record("sensor-7", 9, state);
+            let bytes = record.encode();
+            assert_eq!(WillRecord::decode(record.key, &bytes).unwrap(), record);
+            let text = String::from_utf8(bytes).unwrap();
+            for bad in [
+                text.replace("\"will\":\"", "\"will\":\"AAAA"),
+                text[..text.len() - 2].to_owned(),
+            ] {
+                assert!(
+                    WillRecord::decode(record.key, bad.as_bytes()).is_err(),
+                    "{bad}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -38,9 +38,15 @@ pub enum WillAfterExpiry {
 /// What happens to wills when the hub shuts down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ShutdownWills {
+    /// A durable hub keeps every will triggered by the shutdown or still
+    /// waiting for its delay, with what was left of its delay: after the
+    /// restart it waits that long for its client to come back, then is
+    /// sent. No storm of false "down" at a planned restart, no "down" lost
+    /// for a client that does not come back. A hub in memory, where nothing
+    /// survives, sends them now ([`ShutdownWills::SendNow`]). The default.
+    Resume,
     /// Every will triggered by the shutdown or still waiting for its delay is
-    /// authorized and published now: the clients are in fact going offline
-    /// (default).
+    /// authorized and published now: the clients are in fact going offline.
     SendNow,
     /// They are cancelled (audited): for a broker that restarts quickly, or
     /// a cluster where the clients reconnect elsewhere.
@@ -93,7 +99,7 @@ impl Default for BrokerConfig {
             max_retained_messages: 100_000,
             max_retained_bytes: 64 * 1024 * 1024,
             will_after_expiry: WillAfterExpiry::Identity,
-            shutdown_wills: ShutdownWills::SendNow,
+            shutdown_wills: ShutdownWills::Resume,
             durable: false,
         }
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Acl, AuditRecord, Decision};
 use crate::broker::{
     Action, Broker, BrokerConfig, ConnId, Restored, RetainedMessage, SessionRecord, StoredMessage,
-    Ticket,
+    Ticket, WillKey, WillRecord,
 };
 use crate::codec::PacketId;
 use crate::session::{AuthnOutcome, TransportClosed};
@@ -118,6 +118,10 @@ pub enum Entry {
         /// Their inbound QoS 2 packet ids waiting for PUBREL.
         #[serde(default)]
         awaiting_release: Vec<(String, u16)>,
+        /// The wills: epoch, connection, and the [`WillRecord::encode`]
+        /// record, base64.
+        #[serde(default)]
+        wills: Vec<(u64, u64, String)>,
     },
     /// The broker shut down.
     Shutdown {
@@ -185,6 +189,11 @@ impl Recorder {
                 .awaiting_release
                 .iter()
                 .map(|(id, packet_id)| (id.to_string(), packet_id.get()))
+                .collect(),
+            wills: restored
+                .wills
+                .iter()
+                .map(|w| (w.key.epoch, w.key.conn, encode_bytes(&w.encode())))
                 .collect(),
         });
     }
@@ -335,6 +344,7 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                 sessions,
                 messages,
                 awaiting_release,
+                wills,
             } => {
                 let bad = |problem: String| ReplayError::Entry {
                     line: line_no,
@@ -352,6 +362,16 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                     sessions: decode_records(&sessions, SessionRecord::decode).map_err(bad)?,
                     messages: decode_records(&messages, StoredMessage::decode).map_err(bad)?,
                     awaiting_release,
+                    wills: wills
+                        .into_iter()
+                        .map(|(epoch, conn, record)| {
+                            let key = WillKey { epoch, conn };
+                            decode_records(&[record], |b| WillRecord::decode(key, b))
+                                .map_err(bad)?
+                                .pop()
+                                .ok_or_else(|| bad("no will".into()))
+                        })
+                        .collect::<Result<_, _>>()?,
                 };
                 h.restore_all(t, restored);
             }

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 #[cfg(feature = "redb")]
 use crate::broker::{MessageRecord, SentState};
-use crate::broker::{Persist, Restored, RetainedMessage, SessionRecord, StoredMessage};
+use crate::broker::{
+    Persist, Restored, RetainedMessage, SessionRecord, StoredMessage, WillKey, WillRecord,
+};
 use crate::codec::PacketId;
 
 /// A store of durable state, as a driver uses it.
@@ -72,6 +74,7 @@ pub struct MemoryStorage {
     sessions: BTreeMap<Arc<str>, SessionRecord>,
     messages: BTreeMap<(Arc<str>, u64), StoredMessage>,
     releases: BTreeSet<(Arc<str>, PacketId)>,
+    wills: BTreeMap<(Arc<str>, WillKey), WillRecord>,
 }
 
 impl MemoryStorage {
@@ -126,6 +129,13 @@ impl MemoryStorage {
             } => {
                 self.releases.remove(&(client_id.clone(), *packet_id));
             }
+            Persist::Will(record) => {
+                self.wills
+                    .insert((record.client_id.clone(), record.key), record.clone());
+            }
+            Persist::WillDone { client_id, key } => {
+                self.wills.remove(&(client_id.clone(), *key));
+            }
         }
     }
 
@@ -136,6 +146,7 @@ impl MemoryStorage {
             sessions: self.sessions.values().cloned().collect(),
             messages: self.messages.values().cloned().collect(),
             awaiting_release: self.releases.iter().cloned().collect(),
+            wills: self.wills.values().cloned().collect(),
         }
     }
 }
@@ -172,6 +183,11 @@ const MESSAGES: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinitio
 #[cfg(feature = "redb")]
 const RELEASES: redb::TableDefinition<(&str, u16), ()> = redb::TableDefinition::new("releases");
 
+/// The wills, by client id and [`WillKey`] (epoch, connection): the record
+/// of [`WillRecord::encode`].
+#[cfg(feature = "redb")]
+const WILLS: redb::TableDefinition<(&str, u64, u64), &[u8]> = redb::TableDefinition::new("wills");
+
 /// The store's tables, open in one write transaction.
 #[cfg(feature = "redb")]
 struct Tables<'t> {
@@ -179,6 +195,7 @@ struct Tables<'t> {
     sessions: redb::Table<'t, &'static str, &'static [u8]>,
     messages: redb::Table<'t, (&'static str, u64), &'static [u8]>,
     releases: redb::Table<'t, (&'static str, u16), ()>,
+    wills: redb::Table<'t, (&'static str, u64, u64), &'static [u8]>,
 }
 
 #[cfg(feature = "redb")]
@@ -240,6 +257,13 @@ impl Tables<'_> {
                 packet_id,
             } => {
                 self.releases.remove((&**client_id, packet_id.get()))?;
+            }
+            Persist::Will(record) => {
+                let key = (&*record.client_id, record.key.epoch, record.key.conn);
+                self.wills.insert(key, record.encode().as_slice())?;
+            }
+            Persist::WillDone { client_id, key } => {
+                self.wills.remove((&**client_id, key.epoch, key.conn))?;
             }
         }
         Ok(())
@@ -328,6 +352,7 @@ impl RedbStorage {
             sessions: self.sessions()?,
             messages: self.messages()?,
             awaiting_release: self.awaiting_release()?,
+            wills: self.wills()?,
         })
     }
 
@@ -395,6 +420,38 @@ impl RedbStorage {
         Ok(out)
     }
 
+    /// Every will kept, by client id and key.
+    ///
+    /// # Errors
+    /// As [`RedbStorage::retained`].
+    pub fn wills(&self) -> Result<Vec<WillRecord>, StorageError> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| self.open_error(e.into()))?;
+        let table = tx
+            .open_table(WILLS)
+            .map_err(|e| self.open_error(e.into()))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.open_error(e.into()))? {
+            let (key, value) = entry.map_err(|e| self.open_error(e.into()))?;
+            let (client_id, epoch, conn) = key.value();
+            let corrupt = |reason: String| StorageError::Corrupt {
+                path: self.path.clone(),
+                key: format!("{client_id}/{epoch}/{conn}"),
+                reason,
+            };
+            let record = WillRecord::decode(WillKey { epoch, conn }, value.value())
+                .map_err(|e| corrupt(e.to_string()))?;
+            if &*record.client_id != client_id {
+                return Err(corrupt(format!("it names {:?}", record.client_id)));
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+
     fn open_error(&self, e: redb::Error) -> StorageError {
         StorageError::Open {
             path: self.path.clone(),
@@ -437,6 +494,7 @@ impl RedbStorage {
                 sessions: tx.open_table(SESSIONS)?,
                 messages: tx.open_table(MESSAGES)?,
                 releases: tx.open_table(RELEASES)?,
+                wills: tx.open_table(WILLS)?,
             };
             write(&mut tables)?;
         }
@@ -460,6 +518,8 @@ impl Storage for RedbStorage {
 #[cfg(all(test, feature = "redb"))]
 mod tests {
     use super::*;
+    use crate::broker::WillState;
+    use crate::broker::persist_tests::will_record;
     use crate::codec::{Bytes, PublishProperties, QoS, TopicName};
 
     fn msg(topic: &'static str, payload: &'static [u8]) -> RetainedMessage {
@@ -572,9 +632,27 @@ mod tests {
             ],
             vec![
                 kept("b", 5, QoS::ExactlyOnce),
-                // Everything of "b", and only of "b" ("ab" stays).
+                Persist::Will(will_record("b", 1, WillState::Armed)),
+                Persist::Will(will_record("b", 2, WillState::Armed)),
+                // Everything of "b", and only of "b" ("ab" stays) — but a
+                // will outlives its session.
                 Persist::EndSession("b".into()),
                 kept("c", 6, QoS::AtLeastOnce),
+            ],
+            vec![
+                Persist::Will(will_record(
+                    "b",
+                    1,
+                    WillState::Paused {
+                        trigger: crate::auth::WillTrigger::Shutdown,
+                        triggered_at: crate::time::Timestamp::from_secs(1_800_000_000),
+                        left: 20,
+                    },
+                )),
+                Persist::WillDone {
+                    client_id: "b".into(),
+                    key: will_record("b", 2, WillState::Armed).key,
+                },
             ],
         ];
         for batch in &batches {
@@ -606,6 +684,11 @@ mod tests {
             ]
         );
         assert_eq!(loaded.awaiting_release, [("a".into(), id(7))]);
+        assert_eq!(loaded.wills.len(), 1);
+        assert!(matches!(
+            loaded.wills[0].state,
+            WillState::Paused { left: 20, .. }
+        ));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -363,6 +363,8 @@ impl Session {
         }
         conn.last_packet = now.mono;
         self.state = State::Connected;
+        // Kept before the CONNACK that says the broker took it.
+        self.arm_will();
         self.send(&Packet::ConnAck(ack));
         if let Some(inflight) = inflight {
             self.redeliver(inflight);
@@ -391,6 +393,7 @@ impl Session {
         {
             let outcome = WillOutcome::Denied { decision };
             self.audit(AuditRecord::will(now.wall, &identity, &will, None, outcome));
+            self.will_deleted();
         }
         self.fail(
             now,
@@ -459,6 +462,7 @@ impl Session {
                 let identity = conn.set_identity(now, identity, self.config.credential_leeway);
                 self.audit(AuditRecord::authenticated(identity.clone()));
                 self.push(Action::IdentityChanged(identity));
+                self.arm_will();
                 let mut ok = Auth::new(AuthReasonCode::Success);
                 ok.properties.authentication_method = method;
                 self.send(&Packet::Auth(ok));

@@ -44,9 +44,9 @@ use crate::codec::{
 use crate::time::{Instant, Now};
 
 pub use types::{
-    Action, AuthnOutcome, AuthzQuery, CloseReason, CredentialExpiry, Delivery, DeniedPublishV311,
-    DueWill, GrantedSubscription, InboundMessage, Inflight, InflightMessage, OutboundMessage,
-    Progress, SessionConfig, Ticket, TransportClosed,
+    Action, ArmedWill, AuthnOutcome, AuthzQuery, CloseReason, CredentialExpiry, Delivery,
+    DeniedPublishV311, DueWill, GrantedSubscription, InboundMessage, Inflight, InflightMessage,
+    OutboundMessage, Progress, SessionConfig, Ticket, TransportClosed,
 };
 
 /// A policy the session may consult synchronously — the rustls model: a
@@ -953,6 +953,34 @@ impl Session {
         })
     }
 
+    /// A durable hub keeps the will, with the identity it is to be
+    /// authorized against should the broker stop without closing the
+    /// connection.
+    fn arm_will(&mut self) {
+        if !self.config.durable {
+            return;
+        }
+        let Some(conn) = self.stage.conn() else {
+            return;
+        };
+        let (Some(will), Some(identity)) = (&conn.will, &conn.identity) else {
+            return;
+        };
+        let armed = ArmedWill {
+            will: (**will).clone(),
+            identity: identity.clone(),
+            session_expiry_interval: conn.session_expiry,
+        };
+        self.push(Action::WillArmed(Box::new(armed)));
+    }
+
+    /// A durable hub lets the deleted will's record go.
+    fn will_deleted(&mut self) {
+        if self.config.durable {
+            self.push(Action::WillDeleted);
+        }
+    }
+
     /// Hands the will up, once, with the identity it must be authorized against.
     fn trigger_will(&mut self, now: Now, trigger: WillTrigger) {
         let Some(conn) = self.stage.conn_mut() else {
@@ -1071,6 +1099,7 @@ impl Session {
                 // What was written before goes out before the record.
                 self.flush_tx();
                 self.audit(record);
+                self.will_deleted();
             }
         } else {
             self.trigger_will(now, WillTrigger::DisconnectWithWill);

@@ -98,9 +98,10 @@ pub struct SessionConfig {
     pub max_topic_len: usize,
     /// Most levels in a topic name or filter.
     pub max_topic_levels: usize,
-    /// Whether the hub keeps persistent sessions durably: a session whose
-    /// Session Expiry Interval is not 0 then reports its inbound QoS 2
-    /// exchanges ([`Progress`]). Set by the hub from its own setting.
+    /// Whether the hub keeps state durably: a session then reports its will
+    /// ([`Action::WillArmed`], [`Action::WillDeleted`]) and, when its
+    /// Session Expiry Interval is not 0, its inbound QoS 2 exchanges
+    /// ([`Progress`]). Set by the hub from its own setting.
     #[serde(skip)]
     pub durable: bool,
 }
@@ -352,6 +353,26 @@ pub enum Action {
     Audit(AuditRecord),
     /// A QoS 1/2 exchange that a durable hub keeps moved on.
     Progress(Progress),
+    /// A durable hub keeps this connection's will from now on: registered
+    /// at the CONNACK, registered again with the new identity after a
+    /// re-authentication ([`SessionConfig::durable`]). Should the broker
+    /// stop without closing the connection (a crash), it is triggered at the
+    /// restart.
+    WillArmed(Box<ArmedWill>),
+    /// The will was deleted (DISCONNECT 0x00, or denied at a re-check): a
+    /// durable hub lets its record go.
+    WillDeleted,
+}
+
+/// A will as a durable hub keeps it while its connection is open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmedWill {
+    /// The will as captured at CONNECT.
+    pub will: LastWill,
+    /// The identity of the last successful (re)authentication.
+    pub identity: Arc<Identity>,
+    /// The session's expiry interval.
+    pub session_expiry_interval: u32,
 }
 
 /// How a QoS 1/2 exchange a durable hub keeps moved on: outbound, a

@@ -329,6 +329,7 @@ impl Net {
                         WillOutcome::Triggered => "triggered",
                         WillOutcome::Delayed { .. } => "delayed",
                         WillOutcome::Cancelled { .. } => "cancelled",
+                        WillOutcome::Paused { .. } => "paused",
                         WillOutcome::Delivered => "delivered",
                         WillOutcome::Denied { .. } => "denied",
                     },

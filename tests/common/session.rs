@@ -259,6 +259,8 @@ pub fn kinds(actions: &[Action]) -> Vec<&'static str> {
             Action::DeliverWill(_) => "will",
             Action::IdentityChanged(_) => "identity",
             Action::Progress(_) => "progress",
+            Action::WillArmed(_) => "will_armed",
+            Action::WillDeleted => "will_deleted",
             Action::Audit(_) => "audit",
         })
         .collect()

@@ -173,7 +173,8 @@ impl AuthzQuery {
 }
 
 /// Why a will was triggered (§3.1.2.5 and `DESIGN.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WillTrigger {
     /// An I/O error or network failure.
     NetworkError,
@@ -195,6 +196,9 @@ pub enum WillTrigger {
     ReauthenticationFailed,
     /// The server is shutting down.
     Shutdown,
+    /// The server went down without closing the connection (a crash, a
+    /// power cut): a durable broker triggers the will at its restart.
+    ServerCrashed,
 }
 
 impl fmt::Display for WillTrigger {
@@ -210,6 +214,7 @@ impl fmt::Display for WillTrigger {
             Self::CredentialExpired => "credential_expired",
             Self::ReauthenticationFailed => "reauthentication_failed",
             Self::Shutdown => "shutdown",
+            Self::ServerCrashed => "server_crashed",
         })
     }
 }
