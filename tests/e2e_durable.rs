@@ -19,7 +19,7 @@ use common::e2e::V3;
 use common::raw::Raw;
 use rumqttc::{Packet, QoS};
 use testament::codec::{
-    Bytes, Connect, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString,
+    Bytes, Connect, ConnectReasonCode, Disconnect, DisconnectReasonCode, LastWill, MqttString,
     Packet as MqttPacket, PacketId, ProtocolVersion, PubAck, Publish, QoS as MqttQoS, Subscribe,
     Subscription, TopicFilter, TopicName,
 };
@@ -437,4 +437,149 @@ fn in_flight_messages_survive_kill_9() {
 #[test]
 fn in_flight_messages_survive_sigterm() {
     in_flight_messages_survive("TERM");
+}
+
+/// A raw 5.0 client `srv` with a will "down" on `open/srv/state`, Will
+/// Delay 3 s, Session Expiry 300 s.
+fn server_with_will(s: &Served, clean: bool) -> Raw {
+    let mut raw = Raw::open(s.addr, ProtocolVersion::V5, Duration::from_secs(2));
+    let mut c = Connect::new(ProtocolVersion::V5, MqttString::from_static("srv"));
+    c.clean_start = clean;
+    c.username = Some(MqttString::from_static("srv"));
+    c.password = Some(Bytes::from(s.token("k1", "srv")));
+    c.properties.session_expiry_interval = Some(300);
+    let mut will = LastWill {
+        topic: TopicName::from_static("open/srv/state"),
+        payload: Bytes::from_static(b"down"),
+        qos: MqttQoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.will_delay_interval = Some(3);
+    c.will = Some(will);
+    assert!(raw.send(MqttPacket::Connect(Box::new(c))));
+    assert!(
+        matches!(raw.next(), Some(MqttPacket::ConnAck(a)) if a.reason_code == ConnectReasonCode::Success),
+        "{}",
+        s.log()
+    );
+    raw
+}
+
+/// The persistent monitor of `open/+/state` (what comes while it is away
+/// waits for it).
+fn monitor_raw(s: &Served, clean: bool) -> Raw {
+    let (mut m, _) = raw_client(s, "mon", clean, 3_600, None);
+    if clean {
+        subscribe_raw(&mut m, "open/+/state");
+    }
+    m
+}
+
+/// What the monitor receives within `within`, each with when it came.
+fn watch(m: &mut Raw, within: Duration) -> Vec<(String, Duration)> {
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    while start.elapsed() < within {
+        if let Some(MqttPacket::Publish(p)) = m.next() {
+            if let Some(id) = p.packet_id {
+                m.send(MqttPacket::PubAck(PubAck::new(id)));
+            }
+            got.push((
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                start.elapsed(),
+            ));
+        }
+    }
+    got
+}
+
+/// A client connected with a will (delay 3 s) when the broker is stopped
+/// by `signal`: no "down" at the stop; after the restart, "down" about 3 s
+/// later if it stays away, none if it comes back in time.
+fn a_will_across_a_restart(signal: &str, comes_back: bool) {
+    let name = format!("durable-will-{signal}-{comes_back}");
+    let mut s = Served::start(&name, "mio", DURABLE);
+    drop(monitor_raw(&s, true));
+    let srv = server_with_will(&s, true);
+    s.restart(signal);
+    drop(srv);
+    let mut m = monitor_raw(&s, false);
+    if comes_back {
+        let mut srv = server_with_will(&s, false);
+        // Gone again, this time with DISCONNECT 0x00: no will.
+        srv.send(MqttPacket::Disconnect(Disconnect::new(
+            DisconnectReasonCode::NormalDisconnection,
+        )));
+    }
+    let got = watch(&mut m, Duration::from_secs(6));
+    if comes_back {
+        assert!(
+            got.is_empty(),
+            "back in time, no will: {got:?}\n{}",
+            s.log()
+        );
+    } else {
+        assert_eq!(got.len(), 1, "{got:?}\n{}", s.log());
+        assert_eq!(got[0].0, "down");
+        assert!(
+            got[0].1 >= Duration::from_millis(2_000),
+            "its delay counts from the restart: {got:?}"
+        );
+    }
+    let trigger = if signal == "KILL" {
+        "trigger=server_crashed"
+    } else {
+        "outcome=paused"
+    };
+    let log = std::fs::read_to_string(s.dir.join(format!("log-before-{signal}.txt")))
+        .unwrap_or_default()
+        + &s.log();
+    assert!(log.contains(trigger), "{log}");
+}
+
+#[test]
+fn a_will_of_a_client_connected_at_a_kill_9_comes_its_delay_after_the_restart() {
+    a_will_across_a_restart("KILL", false);
+}
+
+#[test]
+fn a_will_of_a_client_connected_at_a_kill_9_and_back_in_time_never_comes() {
+    a_will_across_a_restart("KILL", true);
+}
+
+#[test]
+fn a_will_paused_by_a_sigterm_comes_its_delay_after_the_restart() {
+    a_will_across_a_restart("TERM", false);
+}
+
+#[test]
+fn a_will_paused_by_a_sigterm_and_its_client_back_in_time_never_comes() {
+    a_will_across_a_restart("TERM", true);
+}
+
+/// A 3.1.1 client (rumqttc) connected with a will at a `kill -9`: the will
+/// is sent at the restart.
+#[test]
+fn a_311_will_of_a_client_connected_at_a_kill_9_is_sent_at_the_restart() {
+    let mut s = Served::start("durable-will-311", "mio", DURABLE);
+    drop(monitor_raw(&s, true));
+    let mut o = V3::options(s.addr, "srv311", "srv311", &s.token("k1", "srv311"));
+    o.set_last_will(rumqttc::LastWill::new(
+        "open/srv311/state",
+        "down",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let srv = V3::connect(o).unwrap();
+    s.restart("KILL");
+    drop(srv);
+    let mut m = monitor_raw(&s, false);
+    let got = watch(&mut m, Duration::from_secs(2));
+    assert_eq!(
+        got.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["down"],
+        "{}",
+        s.log()
+    );
 }
