@@ -14,11 +14,13 @@ const MAX: u32 = 1 << 20;
 /// connecting (3.1.1 and 5.0, wills with delays, session expiry, short and
 /// long credentials, enhanced authentication), subscribing, publishing,
 /// re-authenticating, crashing, disconnecting with 0x00 or 0x04, time steps,
-/// key rotation, ACL changes, asynchronous answers in any order, shutdown —
-/// and checks after every action:
+/// key rotation, ACL changes, asynchronous answers in any order, shutdown,
+/// and for a durable hub (flag 32) crashes and planned restarts that restore
+/// what was committed — and checks after every action:
 ///
-/// - no will is published without an Allow for it, none twice, none after
-///   DISCONNECT 0x00, none before its delay (unless its session ended);
+/// - no will is published without an Allow for it, none twice (across
+///   restarts too), none after DISCONNECT 0x00, none before its delay
+///   (unless its session ended or a shutdown sent it);
 /// - nothing is routed without an Allow;
 /// - no QoS 1/2 message is lost or duplicated (without DUP) for a persistent
 ///   session while its queue has room;

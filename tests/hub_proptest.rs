@@ -30,6 +30,20 @@ proptest! {
         testament::fuzzing::hub(&program);
     }
 
+    /// A durable hub: restarts — crashes and planned stops — at random
+    /// points, each restoring what was committed.
+    #[test]
+    fn hub_invariants_hold_across_restarts(
+        flags in any::<u8>(),
+        steps in vec((prop_oneof![Just(0u8), Just(1), Just(2), Just(2), Just(3), Just(4), Just(5), Just(6), Just(6), Just(8), Just(9)], any::<u8>(), any::<u8>()), 0..60),
+    ) {
+        let mut program = vec![flags | 32];
+        for (op, a, b) in steps {
+            program.extend([op, a, b]);
+        }
+        testament::fuzzing::hub(&program);
+    }
+
     /// Programs that end with a shutdown.
     #[test]
     fn hub_invariants_hold_through_shutdown(flags in any::<u8>(), steps in vec((0u8..10, any::<u8>(), any::<u8>()), 0..40)) {
@@ -85,4 +99,31 @@ fn the_programs_reach_wills_routing_and_takeover() {
             .any(|a| matches!(a, Action::Audit(AuditRecord::Takeover { .. })))
     );
     assert!(actions.iter().any(|a| matches!(a, Action::Close { .. })));
+}
+
+#[test]
+fn the_restart_programs_reach_wills_triggered_by_a_crash_and_paused_by_a_stop() {
+    use testament::auth::{AuditRecord, WillOutcome, WillTrigger};
+    use testament::broker::Action;
+    let will = |actions: &[Action], f: &dyn Fn(&WillOutcome, Option<WillTrigger>) -> bool| {
+        actions.iter().any(|a| {
+            matches!(a, Action::Audit(AuditRecord::Will { outcome, trigger, .. }) if f(outcome, *trigger))
+        })
+    };
+    // Durable, sync ACL, wills resume after a stop. c0 (5.0, will delay 5
+    // s, expiry 3600) connects; the broker crashes (op 6, b = 2) and is
+    // back 10 s later; 40 s pass.
+    let crash = [32u8 | 64, 0, 0b1010_0101, 1, 6, 10, 2, 5, 40, 0];
+    let actions = testament::fuzzing::run_hub(&crash);
+    assert!(will(&actions, &|o, t| matches!(o, WillOutcome::Triggered)
+        && t == Some(WillTrigger::ServerCrashed)));
+    assert!(will(&actions, &|o, _| matches!(o, WillOutcome::Delivered)));
+    // The same with a planned stop (b = 3): paused, then delivered.
+    let stop = [32u8 | 64, 0, 0b1010_0101, 1, 6, 10, 3, 5, 40, 0];
+    let actions = testament::fuzzing::run_hub(&stop);
+    assert!(will(&actions, &|o, _| matches!(
+        o,
+        WillOutcome::Paused { .. }
+    )));
+    assert!(will(&actions, &|o, _| matches!(o, WillOutcome::Delivered)));
 }

@@ -61,7 +61,8 @@ impl Broker {
                     return;
                 }
                 ShutdownWills::Resume if record.is_some() => {
-                    self.pause_will(now, due, record, delay);
+                    let left = u32::try_from(delay.as_secs()).unwrap_or(u32::MAX);
+                    self.pause_will(now, due, record, left);
                     return;
                 }
                 ShutdownWills::Resume | ShutdownWills::SendNow => {}
@@ -79,9 +80,8 @@ impl Broker {
         key: Option<SessionKey>,
         due: Box<DueWill>,
         record: Option<WillKey>,
-        delay: u32,
+        delay: Duration,
     ) {
-        let delay = Duration::from_secs(u64::from(delay));
         let state = WillState::Triggered {
             trigger: due.trigger,
             triggered_at: due.triggered_at.wall,
@@ -170,15 +170,16 @@ impl Broker {
                     trigger,
                     triggered_at,
                     due,
-                } => {
-                    let left = due.saturating_duration_since(now.wall).as_secs();
-                    (trigger, triggered_at, Some(left))
-                }
+                } => (
+                    trigger,
+                    triggered_at,
+                    Some(due.saturating_duration_since(now.wall)),
+                ),
                 WillState::Paused {
                     trigger,
                     triggered_at,
                     left,
-                } => (trigger, triggered_at, Some(u64::from(left))),
+                } => (trigger, triggered_at, Some(secs(left))),
             };
             let due = Box::new(DueWill {
                 will: r.will,
@@ -191,7 +192,7 @@ impl Broker {
                 self.audit(will_record(now, &due, WillOutcome::Triggered));
             }
             let full = will_delay(&due);
-            let delay = left.map_or(full, |l| u32::try_from(l).unwrap_or(u32::MAX).min(full));
+            let delay = left.map_or(full, |l| l.min(full));
             self.delay_will(now, key, due, Some(r.key), delay);
         }
     }
@@ -281,7 +282,10 @@ impl Broker {
             self.store.cancel_deadline(Timer::Will(key), w.at);
             match self.config.shutdown_wills {
                 ShutdownWills::Resume if w.record.is_some() => {
-                    let left = w.at.saturating_duration_since(now.mono).as_secs();
+                    // Whole seconds, rounded up: never sooner than it
+                    // would have been.
+                    let left = w.at.saturating_duration_since(now.mono);
+                    let left = left.as_secs() + u64::from(left.subsec_nanos() > 0);
                     let left = u32::try_from(left).unwrap_or(u32::MAX);
                     self.pause_will(now, w.due, w.record, left);
                 }
@@ -421,12 +425,18 @@ impl Broker {
 
 /// How long a triggered will waits: the smaller of its Will Delay Interval
 /// and its session's expiry interval (§3.1.3.2.2).
-fn will_delay(due: &DueWill) -> u32 {
-    due.will
-        .properties
-        .will_delay_interval
-        .unwrap_or(0)
-        .min(due.session_expiry_interval)
+fn will_delay(due: &DueWill) -> Duration {
+    secs(
+        due.will
+            .properties
+            .will_delay_interval
+            .unwrap_or(0)
+            .min(due.session_expiry_interval),
+    )
+}
+
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
 }
 
 /// The record of a step of `due`'s life at `now`.

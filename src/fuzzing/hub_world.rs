@@ -15,6 +15,7 @@ use crate::codec::{
     LastWill, MqttString, Packet, PacketId, ProtocolVersion, PubAck, PubRel, Publish, QoS,
     Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
+use crate::driver::storage::MemoryStorage;
 use crate::session::{AuthnOutcome, CredentialExpiry, SessionConfig, TransportClosed};
 use crate::time::{Instant, Now, WallStep};
 
@@ -81,6 +82,9 @@ struct WillState {
 
 struct World {
     hub: Broker,
+    /// A durable world's store: every Persist is committed as it comes (a
+    /// crash loses nothing that was committed, as with a real store).
+    store: Option<MemoryStorage>,
     now: Now,
     sync: bool,
     keys_rotated: bool,
@@ -122,19 +126,22 @@ impl World {
                 2 => WillAfterExpiry::Grace(Duration::from_secs(10)),
                 _ => WillAfterExpiry::Identity,
             },
-            shutdown_wills: if flags & 16 == 0 {
-                ShutdownWills::SendNow
-            } else {
-                ShutdownWills::Drop
+            shutdown_wills: match (flags & 64 != 0, flags & 16 != 0) {
+                (true, _) => ShutdownWills::Resume,
+                (false, false) => ShutdownWills::SendNow,
+                (false, true) => ShutdownWills::Drop,
             },
             ..BrokerConfig::default()
         };
+        let durable = flags & 32 != 0;
+        let config = BrokerConfig { durable, ..config };
         let mut hub = Broker::new(config);
         if sync {
             hub.set_authorizer(Some(Arc::new(acl(false))));
         }
         Self {
             hub,
+            store: durable.then(MemoryStorage::default),
             now: Now::from_secs(1_800_000_000),
             sync,
             keys_rotated: false,
@@ -304,8 +311,11 @@ impl World {
                         self.pending.push((ticket, query));
                     }
                     Action::Audit(record) => self.audited(&record),
-                    // The world's hub is not durable.
-                    Action::Persist(_) => {}
+                    Action::Persist(op) => {
+                        if let Some(store) = &mut self.store {
+                            store.apply(&op);
+                        }
+                    }
                 }
             }
             for (conn, ack) in acks {
@@ -350,6 +360,8 @@ impl World {
                         assert!(!w.deleted, "a will triggered after DISCONNECT 0x00");
                         w.triggered_at = Some(self.now.mono);
                     }
+                    // Sent by a shutdown: before its delay, by design.
+                    (WillOutcome::Delivered, Some(w)) if self.shut_down => w.ended_early = true,
                     (WillOutcome::Cancelled { .. }, Some(w)) if trigger.is_none() => {
                         assert_eq!(w.received, 0, "a will delivered before DISCONNECT 0x00");
                         w.deleted = true;
@@ -614,6 +626,9 @@ impl World {
                 }
             }
             5 => self.advance(u64::from(a % 41)),
+            // A durable world restarts instead (a restart can only read
+            // dates: its wall clock stays in step).
+            6 if b & 2 != 0 && self.store.is_some() => self.restart(b & 1 != 0, a % 61),
             // The wall clock steps an hour while the monotonic one stands:
             // no timer may notice (a will before its delay fails above).
             6 if b & 2 != 0 => {
@@ -650,6 +665,40 @@ impl World {
                 }
             }
         }
+    }
+
+    /// The broker goes down — stopped (`planned`) or crashed — and a new
+    /// one comes up `down` seconds later from what was committed; every
+    /// connection is gone, the monitors come back.
+    fn restart(&mut self, planned: bool, down: u8) {
+        if planned {
+            self.shut_down = true;
+            self.hub.handle_shutdown(self.now);
+            self.pump();
+        }
+        for c in self.conns.values_mut() {
+            c.closed = true;
+        }
+        self.current.clear();
+        // Their tickets died with the process.
+        self.pending.clear();
+        let mut hub = Broker::new(self.hub.config().clone());
+        if self.sync {
+            hub.set_authorizer(Some(Arc::new(acl(self.revoked))));
+        }
+        self.hub = hub;
+        self.shut_down = false;
+        self.now = self.now + Duration::from_secs(u64::from(down));
+        let stored = self
+            .store
+            .as_ref()
+            .map(MemoryStorage::load)
+            .unwrap_or_default();
+        self.hub.restore_all(self.now, stored);
+        self.pump();
+        self.connect_monitor(MONITOR, 86_400);
+        self.connect_monitor(PERSISTENT, 86_400);
+        self.answer_all();
     }
 
     /// No QoS 1/2 message allowed for `open/…` is lost for the persistent
@@ -698,7 +747,9 @@ pub fn run(data: &[u8]) -> Vec<Action> {
         return Vec::new();
     };
     let mut w = World::new(flags);
-    w.connect_monitor(MONITOR, 0);
+    // A durable world's monitor outlives a restart: the wills sent at it
+    // wait in its queue.
+    w.connect_monitor(MONITOR, if w.store.is_some() { 86_400 } else { 0 });
     w.connect_monitor(PERSISTENT, 86_400);
     w.answer_all();
     for (conn, filter) in [
