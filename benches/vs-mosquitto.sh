@@ -84,8 +84,13 @@ max_authentications_per_address_per_sec = 1000000
 level = "warn"
 EOF
 
-# The same broker, durable: retained messages committed (and flushed) to
-# data_dir before what follows them is sent, one transaction per loop turn.
+# In memory (sync = off), and the same broker durable: what it acknowledges
+# committed (and flushed) to data_dir before the acknowledgement is sent,
+# one transaction per loop turn.
+{
+    cat "$work/testament.toml"
+    printf '[storage]\nsync = "off"\n'
+} >"$work/memory.toml"
 {
     echo "data_dir = \"$work/data\""
     cat "$work/testament.toml"
@@ -116,7 +121,7 @@ start() { # start testament|mosquitto-CONF
         testament)
             # T_CONF=durable: the durable configuration, from an empty store.
             rm -rf "$work/data"
-            taskset -c 0 "$TESTAMENT" serve --config "$work/${T_CONF:-testament}.toml" >"$work/t.log" 2>&1 &
+            taskset -c 0 "$TESTAMENT" serve --config "$work/${T_CONF:-memory}.toml" >"$work/t.log" 2>&1 &
             BROKER_PID=$!
             PORT=$T_PORT
             ;;
@@ -196,6 +201,11 @@ scenario "QoS 1 4→4" per_cpu_s default --publishers 4 --subscribers 4 --topolo
 # testament columns give what durability costs.
 scenario "retained QoS 1 1→1, in memory" per_cpu_s default --publishers 1 --subscribers 1 --topology p2p --qos 1 --retain --messages $((MESSAGES / 10))
 T_CONF=durable scenario "retained QoS 1 1→1, durable / persistence" per_cpu_s persist --publishers 1 --subscribers 1 --topology p2p --qos 1 --retain --messages $((MESSAGES / 10))
+# QoS 1 to a persistent subscriber (clean session 0): every message kept
+# for its session until acknowledged — in memory, then durable against
+# mosquitto with persistence true.
+scenario "QoS 1 1→1 persistent, in memory" per_cpu_s default --publishers 1 --subscribers 1 --topology p2p --qos 1 --persistent --messages $((MESSAGES / 2))
+T_CONF=durable scenario "QoS 1 1→1 persistent, durable / persistence" per_cpu_s persist --publishers 1 --subscribers 1 --topology p2p --qos 1 --persistent --messages $((MESSAGES / 10))
 scenario "latency p50, 10k msg/s QoS 0 1→1" p50_us nodelay --publishers 1 --subscribers 1 --qos 0 --rate 10000 --messages 50000
 scenario "latency p99, 10k msg/s QoS 0 1→1" p99_us nodelay --publishers 1 --subscribers 1 --qos 0 --rate 10000 --messages 50000
 scenario "connect storm (RS256 / password file)" per_cpu_s passwd --storm "$STORM" --threads 4

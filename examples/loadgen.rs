@@ -68,6 +68,10 @@ struct Args {
     /// one: what a durable broker writes to disk).
     #[arg(long)]
     retain: bool,
+    /// Subscribers keep a persistent session (clean session 0): a durable
+    /// broker keeps each QoS 1/2 message for it until acknowledged.
+    #[arg(long)]
+    persistent: bool,
     /// Payload bytes (at least 20: id, sequence and send time).
     #[arg(long, default_value_t = 100)]
     payload: usize,
@@ -268,6 +272,18 @@ impl Client {
         username: Option<&str>,
         password: Option<&str>,
     ) -> std::io::Result<Self> {
+        Self::connect_with(addr, source, id, username, password, true)
+    }
+
+    /// [`Client::connect`] with this Clean Session flag.
+    fn connect_with(
+        addr: SocketAddr,
+        source: Option<u8>,
+        id: &str,
+        username: Option<&str>,
+        password: Option<&str>,
+        clean: bool,
+    ) -> std::io::Result<Self> {
         let stream = match source {
             Some(s) => {
                 use socket2::{Domain, Protocol, Socket, Type};
@@ -282,6 +298,7 @@ impl Client {
         stream.set_nodelay(true)?;
         let mut c = Connect::new(V, MqttString::try_from(id).map_err(invalid)?);
         c.keep_alive = 0;
+        c.clean_start = clean;
         c.username = username
             .map(MqttString::try_from)
             .transpose()
@@ -386,12 +403,13 @@ fn subscriber(
     let a = &plan.args;
     let mut stats = SubStats::default();
     let id = format!("lg{}-sub-{index}", plan.run);
-    let mut client = match Client::connect(
+    let mut client = match Client::connect_with(
         a.broker,
         None,
         &id,
         a.username.as_deref(),
         plan.password(a.publishers + index),
+        !a.persistent,
     )
     .and_then(|mut c| {
         let sub = Subscribe {

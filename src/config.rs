@@ -96,8 +96,8 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
-    /// `always`: every change of durable state (retained messages,
-    /// persistent sessions' subscriptions and expiry) is
+    /// `always` (the default): every change of durable state (retained
+    /// messages, persistent sessions with their messages, wills) is
     /// committed and flushed to disk before anything that follows it is
     /// sent — one transaction per turn of the loop; a crash loses nothing
     /// acknowledged. `off`: state lives in memory only; a restart loses it.
@@ -106,7 +106,9 @@ pub struct StorageSection {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        Self { sync: "off".into() }
+        Self {
+            sync: "always".into(),
+        }
     }
 }
 
