@@ -94,6 +94,9 @@ fn main() -> std::io::Result<()> {
                 // This hub is not durable (`BrokerConfig::durable`): nothing
                 // to keep.
                 Action::Persist(_) => {}
+                // One thread reads every socket in turn: a publisher is not
+                // singled out (a slow subscriber's queue is bounded anyway).
+                Action::PauseReading(_) | Action::ResumeReading(_) => {}
             }
         }
         // Forget sockets the hub let go of (closed by the peer).

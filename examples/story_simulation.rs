@@ -54,6 +54,8 @@ impl World {
                 Action::Audit(record) => println!("audit  {record}"),
                 // Not a durable hub: nothing to keep.
                 Action::Persist(_) => {}
+                // Nobody is slow in this story.
+                Action::PauseReading(_) | Action::ResumeReading(_) => {}
                 Action::Authenticate {
                     ticket,
                     credentials,

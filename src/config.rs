@@ -259,6 +259,12 @@ pub struct SessionSection {
     pub max_inflight: u16,
     /// Outbound messages waiting for the window.
     pub max_queued: usize,
+    /// `backpressure` or `drop`: what a slow subscriber's full queue does
+    /// with one more QoS 1/2 message.
+    pub slow_subscriber: String,
+    /// Seconds a subscriber past its queue's bound may take no message
+    /// before it is disconnected (0x97).
+    pub slow_subscriber_timeout_secs: u64,
     /// Subscriptions per session.
     pub max_subscriptions: usize,
     /// Topic aliases accepted from a client.
@@ -284,6 +290,8 @@ impl Default for SessionSection {
             receive_maximum: s.receive_maximum,
             max_inflight: s.max_outbound_inflight,
             max_queued: s.max_outbound_queue,
+            slow_subscriber: "backpressure".into(),
+            slow_subscriber_timeout_secs: s.congestion_timeout.as_secs(),
             max_subscriptions: s.max_subscriptions,
             topic_alias_maximum: s.topic_alias_maximum,
             max_client_id_len: s.max_client_id_len,
@@ -633,6 +641,12 @@ impl Config {
             receive_maximum: s.receive_maximum,
             max_outbound_inflight: s.max_inflight,
             max_outbound_queue: s.max_queued,
+            backpressure: one_of(
+                "session.slow_subscriber",
+                &s.slow_subscriber,
+                &[("backpressure", true), ("drop", false)],
+            )?,
+            congestion_timeout: Duration::from_secs(s.slow_subscriber_timeout_secs),
             max_subscriptions: s.max_subscriptions,
             topic_alias_maximum: s.topic_alias_maximum,
             check_will_at_connect: self.will.check_at_connect,

@@ -58,6 +58,8 @@
 //!             Action::Audit(record) => println!("{record}"),
 //!             // A durable hub's state to commit before what follows.
 //!             Action::Persist(_) => {}
+//!             // Backpressure: stop reading a publisher, and read it again.
+//!             Action::PauseReading(_) | Action::ResumeReading(_) => {}
 //!         }
 //!     }
 //!     // Sleep until an input or `hub.poll_timeout()`, whichever comes first.

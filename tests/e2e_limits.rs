@@ -275,3 +275,112 @@ fn blocking_connections_closed_by_their_clients_release_their_sockets() {
 fn mio_connections_closed_by_their_clients_release_their_sockets() {
     sockets_are_released(DriverKind::Mio);
 }
+
+/// A raw 3.1.1 client `id`, connected.
+fn raw(b: &Running, id: &str) -> common::raw::Raw {
+    let v = ProtocolVersion::V311;
+    let mut c = common::raw::Raw::open(b.addr, v, Duration::from_secs(3));
+    let mut connect = Connect::new(v, MqttString::try_from(id).unwrap());
+    connect.username = Some(MqttString::try_from(id).unwrap());
+    connect.password = Some(Bytes::from(token(&jwt::rsa_a(), id, 3600)));
+    connect.keep_alive = 0;
+    assert!(c.send(Packet::Connect(Box::new(connect))));
+    assert!(matches!(c.next(), Some(Packet::ConnAck(_))));
+    c
+}
+
+/// A subscriber slower than its publisher, QoS 1 and the default settings:
+/// its queue fills past its bound, the publisher is no longer read until it
+/// catches up, and not one acknowledged message is lost.
+fn a_slow_qos1_subscriber_loses_nothing(kind: DriverKind) {
+    const MESSAGES: usize = 4_000;
+    let b = Running::start(
+        kind,
+        Config::default().broker_config().unwrap(),
+        JwtConfig::default(),
+        default_acl(),
+    );
+    let mut sub = raw(&b, "slow");
+    let options = SubscriptionOptions {
+        qos: testament::codec::QoS::AtLeastOnce,
+        ..SubscriptionOptions::default()
+    };
+    assert!(sub.send(Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Default::default(),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::from_static("open/stream"),
+            options,
+        }],
+    })));
+    assert!(matches!(sub.next(), Some(Packet::SubAck(_))));
+    let slow = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while let Some(p) = sub.next() {
+            if let Packet::Publish(p) = p {
+                got.push(p.payload.clone());
+                std::thread::sleep(Duration::from_micros(300));
+                sub.send(Packet::PubAck(testament::codec::PubAck::new(
+                    p.packet_id.unwrap(),
+                )));
+            }
+        }
+        got
+    });
+    // As fast as 64 in flight allow.
+    let mut p = raw(&b, "fast");
+    let mut in_flight = std::collections::BTreeMap::new();
+    let mut acked = std::collections::BTreeSet::new();
+    let mut n = 0;
+    while acked.len() < MESSAGES {
+        while n < MESSAGES && in_flight.len() < 64 {
+            let id = PacketId::new(u16::try_from(n % 60_000 + 1).unwrap()).unwrap();
+            let mut m = testament::codec::Publish::new(
+                testament::codec::TopicName::from_static("open/stream"),
+                format!("m{n}"),
+            );
+            m.qos = testament::codec::QoS::AtLeastOnce;
+            m.packet_id = Some(id);
+            assert!(p.send(Packet::Publish(m)));
+            in_flight.insert(id, format!("m{n}"));
+            n += 1;
+        }
+        match p.next() {
+            Some(Packet::PubAck(a)) => {
+                if let Some(m) = in_flight.remove(&a.packet_id) {
+                    acked.insert(m);
+                }
+            }
+            Some(_) => {}
+            None => panic!("the publisher waited 3 s for an acknowledgement"),
+        }
+    }
+    let got = slow.join().unwrap();
+    let received: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert_eq!(got.len(), MESSAGES, "each once");
+    let lost: Vec<_> = acked.difference(&received).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged, then lost: {} of them",
+        lost.len()
+    );
+    b.stop();
+}
+
+#[test]
+fn mio_a_slow_qos1_subscriber_loses_nothing() {
+    a_slow_qos1_subscriber_loses_nothing(DriverKind::Mio);
+}
+
+#[test]
+fn smol_a_slow_qos1_subscriber_loses_nothing() {
+    a_slow_qos1_subscriber_loses_nothing(DriverKind::Smol);
+}
+
+#[test]
+fn blocking_a_slow_qos1_subscriber_loses_nothing() {
+    a_slow_qos1_subscriber_loses_nothing(DriverKind::Blocking);
+}

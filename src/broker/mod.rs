@@ -35,6 +35,7 @@
 
 mod messages;
 mod persist;
+mod pressure;
 #[cfg(test)]
 pub(crate) use persist::tests as persist_tests;
 mod registry;
@@ -45,7 +46,7 @@ mod tree;
 mod types;
 mod wills;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,6 +120,10 @@ pub struct Broker {
     next_seq: u64,
     /// This process's epoch in the keys of kept wills ([`WillKey`]).
     epoch: u64,
+    /// Connections whose clients cannot keep up with what they are sent.
+    congested: BTreeSet<ConnId>,
+    /// Connections not read while any is congested.
+    paused: BTreeSet<ConnId>,
     shut_down: bool,
 }
 
@@ -140,6 +145,8 @@ impl Broker {
             next_ticket: 0,
             next_seq: 0,
             epoch: 0,
+            congested: BTreeSet::new(),
+            paused: BTreeSet::new(),
             shut_down: false,
         }
     }
@@ -373,6 +380,10 @@ impl Broker {
                     let Some(c) = self.store.conn_mut(id) else {
                         continue;
                     };
+                    if self.paused.contains(&id) {
+                        // Not read: its silence is ours.
+                        c.session.hold_keep_alive(now);
+                    }
                     c.session.handle_timeout(now);
                     self.drain(now, id);
                 }
@@ -572,6 +583,9 @@ impl Broker {
             }
         }
         self.store.reschedule(id);
+        if self.congested.contains(&id) {
+            self.relieve(now, id);
+        }
     }
 
     /// Drains the connections that deliveries wrote to, in the order they

@@ -10,6 +10,7 @@ impl Broker {
         let Some(mut c) = self.store.close(id) else {
             return;
         };
+        self.forget_pressure(now, id);
         // Its requests die with it.
         self.pending
             .retain(|_, p| !matches!(p, Pending::Session { conn, .. } if *conn == id));

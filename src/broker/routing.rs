@@ -142,7 +142,7 @@ impl Broker {
                 properties: props,
                 seq: None,
             };
-            self.deliver(now, t.key, msg);
+            self.deliver(now, from, t.key, msg);
         }
         self.route_targets = targets;
     }
@@ -169,7 +169,15 @@ impl Broker {
     }
 
     /// Hands a message to a session: its connection, or its offline queue.
-    pub(super) fn deliver(&mut self, now: Now, key: SessionKey, mut msg: OutboundMessage) {
+    /// `from`: the publisher's session, which a congested subscriber slows
+    /// down.
+    pub(super) fn deliver(
+        &mut self,
+        now: Now,
+        from: Option<SessionKey>,
+        key: SessionKey,
+        mut msg: OutboundMessage,
+    ) {
         let Some(s) = self.store.session(key) else {
             return;
         };
@@ -192,10 +200,13 @@ impl Broker {
                 return;
             };
             match c.session.deliver(now, msg) {
-                Delivery::Accepted => {
+                delivery @ (Delivery::Accepted | Delivery::Congested) => {
                     self.store.mark_written(id);
                     if let Some((client_id, msg)) = kept {
                         self.keep_message(now, client_id, msg);
+                    }
+                    if delivery == Delivery::Congested {
+                        self.congested(id, from);
                     }
                 }
                 Delivery::QueueFull if let Some(topic) = topic => {
@@ -295,7 +306,8 @@ impl Broker {
                     properties,
                     seq: None,
                 };
-                self.deliver(now, key, msg);
+                // A retained message has no publisher to slow down.
+                self.deliver(now, None, key, msg);
             }
         }
         if durable_change {

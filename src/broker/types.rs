@@ -153,6 +153,12 @@ pub enum Action {
     /// may go first; a host commits what one turn of its loop collected in
     /// one transaction.
     Persist(super::Persist),
+    /// Stop reading from this connection (backpressure: a subscriber of
+    /// what it publishes cannot keep up); what it sent stays in the
+    /// transport until [`Action::ResumeReading`].
+    PauseReading(ConnId),
+    /// Read from this connection again.
+    ResumeReading(ConnId),
 }
 
 /// A host mistake: the hub cannot take this input.

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,32 @@ struct Connection {
     output: Sender<Bytes>,
     queued: Arc<AtomicUsize>,
     tcp: TcpStream,
+    /// Closed while the connection is not to be read (backpressure).
+    gate: Arc<Gate>,
+}
+
+/// Whether a connection's reader may read; it waits while not.
+#[derive(Default)]
+struct Gate {
+    paused: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn set(&self, paused: bool) {
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = paused;
+        self.opened.notify_all();
+    }
+
+    fn wait_open(&self) {
+        let mut paused = self.paused.lock().unwrap_or_else(PoisonError::into_inner);
+        while *paused {
+            paused = self
+                .opened
+                .wait(paused)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 struct BlockingIo {
@@ -149,8 +175,11 @@ impl Io for BlockingIo {
 
     fn close(&mut self, conn: ConnId) {
         // The writer ends when the sender is gone, after writing what was
-        // queued; the reader ends when the writer shuts the socket.
-        self.conns.remove(&conn);
+        // queued; the reader ends when the writer shuts the socket (a
+        // paused one is let read to find that out).
+        if let Some(c) = self.conns.remove(&conn) {
+            c.gate.set(false);
+        }
     }
 
     fn abort(&mut self, conn: ConnId) {
@@ -158,6 +187,13 @@ impl Io for BlockingIo {
         // socket under it.
         if let Some(c) = self.conns.remove(&conn) {
             let _ = c.tcp.shutdown(Shutdown::Both);
+            c.gate.set(false);
+        }
+    }
+
+    fn pause_reading(&mut self, conn: ConnId, paused: bool) {
+        if let Some(c) = self.conns.get(&conn) {
+            c.gate.set(paused);
         }
     }
 
@@ -178,9 +214,16 @@ impl Io for BlockingIo {
     }
 }
 
-fn read_loop(conn: ConnId, mut stream: Box<dyn Read + Send>, inbox: SyncSender<Msg>, size: usize) {
+fn read_loop(
+    conn: ConnId,
+    mut stream: Box<dyn Read + Send>,
+    inbox: SyncSender<Msg>,
+    size: usize,
+    gate: Arc<Gate>,
+) {
     let mut buf = vec![0u8; size];
     loop {
+        gate.wait_open();
         let event = match stream.read(&mut buf) {
             Ok(0) => Event::Closed(conn, TransportClosed::PeerClosed),
             Ok(n) => Event::Bytes(conn, buf[..n].to_vec()),
@@ -288,13 +331,16 @@ pub fn serve(
                 thread::spawn(move || write_loop(writer, pending, q));
                 let reader_inbox = inbox.clone();
                 let size = config.read_buffer;
-                thread::spawn(move || read_loop(conn, reader, reader_inbox, size));
+                let gate = Arc::new(Gate::default());
+                let g = gate.clone();
+                thread::spawn(move || read_loop(conn, reader, reader_inbox, size, g));
                 io.conns.insert(
                     conn,
                     Connection {
                         output,
                         queued,
                         tcp: a.tcp,
+                        gate,
                     },
                 );
                 if !runner.hub.is_open(conn) {

@@ -181,6 +181,9 @@ struct MioIo {
     waker: Arc<::mio::Waker>,
     /// Sockets with more to read than one turn's budget.
     backlog: BTreeSet<usize>,
+    /// Sockets not read (backpressure); resumed, they go to the backlog
+    /// (edge-triggered: what came meanwhile brings no new event).
+    paused: BTreeSet<usize>,
     /// When a TLS handshake must be done, or a closed connection's output
     /// written, by: past it, the socket is dropped.
     deadlines: BTreeSet<(Instant, usize)>,
@@ -237,6 +240,7 @@ impl MioIo {
             let _ = self.poll.registry().deregister(&mut s.stream);
             let _ = s.stream.shutdown(how);
             self.backlog.remove(&token);
+            self.paused.remove(&token);
             self.peers.remove(&token);
         }
     }
@@ -389,6 +393,17 @@ impl Io for MioIo {
     fn spawn_authorization(&mut self, ticket: Ticket, answer: Answer<Decision>) {
         self.add_pending(Pending::Authorization(ticket, answer));
     }
+
+    fn pause_reading(&mut self, conn: ConnId, paused: bool) {
+        let Some((token, _)) = self.slot_of(conn) else {
+            return;
+        };
+        if paused {
+            self.paused.insert(token);
+        } else if self.paused.remove(&token) {
+            self.backlog.insert(token);
+        }
+    }
 }
 
 fn poll_answer<T>(answer: &mut Answer<T>, waker: &Waker) -> Poll<T> {
@@ -458,6 +473,7 @@ pub fn serve(
         woken: Arc::new(Mutex::new(Vec::new())),
         waker,
         backlog: BTreeSet::new(),
+        paused: BTreeSet::new(),
         deadlines: BTreeSet::new(),
         peers: BTreeMap::new(),
     };
@@ -745,6 +761,9 @@ fn read_ready(
 ) {
     let mut budget = READ_BUDGET;
     loop {
+        if io.paused.contains(&token) {
+            return;
+        }
         let Some(s) = io.slots.get_mut(&token) else {
             return;
         };

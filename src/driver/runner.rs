@@ -41,6 +41,9 @@ pub(crate) trait Io {
     fn spawn_authentication(&mut self, ticket: Ticket, answer: Answer<AuthnOutcome>);
     /// Same, for an authorization.
     fn spawn_authorization(&mut self, ticket: Ticket, answer: Answer<Decision>);
+    /// Stops reading from a connection (`true`: backpressure) or reads it
+    /// again (`false`); what it sends meanwhile waits in the transport.
+    fn pause_reading(&mut self, conn: ConnId, paused: bool);
 }
 
 /// The addresses connections come from, with how many are open from each.
@@ -416,6 +419,8 @@ impl Runner {
                         }
                     }
                     Action::Audit(record) => log::info!(target: "testament::audit", "{record}"),
+                    Action::PauseReading(conn) => io.pause_reading(conn, true),
+                    Action::ResumeReading(conn) => io.pause_reading(conn, false),
                     // Committed in `next_action`, or not kept without a store.
                     Action::Persist(_) => {}
                 }

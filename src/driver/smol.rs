@@ -104,7 +104,14 @@ struct Connection {
     out: SharedOutbox,
     tcp: Socket,
     _reader: Task<()>,
+    /// The reader takes it before each read; held here while the
+    /// connection is not to be read (backpressure).
+    gate: Gate,
+    paused: Option<smol::lock::RwLockWriteGuardArc<()>>,
 }
+
+/// What a reader waits on while its connection is paused.
+type Gate = Arc<smol::lock::RwLock<()>>;
 
 struct SmolIo {
     ex: Arc<Executor<'static>>,
@@ -193,6 +200,19 @@ impl Io for SmolIo {
             })
             .detach();
     }
+
+    fn pause_reading(&mut self, conn: ConnId, paused: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !paused {
+            c.paused = None;
+        } else if c.paused.is_none() {
+            // Everything runs on one thread: no reader holds the gate
+            // between its awaits, so it is free.
+            c.paused = c.gate.try_write_arc();
+        }
+    }
 }
 
 /// Writes what queued up, then hands the writer back (or closes it).
@@ -260,8 +280,9 @@ fn read_now(s: &Async<StdTcpStream>, size: usize) -> std::io::Result<Read> {
     })
 }
 
-async fn read_plain(conn: ConnId, s: Socket, events: Sender<Event>, size: usize) {
+async fn read_plain(conn: ConnId, s: Socket, events: Sender<Event>, size: usize, gate: Gate) {
     let closed = loop {
+        drop(gate.read().await);
         match read_now(&s, size) {
             Ok(Read::Data(data)) => {
                 let full = data.len() == size;
@@ -295,12 +316,14 @@ async fn read_stream(
     mut stream: impl AsyncRead + Unpin,
     events: Sender<Event>,
     size: usize,
+    gate: Gate,
 ) {
     // An idle connection waits with a small buffer; a read that fills it
     // doubles it up to `size`, and a short one brings it back down.
     const SMALL: usize = 256;
     let mut buf = vec![0u8; SMALL.min(size)];
     loop {
+        drop(gate.read().await);
         match stream.read(&mut buf).await {
             Ok(0) => {
                 let _ = events
@@ -425,14 +448,16 @@ pub async fn serve(
                     };
                     let conn = runner.open(now, peer, certificate, &mut io);
                     let size = config.read_buffer;
+                    let gate = Gate::default();
+                    let g = gate.clone();
                     let (writer, reader) = match stream {
                         None => (
                             Writer::Tcp(tcp.clone()),
-                            ex.spawn(read_plain(conn, tcp.clone(), events.clone(), size)),
+                            ex.spawn(read_plain(conn, tcp.clone(), events.clone(), size, g)),
                         ),
                         Some(stream) => {
                             let (r, w) = smol::io::split(stream);
-                            let reader = ex.spawn(read_stream(conn, r, events.clone(), size));
+                            let reader = ex.spawn(read_stream(conn, r, events.clone(), size, g));
                             (Writer::Stream(w), reader)
                         }
                     };
@@ -449,6 +474,8 @@ pub async fn serve(
                             out: Arc::new(Mutex::new(out)),
                             tcp,
                             _reader: reader,
+                            gate,
+                            paused: None,
                         },
                     );
                     if !runner.hub.is_open(conn) {

@@ -316,6 +316,9 @@ impl World {
                             store.apply(&op);
                         }
                     }
+                    // The world feeds the hub what it likes: the hub must
+                    // stay correct whether the host heeds it or not.
+                    Action::PauseReading(_) | Action::ResumeReading(_) => {}
                 }
             }
             for (conn, ack) in acks {

@@ -194,6 +194,10 @@ struct PerMessage {
     /// of a vector moved every message behind it.
     outbound: VecDeque<(PacketId, OutState, OutboundMessage)>,
     outbound_queue: VecDeque<OutboundMessage>,
+    /// Since when the client, its queue past its bound, has taken no
+    /// message (backpressure): past [`SessionConfig::congestion_timeout`]
+    /// it is disconnected.
+    stalled_since: Option<Instant>,
     /// The credentials, kept while authenticating, and after only for a
     /// client with an Authentication Method (its re-authentications reuse
     /// them), with where its re-authentication stands. Here, not in the
@@ -210,6 +214,7 @@ static NO_PER_MESSAGE: PerMessage = PerMessage {
     aliases_in: Vec::new(),
     outbound: VecDeque::new(),
     outbound_queue: VecDeque::new(),
+    stalled_since: None,
     kept: None,
 };
 
@@ -221,6 +226,7 @@ impl PerMessage {
             && self.aliases_in.is_empty()
             && self.outbound.is_empty()
             && self.outbound_queue.is_empty()
+            && self.stalled_since.is_none()
             && self.kept.is_none()
     }
 }
@@ -661,7 +667,11 @@ impl Session {
                     // [MQTT-3.1.2-22]: one and a half times the keep alive.
                     conn.last_packet + Duration::from_millis(u64::from(conn.keep_alive) * 1500)
                 });
-                [keep_alive, self.expiry_deadline()]
+                let stalled = conn
+                    .per_message()
+                    .stalled_since
+                    .map(|since| since + self.config.congestion_timeout);
+                [keep_alive, self.expiry_deadline(), stalled]
                     .into_iter()
                     .flatten()
                     .min()
@@ -689,6 +699,17 @@ impl Session {
         self.stage.conn()?.credential_deadline
     }
 
+    /// The host is not reading this client (backpressure): nothing it sends
+    /// can arrive, so its keep alive counts from `now` instead of its last
+    /// packet. The CONNECT timeout and the credential's expiry still run.
+    pub fn hold_keep_alive(&mut self, now: Now) {
+        if self.state == State::Connected
+            && let Some(conn) = self.stage.conn_mut()
+        {
+            conn.last_packet = conn.last_packet.max(now.mono);
+        }
+    }
+
     /// Acts on every deadline that has passed; harmless when none has.
     pub fn handle_timeout(&mut self, now: Now) {
         match self.state {
@@ -712,6 +733,18 @@ impl Session {
                         DisconnectReasonCode::MaximumConnectTime,
                         "credential expired",
                         WillTrigger::CredentialExpired,
+                    );
+                } else if self.stage.conn().is_some_and(|c| {
+                    c.per_message()
+                        .stalled_since
+                        .is_some_and(|since| now.mono >= since + self.config.congestion_timeout)
+                }) {
+                    // It would hold its publishers back for ever.
+                    self.fail(
+                        now,
+                        DisconnectReasonCode::QuotaExceeded,
+                        "slow subscriber: took no message while its queue was full",
+                        WillTrigger::ServerClosed,
                     );
                 }
             }
@@ -1049,12 +1082,12 @@ impl Session {
             (State::Connected, Packet::Connect(_)) => self.protocol_error(now, "second CONNECT"),
             (State::Connected, Packet::Publish(mut p)) => self.on_publish(now, &mut p),
             (State::Connected, Packet::PubAck(a)) => {
-                self.on_outbound_ack(a.packet_id, OutState::Published)
+                self.on_outbound_ack(now, a.packet_id, OutState::Published)
             }
-            (State::Connected, Packet::PubRec(r)) => self.on_pubrec(r),
+            (State::Connected, Packet::PubRec(r)) => self.on_pubrec(now, r),
             (State::Connected, Packet::PubRel(r)) => self.on_pubrel(r),
             (State::Connected, Packet::PubComp(c)) => {
-                self.on_outbound_ack(c.packet_id, OutState::Released)
+                self.on_outbound_ack(now, c.packet_id, OutState::Released)
             }
             (State::Connected, Packet::Subscribe(s)) => self.on_subscribe(now, s),
             (State::Connected, Packet::Unsubscribe(u)) => self.on_unsubscribe(u),

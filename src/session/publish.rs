@@ -354,7 +354,7 @@ impl Session {
 
     /// Gives the session a message for its client. QoS 1/2 messages beyond
     /// the client's Receive Maximum wait in a bounded queue.
-    pub fn deliver(&mut self, _now: Now, msg: OutboundMessage) -> Delivery {
+    pub fn deliver(&mut self, now: Now, msg: OutboundMessage) -> Delivery {
         if self.state != State::Connected {
             return Delivery::NotConnected;
         }
@@ -378,7 +378,23 @@ impl Session {
             .io
             .as_ref()
             .map_or(0, |io| io.unsent_bytes + io.tx.len());
+        let queued = conn.per_message().outbound_queue.len();
+        // Backpressure takes QoS 1/2 messages up to twice the queue's bound:
+        // past it, even they are dropped (memory stays bounded whatever the
+        // publishers do).
+        let pressed = msg.qos != QoS::AtMostOnce
+            && self.config.backpressure
+            && queued < self.config.max_outbound_queue.saturating_mul(2);
         if sending_now && unsent + size > self.config.max_unsent_bytes {
+            if pressed {
+                // The client has not read what was written: the message
+                // waits in the queue, and its publishers slow down.
+                conn.per_message_mut()
+                    .outbound_queue
+                    .push_back(msg.detached());
+                stalled(conn, now);
+                return Delivery::Congested;
+            }
             // The host has not taken what was written: drop for this client
             // rather than grow without bound.
             return Delivery::QueueFull;
@@ -396,16 +412,31 @@ impl Session {
         {
             self.send_outbound(msg);
             Delivery::Accepted
-        } else if conn.per_message().outbound_queue.len() < self.config.max_outbound_queue {
+        } else if queued < self.config.max_outbound_queue || pressed {
             // Copied: a message waiting behind a slow client's window would
             // otherwise keep the publisher's whole read buffer alive.
             conn.per_message_mut()
                 .outbound_queue
                 .push_back(msg.detached());
-            Delivery::Accepted
+            if queued < self.config.max_outbound_queue {
+                Delivery::Accepted
+            } else {
+                stalled(conn, now);
+                Delivery::Congested
+            }
         } else {
             Delivery::QueueFull
         }
+    }
+
+    /// Whether the client is still behind: more than half of
+    /// [`SessionConfig::max_outbound_queue`] waits for its window. The
+    /// publishers a [`Delivery::Congested`] slowed down go on once it is
+    /// not.
+    pub fn is_congested(&self) -> bool {
+        self.stage.conn().is_some_and(|c| {
+            c.per_message().outbound_queue.len() > self.config.max_outbound_queue / 2
+        })
     }
 
     /// Takes the delivery state the hub keeps for a persistent session when
@@ -532,7 +563,7 @@ impl Session {
         self.config.durable && self.session_expiry_interval().is_some_and(|e| e > 0)
     }
 
-    pub(super) fn on_pubrec(&mut self, r: PubRec) {
+    pub(super) fn on_pubrec(&mut self, now: Now, r: PubRec) {
         let Some(conn) = self.stage.conn_mut() else {
             return;
         };
@@ -553,7 +584,7 @@ impl Session {
                     }));
                 }
             }
-            Some(_) => self.on_outbound_ack(r.packet_id, OutState::Published),
+            Some(_) => self.on_outbound_ack(now, r.packet_id, OutState::Published),
             None if self.version == ProtocolVersion::V5 => {
                 self.send(&Packet::PubRel(PubRel::with_reason(
                     r.packet_id,
@@ -565,7 +596,7 @@ impl Session {
     }
 
     /// Completes an outbound exchange and sends what waited for the window.
-    pub(super) fn on_outbound_ack(&mut self, id: PacketId, expected: OutState) {
+    pub(super) fn on_outbound_ack(&mut self, now: Now, id: PacketId, expected: OutState) {
         let Some(conn) = self.stage.conn_mut() else {
             return;
         };
@@ -580,6 +611,14 @@ impl Session {
             self.push(Action::Progress(Progress::Completed { seq }));
         }
         self.fill_window();
+        // Taking a message is progress; under half its bound, no longer
+        // behind.
+        let congested = self.is_congested();
+        if let Some(conn) = self.stage.conn_mut()
+            && conn.per_message().stalled_since.is_some()
+        {
+            conn.per_message_mut().stalled_since = congested.then_some(now.mono);
+        }
     }
 
     /// The answer to an [`Action::Authorize`].
@@ -658,6 +697,13 @@ fn take_publish(p: &mut Publish) -> Publish {
         properties: std::mem::take(&mut p.properties),
         payload: std::mem::take(&mut p.payload),
     }
+}
+
+/// The client's queue went past its bound: it stalls from now, unless it
+/// already did.
+fn stalled(conn: &mut Conn, now: Now) {
+    let since = &mut conn.per_message_mut().stalled_since;
+    since.get_or_insert(now.mono);
 }
 
 pub(super) fn next_free_id(conn: &mut Conn) -> Option<PacketId> {

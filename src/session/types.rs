@@ -63,8 +63,18 @@ pub struct SessionConfig {
     pub outbound_topic_aliases: bool,
     /// Cap on QoS 1/2 messages in flight to the client.
     pub max_outbound_inflight: u16,
-    /// Messages waiting for the outbound window before new ones are refused.
+    /// Messages waiting for the outbound window before new ones are refused
+    /// — or, with [`SessionConfig::backpressure`], before the publishers
+    /// are slowed down (new QoS 1/2 ones are then taken up to twice this).
     pub max_outbound_queue: usize,
+    /// A slow client's full queue slows its publishers down instead of
+    /// dropping QoS 1/2 messages that were acknowledged to them
+    /// ([`Delivery::Congested`]); off: they are dropped (audited).
+    pub backpressure: bool,
+    /// A client whose queue is past its bound and that takes no message
+    /// for this long is disconnected (0x97): it would hold its publishers
+    /// back for ever.
+    pub congestion_timeout: Duration,
     /// Subscriptions one session may hold; more get SUBACK 0x97 Quota exceeded.
     pub max_subscriptions: usize,
     /// Bytes written for the client and not yet taken by the host; a
@@ -121,6 +131,8 @@ impl Default for SessionConfig {
             outbound_topic_aliases: false,
             max_outbound_inflight: 64,
             max_outbound_queue: 1000,
+            backpressure: true,
+            congestion_timeout: Duration::from_secs(30),
             max_subscriptions: 100,
             max_unsent_bytes: 4 * 1024 * 1024,
             max_pending_authorizations: 64,
@@ -288,6 +300,11 @@ pub enum Delivery {
     /// Larger than the client's Maximum Packet Size: dropped for this client
     /// (MQTT 5.0 §3.1.2.11.4).
     TooLarge,
+    /// Queued beyond [`SessionConfig::max_outbound_queue`] (up to twice
+    /// it): the client is slow; the host should stop reading from the
+    /// message's publisher until it catches up
+    /// ([`super::Session::is_congested`]).
+    Congested,
     /// The outbound queue is full: dropped.
     QueueFull,
     /// The session is not connected.

@@ -40,6 +40,8 @@ pub struct Net {
     pub log: Vec<Action>,
     /// What a durable hub asked to keep, in order.
     pub persisted: Vec<testament::broker::Persist>,
+    /// The connections the hub asked not to read (backpressure).
+    pub paused: std::collections::BTreeSet<ConnId>,
 }
 
 /// An ACL that lets each principal publish, subscribe and leave a will under
@@ -95,6 +97,7 @@ impl Net {
             asked: Vec::new(),
             log: Vec::new(),
             persisted: Vec::new(),
+            paused: Default::default(),
         }
     }
 
@@ -311,6 +314,12 @@ impl Net {
                     } => self.asked.push((ticket, conn, query)),
                     Action::Audit(record) => self.audits.push(record),
                     Action::Persist(op) => self.persisted.push(op),
+                    Action::PauseReading(conn) => {
+                        self.paused.insert(conn);
+                    }
+                    Action::ResumeReading(conn) => {
+                        self.paused.remove(&conn);
+                    }
                 }
             }
         }
