@@ -536,9 +536,11 @@ pub fn serve(
                 }
             }
         }
+        runner.begin_reads();
         for token in readable {
             read_ready(token, now, &mut buf, &mut runner, &mut io);
         }
+        runner.end_reads(now, &mut io);
         while let Some(&(at, token)) = io.deadlines.first() {
             if at > Instant::now() {
                 break;

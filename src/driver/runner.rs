@@ -121,6 +121,10 @@ pub(crate) struct Runner {
     /// A commit failed: nothing more is carried out, and the driver stops
     /// with this.
     storage_failure: Option<super::storage::StorageError>,
+    /// Between [`Runner::begin_reads`] and [`Runner::end_reads`]: bytes go
+    /// to the hub, and what they cause is carried out at the end, after
+    /// one commit for all of them.
+    batching: bool,
 }
 
 fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
@@ -156,6 +160,7 @@ impl Runner {
             storage: limits.storage.clone(),
             turn: std::collections::VecDeque::new(),
             storage_failure: None,
+            batching: false,
         }
     }
 
@@ -289,6 +294,23 @@ impl Runner {
             data: encode_bytes(data),
         });
         self.hub.handle_bytes(now, conn, data);
+        if !self.batching {
+            self.pump(now, io);
+        }
+    }
+
+    /// The driver reads every ready socket of this turn of its loop; what
+    /// the bytes cause waits for [`Runner::end_reads`]: a durable hub's
+    /// changes are committed once for the whole turn (one fsync for the
+    /// publisher's messages and the subscriber's acknowledgements that came
+    /// together), not once per socket.
+    pub fn begin_reads(&mut self) {
+        self.batching = true;
+    }
+
+    /// Carries out what this turn's reads caused.
+    pub fn end_reads(&mut self, now: Now, io: &mut dyn Io) {
+        self.batching = false;
         self.pump(now, io);
     }
 

@@ -196,6 +196,10 @@ struct Tables<'t> {
     messages: redb::Table<'t, (&'static str, u64), &'static [u8]>,
     releases: redb::Table<'t, (&'static str, u16), ()>,
     wills: redb::Table<'t, (&'static str, u64, u64), &'static [u8]>,
+    /// Messages kept in this transaction, written at its end: one sent (or
+    /// even acknowledged) in the same turn is written once (or not at all)
+    /// instead of written, read back and rewritten.
+    fresh: BTreeMap<(Arc<str>, u64), Vec<u8>>,
 }
 
 #[cfg(feature = "redb")]
@@ -216,6 +220,7 @@ impl Tables<'_> {
             }
             Persist::EndSession(client_id) => {
                 let id = &**client_id;
+                self.fresh.retain(|(c, _), _| c != client_id);
                 self.sessions.remove(id)?;
                 self.messages
                     .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
@@ -225,14 +230,20 @@ impl Tables<'_> {
             Persist::Message(record) => {
                 let mut value = SentState::UNSENT.to_vec();
                 value.extend_from_slice(&record.encode_message());
-                self.messages
-                    .insert((&*record.client_id, record.seq.get()), value.as_slice())?;
+                self.fresh
+                    .insert((record.client_id.clone(), record.seq.get()), value);
             }
             Persist::MessageSent {
                 client_id,
                 seq,
                 state,
             } => {
+                if let Some(value) = self.fresh.get_mut(&(client_id.clone(), seq.get())) {
+                    if let Some(head) = value.first_chunk_mut::<3>() {
+                        *head = state.encode();
+                    }
+                    return Ok(());
+                }
                 let key = (&**client_id, seq.get());
                 // A message no longer kept stays gone.
                 let value = self.messages.get(key)?.map(|v| v.value().to_vec());
@@ -244,7 +255,9 @@ impl Tables<'_> {
                 }
             }
             Persist::MessageDone { client_id, seq } => {
-                self.messages.remove((&**client_id, seq.get()))?;
+                if self.fresh.remove(&(client_id.clone(), seq.get())).is_none() {
+                    self.messages.remove((&**client_id, seq.get()))?;
+                }
             }
             Persist::AwaitingRelease {
                 client_id,
@@ -265,6 +278,14 @@ impl Tables<'_> {
             Persist::WillDone { client_id, key } => {
                 self.wills.remove((&**client_id, key.epoch, key.conn))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the messages kept in this transaction.
+    fn finish(&mut self) -> Result<(), redb::Error> {
+        for ((client_id, seq), value) in std::mem::take(&mut self.fresh) {
+            self.messages.insert((&*client_id, seq), value.as_slice())?;
         }
         Ok(())
     }
@@ -495,8 +516,10 @@ impl RedbStorage {
                 messages: tx.open_table(MESSAGES)?,
                 releases: tx.open_table(RELEASES)?,
                 wills: tx.open_table(WILLS)?,
+                fresh: BTreeMap::new(),
             };
             write(&mut tables)?;
+            tables.finish()?;
         }
         // Durability::Immediate, redb's default: flushed before it returns.
         tx.commit()?;
@@ -638,6 +661,13 @@ mod tests {
                 // will outlives its session.
                 Persist::EndSession("b".into()),
                 kept("c", 6, QoS::AtLeastOnce),
+                // Kept and done with in one turn: never written.
+                kept("c", 7, QoS::AtLeastOnce),
+                sent("c", 7, 3, false),
+                Persist::MessageDone {
+                    client_id: "c".into(),
+                    seq: seq(7),
+                },
             ],
             vec![
                 Persist::Will(will_record(
