@@ -20,8 +20,8 @@ use common::raw::Raw;
 use rumqttc::{Packet, QoS};
 use testament::codec::{
     Bytes, Connect, ConnectReasonCode, Disconnect, DisconnectReasonCode, LastWill, MqttString,
-    Packet as MqttPacket, PacketId, ProtocolVersion, PubAck, Publish, QoS as MqttQoS, Subscribe,
-    Subscription, TopicFilter, TopicName,
+    Packet as MqttPacket, PacketId, ProtocolVersion, PubAck, PubAckReasonCode, Publish,
+    QoS as MqttQoS, Subscribe, Subscription, TopicFilter, TopicName,
 };
 
 const DURABLE: &str = "[storage]\nsync = \"always\"\n";
@@ -582,4 +582,148 @@ fn a_311_will_of_a_client_connected_at_a_kill_9_is_sent_at_the_restart() {
         "{}",
         s.log()
     );
+}
+
+/// A store that runs out of space while `full` is set (and commits
+/// nothing then), in memory otherwise.
+#[derive(Debug)]
+struct FullStore {
+    kept: testament::driver::storage::MemoryStorage,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl testament::driver::storage::Storage for FullStore {
+    fn commit(
+        &mut self,
+        ops: &[testament::broker::Persist],
+    ) -> Result<(), testament::driver::storage::StorageError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(testament::driver::storage::StorageError::Full {
+                path: "/full".into(),
+            });
+        }
+        self.kept.commit(ops)
+    }
+}
+
+fn publish_raw(c: &mut Raw, topic: &'static str, qos: MqttQoS, retain: bool, id: u16) {
+    let mut m = Publish::new(TopicName::from_static(topic), &b"x"[..]);
+    m.qos = qos;
+    m.retain = retain;
+    m.packet_id = (qos != MqttQoS::AtMostOnce).then(|| PacketId::new(id).unwrap());
+    assert!(c.send(MqttPacket::Publish(m)));
+}
+
+/// A full disk: what needed it is not acknowledged (nor lost), new QoS 1/2
+/// publishes are refused with 0x97, QoS 0 goes on; when space returns the
+/// held acknowledgement goes out and QoS 1 is taken again.
+fn a_full_disk_refuses_qos_1_serves_qos_0_and_recovers(kind: testament::config::DriverKind) {
+    use common::e2e::{Running, token};
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Arc::new(Mutex::new(FullStore {
+        kept: Default::default(),
+        full: full.clone(),
+    }));
+    let driver = testament::driver::DriverConfig {
+        storage: Some(store.clone()),
+        ..testament::driver::DriverConfig::default()
+    };
+    let config = testament::broker::BrokerConfig {
+        durable: true,
+        ..testament::broker::BrokerConfig::default()
+    };
+    let b = Running::start_full(
+        kind,
+        config,
+        testament::auth::JwtConfig::default(),
+        common::hub::default_acl(),
+        driver,
+        None,
+    );
+    let connect = |id: &str| {
+        let mut raw = Raw::open(b.addr, ProtocolVersion::V5, Duration::from_secs(1));
+        let mut c = Connect::new(ProtocolVersion::V5, MqttString::try_from(id).unwrap());
+        c.username = Some(MqttString::try_from(id).unwrap());
+        c.password = Some(Bytes::from(token(&common::jwt::rsa_a(), id, 3600)));
+        assert!(raw.send(MqttPacket::Connect(Box::new(c))));
+        assert!(matches!(raw.next(), Some(MqttPacket::ConnAck(_))));
+        raw
+    };
+    let mut s = connect("s");
+    let mut sub = Subscription {
+        filter: TopicFilter::from_static("open/q/#"),
+        options: Default::default(),
+    };
+    sub.options.qos = MqttQoS::AtMostOnce;
+    assert!(s.send(MqttPacket::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Default::default(),
+        subscriptions: vec![sub],
+    })));
+    assert!(matches!(s.next(), Some(MqttPacket::SubAck(_))));
+    let mut p = connect("p");
+    let mut p2 = connect("p2");
+
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A retained QoS 1 message: not on disk, so not acknowledged.
+    publish_raw(&mut p, "open/r/1", MqttQoS::AtLeastOnce, true, 1);
+    assert!(p.next().is_none(), "no PUBACK for what is not on disk");
+    // New QoS 1: refused, at once.
+    publish_raw(&mut p2, "open/q/one", MqttQoS::AtLeastOnce, false, 2);
+    match p2.next() {
+        Some(MqttPacket::PubAck(a)) => assert_eq!(a.reason_code, PubAckReasonCode::QuotaExceeded),
+        other => panic!("{other:?}"),
+    }
+    // QoS 0 goes on.
+    publish_raw(&mut p2, "open/q/zero", MqttQoS::AtMostOnce, false, 0);
+    assert!(
+        matches!(s.next(), Some(MqttPacket::Publish(m)) if m.topic.as_ref().unwrap().as_str() == "open/q/zero")
+    );
+
+    // Space returns; the next turn a second later commits what waited.
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1_100));
+    publish_raw(&mut p2, "open/q/zero", MqttQoS::AtMostOnce, false, 0);
+    match p.next() {
+        Some(MqttPacket::PubAck(a)) => {
+            assert_eq!(
+                (a.packet_id.get(), a.reason_code),
+                (1, PubAckReasonCode::Success)
+            );
+        }
+        other => panic!("the held PUBACK: {other:?}"),
+    }
+    publish_raw(&mut p2, "open/q/one", MqttQoS::AtLeastOnce, false, 3);
+    loop {
+        match p2.next() {
+            Some(MqttPacket::PubAck(a)) => {
+                assert_eq!(a.reason_code, PubAckReasonCode::Success);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("no PUBACK after the recovery"),
+        }
+    }
+    let kept = store.lock().unwrap().kept.load();
+    assert_eq!(
+        kept.retained.len(),
+        1,
+        "the acknowledged message is on disk"
+    );
+    b.stop();
+}
+
+#[test]
+fn mio_a_full_disk_refuses_qos_1_serves_qos_0_and_recovers() {
+    a_full_disk_refuses_qos_1_serves_qos_0_and_recovers(testament::config::DriverKind::Mio);
+}
+
+#[test]
+fn smol_a_full_disk_refuses_qos_1_serves_qos_0_and_recovers() {
+    a_full_disk_refuses_qos_1_serves_qos_0_and_recovers(testament::config::DriverKind::Smol);
+}
+
+#[test]
+fn blocking_a_full_disk_refuses_qos_1_serves_qos_0_and_recovers() {
+    a_full_disk_refuses_qos_1_serves_qos_0_and_recovers(testament::config::DriverKind::Blocking);
 }

@@ -1074,3 +1074,50 @@ mod wills {
         );
     }
 }
+
+mod full_disk {
+    //! While the host's store cannot commit, QoS 1/2 publishes are refused
+    //! — 5.0 with 0x97, 3.1.1 (no negative acknowledgement) by closing —
+    //! and QoS 0 goes on; once it can, they are taken again.
+
+    use super::*;
+
+    #[test]
+    fn qos_1_is_refused_while_the_store_is_full_and_taken_again_after() {
+        let mut net = durable();
+        let s = client(&mut net, "s");
+        net.subscribe(s, &[("open/#", QoS::AtLeastOnce)]);
+        let p = client(&mut net, "p");
+        let (p3, _) = net.connect(connect(ProtocolVersion::V311, "p3", "p3"));
+        net.hub.set_storage_available(false);
+        net.publish(p, "open/1", b"kept?", QoS::AtLeastOnce, false);
+        match &net.take(p)[..] {
+            [Packet::PubAck(a)] => assert_eq!(a.reason_code, PubAckReasonCode::QuotaExceeded),
+            other => panic!("{other:?}"),
+        }
+        net.publish(p, "open/2", b"zero", QoS::AtMostOnce, false);
+        net.publish(p3, "open/3", b"kept?", QoS::AtLeastOnce, false);
+        assert!(
+            net.closed(p3).is_some(),
+            "3.1.1: closed, it sends it again later"
+        );
+        assert_eq!(
+            common::hub::messages(&net.publishes(s)),
+            [("open/2".to_string(), "zero".to_string())],
+            "only QoS 0 was routed"
+        );
+        assert!(
+            net.audit_lines()
+                .iter()
+                .any(|l| l.contains("by=\"storage unavailable\"")),
+            "{:#?}",
+            net.audit_lines()
+        );
+        net.hub.set_storage_available(true);
+        net.publish(p, "open/4", b"kept", QoS::AtLeastOnce, false);
+        match &net.take(p)[..] {
+            [Packet::PubAck(a)] => assert_eq!(a.reason_code, PubAckReasonCode::Success),
+            other => panic!("{other:?}"),
+        }
+    }
+}

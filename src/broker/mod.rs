@@ -156,10 +156,28 @@ impl Broker {
     /// [`Action::Authorize`]. Replacing it (an ACL reload) takes effect for
     /// every decision from now on, wills still waiting included.
     pub fn set_authorizer(&mut self, authorizer: Option<Arc<dyn Authorizer>>) {
-        self.shared = Arc::new(crate::session::Shared::new(
-            self.config.session.clone(),
-            authorizer,
-        ));
+        let mut shared = crate::session::Shared::new(self.config.session.clone(), authorizer);
+        shared.storage_unavailable = self.shared.storage_unavailable;
+        self.share(shared);
+    }
+
+    /// The host's store could not commit (a full or failing disk:
+    /// `available` false), or can again. Meanwhile QoS 1/2 publishes are
+    /// refused — 5.0: PUBACK/PUBREC 0x97 Quota exceeded; 3.1.1, which has
+    /// no negative acknowledgement: the connection is closed and the client
+    /// sends it again later — and QoS 0 goes on.
+    pub fn set_storage_available(&mut self, available: bool) {
+        if self.shared.storage_unavailable != available {
+            return;
+        }
+        let mut shared = (*self.shared).clone();
+        shared.storage_unavailable = !available;
+        self.share(shared);
+    }
+
+    /// What every session reads from now on.
+    fn share(&mut self, shared: crate::session::Shared) {
+        self.shared = Arc::new(shared);
         for session in self.store.conn_sessions_mut() {
             session.set_shared(self.shared.clone());
         }

@@ -11,7 +11,7 @@ use super::DriverConfig;
 use super::policy::{Answer, Policy};
 use super::record::{Entry, Recorder, encode_bytes};
 use crate::auth::Decision;
-use crate::broker::{Action, Broker, ConnId, Ticket};
+use crate::broker::{Action, Broker, ConnId, Persist, Ticket};
 use crate::codec::Bytes;
 use crate::codec::ConnectReasonCode;
 use crate::session::{AuthnOutcome, TransportClosed};
@@ -121,10 +121,41 @@ pub(crate) struct Runner {
     /// A commit failed: nothing more is carried out, and the driver stops
     /// with this.
     storage_failure: Option<super::storage::StorageError>,
+    /// The store is full: what waits for a commit that can succeed again.
+    outage: Option<Outage>,
     /// Between [`Runner::begin_reads`] and [`Runner::end_reads`]: bytes go
     /// to the hub, and what they cause is carried out at the end, after
     /// one commit for all of them.
     batching: bool,
+}
+
+/// A store that ran out of space: the Persists not committed yet, and the
+/// actions that must not be carried out before them — those of the turns
+/// that had Persists, and any later one for the same connections (their
+/// order on a connection is kept). Everything else is carried out (QoS 0
+/// goes on); the hub refuses QoS 1/2 publishes meanwhile.
+struct Outage {
+    ops: Vec<Persist>,
+    held: std::collections::VecDeque<Action>,
+    conns: std::collections::BTreeSet<ConnId>,
+    /// When the commit was last tried, on the monotonic clock.
+    tried: crate::time::Instant,
+}
+
+/// Actions an outage may hold before the broker stops after all.
+const MAX_HELD: usize = 100_000;
+
+/// The connection an action is for.
+fn conn_of(action: &Action) -> Option<ConnId> {
+    match action {
+        Action::Send { conn, .. }
+        | Action::Close { conn, .. }
+        | Action::Authenticate { conn, .. }
+        | Action::PauseReading(conn)
+        | Action::ResumeReading(conn) => Some(*conn),
+        Action::Authorize { conn, .. } => *conn,
+        Action::Audit(_) | Action::Persist(_) => None,
+    }
 }
 
 fn ready<T>(mut answer: Answer<T>) -> Result<T, Answer<T>> {
@@ -160,6 +191,7 @@ impl Runner {
             storage: limits.storage.clone(),
             turn: std::collections::VecDeque::new(),
             storage_failure: None,
+            outage: None,
             batching: false,
         }
     }
@@ -304,11 +336,13 @@ impl Runner {
     /// changes are committed once for the whole turn (one fsync for the
     /// publisher's messages and the subscriber's acknowledgements that came
     /// together), not once per socket.
+    #[cfg_attr(not(feature = "mio"), allow(dead_code))]
     pub fn begin_reads(&mut self) {
         self.batching = true;
     }
 
     /// Carries out what this turn's reads caused.
+    #[cfg_attr(not(feature = "mio"), allow(dead_code))]
     pub fn end_reads(&mut self, now: Now, io: &mut dyn Io) {
         self.batching = false;
         self.pump(now, io);
@@ -359,37 +393,111 @@ impl Runner {
     /// one transaction (group commit): nothing that follows a Persist is
     /// carried out before it is durable.
     fn next_action(&mut self) -> Option<Action> {
-        let Some(storage) = &self.storage else {
+        if self.storage.is_none() {
             return self.hub.poll_action();
-        };
+        }
         if self.storage_failure.is_some() {
             return None;
         }
         if self.turn.is_empty() {
             let mut ops = Vec::new();
+            let mut actions = Vec::new();
             while let Some(action) = self.hub.poll_action() {
                 match action {
                     Action::Persist(op) => ops.push(op),
-                    other => self.turn.push_back(other),
+                    other => actions.push(other),
                 }
             }
-            if !ops.is_empty() {
-                let mut storage = storage
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Err(e) = storage.commit(&ops) {
-                    // Fail-stop: what follows an uncommitted Persist (the
-                    // PUBACK of a retained publish…) is never carried out.
-                    // Clients resend what was not acknowledged, and a
-                    // restart restores the last committed state.
-                    log::error!("{e}: stopping, nothing of this turn is sent");
-                    self.turn.clear();
-                    self.storage_failure = Some(e);
-                    return None;
-                }
-            }
+            self.commit_turn(ops, actions);
         }
         self.turn.pop_front()
+    }
+
+    /// Commits a turn's Persists and queues what may be carried out.
+    fn commit_turn(&mut self, ops: Vec<Persist>, actions: Vec<Action>) {
+        use super::storage::StorageError;
+        let now = self.clock.now().mono;
+        if let Some(mut outage) = self.outage.take() {
+            // Tried again with anything new to keep, or every second.
+            let retry = !ops.is_empty() || now >= outage.tried + std::time::Duration::from_secs(1);
+            let had_ops = !ops.is_empty();
+            outage.ops.extend(ops);
+            for action in actions {
+                match conn_of(&action) {
+                    Some(c) if had_ops || outage.conns.contains(&c) => {
+                        outage.conns.insert(c);
+                        outage.held.push_back(action);
+                    }
+                    None if had_ops => outage.held.push_back(action),
+                    _ => self.turn.push_back(action),
+                }
+            }
+            if !retry {
+                self.outage = Some(outage);
+                return;
+            }
+            outage.tried = now;
+            match self.commit(&outage.ops) {
+                Ok(()) => {
+                    log::info!(
+                        "storage: space is back; {} held actions go out",
+                        outage.held.len()
+                    );
+                    // Held actions first: they came before.
+                    let later = std::mem::replace(&mut self.turn, outage.held);
+                    self.turn.extend(later);
+                    self.hub.set_storage_available(true);
+                }
+                Err(StorageError::Full { .. })
+                    if outage.held.len() + outage.ops.len() < MAX_HELD =>
+                {
+                    self.outage = Some(outage);
+                }
+                Err(e) => self.fail_stop(e),
+            }
+            return;
+        }
+        if ops.is_empty() {
+            self.turn.extend(actions);
+            return;
+        }
+        match self.commit(&ops) {
+            Ok(()) => self.turn.extend(actions),
+            Err(e @ StorageError::Full { .. }) => {
+                // Nothing of this turn goes out; QoS 0 goes on, QoS 1/2 is
+                // refused until a commit succeeds again.
+                log::error!("{e}: refusing QoS 1/2 publishes until space returns");
+                let conns = actions.iter().filter_map(conn_of).collect();
+                self.outage = Some(Outage {
+                    ops,
+                    held: actions.into(),
+                    conns,
+                    tried: now,
+                });
+                self.hub.set_storage_available(false);
+            }
+            Err(e) => self.fail_stop(e),
+        }
+    }
+
+    fn commit(&mut self, ops: &[Persist]) -> Result<(), super::storage::StorageError> {
+        let Some(storage) = &self.storage else {
+            return Ok(());
+        };
+        storage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .commit(ops)
+    }
+
+    /// Fail-stop: what follows an uncommitted Persist (the PUBACK of a
+    /// retained publish…) is never carried out. Clients resend what was not
+    /// acknowledged, and a restart restores the last committed state.
+    fn fail_stop(&mut self, e: super::storage::StorageError) {
+        log::error!("{e}: stopping, nothing of this turn is sent");
+        self.turn.clear();
+        self.outage = None;
+        self.storage_failure = Some(e);
     }
 
     /// Runs the hub's actions until there are none; answers that are ready

@@ -53,14 +53,20 @@ pub enum StorageError {
         /// Why.
         reason: String,
     },
-    /// A commit failed (the disk is full, or failing): nothing of it is
-    /// durable.
+    /// A commit failed (a failing disk): nothing of it is durable.
     #[error("store {path}: commit failed: {reason}")]
     Commit {
         /// The file.
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// A commit failed for want of space: nothing of it is durable; the
+    /// same commit may succeed once space returns.
+    #[error("store {path}: no space left for a commit")]
+    Full {
+        /// The file.
+        path: PathBuf,
     },
 }
 
@@ -531,9 +537,16 @@ impl RedbStorage {
 impl Storage for RedbStorage {
     fn commit(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
         self.commit_with(|tables| ops.iter().try_for_each(|op| tables.apply(op)))
-            .map_err(|e| StorageError::Commit {
-                path: self.path.clone(),
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    StorageError::Full {
+                        path: self.path.clone(),
+                    }
+                }
+                e => StorageError::Commit {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                },
             })
     }
 }

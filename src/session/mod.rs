@@ -354,11 +354,17 @@ pub(crate) struct Shared {
     config: SessionConfig,
     /// Answers authorization requests on the spot instead of emitting them.
     authorizer: Option<Arc<dyn Authorizer>>,
+    /// The hub's store cannot commit: QoS 1/2 publishes are refused.
+    pub(crate) storage_unavailable: bool,
 }
 
 impl Shared {
     pub(crate) fn new(config: SessionConfig, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
-        Self { config, authorizer }
+        Self {
+            config,
+            authorizer,
+            storage_unavailable: false,
+        }
     }
 
     pub(crate) fn authorizer(&self) -> Option<&Arc<dyn Authorizer>> {

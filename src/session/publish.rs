@@ -1,6 +1,7 @@
 //! Publishes in both directions and the authorization queue they wait in.
 
 use super::*;
+use crate::auth::DecidedBy;
 use crate::codec::PublishView;
 
 impl Session {
@@ -245,6 +246,19 @@ impl Session {
         // answer just written by the authorizer is not copied.
         decision: &Decision,
     ) {
+        // What the broker could not keep, it does not acknowledge.
+        let refused = Decision {
+            effect: crate::auth::Effect::Deny,
+            decided_by: DecidedBy::StorageUnavailable,
+        };
+        let decision =
+            if self.config.storage_unavailable && p.qos != QoS::AtMostOnce && decision.is_allowed()
+            {
+                &refused
+            } else {
+                decision
+            };
+        let no_storage = decision.decided_by == DecidedBy::StorageUnavailable;
         let allowed = decision.is_allowed();
         if !allowed || self.config.audit_allowed_publishes {
             let identity = identity.or_else(|| self.stage.conn()?.identity.clone());
@@ -281,6 +295,17 @@ impl Session {
             return;
         };
         let v5 = self.version == ProtocolVersion::V5;
+        if no_storage && !v5 {
+            // 3.1.1 has no negative acknowledgement: closed, the client
+            // sends it again later.
+            self.fail(
+                now,
+                DisconnectReasonCode::QuotaExceeded,
+                "storage unavailable",
+                WillTrigger::ServerClosed,
+            );
+            return;
+        }
         if !allowed && !v5 && self.config.denied_publish_v311 == DeniedPublishV311::Close {
             self.fail(
                 now,
@@ -290,9 +315,12 @@ impl Session {
             );
             return;
         }
-        // 5.0: 0x87 Not authorized; 3.1.1: a positive acknowledgement.
+        // 5.0: 0x87 Not authorized (0x97 Quota exceeded when nothing can be
+        // kept); 3.1.1: a positive acknowledgement.
         let code = if allowed || !v5 {
             PubAckReasonCode::Success
+        } else if no_storage {
+            PubAckReasonCode::QuotaExceeded
         } else {
             PubAckReasonCode::NotAuthorized
         };

@@ -76,6 +76,10 @@ pub enum DecidedBy {
     /// The will policy after credential expiry (`strict` or `grace`): the
     /// will was triggered after its identity's credential had expired.
     WillAfterExpiry,
+    /// A durable broker whose store cannot commit (a full or failing disk)
+    /// refuses what it could not keep: QoS 1/2 publishes (5.0: 0x97 Quota
+    /// exceeded).
+    StorageUnavailable,
 }
 
 impl fmt::Display for DecidedBy {
@@ -90,6 +94,7 @@ impl fmt::Display for DecidedBy {
             Self::NoMatch => f.write_str("no rule"),
             Self::Policy { name } => write!(f, "policy {name}"),
             Self::WillAfterExpiry => f.write_str("will policy: credential expired"),
+            Self::StorageUnavailable => f.write_str("storage unavailable"),
         }
     }
 }
