@@ -46,6 +46,23 @@ fn publish_with_expiry(net: &mut Net, conn: ConnId, topic: &str, payload: &[u8],
     net.send(conn, Packet::Publish(p));
 }
 
+/// Commits into `store` what `net`'s hub persisted since the last call.
+fn commit(net: &mut Net, store: &mut MemoryStorage) {
+    std::mem::take(&mut net.persisted)
+        .iter()
+        .for_each(|op| store.apply(op));
+}
+
+/// The broker dies (or stopped); a new process `down` seconds later
+/// restores what was committed.
+fn crash_and_restart(before: &mut Net, store: &mut MemoryStorage, down: u64) -> Net {
+    commit(before, store);
+    let mut after = restarted(before, Duration::from_secs(down));
+    after.hub.restore_all(after.now, store.load());
+    after.pump();
+    after
+}
+
 /// The store as a host keeps it: what `net`'s hub persisted, committed.
 fn committed(net: &Net) -> MemoryStorage {
     let mut store = MemoryStorage::default();
@@ -274,7 +291,7 @@ mod restarts {
                     }
                     Step::Wait(secs) => net.advance(secs.into()),
                     Step::Restart(down) => {
-                        std::mem::take(&mut net.persisted).iter().for_each(|op| store.apply(op));
+                        commit(&mut net, &mut store);
                         let mut next = restarted(&net, Duration::from_secs(down.into()));
                         next.hub.restore(next.now, store.load().retained);
                         next.pump();
@@ -446,18 +463,6 @@ mod messages {
         c
     }
 
-    /// A new process `down` after `before`'s, restored from what its hub
-    /// persisted.
-    fn restart(before: &mut Net, store: &mut MemoryStorage, down: u64) -> Net {
-        std::mem::take(&mut before.persisted)
-            .iter()
-            .for_each(|op| store.apply(op));
-        let mut after = restarted(before, Duration::from_secs(down));
-        after.hub.restore_all(after.now, store.load());
-        after.pump();
-        after
-    }
-
     fn ack(net: &mut Net, conn: ConnId, packet_id: PacketId) {
         net.send(conn, Packet::PubAck(PubAck::new(packet_id)));
     }
@@ -506,7 +511,7 @@ mod messages {
         net.publish(p, "open/1/b", b"m2", QoS::AtLeastOnce, false);
         net.publish(p, "open/1/c", b"m3", QoS::AtMostOnce, false);
 
-        let mut after = restart(&mut net, &mut store, 10);
+        let mut after = crash_and_restart(&mut net, &mut store, 10);
         assert_eq!(
             kept(&store).len(),
             2,
@@ -520,7 +525,7 @@ mod messages {
         for p in &got {
             ack(&mut after, s, p.packet_id.unwrap());
         }
-        restart(&mut after, &mut store, 1);
+        crash_and_restart(&mut after, &mut store, 1);
         assert!(kept(&store).is_empty(), "acknowledged: let go");
     }
 
@@ -547,7 +552,7 @@ mod messages {
         assert_eq!(net.take(s), [Packet::PubRel(PubRel::new(two))]);
 
         // The broker dies (no word to anyone) and comes back.
-        let mut after = restart(&mut net, &mut store, 5);
+        let mut after = crash_and_restart(&mut net, &mut store, 5);
         let sent: Vec<_> = kept(&store).iter().map(|m| m.sent).collect();
         assert_eq!(
             sent,
@@ -579,7 +584,7 @@ mod messages {
         }
         ack(&mut after, s, one);
         after.send(s, Packet::PubComp(PubComp::new(two)));
-        restart(&mut after, &mut store, 1);
+        crash_and_restart(&mut after, &mut store, 1);
         assert!(kept(&store).is_empty());
     }
 
@@ -597,7 +602,7 @@ mod messages {
             matches!(&net.take(p)[..], [Packet::PubRec(r)] if r.packet_id == PacketId::new(7).unwrap())
         );
 
-        let mut after = restart(&mut net, &mut store, 5);
+        let mut after = crash_and_restart(&mut net, &mut store, 5);
         assert_eq!(store.load().awaiting_release.len(), 1);
         let (p, present) = after.connect(persistent("p", false));
         assert!(present);
@@ -612,7 +617,7 @@ mod messages {
         }
         let (s, _) = after.connect(persistent("sub", false));
         assert_eq!(payloads(&after.publishes(s)), [&b"once"[..]], "routed once");
-        restart(&mut after, &mut store, 1);
+        crash_and_restart(&mut after, &mut store, 1);
         assert!(store.load().awaiting_release.is_empty());
     }
 
@@ -627,17 +632,15 @@ mod messages {
         publish.packet_id = PacketId::new(3);
         publish.properties.message_expiry_interval = Some(60);
         net.send(p, Packet::Publish(publish));
-        std::mem::take(&mut net.persisted)
-            .iter()
-            .for_each(|op| store.apply(op));
+        commit(&mut net, &mut store);
 
-        let mut soon = restart(&mut net, &mut store.clone(), 30);
+        let mut soon = crash_and_restart(&mut net, &mut store.clone(), 30);
         let (s, _) = soon.connect(persistent("sub", false));
         let got = soon.publishes(s);
         assert_eq!(payloads(&got), [&b"for a minute"[..]]);
         assert_eq!(got[0].properties.message_expiry_interval, Some(30));
 
-        let mut late = restart(&mut net, &mut store, 61);
+        let mut late = crash_and_restart(&mut net, &mut store, 61);
         assert!(
             kept(&store).len() == 1 && matches!(&late.persisted[..], [Persist::MessageDone { .. }]),
             "{:?}",
@@ -786,7 +789,7 @@ mod acknowledged {
                                 }
                             }
                         }
-                        std::mem::take(&mut net.persisted).iter().for_each(|op| store.apply(op));
+                        commit(&mut net, &mut store);
                         let mut next = restarted(&net, Duration::from_secs(down.into()));
                         next.hub.restore_all(next.now, store.load());
                         next.pump();
@@ -862,18 +865,6 @@ mod wills {
         }
         net.crash(m);
         common::hub::messages(&publishes)
-    }
-
-    /// The broker dies; a new process `down` seconds later restores what
-    /// was committed.
-    fn crash_and_restart(before: &mut Net, store: &mut MemoryStorage, down: u64) -> Net {
-        std::mem::take(&mut before.persisted)
-            .iter()
-            .for_each(|op| store.apply(op));
-        let mut after = restarted(before, Duration::from_secs(down));
-        after.hub.restore_all(after.now, store.load());
-        after.pump();
-        after
     }
 
     /// A planned shutdown, then a restart `down` seconds later.
@@ -1022,9 +1013,7 @@ mod wills {
         net.crash(conn);
         assert_eq!(net.asked.len(), 1, "the will waits for its decision");
         // The broker dies before the answer.
-        std::mem::take(&mut net.persisted)
-            .iter()
-            .for_each(|op| store.apply(op));
+        commit(&mut net, &mut store);
         let mut after = Net::new(config, None);
         after.now = Now::new(Instant::from_secs(1), net.now.wall + Duration::from_secs(5));
         after.hub.restore_all(after.now, store.load());
@@ -1049,9 +1038,7 @@ mod wills {
         let mut store = MemoryStorage::default();
         monitor(&mut net);
         net.connect(server("srv", 0, 300));
-        std::mem::take(&mut net.persisted)
-            .iter()
-            .for_each(|op| store.apply(op));
+        commit(&mut net, &mut store);
         // Restarted with an ACL that no longer lets srv publish its state.
         let config = BrokerConfig {
             durable: true,
