@@ -135,28 +135,36 @@ impl testament::driver::storage::Storage for FailingStore {
     }
 }
 
-/// A commit that fails stops the driver: the PUBACK of what it did not
-/// make durable is never sent, the connections are dropped, and `serve`
-/// returns the error. (The real disk and a restart are the tests above.)
-fn a_failed_commit_stops_the_driver_without_acknowledging(kind: testament::config::DriverKind) {
-    use common::e2e::{Running, token};
-    use std::sync::{Arc, Mutex};
+/// A durable broker in this process, on the `kind` driver, committing to
+/// `store`.
+fn durable_in_process(
+    kind: testament::config::DriverKind,
+    store: Arc<Mutex<dyn testament::driver::storage::Storage>>,
+) -> common::e2e::Running {
     let driver = testament::driver::DriverConfig {
-        storage: Some(Arc::new(Mutex::new(FailingStore))),
+        storage: Some(store),
         ..testament::driver::DriverConfig::default()
     };
     let config = testament::broker::BrokerConfig {
         durable: true,
         ..testament::broker::BrokerConfig::default()
     };
-    let b = Running::start_full(
+    common::e2e::Running::start_full(
         kind,
         config,
         testament::auth::JwtConfig::default(),
         common::hub::default_acl(),
         driver,
         None,
-    );
+    )
+}
+
+/// A commit that fails stops the driver: the PUBACK of what it did not
+/// make durable is never sent, the connections are dropped, and `serve`
+/// returns the error. (The real disk and a restart are the tests above.)
+fn a_failed_commit_stops_the_driver_without_acknowledging(kind: testament::config::DriverKind) {
+    use common::e2e::token;
+    let b = durable_in_process(kind, Arc::new(Mutex::new(FailingStore)));
     let p = V3::connect(V3::options(
         b.addr,
         "p",
@@ -618,28 +626,13 @@ fn publish_raw(c: &mut Raw, topic: &'static str, qos: MqttQoS, retain: bool, id:
 /// publishes are refused with 0x97, QoS 0 goes on; when space returns the
 /// held acknowledgement goes out and QoS 1 is taken again.
 fn a_full_disk_refuses_qos_1_serves_qos_0_and_recovers(kind: testament::config::DriverKind) {
-    use common::e2e::{Running, token};
+    use common::e2e::token;
     let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store = Arc::new(Mutex::new(FullStore {
         kept: Default::default(),
         full: full.clone(),
     }));
-    let driver = testament::driver::DriverConfig {
-        storage: Some(store.clone()),
-        ..testament::driver::DriverConfig::default()
-    };
-    let config = testament::broker::BrokerConfig {
-        durable: true,
-        ..testament::broker::BrokerConfig::default()
-    };
-    let b = Running::start_full(
-        kind,
-        config,
-        testament::auth::JwtConfig::default(),
-        common::hub::default_acl(),
-        driver,
-        None,
-    );
+    let b = durable_in_process(kind, store.clone());
     let connect = |id: &str| {
         let mut raw = Raw::open(b.addr, ProtocolVersion::V5, Duration::from_secs(1));
         let mut c = Connect::new(ProtocolVersion::V5, MqttString::try_from(id).unwrap());

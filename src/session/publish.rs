@@ -247,13 +247,14 @@ impl Session {
         decision: &Decision,
     ) {
         // What the broker could not keep, it does not acknowledge.
-        let refused = Decision {
-            effect: crate::auth::Effect::Deny,
-            decided_by: DecidedBy::StorageUnavailable,
-        };
+        let refused;
         let decision =
             if self.config.storage_unavailable && p.qos != QoS::AtMostOnce && decision.is_allowed()
             {
+                refused = Decision {
+                    effect: crate::auth::Effect::Deny,
+                    decided_by: DecidedBy::StorageUnavailable,
+                };
                 &refused
             } else {
                 decision
