@@ -256,6 +256,10 @@ fn write_loop(mut stream: Box<dyn Sink>, output: Receiver<Bytes>, queued: Arc<At
     stream.finish();
 }
 
+/// Events taken in one turn of the loop at most, after the one that woke
+/// it: their changes share one commit.
+const TURN_EVENTS: usize = 64;
+
 /// Serves MQTT on `listeners` until [`Control::Shutdown`] arrives on
 /// `control` (or every sender of it is dropped). Blocks the calling thread.
 ///
@@ -294,6 +298,8 @@ pub fn serve(
         max_output: config.max_output_bytes,
     };
     let mut runner = Runner::new(hub, policy, recorder, &config, tls_configs);
+    // A message taken while batching a turn that is not an event: next.
+    let mut stashed: Option<Msg> = None;
     loop {
         if let Some(e) = runner.storage_failure() {
             let conns: Vec<ConnId> = io.conns.keys().copied().collect();
@@ -306,18 +312,24 @@ pub fn serve(
             }
             return Err(e);
         }
-        let msg = match runner.hub.poll_timeout() {
-            Some(at) => {
-                let wait = runner
-                    .instant_of(at)
-                    .saturating_duration_since(Instant::now());
-                match messages.recv_timeout(wait) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => Some(Msg::Control(Control::Shutdown)),
+        let msg = if let Some(m) = stashed.take() {
+            Some(m)
+        } else {
+            match runner.hub.poll_timeout() {
+                Some(at) => {
+                    let wait = runner
+                        .instant_of(at)
+                        .saturating_duration_since(Instant::now());
+                    match messages.recv_timeout(wait) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            Some(Msg::Control(Control::Shutdown))
+                        }
+                    }
                 }
+                None => Some(messages.recv().unwrap_or(Msg::Control(Control::Shutdown))),
             }
-            None => Some(messages.recv().unwrap_or(Msg::Control(Control::Shutdown))),
         };
         let now = runner.now();
         match msg {
@@ -347,7 +359,23 @@ pub fn serve(
                     io.close(conn);
                 }
             }
-            Some(Msg::Event(e)) => runner.handle(now, e, &mut io),
+            Some(Msg::Event(e)) => {
+                // What else the readers brought meanwhile goes with it: one
+                // commit for the turn (see `Runner::begin_reads`).
+                runner.begin_reads();
+                runner.handle(now, e, &mut io);
+                for _ in 0..TURN_EVENTS {
+                    match messages.try_recv() {
+                        Ok(Msg::Event(e)) => runner.handle(now, e, &mut io),
+                        Ok(other) => {
+                            stashed = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                runner.end_reads(now, &mut io);
+            }
             Some(Msg::Control(Control::Reload)) => runner.reload(now),
             Some(Msg::Control(Control::Shutdown)) => {
                 runner.shutdown(now, &mut io);

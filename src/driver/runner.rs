@@ -336,13 +336,11 @@ impl Runner {
     /// changes are committed once for the whole turn (one fsync for the
     /// publisher's messages and the subscriber's acknowledgements that came
     /// together), not once per socket.
-    #[cfg_attr(not(feature = "mio"), allow(dead_code))]
     pub fn begin_reads(&mut self) {
         self.batching = true;
     }
 
     /// Carries out what this turn's reads caused.
-    #[cfg_attr(not(feature = "mio"), allow(dead_code))]
     pub fn end_reads(&mut self, now: Now, io: &mut dyn Io) {
         self.batching = false;
         self.pump(now, io);

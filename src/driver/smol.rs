@@ -359,6 +359,10 @@ enum Wake {
     Tick,
 }
 
+/// Events taken in one turn of the loop at most, after the one that woke
+/// it: their changes share one commit.
+const TURN_EVENTS: usize = 64;
+
 /// Serves MQTT on `listeners` until [`Control::Shutdown`] arrives on
 /// `control` (or every sender of it is dropped). Everything runs on the
 /// thread that polls this future.
@@ -482,7 +486,19 @@ pub async fn serve(
                         io.close(conn);
                     }
                 }
-                Wake::Event(e) => runner.handle(now, e, &mut io),
+                Wake::Event(e) => {
+                    // What else the readers brought meanwhile goes with it:
+                    // one commit for the turn (see `Runner::begin_reads`).
+                    runner.begin_reads();
+                    runner.handle(now, e, &mut io);
+                    for _ in 0..TURN_EVENTS {
+                        match incoming.try_recv() {
+                            Ok(e) => runner.handle(now, e, &mut io),
+                            Err(_) => break,
+                        }
+                    }
+                    runner.end_reads(now, &mut io);
+                }
                 Wake::Tick => {
                     // A one-shot timer that fired stays silent: arm it again
                     // even for the same deadline (it may have fired early).
