@@ -345,7 +345,7 @@ impl RedbStorage {
     /// [`StorageError::Open`] when the store cannot be read,
     /// [`StorageError::Corrupt`] for a record that does not read back.
     pub fn retained(&self) -> Result<Vec<RetainedMessage>, StorageError> {
-        self.read(RETAINED, |key, value| {
+        self.read(RETAINED, str::to_owned, |key, value| {
             let msg = RetainedMessage::decode(value).map_err(|e| e.to_string())?;
             if msg.topic.as_str() != key {
                 return Err(format!("it names {:?}", msg.topic.as_str()));
@@ -359,7 +359,7 @@ impl RedbStorage {
     /// # Errors
     /// As [`RedbStorage::retained`].
     pub fn sessions(&self) -> Result<Vec<SessionRecord>, StorageError> {
-        self.read(SESSIONS, |key, value| {
+        self.read(SESSIONS, str::to_owned, |key, value| {
             let record = SessionRecord::decode(value).map_err(|e| e.to_string())?;
             if &*record.client_id != key {
                 return Err(format!("it names {:?}", record.client_id));
@@ -389,34 +389,20 @@ impl RedbStorage {
     /// # Errors
     /// As [`RedbStorage::retained`].
     pub fn messages(&self) -> Result<Vec<StoredMessage>, StorageError> {
-        use redb::{ReadableDatabase, ReadableTable};
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| self.open_error(e.into()))?;
-        let table = tx
-            .open_table(MESSAGES)
-            .map_err(|e| self.open_error(e.into()))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.open_error(e.into()))? {
-            let (key, value) = entry.map_err(|e| self.open_error(e.into()))?;
-            let (client_id, seq) = key.value();
-            let corrupt = |reason: String| StorageError::Corrupt {
-                path: self.path.clone(),
-                key: format!("{client_id}/{seq}"),
-                reason,
-            };
-            let value = value.value();
-            let seq = std::num::NonZeroU64::new(seq).ok_or_else(|| corrupt("seq 0".into()))?;
-            let (head, message) = value
-                .split_first_chunk::<3>()
-                .ok_or_else(|| corrupt("shorter than its header".into()))?;
-            let sent = SentState::decode(*head).map_err(|e| corrupt(e.to_string()))?;
-            let record = MessageRecord::decode_message(client_id.into(), seq, message)
-                .map_err(|e| corrupt(e.to_string()))?;
-            out.push(StoredMessage { record, sent });
-        }
-        Ok(out)
+        self.read(
+            MESSAGES,
+            |(client_id, seq)| format!("{client_id}/{seq}"),
+            |(client_id, seq), value| {
+                let seq = std::num::NonZeroU64::new(seq).ok_or("seq 0")?;
+                let (head, message) = value
+                    .split_first_chunk::<3>()
+                    .ok_or("shorter than its header")?;
+                let sent = SentState::decode(*head).map_err(|e| e.to_string())?;
+                let record = MessageRecord::decode_message(client_id.into(), seq, message)
+                    .map_err(|e| e.to_string())?;
+                Ok(StoredMessage { record, sent })
+            },
+        )
     }
 
     /// Every inbound QoS 2 packet id of a persistent session waiting for
@@ -425,26 +411,14 @@ impl RedbStorage {
     /// # Errors
     /// As [`RedbStorage::retained`].
     pub fn awaiting_release(&self) -> Result<Vec<(Arc<str>, PacketId)>, StorageError> {
-        use redb::{ReadableDatabase, ReadableTable};
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| self.open_error(e.into()))?;
-        let table = tx
-            .open_table(RELEASES)
-            .map_err(|e| self.open_error(e.into()))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.open_error(e.into()))? {
-            let (key, _) = entry.map_err(|e| self.open_error(e.into()))?;
-            let (client_id, id) = key.value();
-            let packet_id = PacketId::new(id).ok_or_else(|| StorageError::Corrupt {
-                path: self.path.clone(),
-                key: format!("{client_id}/{id}"),
-                reason: "packet id 0".into(),
-            })?;
-            out.push((client_id.into(), packet_id));
-        }
-        Ok(out)
+        self.read(
+            RELEASES,
+            |(client_id, id)| format!("{client_id}/{id}"),
+            |(client_id, id), ()| {
+                let packet_id = PacketId::new(id).ok_or("packet id 0")?;
+                Ok((client_id.into(), packet_id))
+            },
+        )
     }
 
     /// Every will kept, by client id and key.
@@ -452,31 +426,18 @@ impl RedbStorage {
     /// # Errors
     /// As [`RedbStorage::retained`].
     pub fn wills(&self) -> Result<Vec<WillRecord>, StorageError> {
-        use redb::{ReadableDatabase, ReadableTable};
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| self.open_error(e.into()))?;
-        let table = tx
-            .open_table(WILLS)
-            .map_err(|e| self.open_error(e.into()))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.open_error(e.into()))? {
-            let (key, value) = entry.map_err(|e| self.open_error(e.into()))?;
-            let (client_id, epoch, conn) = key.value();
-            let corrupt = |reason: String| StorageError::Corrupt {
-                path: self.path.clone(),
-                key: format!("{client_id}/{epoch}/{conn}"),
-                reason,
-            };
-            let record = WillRecord::decode(WillKey { epoch, conn }, value.value())
-                .map_err(|e| corrupt(e.to_string()))?;
-            if &*record.client_id != client_id {
-                return Err(corrupt(format!("it names {:?}", record.client_id)));
-            }
-            out.push(record);
-        }
-        Ok(out)
+        self.read(
+            WILLS,
+            |(client_id, epoch, conn)| format!("{client_id}/{epoch}/{conn}"),
+            |(client_id, epoch, conn), value| {
+                let record = WillRecord::decode(WillKey { epoch, conn }, value)
+                    .map_err(|e| e.to_string())?;
+                if &*record.client_id != client_id {
+                    return Err(format!("it names {:?}", record.client_id));
+                }
+                Ok(record)
+            },
+        )
     }
 
     fn open_error(&self, e: redb::Error) -> StorageError {
@@ -486,11 +447,13 @@ impl RedbStorage {
         }
     }
 
-    /// Every record of `table`, read back by `decode`.
-    fn read<T>(
+    /// Every record of `table`, read back by `decode`; a record that does
+    /// not read back is reported under the key `name` gives it.
+    fn read<K: redb::Key + 'static, V: redb::Value + 'static, T>(
         &self,
-        table: redb::TableDefinition<&str, &[u8]>,
-        decode: impl Fn(&str, &[u8]) -> Result<T, String>,
+        table: redb::TableDefinition<K, V>,
+        name: impl Fn(K::SelfType<'_>) -> String,
+        decode: impl Fn(K::SelfType<'_>, V::SelfType<'_>) -> Result<T, String>,
     ) -> Result<Vec<T>, StorageError> {
         use redb::{ReadableDatabase, ReadableTable};
         let open = |e: redb::Error| self.open_error(e);
@@ -502,7 +465,7 @@ impl RedbStorage {
             let record =
                 decode(key.value(), value.value()).map_err(|reason| StorageError::Corrupt {
                     path: self.path.clone(),
-                    key: key.value().to_owned(),
+                    key: name(key.value()),
                     reason,
                 })?;
             out.push(record);
