@@ -100,14 +100,22 @@ pub struct StorageSection {
     /// messages, persistent sessions with their messages, wills) is
     /// committed and flushed to disk before anything that follows it is
     /// sent — one transaction per turn of the loop; a crash loses nothing
-    /// acknowledged. `off`: state lives in memory only; a restart loses it.
+    /// acknowledged. `interval`: committed as with `always` but flushed
+    /// every `sync_interval_ms`, acknowledgements not waiting for it; a
+    /// crash loses what was acknowledged since the last flush. `off`: state
+    /// lives in memory only; a restart loses it.
     pub sync: String,
+    /// With `interval`, how often the store is flushed; with `always`, the
+    /// longest the records of delivered QoS 1 messages wait for a flush
+    /// (one lost costs a message sent again, never one lost).
+    pub sync_interval_ms: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
             sync: "always".into(),
+            sync_interval_ms: 1000,
         }
     }
 }
@@ -121,8 +129,27 @@ impl StorageSection {
         one_of(
             "storage.sync",
             &self.sync,
-            &[("always", true), ("off", false)],
+            &[("always", true), ("interval", true), ("off", false)],
         )
+    }
+
+    /// Whether every turn's commit is flushed before what follows it.
+    pub fn flush_every_turn(&self) -> bool {
+        self.sync != "interval"
+    }
+
+    /// The flush interval.
+    ///
+    /// # Errors
+    /// One shorter than a millisecond or longer than an hour.
+    pub fn flush_interval(&self) -> Result<Duration, ConfigError> {
+        if !(1..=3_600_000).contains(&self.sync_interval_ms) {
+            return Err(ConfigError::new(
+                "storage.sync_interval_ms",
+                "from 1 to 3600000 (an hour)",
+            ));
+        }
+        Ok(Duration::from_millis(self.sync_interval_ms))
     }
 }
 
@@ -557,6 +584,7 @@ impl Config {
                 .map_err(|e| ConfigError::new(format!("listen[{i}]"), format!("`{addr}`: {e}")))?;
         }
         self.broker_config()?;
+        self.storage.flush_interval()?;
         if self.acl.path.is_some() && !self.acl.rules.is_empty() {
             return Err(ConfigError::new(
                 "acl.rules",
@@ -749,6 +777,11 @@ impl Config {
             max_authentications_per_address_per_sec: self
                 .limits
                 .max_authentications_per_address_per_sec,
+            flush_every_turn: self.storage.flush_every_turn(),
+            flush_interval: self
+                .storage
+                .flush_interval()
+                .unwrap_or(Duration::from_secs(1)),
             ..DriverConfig::default()
         }
     }

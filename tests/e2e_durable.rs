@@ -100,6 +100,69 @@ fn blocking_retained_messages_survive_kill_9() {
     retained_survives("blocking", "KILL");
 }
 
+/// The retained messages a new subscriber to `open/#` gets.
+fn retained_now(s: &Served, id: &str) -> Vec<String> {
+    let sub = s.client(id, "k1").unwrap();
+    sub.subscribe("open/#", QoS::AtLeastOnce);
+    let mut got = Vec::new();
+    while let Some(m) = sub.next_message(Duration::from_secs(1)) {
+        got.push(String::from_utf8_lossy(&m.payload).into_owned());
+    }
+    got
+}
+
+/// `sync = "interval"`: acknowledgements do not wait for the disk, and a
+/// crash loses what was acknowledged since the last flush — documented,
+/// and shown here with an hour between flushes; a SIGTERM flushes.
+#[test]
+fn with_sync_interval_a_crash_loses_what_came_since_the_last_flush_and_a_stop_nothing() {
+    let mut s = Served::start(
+        "durable-interval-hour",
+        "mio",
+        "[storage]\nsync = \"interval\"\nsync_interval_ms = 3600000\n",
+    );
+    let p = s.client("p", "k1").unwrap();
+    retain(&p, "open/a", "acknowledged, not flushed");
+    drop(p);
+    s.restart("KILL");
+    assert!(
+        s.log().contains(": 0 retained messages"),
+        "a crash before the flush loses it: {}",
+        s.log()
+    );
+    let p = s.client("p", "k1").unwrap();
+    retain(&p, "open/a", "flushed at the stop");
+    drop(p);
+    s.restart("TERM");
+    assert_eq!(
+        retained_now(&s, "sub"),
+        ["flushed at the stop"],
+        "{}",
+        s.log()
+    );
+}
+
+/// With a short interval the flush comes on its own, no traffic needed:
+/// a crash a little later loses nothing.
+#[test]
+fn with_sync_interval_what_was_flushed_survives_a_crash() {
+    let mut s = Served::start(
+        "durable-interval-short",
+        "smol",
+        "[storage]\nsync = \"interval\"\nsync_interval_ms = 100\n",
+    );
+    let p = s.client("p", "k1").unwrap();
+    retain(&p, "open/a", "flushed within 100 ms");
+    std::thread::sleep(Duration::from_millis(700));
+    s.restart("KILL");
+    assert_eq!(
+        retained_now(&s, "sub"),
+        ["flushed within 100 ms"],
+        "{}",
+        s.log()
+    );
+}
+
 #[test]
 fn a_store_file_that_is_not_one_stops_the_broker_naming_it() {
     let mut s = Served::start("durable-damaged", "mio", DURABLE);

@@ -588,6 +588,68 @@ mod messages {
         assert!(kept(&store).is_empty());
     }
 
+    /// A turn of only changes that may wait (the subscriber's PUBACK and
+    /// PUBCOMP) is committed without a flush; a crash that loses it costs
+    /// the messages sent again — QoS 1 with DUP and its packet id, QoS 2 as
+    /// its PUBREL — never one lost or one delivered twice as new.
+    #[test]
+    fn the_end_of_an_exchange_may_wait_for_a_flush_and_losing_it_costs_a_dup() {
+        use testament::driver::storage::Storage as _;
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        let (s, _) = net.connect(persistent("sub", true));
+        net.subscribe(
+            s,
+            &[
+                ("open/1/#", QoS::AtLeastOnce),
+                ("open/2/#", QoS::ExactlyOnce),
+            ],
+        );
+        let p = client(&mut net, "p");
+        net.publish(p, "open/1/a", b"one", QoS::AtLeastOnce, false);
+        net.publish(p, "open/2/b", b"two", QoS::ExactlyOnce, false);
+        let got = net.publishes(s);
+        let (one, two) = (got[0].packet_id.unwrap(), got[1].packet_id.unwrap());
+        net.send(s, Packet::PubRec(PubRec::new(two)));
+        net.take(s);
+        let sent = std::mem::take(&mut net.persisted);
+        assert!(
+            sent.iter().any(|op| !op.may_wait()),
+            "messages kept, sent and released are flushed: {sent:?}"
+        );
+        store.commit(&sent).unwrap();
+
+        ack(&mut net, s, one);
+        net.send(s, Packet::PubComp(PubComp::new(two)));
+        let done = std::mem::take(&mut net.persisted);
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(done.iter().all(Persist::may_wait), "{done:?}");
+        store.commit_unflushed(&done).unwrap();
+        store.crash();
+
+        let mut after = restarted(&net, Duration::from_secs(5));
+        after.hub.restore_all(after.now, store.load());
+        after.pump();
+        let (s, present) = after.connect(persistent("sub", false));
+        assert!(present);
+        match &after.take(s)[..] {
+            [Packet::Publish(p), Packet::PubRel(r)] => {
+                assert_eq!((p.packet_id, p.dup), (Some(one), true));
+                assert_eq!(r.packet_id, two);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Flushed, the same PUBACK and PUBCOMP let them go for good.
+        ack(&mut after, s, one);
+        after.send(s, Packet::PubComp(PubComp::new(two)));
+        let done = std::mem::take(&mut after.persisted);
+        store.commit_unflushed(&done).unwrap();
+        store.flush().unwrap();
+        store.crash();
+        assert!(kept(&store).is_empty());
+    }
+
     #[test]
     fn an_inbound_qos2_message_is_not_routed_twice_across_a_restart() {
         let mut net = durable();

@@ -8,6 +8,12 @@
 //! what one turn of its loop collected in one transaction (group commit).
 //! At start, the host hands back what it stored ([`super::Broker::restore`]).
 //!
+//! The end of a message's exchange may wait for a later flush
+//! ([`Persist::may_wait`]): losing it in a crash costs the message sent
+//! again with DUP (or its PUBREL again) — a duplicate MQTT allows — never a
+//! message or an exactly-once exchange. A host commits a turn of only
+//! those without waiting for the disk.
+//!
 //! Durable today: retained messages; persistent sessions with their
 //! subscriptions and expiry, the QoS 1/2 messages they are to get (offline
 //! queue, waiting for the window, in flight with their packet ids and QoS 2
@@ -96,6 +102,24 @@ pub enum Persist {
         /// Its key.
         key: WillKey,
     },
+}
+
+impl Persist {
+    /// Whether this change may become durable with a later commit instead
+    /// of before what follows it: a crash that loses it costs a duplicate
+    /// MQTT allows, never a loss. Only [`Persist::MessageDone`]: the
+    /// message (PUBACKed, PUBCOMPed, expired or dropped) comes back with
+    /// the state it was last sent in and is sent again — QoS 1 with DUP
+    /// [MQTT-3.3.1-1], a released QoS 2 one as its PUBREL, which the client
+    /// answers with PUBCOMP whatever it holds [MQTT-4.3.3].
+    ///
+    /// Nothing else may wait: a message sent whose record is lost would go
+    /// again without DUP (QoS 2: under another packet id, delivered twice),
+    /// and everything else is acknowledged to a client (a message, a
+    /// retained one, a session, a packet id awaiting PUBREL, a will).
+    pub fn may_wait(&self) -> bool {
+        matches!(self, Self::MessageDone { .. })
+    }
 }
 
 /// Which will of a client id a record is: the connection that registered

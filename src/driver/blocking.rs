@@ -315,7 +315,7 @@ pub fn serve(
         let msg = if let Some(m) = stashed.take() {
             Some(m)
         } else {
-            match runner.hub.poll_timeout() {
+            match runner.poll_timeout() {
                 Some(at) => {
                     let wait = runner
                         .instant_of(at)

@@ -486,7 +486,7 @@ pub fn serve(
             // Every socket goes with `io`, nothing more written.
             return Err(e);
         }
-        let mut timeout = runner.hub.poll_timeout().map(|at| {
+        let mut timeout = runner.poll_timeout().map(|at| {
             runner
                 .instant_of(at)
                 .saturating_duration_since(Instant::now())

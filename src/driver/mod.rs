@@ -121,6 +121,14 @@ pub struct DriverConfig {
     /// Where the hub's [`crate::broker::Action::Persist`]s are committed
     /// (a durable hub needs one); `None`: they are not kept.
     pub storage: Option<Arc<std::sync::Mutex<dyn storage::Storage>>>,
+    /// `true` (`[storage] sync = "always"`): a turn's changes are flushed
+    /// before anything that follows them is carried out, but for a turn of
+    /// only changes that [`crate::broker::Persist::may_wait`]. `false`
+    /// (`"interval"`): no change waits for the disk; a crash loses what
+    /// was committed since the last flush, acknowledged or not.
+    pub flush_every_turn: bool,
+    /// The longest a change committed without a flush waits for one.
+    pub flush_interval: std::time::Duration,
 }
 
 impl Default for DriverConfig {
@@ -133,6 +141,8 @@ impl Default for DriverConfig {
             max_authentications_per_address_per_sec: 100,
             clock: Arc::new(SystemClock::new()),
             storage: None,
+            flush_every_turn: true,
+            flush_interval: std::time::Duration::from_secs(1),
         }
     }
 }

@@ -123,6 +123,14 @@ pub enum Entry {
         #[serde(default)]
         wills: Vec<(u64, u64, String)>,
     },
+    /// The store ran out of space (`available: false`: QoS 1/2 publishes
+    /// are refused) or has room again.
+    Storage {
+        /// When, on both clocks.
+        t: Now,
+        /// Whether commits succeed.
+        available: bool,
+    },
     /// The broker shut down.
     Shutdown {
         /// When, on both clocks.
@@ -338,6 +346,7 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
             Entry::Timeout { t } => h.handle_timeout(t),
             Entry::Acl { acl, .. } => h.set_authorizer(acl.map(|a| Arc::new(a) as _)),
             Entry::Shutdown { t } => h.handle_shutdown(t),
+            Entry::Storage { available, .. } => h.set_storage_available(available),
             Entry::Restore {
                 t,
                 retained,

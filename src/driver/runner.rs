@@ -123,6 +123,8 @@ pub(crate) struct Runner {
     storage_failure: Option<super::storage::StorageError>,
     /// The store is full: what waits for a commit that can succeed again.
     outage: Option<Outage>,
+    /// Since when changes committed unflushed wait for a flush.
+    unflushed_since: Option<Instant>,
     /// Between [`Runner::begin_reads`] and [`Runner::end_reads`]: bytes go
     /// to the hub, and what they cause is carried out at the end, after
     /// one commit for all of them.
@@ -144,6 +146,9 @@ struct Outage {
 
 /// Actions an outage may hold before the broker stops after all.
 const MAX_HELD: usize = 100_000;
+
+/// How often a full store is tried again when nothing new comes.
+const OUTAGE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The connection an action is for.
 fn conn_of(action: &Action) -> Option<ConnId> {
@@ -192,6 +197,7 @@ impl Runner {
             turn: std::collections::VecDeque::new(),
             storage_failure: None,
             outage: None,
+            unflushed_since: None,
             batching: false,
         }
     }
@@ -346,7 +352,38 @@ impl Runner {
         self.pump(now, io);
     }
 
+    /// The next deadline: the hub's, or the store's (a flush that is due,
+    /// a full store to try again).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        // While the store is full, its retry flushes.
+        let flush = self
+            .unflushed_since
+            .filter(|_| self.outage.is_none())
+            .map(|t| t + self.limits.flush_interval);
+        let retry = self.outage.as_ref().map(|o| o.tried + OUTAGE_RETRY);
+        [self.hub.poll_timeout(), flush, retry]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     pub fn timeout(&mut self, now: Now, io: &mut dyn Io) {
+        if self
+            .outage
+            .as_ref()
+            .is_some_and(|o| now.mono >= o.tried + OUTAGE_RETRY)
+        {
+            // Space may be back with no traffic to notice it.
+            self.commit_turn(Vec::new(), Vec::new());
+            self.pump(now, io);
+        }
+        if self.outage.is_none()
+            && self
+                .unflushed_since
+                .is_some_and(|t| now.mono >= t + self.limits.flush_interval)
+        {
+            self.flush();
+        }
         if self.hub.poll_timeout().is_some_and(|t| t <= now.mono) {
             self.record(|| Entry::Timeout { t: now });
             self.hub.handle_timeout(now);
@@ -362,6 +399,9 @@ impl Runner {
         self.record(|| Entry::Shutdown { t: now });
         self.hub.handle_shutdown(now);
         self.pump(now, io);
+        if self.unflushed_since.is_some() && self.outage.is_none() {
+            self.flush();
+        }
         if let Some(r) = &mut self.recorder {
             r.flush();
         }
@@ -417,7 +457,7 @@ impl Runner {
         let now = self.clock.now().mono;
         if let Some(mut outage) = self.outage.take() {
             // Tried again with anything new to keep, or every second.
-            let retry = !ops.is_empty() || now >= outage.tried + std::time::Duration::from_secs(1);
+            let retry = !ops.is_empty() || now >= outage.tried + OUTAGE_RETRY;
             let had_ops = !ops.is_empty();
             outage.ops.extend(ops);
             for action in actions {
@@ -435,8 +475,9 @@ impl Runner {
                 return;
             }
             outage.tried = now;
-            match self.commit(&outage.ops) {
+            match self.commit(&outage.ops, false) {
                 Ok(()) => {
+                    self.unflushed_since = None;
                     log::info!(
                         "storage: space is back; {} held actions go out",
                         outage.held.len()
@@ -444,7 +485,7 @@ impl Runner {
                     // Held actions first: they came before.
                     let later = std::mem::replace(&mut self.turn, outage.held);
                     self.turn.extend(later);
-                    self.hub.set_storage_available(true);
+                    self.storage_available(true);
                 }
                 Err(StorageError::Full { .. })
                     if outage.held.len() + outage.ops.len() < MAX_HELD =>
@@ -459,8 +500,19 @@ impl Runner {
             self.turn.extend(actions);
             return;
         }
-        match self.commit(&ops) {
-            Ok(()) => self.turn.extend(actions),
+        // A turn whose changes may wait goes out without waiting for the
+        // disk; its changes are flushed with the next turn that cannot, or
+        // within the flush interval.
+        let unflushed = !self.limits.flush_every_turn || ops.iter().all(Persist::may_wait);
+        match self.commit(&ops, unflushed) {
+            Ok(()) => {
+                if unflushed {
+                    self.unflushed_since.get_or_insert(now);
+                } else {
+                    self.unflushed_since = None;
+                }
+                self.turn.extend(actions);
+            }
             Err(e @ StorageError::Full { .. }) => {
                 // Nothing of this turn goes out; QoS 0 goes on, QoS 1/2 is
                 // refused until a commit succeeds again.
@@ -472,20 +524,63 @@ impl Runner {
                     conns,
                     tried: now,
                 });
-                self.hub.set_storage_available(false);
+                self.storage_available(false);
             }
             Err(e) => self.fail_stop(e),
         }
     }
 
-    fn commit(&mut self, ops: &[Persist]) -> Result<(), super::storage::StorageError> {
+    fn commit(
+        &mut self,
+        ops: &[Persist],
+        unflushed: bool,
+    ) -> Result<(), super::storage::StorageError> {
         let Some(storage) = &self.storage else {
             return Ok(());
         };
-        storage
+        let mut storage = storage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if unflushed {
+            storage.commit_unflushed(ops)
+        } else {
+            storage.commit(ops)
+        }
+    }
+
+    /// The store can take commits again, or cannot: an input of the hub,
+    /// recorded like any other.
+    fn storage_available(&mut self, available: bool) {
+        let now = self.clock.now();
+        self.record(|| Entry::Storage { t: now, available });
+        self.hub.set_storage_available(available);
+    }
+
+    /// Makes what was committed unflushed durable. A full store is an
+    /// outage like a commit's: QoS 1/2 is refused until a flush succeeds.
+    fn flush(&mut self) {
+        use super::storage::StorageError;
+        let Some(storage) = &self.storage else {
+            return;
+        };
+        let flushed = storage
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .commit(ops)
+            .flush();
+        match flushed {
+            Ok(()) => self.unflushed_since = None,
+            Err(e @ StorageError::Full { .. }) => {
+                log::error!("{e}: refusing QoS 1/2 publishes until space returns");
+                self.outage = Some(Outage {
+                    ops: Vec::new(),
+                    held: std::collections::VecDeque::new(),
+                    conns: std::collections::BTreeSet::new(),
+                    tried: self.clock.now().mono,
+                });
+                self.storage_available(false);
+            }
+            Err(e) => self.fail_stop(e),
+        }
     }
 
     /// Fail-stop: what follows an uncommitted Persist (the PUBACK of a

@@ -407,7 +407,7 @@ pub async fn serve(
                 }
                 return Err(e);
             }
-            let deadline = runner.hub.poll_timeout();
+            let deadline = runner.poll_timeout();
             if deadline != armed {
                 match deadline {
                     Some(at) => timer.set_at(runner.instant_of(at)),

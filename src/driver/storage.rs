@@ -23,13 +23,38 @@ use crate::broker::{
 use crate::codec::PacketId;
 
 /// A store of durable state, as a driver uses it.
+///
+/// What survives a crash is always a prefix of the changes in the order
+/// they were committed: everything up to the last [`Storage::commit`] or
+/// [`Storage::flush`], and perhaps some of what
+/// [`Storage::commit_unflushed`] applied after it.
 pub trait Storage: Send + std::fmt::Debug {
-    /// Makes `ops` durable, in order, all or none: when this returns `Ok`,
-    /// they survive a crash.
+    /// Makes `ops` durable, in order, all or none — and every change
+    /// committed unflushed before them: when this returns `Ok`, they
+    /// survive a crash.
     ///
     /// # Errors
     /// [`StorageError`] when they could not be (none of them is then).
     fn commit(&mut self, ops: &[Persist]) -> Result<(), StorageError>;
+
+    /// Applies `ops`, in order, all or none, without waiting for the disk:
+    /// they become durable with the next [`Storage::commit`] or
+    /// [`Storage::flush`], and a crash before it may lose them. A store
+    /// that cannot tell the two apart commits them.
+    ///
+    /// # Errors
+    /// [`StorageError`] when they could not be applied.
+    fn commit_unflushed(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
+        self.commit(ops)
+    }
+
+    /// Makes what was committed unflushed durable.
+    ///
+    /// # Errors
+    /// [`StorageError`] when it could not be.
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.commit(&[])
+    }
 }
 
 /// Why the store failed.
@@ -72,10 +97,13 @@ pub enum StorageError {
 
 /// A store in memory, applying each [`Persist`] as [`RedbStorage`] does:
 /// for tests and simulations of restarts (a crash keeps what was
-/// committed), and for an embedder that wants the hub's durable records
-/// without a disk.
+/// committed and flushed: [`MemoryStorage::load`] leaves out what
+/// [`Storage::commit_unflushed`] applied since), and for an embedder that
+/// wants the hub's durable records without a disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryStorage {
+    /// Committed without a flush: lost by a crash.
+    unflushed: Vec<Persist>,
     retained: BTreeMap<String, RetainedMessage>,
     sessions: BTreeMap<Arc<str>, SessionRecord>,
     messages: BTreeMap<(Arc<str>, u64), StoredMessage>,
@@ -145,7 +173,15 @@ impl MemoryStorage {
         }
     }
 
-    /// Everything stored, as [`RedbStorage::load`] reads it back.
+    /// A crash: what was committed unflushed since the last commit or
+    /// flush is gone.
+    pub fn crash(&mut self) {
+        self.unflushed.clear();
+    }
+
+    /// What a crash now would keep, as [`RedbStorage::load`] reads it
+    /// back: everything but what was committed unflushed since the last
+    /// commit or flush.
     pub fn load(&self) -> Restored {
         Restored {
             retained: self.retained.values().cloned().collect(),
@@ -159,7 +195,13 @@ impl MemoryStorage {
 
 impl Storage for MemoryStorage {
     fn commit(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
-        ops.iter().for_each(|op| self.apply(op));
+        let unflushed = std::mem::take(&mut self.unflushed);
+        unflushed.iter().chain(ops).for_each(|op| self.apply(op));
+        Ok(())
+    }
+
+    fn commit_unflushed(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
+        self.unflushed.extend_from_slice(ops);
         Ok(())
     }
 }
@@ -329,7 +371,7 @@ impl RedbStorage {
         };
         // The tables exist from the start: reading a new store finds them.
         store
-            .commit_with(|_| Ok(()))
+            .commit_with(redb::Durability::Immediate, |_| Ok(()))
             .map_err(|e| open(e.to_string()))?;
         Ok(store)
     }
@@ -475,9 +517,12 @@ impl RedbStorage {
 
     fn commit_with(
         &self,
+        durability: redb::Durability,
         write: impl FnOnce(&mut Tables<'_>) -> Result<(), redb::Error>,
     ) -> Result<(), redb::Error> {
-        let tx = self.db.begin_write()?;
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(durability)
+            .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
         {
             let mut tables = Tables {
                 retained: tx.open_table(RETAINED)?,
@@ -490,27 +535,45 @@ impl RedbStorage {
             write(&mut tables)?;
             tables.finish()?;
         }
-        // Durability::Immediate, redb's default: flushed before it returns.
+        // Immediate: flushed before it returns (with every None commit
+        // before it); None: in this process only until then.
         tx.commit()?;
         Ok(())
     }
 }
 
 #[cfg(feature = "redb")]
+impl RedbStorage {
+    fn commit_ops(
+        &self,
+        ops: &[Persist],
+        durability: redb::Durability,
+    ) -> Result<(), StorageError> {
+        self.commit_with(durability, |tables| {
+            ops.iter().try_for_each(|op| tables.apply(op))
+        })
+        .map_err(|e| match e {
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StorageError::Full {
+                    path: self.path.clone(),
+                }
+            }
+            e => StorageError::Commit {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            },
+        })
+    }
+}
+
+#[cfg(feature = "redb")]
 impl Storage for RedbStorage {
     fn commit(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
-        self.commit_with(|tables| ops.iter().try_for_each(|op| tables.apply(op)))
-            .map_err(|e| match e {
-                redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
-                    StorageError::Full {
-                        path: self.path.clone(),
-                    }
-                }
-                e => StorageError::Commit {
-                    path: self.path.clone(),
-                    reason: e.to_string(),
-                },
-            })
+        self.commit_ops(ops, redb::Durability::Immediate)
+    }
+
+    fn commit_unflushed(&mut self, ops: &[Persist]) -> Result<(), StorageError> {
+        self.commit_ops(ops, redb::Durability::None)
     }
 }
 
@@ -702,7 +765,7 @@ mod tests {
     fn a_damaged_message_record_is_reported_with_its_key() {
         let path = scratch("message-record");
         let s = RedbStorage::open(&path).unwrap();
-        s.commit_with(|t| {
+        s.commit_with(redb::Durability::Immediate, |t| {
             t.messages.insert(("sub", 3), &[0, 1, 7, 0][..])?;
             Ok(())
         })
@@ -758,7 +821,7 @@ mod tests {
     fn a_damaged_record_is_reported_with_its_key() {
         let path = scratch("record");
         let s = RedbStorage::open(&path).unwrap();
-        s.commit_with(|t| {
+        s.commit_with(redb::Durability::Immediate, |t| {
             t.retained.insert("a/state", &b"not a record"[..])?;
             Ok(())
         })

@@ -9,13 +9,15 @@ use crate::auth::{
     Acl, AuditRecord, AuthMethod, AuthnError, DecidedBy, Decision, Effect, FilterTemplate,
     Identity, Operation, Ops, Rule, Subject, WillOutcome,
 };
-use crate::broker::{Action, Broker, BrokerConfig, ConnId, ShutdownWills, Ticket, WillAfterExpiry};
+use crate::broker::{
+    Action, Broker, BrokerConfig, ConnId, Persist, ShutdownWills, Ticket, WillAfterExpiry,
+};
 use crate::codec::{
     Auth, AuthReasonCode, Bytes, Connect, Decoder, Disconnect, DisconnectReasonCode, Encode,
     LastWill, MqttString, Packet, PacketId, ProtocolVersion, PubAck, PubRel, Publish, QoS,
     Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
-use crate::driver::storage::MemoryStorage;
+use crate::driver::storage::{MemoryStorage, Storage};
 use crate::session::{AuthnOutcome, CredentialExpiry, SessionConfig, TransportClosed};
 use crate::time::{Instant, Now, WallStep};
 
@@ -82,8 +84,10 @@ struct WillState {
 
 struct World {
     hub: Broker,
-    /// A durable world's store: every Persist is committed as it comes (a
-    /// crash loses nothing that was committed, as with a real store).
+    /// A durable world's store: each batch's Persists are committed before
+    /// its other actions are carried out, as a driver does in a turn — a
+    /// batch of only changes that may wait without a flush (a crash loses
+    /// those, as with a real store).
     store: Option<MemoryStorage>,
     now: Now,
     sync: bool,
@@ -258,6 +262,21 @@ impl World {
             if actions.is_empty() {
                 return;
             }
+            if let Some(store) = &mut self.store {
+                let ops: Vec<Persist> = actions
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::Persist(op) => Some(op.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let committed = if ops.iter().all(Persist::may_wait) {
+                    store.commit_unflushed(&ops)
+                } else {
+                    store.commit(&ops)
+                };
+                assert!(committed.is_ok(), "a memory store commits");
+            }
             let mut acks = Vec::new();
             for action in actions {
                 self.log.push(action.clone());
@@ -311,11 +330,7 @@ impl World {
                         self.pending.push((ticket, query));
                     }
                     Action::Audit(record) => self.audited(&record),
-                    Action::Persist(op) => {
-                        if let Some(store) = &mut self.store {
-                            store.apply(&op);
-                        }
-                    }
+                    Action::Persist(_) => {}
                     // The world feeds the hub what it likes: the hub must
                     // stay correct whether the host heeds it or not.
                     Action::PauseReading(_) | Action::ResumeReading(_) => {}
@@ -415,7 +430,7 @@ impl World {
                     .and_then(|g| g.parse::<u32>().ok())
                     && name == MONITOR
                 {
-                    self.will_received(g);
+                    self.will_received(g, p.dup);
                 }
                 if payload.starts_with('p') && (name == MONITOR || name == PERSISTENT) {
                     assert!(
@@ -440,13 +455,19 @@ impl World {
         }
     }
 
-    fn will_received(&mut self, generation: u32) {
+    /// The monitor got a will; `dup`: sent again after a crash lost the
+    /// record of its PUBACK — a copy of one delivered, not a delivery.
+    fn will_received(&mut self, generation: u32, dup: bool) {
         let now = self.now;
         let shut_down = self.shut_down;
         let w = self
             .wills
             .get_mut(&generation)
             .expect("a will that was registered");
+        if dup {
+            assert_eq!(w.received, 1, "a DUP of a will never delivered");
+            return;
+        }
         assert!(!w.deleted, "a will after DISCONNECT 0x00");
         assert_eq!(w.received, 0, "a will delivered twice");
         w.received += 1;
@@ -678,6 +699,14 @@ impl World {
             self.shut_down = true;
             self.hub.handle_shutdown(self.now);
             self.pump();
+        }
+        if let Some(store) = &mut self.store {
+            // A stop flushes; a crash loses what was not.
+            if planned {
+                assert!(store.flush().is_ok(), "a memory store flushes");
+            } else {
+                store.crash();
+            }
         }
         for c in self.conns.values_mut() {
             c.closed = true;
