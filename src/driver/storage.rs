@@ -209,7 +209,9 @@ impl Storage for MemoryStorage {
 /// The built-in store: one redb file.
 #[cfg(feature = "redb")]
 pub struct RedbStorage {
-    db: redb::Database,
+    /// `None` after an I/O error: redb then refuses everything until the
+    /// file is opened again, which the next commit does.
+    db: Option<redb::Database>,
     path: PathBuf,
 }
 
@@ -366,7 +368,7 @@ impl RedbStorage {
         }
         let db = redb::Database::create(path).map_err(|e| open(e.to_string()))?;
         let store = Self {
-            db,
+            db: Some(db),
             path: path.to_owned(),
         };
         // The tables exist from the start: reading a new store finds them.
@@ -499,7 +501,10 @@ impl RedbStorage {
     ) -> Result<Vec<T>, StorageError> {
         use redb::{ReadableDatabase, ReadableTable};
         let open = |e: redb::Error| self.open_error(e);
-        let tx = self.db.begin_read().map_err(|e| open(e.into()))?;
+        let tx = self
+            .db()
+            .and_then(|db| Ok(db.begin_read()?))
+            .map_err(open)?;
         let table = tx.open_table(table).map_err(|e| open(e.into()))?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| open(e.into()))? {
@@ -520,7 +525,7 @@ impl RedbStorage {
         durability: redb::Durability,
         write: impl FnOnce(&mut Tables<'_>) -> Result<(), redb::Error>,
     ) -> Result<(), redb::Error> {
-        let mut tx = self.db.begin_write()?;
+        let mut tx = self.db()?.begin_write()?;
         tx.set_durability(durability)
             .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
         {
@@ -544,15 +549,46 @@ impl RedbStorage {
 
 #[cfg(feature = "redb")]
 impl RedbStorage {
+    fn db(&self) -> Result<&redb::Database, redb::Error> {
+        self.db.as_ref().ok_or(redb::Error::PreviousIo)
+    }
+
     fn commit_ops(
-        &self,
+        &mut self,
         ops: &[Persist],
         durability: redb::Durability,
     ) -> Result<(), StorageError> {
-        self.commit_with(durability, |tables| {
-            ops.iter().try_for_each(|op| tables.apply(op))
+        let committed = self.reopen().and_then(|()| {
+            self.commit_with(durability, |tables| {
+                ops.iter().try_for_each(|op| tables.apply(op))
+            })
+        });
+        committed.map_err(|e| {
+            if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+                // Closed now (what it can still write is written), opened
+                // again by the next commit.
+                self.db = None;
+            }
+            self.commit_error(e)
         })
-        .map_err(|e| match e {
+    }
+
+    /// Opens the file again after an I/O error (a full disk): it holds the
+    /// last flushed commit; what was committed unflushed since is gone, as
+    /// in a crash.
+    fn reopen(&mut self) -> Result<(), redb::Error> {
+        if self.db.is_none() {
+            self.db = Some(redb::Database::create(&self.path)?);
+            log::warn!(
+                "store {}: opened again after an I/O error, at its last flushed commit",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn commit_error(&self, e: redb::Error) -> StorageError {
+        match e {
             redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
                 StorageError::Full {
                     path: self.path.clone(),
@@ -562,7 +598,7 @@ impl RedbStorage {
                 path: self.path.clone(),
                 reason: e.to_string(),
             },
-        })
+        }
     }
 }
 

@@ -41,9 +41,21 @@ impl Served {
     /// an ES256 key `k1`, [`OPEN_ACL`], and `extra` appended to its config
     /// (its own sections: `[storage]`, `[limits]`…).
     pub fn start(name: &str, driver: &str, extra: &str) -> Self {
+        Self::start_in(name, driver, extra, |_| {})
+    }
+
+    /// [`Served::start`], with `prepare` run on the folder before the
+    /// broker starts (its data folder is `dir/data`).
+    pub fn start_in(
+        name: &str,
+        driver: &str,
+        extra: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("testament-bin-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        prepare(&dir);
         keys::generate(keys::algorithm("ES256").unwrap(), "k1", &dir).unwrap();
         std::fs::write(dir.join("acl.toml"), OPEN_ACL).unwrap();
         let port = free_port();
