@@ -252,7 +252,8 @@ pub struct WillSection {
     pub after_expiry: String,
     /// With `grace`: seconds after `exp` a triggered will is still allowed.
     pub grace_secs: u64,
-    /// `resume`, `send` or `drop`: wills pending at shutdown.
+    /// `resume`, `send` or `drop`: wills pending at shutdown (`resume`,
+    /// durable: the sessions' expiry pauses with them).
     pub at_shutdown: String,
 }
 

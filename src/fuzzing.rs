@@ -16,7 +16,8 @@ const MAX: u32 = 1 << 20;
 /// re-authenticating, crashing, disconnecting with 0x00 or 0x04, time steps,
 /// key rotation, ACL changes, asynchronous answers in any order, shutdown,
 /// and for a durable hub (flag 32) crashes and planned restarts that restore
-/// what was committed — and checks after every action:
+/// what was committed (and flushed) and a store that fills up and has room
+/// again — and checks after every action:
 ///
 /// - no will is published without an Allow for it, none twice (across
 ///   restarts too), none after DISCONNECT 0x00, none before its delay

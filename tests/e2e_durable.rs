@@ -338,11 +338,16 @@ fn raw_client(
 }
 
 fn subscribe_raw(c: &mut Raw, filter: &'static str) {
+    subscribe_at(c, filter, MqttQoS::AtLeastOnce);
+}
+
+/// Subscribes `c` to `filter` at `qos` and waits for the SUBACK.
+fn subscribe_at(c: &mut Raw, filter: &'static str, qos: MqttQoS) {
     let mut sub = Subscription {
         filter: TopicFilter::from_static(filter),
         options: Default::default(),
     };
-    sub.options.qos = MqttQoS::AtLeastOnce;
+    sub.options.qos = qos;
     assert!(c.send(MqttPacket::Subscribe(Subscribe {
         packet_id: PacketId::new(1).unwrap(),
         properties: Default::default(),
@@ -706,17 +711,7 @@ fn a_full_disk_refuses_qos_1_serves_qos_0_and_recovers(kind: testament::config::
         raw
     };
     let mut s = connect("s");
-    let mut sub = Subscription {
-        filter: TopicFilter::from_static("open/q/#"),
-        options: Default::default(),
-    };
-    sub.options.qos = MqttQoS::AtMostOnce;
-    assert!(s.send(MqttPacket::Subscribe(Subscribe {
-        packet_id: PacketId::new(1).unwrap(),
-        properties: Default::default(),
-        subscriptions: vec![sub],
-    })));
-    assert!(matches!(s.next(), Some(MqttPacket::SubAck(_))));
+    subscribe_at(&mut s, "open/q/#", MqttQoS::AtMostOnce);
     let mut p = connect("p");
     let mut p2 = connect("p2");
 
@@ -852,17 +847,7 @@ fn a_real_full_disk_holds_refuses_and_recovers_when_space_returns() {
         return;
     };
     let mut sub = raw_v5(&s, "watcher");
-    let mut q0 = Subscription {
-        filter: TopicFilter::from_static("open/q/#"),
-        options: Default::default(),
-    };
-    q0.options.qos = MqttQoS::AtMostOnce;
-    assert!(sub.send(MqttPacket::Subscribe(Subscribe {
-        packet_id: PacketId::new(1).unwrap(),
-        properties: Default::default(),
-        subscriptions: vec![q0],
-    })));
-    assert!(matches!(sub.next(), Some(MqttPacket::SubAck(_))));
+    subscribe_at(&mut sub, "open/q/#", MqttQoS::AtMostOnce);
 
     let mut p = raw_v5(&s, "filler");
     let mut acked = Vec::new();

@@ -529,10 +529,10 @@ mod messages {
         assert!(kept(&store).is_empty(), "acknowledged: let go");
     }
 
-    #[test]
-    fn messages_in_flight_come_back_with_their_packet_ids_as_dup_or_pubrel() {
-        let mut net = durable();
-        let mut store = MemoryStorage::default();
+    /// `sub` connected and holding two messages in flight: `one` (QoS 1,
+    /// not acknowledged) and `two` (QoS 2, PUBREC received, PUBREL sent,
+    /// the PUBCOMP never comes); their packet ids.
+    fn two_in_flight(net: &mut Net) -> (ConnId, PacketId, PacketId) {
         let (s, _) = net.connect(persistent("sub", true));
         net.subscribe(
             s,
@@ -541,15 +541,22 @@ mod messages {
                 ("open/2/#", QoS::ExactlyOnce),
             ],
         );
-        let p = client(&mut net, "p");
+        let p = client(net, "p");
         net.publish(p, "open/1/a", b"one", QoS::AtLeastOnce, false);
         net.publish(p, "open/2/b", b"two", QoS::ExactlyOnce, false);
         let got = net.publishes(s);
         assert_eq!(payloads(&got), [&b"one"[..], b"two"]);
         let (one, two) = (got[0].packet_id.unwrap(), got[1].packet_id.unwrap());
-        // QoS 2: PUBREC, the broker's PUBREL; the PUBCOMP never comes.
         net.send(s, Packet::PubRec(PubRec::new(two)));
         assert_eq!(net.take(s), [Packet::PubRel(PubRel::new(two))]);
+        (s, one, two)
+    }
+
+    #[test]
+    fn messages_in_flight_come_back_with_their_packet_ids_as_dup_or_pubrel() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        let (_, one, two) = two_in_flight(&mut net);
 
         // The broker dies (no word to anyone) and comes back.
         let mut after = crash_and_restart(&mut net, &mut store, 5);
@@ -597,21 +604,7 @@ mod messages {
         use testament::driver::storage::Storage as _;
         let mut net = durable();
         let mut store = MemoryStorage::default();
-        let (s, _) = net.connect(persistent("sub", true));
-        net.subscribe(
-            s,
-            &[
-                ("open/1/#", QoS::AtLeastOnce),
-                ("open/2/#", QoS::ExactlyOnce),
-            ],
-        );
-        let p = client(&mut net, "p");
-        net.publish(p, "open/1/a", b"one", QoS::AtLeastOnce, false);
-        net.publish(p, "open/2/b", b"two", QoS::ExactlyOnce, false);
-        let got = net.publishes(s);
-        let (one, two) = (got[0].packet_id.unwrap(), got[1].packet_id.unwrap());
-        net.send(s, Packet::PubRec(PubRec::new(two)));
-        net.take(s);
+        let (s, one, two) = two_in_flight(&mut net);
         let sent = std::mem::take(&mut net.persisted);
         assert!(
             sent.iter().any(|op| !op.may_wait()),
@@ -1053,6 +1046,67 @@ mod wills {
         assert!(downs(&mut after).is_empty());
         after.advance(1);
         assert_eq!(downs(&mut after), [down()]);
+    }
+
+    /// A planned stop longer than the sessions' expiry: their expiry
+    /// pauses with the wills — no session ends at the restart, so no will
+    /// goes as a false "down" for a client about to come back; one that
+    /// does not come back still gets its will after its delay, and its
+    /// session ends what was left of its interval after the restart.
+    #[test]
+    fn a_planned_stop_longer_than_a_session_pauses_its_expiry_too() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        monitor(&mut net);
+        net.connect(server("back", 30, 60));
+        let (away, _) = net.connect(server("srv", 30, 60));
+        net.crash(away);
+        net.advance(10);
+        // Down ten minutes: past every date the sessions had.
+        let mut after = stop_and_restart(&mut net, &mut store, 600);
+        let sessions: BTreeMap<String, (u32, bool)> = store
+            .load()
+            .sessions
+            .into_iter()
+            .map(|r| {
+                (
+                    r.client_id.to_string(),
+                    (r.expiry_interval, r.expires_at.is_some()),
+                )
+            })
+            .collect();
+        assert_eq!(sessions["back"].0, 60, "{sessions:?}");
+        assert_eq!(sessions["srv"].0, 50, "what was left: {sessions:?}");
+        assert!(
+            downs(&mut after).is_empty(),
+            "no session ended at the restart"
+        );
+        after.advance(5);
+        let (_, present) = after.connect(server("back", 30, 60));
+        assert!(present, "its session waited for it");
+        after.advance(14);
+        assert!(
+            downs(&mut after).is_empty(),
+            "srv: 20 s of its delay were left"
+        );
+        after.advance(1);
+        assert_eq!(downs(&mut after), [down()], "srv did not come back");
+        after.advance(30);
+        let (_, present) = after.connect(server("srv", 30, 60));
+        assert!(!present, "its session ended 50 s after the restart");
+    }
+
+    /// A crash is not a planned stop: the session that was already away
+    /// expires by its date.
+    #[test]
+    fn after_a_crash_an_away_session_expires_by_its_date() {
+        let mut net = durable();
+        let mut store = MemoryStorage::default();
+        let (away, _) = net.connect(server("srv", 0, 60));
+        net.crash(away);
+        let mut after = crash_and_restart(&mut net, &mut store, 600);
+        let (_, present) = after.connect(server("srv", 0, 60));
+        assert!(!present);
     }
 
     #[test]

@@ -127,3 +127,43 @@ fn the_restart_programs_reach_wills_triggered_by_a_crash_and_paused_by_a_stop() 
     )));
     assert!(will(&actions, &|o, _| matches!(o, WillOutcome::Delivered)));
 }
+
+#[test]
+fn the_restart_programs_reach_a_full_store_refusing_qos_1() {
+    use testament::auth::{AuditRecord, DecidedBy, Operation};
+    use testament::broker::Action;
+    // Durable, sync ACL. c0 (5.0) connects; the store fills up (op 6, b =
+    // 4); c0 publishes QoS 1 on open/…; room again; the same once more.
+    let program = [
+        32u8 | 64,
+        0,
+        0b1010_0101,
+        1,
+        6,
+        0,
+        4,
+        2,
+        10,
+        0,
+        6,
+        0,
+        4,
+        2,
+        10,
+        0,
+    ];
+    let actions = testament::fuzzing::run_hub(&program);
+    let publishes: Vec<&DecidedBy> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Audit(AuditRecord::Authorization {
+                query, decision, ..
+            }) if query.op == Operation::Publish => Some(&decision.decided_by),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(publishes[..], [DecidedBy::StorageUnavailable, b] if *b != DecidedBy::StorageUnavailable),
+        "{publishes:?}"
+    );
+}

@@ -478,6 +478,7 @@ impl Broker {
             }
         }
         self.wills_at_shutdown(now);
+        self.sessions_at_shutdown(now);
         self.flush_dirty(now);
     }
 

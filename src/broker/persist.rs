@@ -249,11 +249,12 @@ impl WillRecord {
 pub struct SessionRecord {
     /// Its client id.
     pub client_id: Arc<str>,
-    /// Its Session Expiry Interval in seconds (`u32::MAX`: never).
+    /// Its Session Expiry Interval in seconds (`u32::MAX`: never); after a
+    /// planned stop, what was left of it.
     pub expiry_interval: u32,
     /// The wall-clock date it expires, once its client left; `None` while
-    /// it is connected (its expiry has not started: after a crash, it
-    /// starts at the restart).
+    /// it is connected or paused by a planned stop (its expiry has not
+    /// started, or stopped: it runs `expiry_interval` from the restart).
     pub expires_at: Option<Timestamp>,
     /// Its subscriptions, in the order they were made.
     pub subscriptions: Vec<StoredSubscription>,

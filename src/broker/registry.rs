@@ -321,6 +321,27 @@ impl Broker {
         self.persist_session(key, interval, None);
     }
 
+    /// A planned stop of a durable hub whose wills resume
+    /// ([`ShutdownWills::Resume`]): the sessions' expiry pauses with them.
+    /// Each is kept with what was left of its interval and no date, so that
+    /// it counts from the restart — a stop longer than a session's interval
+    /// does not end it (nor send its will, a false "down") at the restart.
+    pub(super) fn sessions_at_shutdown(&mut self, now: Now) {
+        if !self.config.durable || self.config.shutdown_wills != ShutdownWills::Resume {
+            return;
+        }
+        for key in self.store.session_keys() {
+            let Some(at) = self.store.session(key).and_then(StoredSession::expires_at) else {
+                continue;
+            };
+            // Whole seconds, rounded up, at least one: never sooner.
+            let left = at.saturating_duration_since(now.mono);
+            let left = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            let left = u32::try_from(left.max(1)).unwrap_or(u32::MAX - 1);
+            self.persist_session(key, left, None);
+        }
+    }
+
     /// What the host's store kept of the persistent sessions, handed back
     /// before the first connection opens. Each comes back disconnected,
     /// with its subscriptions: one whose expiry date passed while the

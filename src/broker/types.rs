@@ -41,9 +41,11 @@ pub enum ShutdownWills {
     /// A durable hub keeps every will triggered by the shutdown or still
     /// waiting for its delay, with what was left of its delay: after the
     /// restart it waits that long for its client to come back, then is
-    /// sent. No storm of false "down" at a planned restart, no "down" lost
-    /// for a client that does not come back. A hub in memory, where nothing
-    /// survives, sends them now ([`ShutdownWills::SendNow`]). The default.
+    /// sent. The sessions' expiry pauses likewise (what was left of each
+    /// interval counts from the restart). No storm of false "down" at a
+    /// planned restart, no "down" lost for a client that does not come
+    /// back. A hub in memory, where nothing survives, sends them now
+    /// ([`ShutdownWills::SendNow`]). The default.
     Resume,
     /// Every will triggered by the shutdown or still waiting for its delay is
     /// authorized and published now: the clients are in fact going offline.

@@ -92,6 +92,8 @@ struct World {
     now: Now,
     sync: bool,
     keys_rotated: bool,
+    /// The hub was told its store is full.
+    storage_full: bool,
     revoked: bool,
     shut_down: bool,
     conns: BTreeMap<ConnId, Client>,
@@ -149,6 +151,7 @@ impl World {
             now: Now::from_secs(1_800_000_000),
             sync,
             keys_rotated: false,
+            storage_full: false,
             revoked: false,
             shut_down: false,
             conns: BTreeMap::new(),
@@ -664,6 +667,12 @@ impl World {
                 };
                 self.now = self.now.with_wall_step(step);
             }
+            // A durable world's store fills up or has room again: QoS 1/2
+            // is refused meanwhile (nothing allowed may be lost).
+            6 if b & 4 != 0 && self.store.is_some() => {
+                self.storage_full = !self.storage_full;
+                self.hub.set_storage_available(!self.storage_full);
+            }
             6 => self.keys_rotated = !self.keys_rotated,
             7 => {
                 self.revoked = !self.revoked;
@@ -715,6 +724,7 @@ impl World {
         // Their tickets died with the process.
         self.pending.clear();
         let mut hub = Broker::new(self.hub.config().clone());
+        self.storage_full = false;
         if self.sync {
             hub.set_authorizer(Some(Arc::new(acl(self.revoked))));
         }
