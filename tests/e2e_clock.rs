@@ -225,3 +225,79 @@ fn smol_wall_steps_fire_nothing_and_tokens_follow_the_wall() {
 fn blocking_wall_steps_fire_nothing_and_tokens_follow_the_wall() {
     wall_steps_fire_nothing_and_tokens_follow_the_wall(DriverKind::Blocking);
 }
+
+/// Deadlines come due while another client floods the broker: a silent
+/// client is still cut off at 1.5 × its keep alive — the loop never goes
+/// idle, so a driver that ran its timers only when idle would miss it.
+fn timers_fire_while_traffic_flows(kind: DriverKind) {
+    let b = start(
+        kind,
+        Arc::new(SteppedClock {
+            system: SystemClock::new(),
+            offset_ms: AtomicI64::new(0),
+        }),
+    );
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut flooder = TcpStream::connect(b.addr).unwrap();
+    let mut c = Connect::new(ProtocolVersion::V311, MqttString::try_from("f").unwrap());
+    c.username = Some(MqttString::try_from("f").unwrap());
+    c.password = Some(Bytes::from(token(&jwt::rsa_a(), "f", 7200)));
+    flooder
+        .write_all(
+            &Packet::Connect(Box::new(c))
+                .to_vec(ProtocolVersion::V311)
+                .unwrap(),
+        )
+        .unwrap();
+    let mut connack = [0u8; 4];
+    flooder.read_exact(&mut connack).unwrap();
+    let publish = Packet::Publish(testament::codec::Publish::new(
+        testament::codec::TopicName::from_static("open/flood"),
+        &b"x"[..],
+    ))
+    .to_vec(ProtocolVersion::V311)
+    .unwrap();
+    let burst: Vec<u8> = publish
+        .iter()
+        .copied()
+        .cycle()
+        .take(publish.len() * 4096)
+        .collect();
+    let still = flooding.clone();
+    let flood = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        while still.load(Ordering::Relaxed) && flooder.write_all(&burst).is_ok() {
+            sent += 4096;
+        }
+        sent
+    });
+    std::thread::sleep(SECOND / 2);
+    let started = std::time::Instant::now();
+    let mut silent = silent_client(&b, "s");
+    let mut rest = Vec::new();
+    let _ = silent.read_to_end(&mut rest);
+    let closed_after = started.elapsed();
+    flooding.store(false, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert!(sent > 4096, "the flood flowed: {sent} publishes");
+    assert!(
+        closed_after < 4 * SECOND,
+        "cut off after {closed_after:?} (keep alive 1 s) while {sent} publishes flowed"
+    );
+    b.stop();
+}
+
+#[test]
+fn mio_timers_fire_while_traffic_flows() {
+    timers_fire_while_traffic_flows(DriverKind::Mio);
+}
+
+#[test]
+fn smol_timers_fire_while_traffic_flows() {
+    timers_fire_while_traffic_flows(DriverKind::Smol);
+}
+
+#[test]
+fn blocking_timers_fire_while_traffic_flows() {
+    timers_fire_while_traffic_flows(DriverKind::Blocking);
+}

@@ -127,31 +127,59 @@ struct Connection {
     output: Sender<Bytes>,
     queued: Arc<AtomicUsize>,
     tcp: TcpStream,
-    /// Closed while the connection is not to be read (backpressure).
+    /// Closed while the connection is not to be read (backpressure), or
+    /// while its reads wait in the inbox.
     gate: Arc<Gate>,
 }
+
+/// Reads of one connection waiting in the inbox at most: a client that
+/// floods the broker cannot fill the inbox and starve the others (their
+/// CONNECTs, their acknowledgements) or the accept thread.
+const READS_QUEUED: usize = 2;
 
 /// Whether a connection's reader may read; it waits while not.
 #[derive(Default)]
 struct Gate {
-    paused: Mutex<bool>,
+    state: Mutex<GateState>,
     opened: Condvar,
 }
 
+#[derive(Default)]
+struct GateState {
+    /// Backpressure: not read until resumed.
+    paused: bool,
+    /// Its reads in the inbox.
+    queued: usize,
+    /// The connection is gone: its reader reads on to find that out.
+    closed: bool,
+}
+
 impl Gate {
-    fn set(&self, paused: bool) {
-        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = paused;
+    fn update(&self, f: impl FnOnce(&mut GateState)) {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
         self.opened.notify_all();
     }
 
-    fn wait_open(&self) {
-        let mut paused = self.paused.lock().unwrap_or_else(PoisonError::into_inner);
-        while *paused {
-            paused = self
-                .opened
-                .wait(paused)
-                .unwrap_or_else(PoisonError::into_inner);
+    fn set(&self, paused: bool) {
+        self.update(|s| s.paused = paused);
+    }
+
+    fn close(&self) {
+        self.update(|s| s.closed = true);
+    }
+
+    /// One of its reads was taken from the inbox.
+    fn taken(&self) {
+        self.update(|s| s.queued = s.queued.saturating_sub(1));
+    }
+
+    /// Waits until the reader may read, and counts the read it will queue.
+    fn wait_turn(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while !s.closed && (s.paused || s.queued >= READS_QUEUED) {
+            s = self.opened.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
+        s.queued += 1;
     }
 }
 
@@ -159,6 +187,17 @@ struct BlockingIo {
     conns: BTreeMap<ConnId, Connection>,
     inbox: SyncSender<Msg>,
     max_output: usize,
+}
+
+impl BlockingIo {
+    /// A connection's read left the inbox: its reader may queue another.
+    fn taken(&self, e: &Event) {
+        if let Event::Bytes(conn, _) = e
+            && let Some(c) = self.conns.get(conn)
+        {
+            c.gate.taken();
+        }
+    }
 }
 
 impl Io for BlockingIo {
@@ -178,7 +217,7 @@ impl Io for BlockingIo {
         // queued; the reader ends when the writer shuts the socket (a
         // paused one is let read to find that out).
         if let Some(c) = self.conns.remove(&conn) {
-            c.gate.set(false);
+            c.gate.close();
         }
     }
 
@@ -187,7 +226,7 @@ impl Io for BlockingIo {
         // socket under it.
         if let Some(c) = self.conns.remove(&conn) {
             let _ = c.tcp.shutdown(Shutdown::Both);
-            c.gate.set(false);
+            c.gate.close();
         }
     }
 
@@ -223,7 +262,7 @@ fn read_loop(
 ) {
     let mut buf = vec![0u8; size];
     loop {
-        gate.wait_open();
+        gate.wait_turn();
         let event = match stream.read(&mut buf) {
             Ok(0) => Event::Closed(conn, TransportClosed::PeerClosed),
             Ok(n) => Event::Bytes(conn, buf[..n].to_vec()),
@@ -363,10 +402,14 @@ pub fn serve(
                 // What else the readers brought meanwhile goes with it: one
                 // commit for the turn (see `Runner::begin_reads`).
                 runner.begin_reads();
+                io.taken(&e);
                 runner.handle(now, e, &mut io);
                 for _ in 0..TURN_EVENTS {
                     match messages.try_recv() {
-                        Ok(Msg::Event(e)) => runner.handle(now, e, &mut io),
+                        Ok(Msg::Event(e)) => {
+                            io.taken(&e);
+                            runner.handle(now, e, &mut io);
+                        }
                         Ok(other) => {
                             stashed = Some(other);
                             break;
@@ -375,6 +418,9 @@ pub fn serve(
                     }
                 }
                 runner.end_reads(now, &mut io);
+                // While events keep coming `recv_timeout` never times out:
+                // what came due meanwhile runs here.
+                runner.timeout(now, &mut io);
             }
             Some(Msg::Control(Control::Reload)) => runner.reload(now),
             Some(Msg::Control(Control::Shutdown)) => {

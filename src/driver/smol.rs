@@ -104,20 +104,67 @@ struct Connection {
     out: SharedOutbox,
     tcp: Socket,
     _reader: Task<()>,
-    /// The reader takes it before each read; held here while the
+    /// The reader passes it before each read; closed here while the
     /// connection is not to be read (backpressure).
     gate: Gate,
     paused: Option<smol::lock::RwLockWriteGuardArc<()>>,
 }
 
-/// What a reader waits on while its connection is paused.
-type Gate = Arc<smol::lock::RwLock<()>>;
+/// Reads of one connection waiting in the channel at most: a client that
+/// floods the broker cannot fill it and starve the others (their CONNECTs,
+/// their acknowledgements).
+const READS_QUEUED: usize = 2;
+
+/// What a reader waits on: its connection paused (backpressure), or
+/// [`READS_QUEUED`] of its reads in the channel already.
+#[derive(Clone)]
+struct Gate {
+    paused: Arc<smol::lock::RwLock<()>>,
+    credits: Arc<smol::lock::Semaphore>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            paused: Arc::default(),
+            credits: Arc::new(smol::lock::Semaphore::new(READS_QUEUED)),
+        }
+    }
+}
+
+impl Gate {
+    /// Waits while the connection is paused.
+    async fn open(&self) {
+        drop(self.paused.read().await);
+    }
+
+    /// Waits for room for one more read in the channel, and takes it.
+    async fn queue(&self) {
+        self.credits.acquire().await.forget();
+    }
+
+    /// One of its reads left the channel.
+    fn taken(&self) {
+        self.credits.add_permits(1);
+    }
+}
 
 struct SmolIo {
     ex: Arc<Executor<'static>>,
     conns: BTreeMap<ConnId, Connection>,
     events: Sender<Event>,
     max_output: usize,
+}
+
+impl SmolIo {
+    /// A connection's read left the channel: its reader may queue another.
+    fn taken(&self, e: &Event) {
+        if let Event::Bytes(conn, _) = e
+            && let Some(c) = self.conns.get(conn)
+        {
+            c.gate.taken();
+        }
+    }
 }
 
 impl Io for SmolIo {
@@ -210,7 +257,7 @@ impl Io for SmolIo {
         } else if c.paused.is_none() {
             // Everything runs on one thread: no reader holds the gate
             // between its awaits, so it is free.
-            c.paused = c.gate.try_write_arc();
+            c.paused = c.gate.paused.try_write_arc();
         }
     }
 }
@@ -282,10 +329,11 @@ fn read_now(s: &Async<StdTcpStream>, size: usize) -> std::io::Result<Read> {
 
 async fn read_plain(conn: ConnId, s: Socket, events: Sender<Event>, size: usize, gate: Gate) {
     let closed = loop {
-        drop(gate.read().await);
+        gate.open().await;
         match read_now(&s, size) {
             Ok(Read::Data(data)) => {
                 let full = data.len() == size;
+                gate.queue().await;
                 if events.send(Event::Bytes(conn, data)).await.is_err() {
                     return;
                 }
@@ -323,7 +371,7 @@ async fn read_stream(
     const SMALL: usize = 256;
     let mut buf = vec![0u8; SMALL.min(size)];
     loop {
-        drop(gate.read().await);
+        gate.open().await;
         match stream.read(&mut buf).await {
             Ok(0) => {
                 let _ = events
@@ -338,6 +386,7 @@ async fn read_stream(
                 } else if n < SMALL && buf.len() > SMALL {
                     buf = vec![0u8; SMALL];
                 }
+                gate.queue().await;
                 if events.send(Event::Bytes(conn, data)).await.is_err() {
                     return;
                 }
@@ -437,7 +486,9 @@ pub async fn serve(
                 (&mut timer).await;
                 Wake::Tick
             };
-            let wake = control.or(event).or(tick).or(accept).await;
+            // The rare wakes first: a flood of events must not starve a
+            // new connection, a control or a deadline.
+            let wake = control.or(accept).or(tick).or(event).await;
             let now = runner.now();
             match wake {
                 Wake::Accepted(a) => {
@@ -490,14 +541,24 @@ pub async fn serve(
                     // What else the readers brought meanwhile goes with it:
                     // one commit for the turn (see `Runner::begin_reads`).
                     runner.begin_reads();
+                    io.taken(&e);
                     runner.handle(now, e, &mut io);
                     for _ in 0..TURN_EVENTS {
                         match incoming.try_recv() {
-                            Ok(e) => runner.handle(now, e, &mut io),
+                            Ok(e) => {
+                                io.taken(&e);
+                                runner.handle(now, e, &mut io);
+                            }
                             Err(_) => break,
                         }
                     }
                     runner.end_reads(now, &mut io);
+                    // While events keep coming the timer may never win the
+                    // race: what came due meanwhile runs here.
+                    if runner.poll_timeout().is_some_and(|t| t <= now.mono) {
+                        armed = None;
+                        runner.timeout(now, &mut io);
+                    }
                 }
                 Wake::Tick => {
                     // A one-shot timer that fired stays silent: arm it again
