@@ -255,6 +255,12 @@ pub struct WillSection {
     /// `resume`, `send` or `drop`: wills pending at shutdown (`resume`,
     /// durable: the sessions' expiry pauses with them).
     pub at_shutdown: String,
+    /// `resume` or `send`: a 3.1.1 client's will when another connection
+    /// takes its session over and continues it.
+    pub on_takeover: String,
+    /// `send` or `drop`: the will of a connection closed because its
+    /// credential expired.
+    pub on_credential_expiry: String,
 }
 
 impl Default for WillSection {
@@ -265,6 +271,8 @@ impl Default for WillSection {
             after_expiry: "identity".into(),
             grace_secs: 0,
             at_shutdown: "resume".into(),
+            on_takeover: "resume".into(),
+            on_credential_expiry: "send".into(),
         }
     }
 }
@@ -680,6 +688,16 @@ impl Config {
             topic_alias_maximum: s.topic_alias_maximum,
             check_will_at_connect: self.will.check_at_connect,
             recheck_will_on_reauth: self.will.recheck_on_reauth,
+            will_on_takeover_v311: one_of(
+                "will.on_takeover",
+                &self.will.on_takeover,
+                &[("resume", false), ("send", true)],
+            )?,
+            will_on_credential_expiry: one_of(
+                "will.on_credential_expiry",
+                &self.will.on_credential_expiry,
+                &[("send", true), ("drop", false)],
+            )?,
             credential_expiry: one_of(
                 "session.credential_expiry",
                 &s.credential_expiry,

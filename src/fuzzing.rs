@@ -314,7 +314,7 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
             ),
             5 => {
                 if op & 8 == 0 {
-                    s.handle_takeover(now);
+                    s.handle_takeover(now, op & 16 != 0);
                 } else {
                     s.handle_shutdown(now);
                 }

@@ -333,23 +333,101 @@ fn takeover_follows_rule_4() {
     }
 }
 
+/// 3.1.1 says nothing of the will at a takeover. `will.on_takeover =
+/// "resume"` (the default): a connection that continues the session
+/// (Clean Session 0) deletes it, audited — a client reconnecting over its
+/// own half-open connection is not "down"; `"send"` sends it. A takeover
+/// by a clean session ends the session: the will goes either way.
 #[test]
-fn a_3_1_1_takeover_sends_the_will() {
+fn a_3_1_1_takeover_follows_will_on_takeover() {
+    // (send on takeover, clean session of the new connection, will sent?)
+    for (send, clean, sent) in [
+        (false, false, false),
+        (false, true, true),
+        (true, false, true),
+        (true, true, true),
+    ] {
+        let mut config = BrokerConfig::default();
+        config.session.will_on_takeover_v311 = send;
+        let mut net = Net::new(config, Some(default_acl()));
+        let m = monitor(&mut net);
+        let mut c = with_will(V3, "srv", 0, 0);
+        c.clean_start = false;
+        let (old, _) = net.connect(c);
+        let mut c = connect(V3, "srv", "srv");
+        c.clean_start = clean;
+        let (_, present) = net.connect(c);
+        let case = format!("send {send}, clean session {clean}");
+        assert_eq!(present, !clean, "{case}");
+        assert!(
+            net.take(old).is_empty(),
+            "3.1.1 has no DISCONNECT from the server"
+        );
+        assert!(net.closed(old).is_some(), "{case}");
+        let expected: Vec<String> = if sent {
+            vec![format!("{}=down", state("srv"))]
+        } else {
+            vec![]
+        };
+        assert_eq!(downs(&mut net, m), expected, "{case}");
+        let deleted = net.audit_lines().into_iter().any(|l| {
+            l.contains("event=will")
+                && l.contains("outcome=cancelled")
+                && l.contains("continues the session")
+        });
+        assert_eq!(deleted, !sent, "{case}: {:?}", net.audit_lines());
+    }
+}
+
+/// A 5.0 client follows its Will Delay Interval at a takeover, whatever
+/// `will.on_takeover` says (§3.1.3.2.2): delay 0, continued, sent.
+#[test]
+fn a_5_0_takeover_ignores_will_on_takeover() {
     let mut net = Net::standard();
     let m = monitor(&mut net);
-    let mut c = with_will(V3, "srv", 0, 0);
+    net.connect(with_will(V5, "srv", 0, 3600));
+    let mut c = connect(V5, "srv", "srv");
     c.clean_start = false;
-    let (old, _) = net.connect(c);
-    let mut c = connect(V3, "srv", "srv");
-    c.clean_start = false;
-    let (_, present) = net.connect(c);
-    assert!(present);
-    assert!(
-        net.take(old).is_empty(),
-        "3.1.1 has no DISCONNECT from the server"
-    );
-    assert!(net.closed(old).is_some());
+    c.properties.session_expiry_interval = Some(3600);
+    net.connect(c);
     assert_eq!(downs(&mut net, m), [format!("{}=down", state("srv"))]);
+}
+
+/// A connection closed because its credential expired
+/// (`credential_expiry = "disconnect"`): `will.on_credential_expiry =
+/// "send"` (the default) sends its will; `"drop"` deletes it, audited — a
+/// healthy server whose token ran out is not "down".
+#[test]
+fn credential_expiry_sends_or_drops_the_will() {
+    for (send, sent) in [(true, true), (false, false)] {
+        let mut config = BrokerConfig::default();
+        config.session.will_on_credential_expiry = send;
+        let mut net = Net::new(config, Some(default_acl()));
+        let m = monitor(&mut net);
+        let mut c = with_will(V5, "srv", 0, 0);
+        c.password = Some(Bytes::from(Net::token("srv", 60)));
+        let (srv, _) = net.connect(c);
+        net.advance(59);
+        assert!(net.closed(srv).is_none());
+        net.advance(120);
+        assert_eq!(
+            net.closed(srv).map(|r| r.code),
+            Some(DisconnectReasonCode::MaximumConnectTime),
+            "send {send}"
+        );
+        let expected: Vec<String> = if sent {
+            vec![format!("{}=down", state("srv"))]
+        } else {
+            vec![]
+        };
+        assert_eq!(downs(&mut net, m), expected, "send {send}");
+        let deleted = net.audit_lines().into_iter().any(|l| {
+            l.contains("event=will")
+                && l.contains("outcome=cancelled")
+                && l.contains("credential expired")
+        });
+        assert_eq!(deleted, !sent, "send {send}: {:?}", net.audit_lines());
+    }
 }
 
 #[test]

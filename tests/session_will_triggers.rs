@@ -91,7 +91,7 @@ fn takeover_and_shutdown_trigger_the_will() {
     ] {
         let mut p = with_will(V5, SessionConfig::default());
         if input == 0 {
-            p.session.handle_takeover(p.now);
+            p.session.handle_takeover(p.now, false);
         } else {
             p.session.handle_shutdown(p.now);
         }

@@ -155,7 +155,7 @@ impl Broker {
                 identity: identity.clone(),
             });
             if let Some(c) = self.store.conn_mut(old) {
-                c.session.handle_takeover(now);
+                c.session.handle_takeover(now, !clean_start);
             }
             self.drain(now, old);
             self.detach(now, old);

@@ -734,6 +734,9 @@ impl Session {
                         WillTrigger::KeepAliveTimeout,
                     );
                 } else if self.expiry_deadline().is_some_and(|d| now.mono >= d) {
+                    if !self.config.will_on_credential_expiry {
+                        self.delete_will(now, "credential expired");
+                    }
                     self.fail(
                         now,
                         DisconnectReasonCode::MaximumConnectTime,
@@ -847,8 +850,14 @@ impl Session {
     }
 
     /// Another connection took this client id over [MQTT-3.1.4-3].
-    pub fn handle_takeover(&mut self, now: Now) {
+    pub fn handle_takeover(&mut self, now: Now, continued: bool) {
         if self.state == State::Connected {
+            if continued
+                && self.version == ProtocolVersion::V311
+                && !self.config.will_on_takeover_v311
+            {
+                self.delete_will(now, "taken over by a connection that continues the session");
+            }
             self.fail(
                 now,
                 DisconnectReasonCode::SessionTakenOver,
@@ -1021,6 +1030,29 @@ impl Session {
     }
 
     /// Hands the will up, once, with the identity it must be authorized against.
+    /// The will is deleted without being sent (audited with `reason`).
+    fn delete_will(&mut self, now: Now, reason: &str) {
+        let Some(conn) = self.stage.conn_mut() else {
+            return;
+        };
+        let (Some(will), Some(identity)) = (conn.will.take(), conn.identity.clone()) else {
+            return;
+        };
+        let record = AuditRecord::will(
+            now.wall,
+            &identity,
+            &will,
+            None,
+            WillOutcome::Cancelled {
+                reason: reason.into(),
+            },
+        );
+        // What was written before goes out before the record.
+        self.flush_tx();
+        self.audit(record);
+        self.will_deleted();
+    }
+
     fn trigger_will(&mut self, now: Now, trigger: WillTrigger) {
         let Some(conn) = self.stage.conn_mut() else {
             return;
@@ -1125,21 +1157,7 @@ impl Session {
         }
         if d.reason_code == DisconnectReasonCode::NormalDisconnection {
             // [MQTT-3.14.4-3]: the will is deleted.
-            if let (Some(will), Some(identity)) = (conn.will.take(), conn.identity.clone()) {
-                let record = AuditRecord::will(
-                    now.wall,
-                    &identity,
-                    &will,
-                    None,
-                    WillOutcome::Cancelled {
-                        reason: "DISCONNECT 0x00".into(),
-                    },
-                );
-                // What was written before goes out before the record.
-                self.flush_tx();
-                self.audit(record);
-                self.will_deleted();
-            }
+            self.delete_will(now, "DISCONNECT 0x00");
         } else {
             self.trigger_will(now, WillTrigger::DisconnectWithWill);
         }

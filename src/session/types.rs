@@ -89,6 +89,18 @@ pub struct SessionConfig {
     pub recheck_will_on_reauth: bool,
     /// What happens when the credential expires.
     pub credential_expiry: CredentialExpiry,
+    /// Whether the will goes when the connection is closed because its
+    /// credential expired ([`CredentialExpiry::Disconnect`]): `false`, it
+    /// is deleted (audited) — the client was healthy, only its token ran
+    /// out.
+    pub will_on_credential_expiry: bool,
+    /// Whether a 3.1.1 client's will goes when another connection takes
+    /// its session over and continues it (Clean Session 0): 3.1.1 does not
+    /// say; `false` (the default), it is deleted (audited), as mosquitto
+    /// does — a client reconnecting over its own half-open connection is
+    /// not "down". A 5.0 client follows its Will Delay Interval whatever
+    /// this says (§3.1.3.2.2).
+    pub will_on_takeover_v311: bool,
     /// Clock skew allowed on the credential's `exp`.
     pub credential_leeway: Duration,
     /// Whether allowed publishes get an audit record too (denials always
@@ -138,6 +150,8 @@ impl Default for SessionConfig {
             max_pending_authorizations: 64,
             check_will_at_connect: true,
             recheck_will_on_reauth: false,
+            will_on_credential_expiry: true,
+            will_on_takeover_v311: false,
             credential_expiry: CredentialExpiry::Disconnect,
             credential_leeway: Duration::from_secs(30),
             audit_allowed_publishes: true,
