@@ -305,6 +305,9 @@ pub struct SessionSection {
     pub max_subscriptions: usize,
     /// Topic aliases accepted from a client.
     pub topic_alias_maximum: u16,
+    /// Topic aliases given to a 5.0 client that accepts them (at most its
+    /// Topic Alias Maximum; 0: none).
+    pub topic_aliases_out: u16,
     /// Longest client id.
     pub max_client_id_len: usize,
     /// Audit allowed publishes too (denials always are).
@@ -330,6 +333,7 @@ impl Default for SessionSection {
             slow_subscriber_timeout_secs: s.congestion_timeout.as_secs(),
             max_subscriptions: s.max_subscriptions,
             topic_alias_maximum: s.topic_alias_maximum,
+            topic_aliases_out: s.max_outbound_topic_aliases,
             max_client_id_len: s.max_client_id_len,
             audit_allowed_publishes: false,
             max_topic_len: s.max_topic_len,
@@ -686,6 +690,7 @@ impl Config {
             congestion_timeout: Duration::from_secs(s.slow_subscriber_timeout_secs),
             max_subscriptions: s.max_subscriptions,
             topic_alias_maximum: s.topic_alias_maximum,
+            max_outbound_topic_aliases: s.topic_aliases_out,
             check_will_at_connect: self.will.check_at_connect,
             recheck_will_on_reauth: self.will.recheck_on_reauth,
             will_on_takeover_v311: one_of(

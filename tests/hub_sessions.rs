@@ -288,3 +288,44 @@ fn a_client_id_taken_over_twice_leaves_one_session() {
     assert_eq!(net.hub.sessions(), 1);
     assert_eq!(net.hub.connections(), 1);
 }
+
+/// Server-to-client topic aliases belong to a connection: a client that
+/// comes back (its session resumed) is taught them anew, never sent an
+/// alias alone that only its old connection knew.
+#[test]
+fn outbound_topic_aliases_start_anew_with_each_connection() {
+    let mut net = Net::standard();
+    let mut c = connect(V5, "sub", "sub");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(300);
+    c.properties.topic_alias_maximum = Some(4);
+    let (s, _) = net.connect(c.clone());
+    net.subscribe(s, &[("open/#", QoS::AtMostOnce)]);
+    let (p, _) = net.connect(connect(V5, "p", "p"));
+    let seen = |net: &mut Net, s: ConnId| -> Vec<(Option<String>, Option<u16>)> {
+        net.publishes(s)
+            .iter()
+            .map(|m| {
+                (
+                    m.topic.as_ref().map(ToString::to_string),
+                    m.properties.topic_alias.map(|a| a.get()),
+                )
+            })
+            .collect()
+    };
+    net.publish(p, "open/a", b"1", QoS::AtMostOnce, false);
+    net.publish(p, "open/a", b"2", QoS::AtMostOnce, false);
+    assert_eq!(
+        seen(&mut net, s),
+        [(Some("open/a".into()), Some(1)), (None, Some(1))]
+    );
+    net.crash(s);
+    let (s, present) = net.connect(c);
+    assert!(present);
+    net.publish(p, "open/a", b"3", QoS::AtMostOnce, false);
+    assert_eq!(
+        seen(&mut net, s),
+        [(Some("open/a".into()), Some(1))],
+        "taught again"
+    );
+}

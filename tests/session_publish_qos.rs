@@ -399,19 +399,27 @@ fn a_resumed_session_redelivers_with_dup_and_original_ids() {
     assert_eq!(p.session.take_inflight(), Inflight::default());
 }
 
+/// Server-to-client topic aliases (5.0 §3.3.2.3.4): taught with the topic,
+/// then used alone; past the client's Topic Alias Maximum (here 2) the
+/// oldest alias is given anew, with its topic; never more than the
+/// broker's own bound; none for a client that did not ask.
 #[test]
-fn outbound_topic_aliases_when_enabled_and_accepted() {
-    let config = SessionConfig {
-        outbound_topic_aliases: true,
-        ..Default::default()
-    };
+fn outbound_topic_aliases_when_accepted() {
     let mut c = connect(V5, "c1", None);
-    c.properties.topic_alias_maximum = Some(1);
-    let mut p = Peer::connected(V5, config, c, identity("alice", "c1", None));
-    let mut other = outbound(QoS::AtMostOnce);
-    other.topic = TopicName::from_static("u");
-    for m in [outbound(QoS::AtMostOnce), outbound(QoS::AtLeastOnce), other] {
-        assert_eq!(p.session.deliver(p.now, m), Delivery::Accepted);
+    c.properties.topic_alias_maximum = Some(2);
+    let mut p = Peer::connected(
+        V5,
+        SessionConfig::default(),
+        c,
+        identity("alice", "c1", None),
+    );
+    let on = |topic: &'static str| {
+        let mut m = outbound(QoS::AtMostOnce);
+        m.topic = TopicName::from_static(topic);
+        m
+    };
+    for t in ["a", "a", "b", "b", "c", "a", "c"] {
+        assert_eq!(p.session.deliver(p.now, on(t)), Delivery::Accepted);
     }
     let a = p.drain();
     let seen: Vec<_> = p
@@ -425,15 +433,43 @@ fn outbound_topic_aliases_when_enabled_and_accepted() {
             other => panic!("{other:?}"),
         })
         .collect();
+    let taught = |t: &str, a| (Some(t.to_string()), Some(a));
     assert_eq!(
         seen,
         [
-            (Some("t".to_string()), Some(1)), // taught
-            (None, Some(1)),                  // used
-            (Some("u".to_string()), None),    // the client accepts one alias only
+            taught("a", 1),
+            (None, Some(1)),
+            taught("b", 2),
+            (None, Some(2)),
+            taught("c", 1), // the oldest, given anew
+            taught("a", 2),
+            (None, Some(1)),
         ]
     );
-    // Off by default, and never towards a client that did not ask.
+
+    // The broker's bound caps what the client offers.
+    let config = SessionConfig {
+        max_outbound_topic_aliases: 1,
+        ..Default::default()
+    };
+    let mut c = connect(V5, "c2", None);
+    c.properties.topic_alias_maximum = Some(100);
+    let mut p = Peer::connected(V5, config, c, identity("alice", "c2", None));
+    for t in ["a", "b"] {
+        p.session.deliver(p.now, on(t));
+    }
+    let a = p.drain();
+    let aliases: Vec<_> = p
+        .packets(&a)
+        .iter()
+        .map(|x| match x {
+            Packet::Publish(p) => p.properties.topic_alias.map(|a| a.get()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(aliases, [Some(1), Some(1)]);
+
+    // Never towards a client that did not ask.
     let mut p = peer(V5);
     p.session.deliver(p.now, outbound(QoS::AtMostOnce));
     let a = p.drain();

@@ -76,11 +76,10 @@ impl Session {
             client_receive_max: props.receive_maximum.map_or(u16::MAX, |r| r.get()),
             client_max_packet: props.maximum_packet_size,
             per_message: None,
-            client_alias_max: if self.config.outbound_topic_aliases {
-                props.topic_alias_maximum.unwrap_or(0)
-            } else {
-                0
-            },
+            client_alias_max: props
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(self.config.max_outbound_topic_aliases),
             request_problem_info,
             last_packet: prelude.opened_at,
             credential_deadline: None,

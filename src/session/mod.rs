@@ -184,6 +184,9 @@ struct Kept {
 struct PerMessage {
     /// Topics given an alias towards the client (alias = index + 1).
     aliases_out: Vec<TopicName>,
+    /// The alias given anew next once all are taken (index; round robin:
+    /// the oldest assignment goes first).
+    alias_next: u16,
     pending: VecDeque<Pending>,
     /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
     awaiting_pubrel: Vec<PacketId>,
@@ -209,6 +212,7 @@ struct PerMessage {
 /// What an idle connection's [`PerMessage`] reads as.
 static NO_PER_MESSAGE: PerMessage = PerMessage {
     aliases_out: Vec::new(),
+    alias_next: 0,
     pending: VecDeque::new(),
     awaiting_pubrel: Vec::new(),
     aliases_in: Vec::new(),

@@ -752,8 +752,9 @@ pub(super) fn next_free_id(conn: &mut Conn) -> Option<PacketId> {
 }
 
 /// Replaces the topic by an alias the client already knows, or teaches it a
-/// new one while it accepts more (MQTT 5.0 §3.3.2.3.4); first come, first
-/// aliased, never reassigned.
+/// new one (MQTT 5.0 §3.3.2.3.4): a free alias while there is one, then the
+/// oldest assignment's, round robin — a PUBLISH with both the topic and
+/// the alias sets the client's mapping anew.
 fn alias_topic(conn: &mut Conn, p: &mut PublishView<'_>) {
     if conn.client_alias_max == 0 {
         return;
@@ -771,11 +772,21 @@ fn alias_topic(conn: &mut Conn, p: &mut PublishView<'_>) {
         p.topic_alias = u16::try_from(i + 1)
             .ok()
             .and_then(std::num::NonZeroU16::new);
-    } else if conn.per_message().aliases_out.len() < usize::from(conn.client_alias_max) {
+    } else {
+        let max = usize::from(conn.client_alias_max);
+        let table = conn.per_message_mut();
         // Kept for the connection's life: copied out of the publisher's
         // read buffer.
-        conn.per_message_mut().aliases_out.push(topic.detached());
-        p.topic_alias = u16::try_from(conn.per_message().aliases_out.len())
+        let index = if table.aliases_out.len() < max {
+            table.aliases_out.push(topic.detached());
+            table.aliases_out.len() - 1
+        } else {
+            let index = usize::from(table.alias_next) % max;
+            table.aliases_out[index] = topic.detached();
+            index
+        };
+        table.alias_next = u16::try_from((index + 1) % max).unwrap_or(0);
+        p.topic_alias = u16::try_from(index + 1)
             .ok()
             .and_then(std::num::NonZeroU16::new);
     }

@@ -58,9 +58,11 @@ pub struct SessionConfig {
     pub retain_available: bool,
     /// Highest topic alias accepted from the client (0: none).
     pub topic_alias_maximum: u16,
-    /// Use topic aliases towards 5.0 clients that accept them: saves bytes
-    /// on repeated topics, costs a property allocation per aliased message.
-    pub outbound_topic_aliases: bool,
+    /// Topic aliases the broker gives a 5.0 client that accepts them (at
+    /// most its Topic Alias Maximum; 0: none): a repeated topic then costs
+    /// two bytes. Bounded so that finding a topic's alias stays a short
+    /// scan; when they are all taken, the oldest is given to the new topic.
+    pub max_outbound_topic_aliases: u16,
     /// Cap on QoS 1/2 messages in flight to the client.
     pub max_outbound_inflight: u16,
     /// Messages waiting for the outbound window before new ones are refused
@@ -140,7 +142,7 @@ impl Default for SessionConfig {
             maximum_qos: QoS::ExactlyOnce,
             retain_available: true,
             topic_alias_maximum: 16,
-            outbound_topic_aliases: false,
+            max_outbound_topic_aliases: 16,
             max_outbound_inflight: 64,
             max_outbound_queue: 1000,
             backpressure: true,
