@@ -384,3 +384,88 @@ fn smol_a_slow_qos1_subscriber_loses_nothing() {
 fn blocking_a_slow_qos1_subscriber_loses_nothing() {
     a_slow_qos1_subscriber_loses_nothing(DriverKind::Blocking);
 }
+
+/// A client the broker disconnects while it is still sending (5.0: QoS 2
+/// publishes past the Receive Maximum, never released) reads the
+/// DISCONNECT 0x93 and its reason, not a reset: the broker half-closes and
+/// reads what still comes for a bounded time before it closes (closing a
+/// socket with unread input sends RST, which can wipe what the client had
+/// not read yet).
+fn a_disconnected_client_still_sending_reads_the_reason(kind: DriverKind) {
+    let mut config = BrokerConfig::default();
+    config.session.receive_maximum = 2;
+    let b = Running::start(kind, config, JwtConfig::default(), default_acl());
+    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut c = Connect::new(ProtocolVersion::V5, MqttString::try_from("busy").unwrap());
+    c.username = Some(MqttString::try_from("busy").unwrap());
+    c.password = Some(Bytes::from(token(&jwt::rsa_a(), "busy", 3600)));
+    s.write_all(
+        &Packet::Connect(Box::new(c))
+            .to_vec(ProtocolVersion::V5)
+            .unwrap(),
+    )
+    .unwrap();
+    // QoS 2 publishes never released: the third is past the Receive
+    // Maximum; far more bytes follow than the broker reads before it
+    // decides.
+    let mut burst = Vec::new();
+    for id in 1..=2_000u16 {
+        let mut p = testament::codec::Publish::new(
+            testament::codec::TopicName::from_static("open/busy"),
+            vec![b'x'; 100],
+        );
+        p.qos = testament::codec::QoS::ExactlyOnce;
+        p.packet_id = PacketId::new(id);
+        burst.extend(Packet::Publish(p).to_vec(ProtocolVersion::V5).unwrap());
+    }
+    let _ = s.write_all(&burst);
+    // The broker decided and closed meanwhile. The client, still busy,
+    // writes on: the broker still reads (and drops) what comes, so this is
+    // no broken pipe — a client library that stops at a failed write never
+    // reads the reason.
+    std::thread::sleep(Duration::from_millis(300));
+    let wrote = s.write_all(&burst[..4096]);
+    assert!(wrote.is_ok(), "{kind:?}: {wrote:?}");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break "end".to_string(),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => break format!("{:?}", e.kind()),
+        }
+    };
+    let mut d = testament::codec::Decoder::new(1 << 20).with_version(ProtocolVersion::V5);
+    d.feed(&got);
+    let mut packets = Vec::new();
+    while let Ok(Some(p)) = d.decode() {
+        packets.push(p);
+    }
+    assert!(
+        packets.iter().any(|p| matches!(p, Packet::Disconnect(d)
+            if d.reason_code == testament::codec::DisconnectReasonCode::ReceiveMaximumExceeded)),
+        "{kind:?}: read {} bytes ({} packets, the last {:?}) then {end}",
+        got.len(),
+        packets.len(),
+        packets
+            .last()
+            .map(|p| format!("{p:?}").chars().take(60).collect::<String>())
+    );
+    b.stop();
+}
+
+#[test]
+fn mio_a_disconnected_client_still_sending_reads_the_reason() {
+    a_disconnected_client_still_sending_reads_the_reason(DriverKind::Mio);
+}
+
+#[test]
+fn smol_a_disconnected_client_still_sending_reads_the_reason() {
+    a_disconnected_client_still_sending_reads_the_reason(DriverKind::Smol);
+}
+
+#[test]
+fn blocking_a_disconnected_client_still_sending_reads_the_reason() {
+    a_disconnected_client_still_sending_reads_the_reason(DriverKind::Blocking);
+}

@@ -35,8 +35,35 @@ trait Sink: Write + Send {
 impl Sink for TcpStream {
     fn finish(&mut self) {
         let _ = self.flush();
-        let _ = self.shutdown(Shutdown::Both);
+        let _ = self.shutdown(Shutdown::Write);
+        drain(self);
     }
+}
+
+/// How long a closed connection, all written and half-closed, is still read
+/// (and what comes dropped) before the socket closes: a client still
+/// sending reads the DISCONNECT and its reason instead of a broken pipe (a
+/// socket closed with input unread answers with a reset).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Reads and drops what the client still sends, until it closes too or
+/// [`DRAIN`] passes; then the socket is shut both ways (its reader ends).
+fn drain(socket: &TcpStream) {
+    let until = std::time::Instant::now() + DRAIN;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match (&*socket).read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = socket.shutdown(Shutdown::Both);
 }
 
 type Shared = Arc<Mutex<StreamOwned<ServerConnection, TcpStream>>>;
@@ -101,10 +128,14 @@ impl Write for TlsWriter {
 
 impl Sink for TlsWriter {
     fn finish(&mut self) {
-        if let Ok(mut s) = self.0.lock() {
+        let socket = self.0.lock().ok().and_then(|mut s| {
             s.conn.send_close_notify();
             let _ = write_pending(&mut s);
-            let _ = s.sock.shutdown(Shutdown::Both);
+            let _ = s.sock.shutdown(Shutdown::Write);
+            s.sock.try_clone().ok()
+        });
+        if let Some(socket) = socket {
+            drain(&socket);
         }
     }
 }
@@ -166,6 +197,13 @@ impl Gate {
 
     fn close(&self) {
         self.update(|s| s.closed = true);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed
     }
 
     /// One of its reads was taken from the inbox.
@@ -273,6 +311,14 @@ fn read_loop(
             }
         };
         let last = matches!(event, Event::Closed(..));
+        if gate.is_closed() {
+            // The hub let go of it: what comes is dropped (the writer
+            // drains, then shuts the socket, which ends this).
+            if last {
+                return;
+            }
+            continue;
+        }
         if inbox.send(Msg::Event(event)).is_err() || last {
             return;
         }

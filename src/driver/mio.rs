@@ -43,6 +43,11 @@ const READ_BUDGET: usize = 256 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closed connection may take to read what was left for it.
 const LINGER: Duration = Duration::from_secs(10);
+/// How long a closed connection, all written and half-closed, is still read
+/// (and what comes dropped) before the socket closes: a client still
+/// sending reads the DISCONNECT and its reason instead of a broken pipe
+/// (a socket closed with input unread answers with a reset).
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// Which hub connection a socket carries, as half an id: the index of the
 /// hub's [`ConnId`] (its serial is in [`MioIo::by_conn`], which tells a
@@ -87,6 +92,9 @@ enum Kind {
     /// waiting for a slow reader takes a small box, not this one's size.
     Tls(Box<ServerConnection>),
     Out(Output),
+    /// Closed, everything written, half-closed: read until the client
+    /// closes too or [`DRAIN`] passes, what comes dropped.
+    Draining,
 }
 
 impl Slot {
@@ -254,17 +262,36 @@ impl MioIo {
         let result = match s.side.as_deref_mut().map(|s| &mut s.kind) {
             Some(Kind::Tls(tls)) => flush_tls(&mut s.stream, tls),
             Some(Kind::Out(out)) => flush_plain(&mut s.stream, out),
+            Some(Kind::Draining) => return,
             None => Ok(true),
         };
         match result {
             Ok(false) => {}
-            Ok(true) if closing => self.drop_slot(token, Shutdown::Write),
+            Ok(true) if closing => self.drain(token),
             // Nothing more is owed to a closing socket that failed.
             Err(_) if closing => self.drop_slot(token, Shutdown::Both),
             // Written, or never will be (the read side sees the end and
             // reports it).
             _ => s.drop_out(),
         }
+    }
+
+    /// A closed connection wrote all it owed: half-close it (TLS after its
+    /// close_notify) and read what still comes for [`DRAIN`] at most.
+    fn drain(&mut self, token: usize) {
+        let Some(s) = self.slots.get_mut(&token) else {
+            return;
+        };
+        if let Some((stream, tls)) = s.tls_mut() {
+            tls.send_close_notify();
+            let _ = flush_tls(stream, tls);
+        }
+        let _ = s.stream.shutdown(Shutdown::Write);
+        s.side = Some(Box::new(Side {
+            closing: true,
+            kind: Kind::Draining,
+        }));
+        self.deadlines.insert((Instant::now() + DRAIN, token));
     }
 
     fn add_pending(&mut self, p: Pending) {
@@ -370,7 +397,7 @@ impl Io for MioIo {
         };
         match s.side.as_deref_mut() {
             Some(side) => side.closing = true,
-            None => return self.drop_slot(token, Shutdown::Write),
+            None => return self.drain(token),
         }
         self.flush(token);
         if self.slots.contains_key(&token) {
@@ -803,7 +830,15 @@ fn read_ready(
                     return;
                 }
             }
-            (Got::Data(_), None) => {}
+            (Got::Data(n), None) => {
+                // A closed connection's input (or a handshake's), dropped:
+                // within the budget too.
+                budget = budget.saturating_sub(n);
+                if budget == 0 {
+                    io.backlog.insert(token);
+                    return;
+                }
+            }
             (Got::Empty, _) => return,
             (Got::End(how), Some(conn)) => {
                 runner.handle(now, Event::Closed(conn, how), io);

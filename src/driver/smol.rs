@@ -200,7 +200,7 @@ impl Io for SmolIo {
 
     fn close(&mut self, conn: ConnId) {
         // Dropping the reader task cancels it; the socket closes when the
-        // flush task, if any, lets go of it.
+        // flush task, if any, and the drain let go of it.
         if let Some(c) = self.conns.remove(&conn) {
             let mut out = lock(&c.out);
             out.closing = true;
@@ -212,6 +212,7 @@ impl Io for SmolIo {
                     stream => self.ex.spawn(stream.close()).detach(),
                 }
             }
+            self.ex.spawn(drain(c.tcp.clone())).detach();
         }
     }
 
@@ -310,6 +311,38 @@ enum Read {
     Data(Vec<u8>),
     End,
     Wait,
+}
+
+/// How long a closed connection is still read (and what comes dropped)
+/// before its socket closes: a client still sending reads the DISCONNECT
+/// and its reason instead of a broken pipe (a socket closed with input
+/// unread answers with a reset).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what a closed connection's client still sends, until it
+/// closes too or [`DRAIN`] passes.
+async fn drain(s: Socket) {
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.get_ref().read(&mut buf) {
+                Ok(0) => return,
+                // Others get their turn between reads.
+                Ok(_) => smol::future::yield_now().await,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if s.readable().await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    read.or(async {
+        Timer::after(DRAIN).await;
+    })
+    .await;
 }
 
 fn read_now(s: &Async<StdTcpStream>, size: usize) -> std::io::Result<Read> {
