@@ -73,6 +73,7 @@ fn main() {
                             ..SubscriptionOptions::default()
                         },
                         id: None,
+                        exclusions: Default::default(),
                     }],
                 })
             })

@@ -94,6 +94,7 @@ fn cases(version: ProtocolVersion, qos: QoS) -> Vec<Case<'static>> {
             index: 0,
             name: None,
         },
+        exclusions: Default::default(),
     };
     let acl: Arc<dyn Authorizer> = Arc::new(Acl::new(vec![Rule::new(
         Effect::Allow,

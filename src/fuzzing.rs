@@ -188,6 +188,7 @@ pub fn run_session(data: &[u8]) -> Vec<crate::session::Action> {
     let decision = |allow: bool| Decision {
         effect: if allow { Effect::Allow } else { Effect::Deny },
         decided_by: DecidedBy::NoMatch,
+        exclusions: Default::default(),
     };
     let packet = |choice: u8, id: u16| -> Vec<u8> {
         let pid = PacketId::new(id.max(1)).unwrap_or(PacketId::MIN);

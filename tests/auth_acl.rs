@@ -265,33 +265,35 @@ fn subscribe_is_judged_by_containment() {
     }
 }
 
+/// A deny rule that overlaps a subscription without covering it carves its
+/// topics out of the grant (checked at each delivery); one that covers it
+/// refuses it whole; one that cannot meet it ($ topics) is not carried.
 #[test]
-fn a_deny_rule_refuses_any_subscription_that_overlaps_it() {
-    // Messages routed to a subscription are not re-authorized one by one,
-    // so a subscription reaching into a denied area is refused whole.
+fn a_deny_rule_carves_its_topics_out_of_an_overlapping_subscription() {
     let acl = Acl::new(vec![
         rule(Deny, Ops::SUBSCRIBE, Subject::Anyone, "private/#"),
         rule(Deny, Ops::SUBSCRIBE, Subject::Anyone, "$SYS/#"),
         rule(Deny, Ops::SUBSCRIBE, Subject::Anyone, "x/secret"),
+        rule(Deny, Ops::PUBLISH, Subject::Anyone, "public/#"),
         rule(Allow, Ops::SUBSCRIBE, Subject::Anyone, "#"),
     ]);
     let alice = id("alice", "c1", &[]);
-    let cases = [
-        ("#", false),
-        ("+/#", false),
-        ("private/a", false),
-        ("+/secret", false),
-        ("x/+", false),
-        ("x/#", false),
-        ("x/public", true),
-        ("public/#", true),
-        ("public/+", true),
-        ("x/secret/deeper", true),
+    let cases: [(&str, bool, &str); 9] = [
+        ("#", true, "private/#,x/secret"),
+        ("+/#", true, "private/#,x/secret"),
+        ("+/secret", true, "private/#,x/secret"),
+        ("x/+", true, "x/secret"),
+        ("x/#", true, "x/secret"),
+        ("x/public", true, ""),
+        ("public/#", true, ""),
+        ("x/secret/deeper", true, ""),
+        ("private/a", false, ""),
     ];
-    for (filter, expected) in cases {
+    for (filter, allowed, exclusions) in cases {
+        let d = ask(&acl, &alice, Subscribe, filter);
         assert_eq!(
-            allowed(&acl, &alice, Subscribe, filter),
-            expected,
+            (d.is_allowed(), d.exclusions.to_string().as_str()),
+            (allowed, exclusions),
             "{filter}"
         );
     }
@@ -299,10 +301,41 @@ fn a_deny_rule_refuses_any_subscription_that_overlaps_it() {
     assert_eq!(
         d.decided_by,
         DecidedBy::Rule {
-            index: 0,
+            index: 4,
             name: None
         }
     );
+    // Covered whole: refused by the rule, no carve-out.
+    let d = ask(&acl, &alice, Subscribe, "private/#");
+    assert_eq!(
+        (d.effect, &d.decided_by, d.exclusions.is_empty()),
+        (
+            Deny,
+            &DecidedBy::Rule {
+                index: 0,
+                name: None
+            },
+            true
+        )
+    );
+    // A placeholder filled: `deny clients/%u/secret/#` carves out alice's.
+    let acl = Acl::new(vec![
+        rule(Deny, Ops::SUBSCRIBE, Subject::Anyone, "clients/%u/secret/#"),
+        rule(Allow, Ops::SUBSCRIBE, Subject::Anyone, "clients/#"),
+    ]);
+    let d = ask(&acl, &alice, Subscribe, "clients/#");
+    assert_eq!(d.exclusions.to_string(), "clients/alice/secret/#");
+    // One that cannot be filled safely denies all below its prefix: here
+    // the whole subscription; below it, a carve-out of the prefix.
+    let odd = id("a/b", "c1", &[]);
+    assert!(!ask(&acl, &odd, Subscribe, "clients/#").is_allowed());
+    let acl = Acl::new(vec![
+        rule(Deny, Ops::SUBSCRIBE, Subject::Anyone, "fleet/x/%u/#"),
+        rule(Allow, Ops::SUBSCRIBE, Subject::Anyone, "fleet/#"),
+    ]);
+    let d = ask(&acl, &odd, Subscribe, "fleet/#");
+    assert!(d.is_allowed());
+    assert_eq!(d.exclusions.to_string(), "fleet/x/#");
 }
 
 #[test]
@@ -528,10 +561,13 @@ mod index_is_transparent {
                     matches!(alone.decided_by, DecidedBy::Rule { .. }).then(|| Decision {
                         effect: alone.effect,
                         decided_by: DecidedBy::Rule { index: i, name: None },
+                        exclusions: Default::default(),
                     })
                 })
-                .unwrap_or(Decision { effect: Deny, decided_by: DecidedBy::NoMatch });
-            prop_assert_eq!(indexed, oracle);
+                .unwrap_or(Decision { effect: Deny, decided_by: DecidedBy::NoMatch, exclusions: Default::default() });
+            // Carve-outs aside (a rule alone carves nothing it does not
+            // grant), the index decides as the plain scan does.
+            prop_assert_eq!((indexed.effect, indexed.decided_by), (oracle.effect, oracle.decided_by));
         }
     }
 }

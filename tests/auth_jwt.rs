@@ -541,6 +541,7 @@ fn will_audit_records_read_as_one_line_each() {
             index: 2,
             name: Some("revoked".into()),
         },
+        exclusions: Default::default(),
     };
     let line = |outcome| {
         AuditRecord::Will {

@@ -203,10 +203,12 @@ fn nothing_is_routed_before_its_allow() {
     let allow = Decision {
         effect: Effect::Allow,
         decided_by: DecidedBy::NoMatch,
+        exclusions: Default::default(),
     };
     let deny = Decision {
         effect: Effect::Deny,
         decided_by: DecidedBy::NoMatch,
+        exclusions: Default::default(),
     };
     let s = net.connect(connect(V5, "s", "s")).0;
     net.subscribe(s, &[("a/#", QoS::AtMostOnce)]);

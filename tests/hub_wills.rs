@@ -544,6 +544,7 @@ fn an_asynchronous_will_decision_is_asked_once_and_used_once() {
     let allow = Decision {
         effect: Effect::Allow,
         decided_by: DecidedBy::NoMatch,
+        exclusions: Default::default(),
     };
     let (m, _) = net.connect(connect(V5, "monitor", "monitor"));
     net.subscribe_with(

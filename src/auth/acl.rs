@@ -22,10 +22,11 @@
 //!   not match a `$` topic [MQTT-4.7.2-1].
 //! - Subscribe requests are allowed by containment: an allow rule's filter
 //!   must match every topic the requested filter can match (`a/#` needs a
-//!   rule covering all of `a/#`, not merely `a/b`). A deny rule applies as
-//!   soon as it overlaps the request (`deny private/#` refuses a subscription
-//!   to `#`): messages routed to a subscription are not re-authorized one by
-//!   one, so a subscription is granted whole or not at all. A shared
+//!   rule covering all of `a/#`, not merely `a/b`). A deny rule that covers
+//!   the request refuses it; one that only overlaps it (`deny private/#`
+//!   beside a subscription to `#`) carves its topics out of the grant: the
+//!   decision carries its filter ([`Decision::exclusions`]), which the hub
+//!   checks at each delivery through that subscription. A shared
 //!   subscription `$share/{group}/{filter}` is judged on its inner filter.
 //! - Substitution never widens a grant: a principal or client id that is
 //!   empty or holds `+`, `#` or `/` cannot be substituted. An allow rule
@@ -42,8 +43,8 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::vocabulary::{
-    AuthzRequest, ClaimAcl, ClaimList, DecidedBy, Decision, Effect, FilterTemplate, Identity,
-    Operation, Subst,
+    AuthzRequest, ClaimAcl, ClaimList, DecidedBy, Decision, Effect, Exclusions, FilterTemplate,
+    Identity, Operation, Subst,
 };
 
 /// The operations a rule applies to.
@@ -323,18 +324,36 @@ impl Acl {
             }
         }
         self.unindexed.lists(principal, &mut lists);
+        // A subscription: a deny rule that overlaps it without covering it
+        // carves its topics out of what a later allow grants; one that
+        // covers it refuses it whole.
+        let mut carved = Vec::new();
         for index in merged(&mut lists) {
             let rule = &self.rules[index];
             if !rule.ops.applies_to(req.op) || !rule.subject.matches(req.identity) {
                 continue;
             }
+            if subscribe
+                && rule.effect == Effect::Deny
+                && rule.filter.intersects(&levels, &subst, true)
+                && !rule.filter.covers_filter(&levels, &subst, true)
+                && let Some(filter) = rule.filter.carve(&subst)
+            {
+                carved.push(filter);
+                continue;
+            }
             if rule_matches(&rule.filter, rule.effect, req.op, &levels, &subst) {
+                let exclusions = match rule.effect {
+                    Effect::Allow => Exclusions::new(carved),
+                    Effect::Deny => Exclusions::default(),
+                };
                 return Decision {
                     effect: rule.effect,
                     decided_by: DecidedBy::Rule {
                         index,
                         name: rule.name.clone(),
                     },
+                    exclusions,
                 };
             }
         }
@@ -344,12 +363,10 @@ impl Acl {
             return Decision {
                 effect: Effect::Allow,
                 decided_by,
+                exclusions: Exclusions::new(carved),
             };
         }
-        Decision {
-            effect: Effect::Deny,
-            decided_by: DecidedBy::NoMatch,
-        }
+        Decision::new(Effect::Deny, DecidedBy::NoMatch)
     }
 }
 

@@ -259,6 +259,9 @@ impl Display for AuditRecord {
                 kv(f, "retain", query.retain)?;
                 kv(f, "decision", decision.effect)?;
                 kv(f, "by", &decision.decided_by)?;
+                if !decision.exclusions.is_empty() {
+                    kv(f, "excluding", &decision.exclusions)?;
+                }
                 if let Some(t) = query.will_trigger {
                     kv(f, "trigger", t)?;
                 }

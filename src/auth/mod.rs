@@ -23,6 +23,6 @@ pub use audit::{AuditRecord, DropReason, WillOutcome};
 pub use jwt::{JwtAuthenticator, JwtConfig, KeySet, KeySetError};
 pub use vocabulary::{
     ANONYMOUS, AuthMethod, AuthnError, AuthnFailure, AuthzQuery, AuthzRequest, ClaimAcl, ClaimList,
-    ClientCertificate, Credentials, DecidedBy, Decision, Effect, FilterTemplate, Grants, Identity,
-    InvalidTemplate, Operation, TokenDigest, WillTrigger,
+    ClientCertificate, Credentials, DecidedBy, Decision, Effect, Exclusions, FilterTemplate,
+    Grants, Identity, InvalidTemplate, Operation, TokenDigest, WillTrigger,
 };

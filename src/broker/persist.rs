@@ -269,6 +269,9 @@ pub struct StoredSubscription {
     pub options: SubscriptionOptions,
     /// Its Subscription Identifier.
     pub id: Option<SubscriptionId>,
+    /// What its grant carved out (deny rules beside it): never delivered
+    /// through it.
+    pub exclusions: crate::auth::Exclusions,
 }
 
 /// A session record in its stored form (JSON).
@@ -289,6 +292,9 @@ struct SubscriptionJson {
     retain_as_published: bool,
     retain_handling: u8,
     id: Option<u32>,
+    /// Carved out of the grant (absent: none; older records).
+    #[serde(default, skip_serializing_if = "crate::auth::Exclusions::is_empty")]
+    exclusions: crate::auth::Exclusions,
 }
 
 impl SessionRecord {
@@ -308,6 +314,7 @@ impl SessionRecord {
                     retain_as_published: s.options.retain_as_published,
                     retain_handling: s.options.retain_handling as u8,
                     id: s.id.map(SubscriptionId::get),
+                    exclusions: s.exclusions.clone(),
                 })
                 .collect(),
         };
@@ -346,6 +353,7 @@ impl SessionRecord {
                         }
                         None => None,
                     },
+                    exclusions: s.exclusions,
                 })
             })
             .collect::<Result<Vec<_>, BadRecord>>()?;
@@ -769,11 +777,15 @@ pub(crate) mod tests {
                         retain_handling: RetainHandling::DoNotSend,
                     },
                     id: SubscriptionId::new(42),
+                    exclusions: crate::auth::Exclusions::new(vec![
+                        TopicFilter::new("trusted/hidden/state").unwrap(),
+                    ]),
                 },
                 StoredSubscription {
                     filter: TopicFilter::new("$share/g/jobs/#").unwrap(),
                     options: SubscriptionOptions::default(),
                     id: None,
+                    exclusions: Default::default(),
                 },
             ],
         };

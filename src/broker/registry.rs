@@ -292,6 +292,7 @@ impl Broker {
                     filter: sub.filter.clone(),
                     options: sub.options,
                     id: sub.id,
+                    exclusions: sub.exclusions.clone(),
                 })
                 .collect()
         });
@@ -380,6 +381,7 @@ impl Broker {
                     filter: sub.filter.clone(),
                     options: sub.options,
                     id: sub.id,
+                    exclusions: sub.exclusions.clone(),
                 });
             }
             let expires_at = left.map(|d| {

@@ -96,6 +96,11 @@ impl Broker {
         targets.clear();
         let mut groups: Vec<(Box<str>, Vec<Target>)> = Vec::new();
         self.tree.for_each_match(topic.as_str(), |sub| {
+            // Carved out of this subscription's grant (a deny rule beside
+            // it): not through this one.
+            if !sub.exclusions.is_empty() && sub.exclusions.excludes(topic) {
+                return;
+            }
             if sub.group().is_some() {
                 let name = sub.filter.as_str();
                 let t = Target::of(sub);
@@ -276,11 +281,13 @@ impl Broker {
             let mut options = g.subscription.options;
             options.qos = g.granted_qos;
             let filter = g.subscription.filter;
+            let exclusions = g.exclusions;
             let existed = self.add_subscription(Sub {
                 key,
                 filter: filter.clone(),
                 options,
                 id,
+                exclusions: exclusions.clone(),
             });
             // [MQTT-3.8.4-4] Retained messages on subscribe, per Retain
             // Handling; none for shared subscriptions (§4.8.2).
@@ -293,6 +300,10 @@ impl Broker {
                 continue;
             }
             for r in self.retained_matching(filter.as_str(), now) {
+                // A carved-out topic's retained message stays with it.
+                if exclusions.excludes(&r.topic) {
+                    continue;
+                }
                 let mut properties = r.properties;
                 if let Some(id) = id {
                     properties.subscription_identifiers = std::iter::once(id).collect();

@@ -17,6 +17,8 @@ pub(crate) struct Sub {
     pub filter: TopicFilter,
     pub options: SubscriptionOptions,
     pub id: Option<SubscriptionId>,
+    /// What its grant carved out: topics never delivered through it.
+    pub exclusions: crate::auth::Exclusions,
 }
 
 impl Sub {
@@ -208,6 +210,7 @@ mod tests {
                 ..SubscriptionOptions::default()
             },
             id: None,
+            exclusions: Default::default(),
         }
     }
 

@@ -334,6 +334,7 @@ impl Broker {
             let decision = Decision {
                 effect: Effect::Deny,
                 decided_by: DecidedBy::WillAfterExpiry,
+                exclusions: Default::default(),
             };
             self.will_decided(now, key, *due, query, decision, record);
             return;

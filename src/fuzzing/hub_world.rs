@@ -500,6 +500,7 @@ impl World {
             Decision {
                 effect: Effect::Deny,
                 decided_by: DecidedBy::NoMatch,
+                exclusions: Default::default(),
             }
         };
         // The connection may be gone; its tickets are void then.

@@ -254,6 +254,7 @@ impl Session {
                 refused = Decision {
                     effect: crate::auth::Effect::Deny,
                     decided_by: DecidedBy::StorageUnavailable,
+                    exclusions: Default::default(),
                 };
                 &refused
             } else {

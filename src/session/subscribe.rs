@@ -86,6 +86,7 @@ impl Session {
                 Slot::Decided(query, decision) => {
                     let qos = query.qos;
                     let allowed = decision.is_allowed();
+                    let exclusions = decision.exclusions.clone();
                     self.audit(AuditRecord::authorization(now.wall, query, decision));
                     if allowed && !self.remember_subscription(&sub.filter) {
                         codes.push(SubAckReasonCode::QuotaExceeded);
@@ -94,6 +95,7 @@ impl Session {
                         granted.push(GrantedSubscription {
                             subscription: sub,
                             granted_qos: qos,
+                            exclusions,
                         });
                     } else {
                         codes.push(SubAckReasonCode::NotAuthorized);

@@ -226,6 +226,8 @@ pub struct GrantedSubscription {
     pub subscription: Subscription,
     /// The QoS granted (capped by the server's maximum).
     pub granted_qos: QoS,
+    /// The topics its grant carves out: never delivered through it.
+    pub exclusions: crate::auth::Exclusions,
 }
 
 /// A will handed up for delivery: authorize it against `identity` when it

@@ -26,6 +26,7 @@ pub fn allow() -> Decision {
             index: 0,
             name: None,
         },
+        exclusions: Default::default(),
     }
 }
 
@@ -33,6 +34,7 @@ pub fn deny() -> Decision {
     Decision {
         effect: Effect::Deny,
         decided_by: DecidedBy::NoMatch,
+        exclusions: Default::default(),
     }
 }
 

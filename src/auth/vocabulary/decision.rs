@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::identity::{ClaimList, Identity};
-use crate::codec::{MqttString, QoS};
+use crate::codec::{MqttString, QoS, TopicFilter, TopicName};
 
 /// What a client asks to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,15 +106,84 @@ pub struct Decision {
     pub effect: Effect,
     /// The rule or claim that decided, or none.
     pub decided_by: DecidedBy,
+    /// A subscription granted with carve-outs: the topics it does not
+    /// deliver (the deny rules that overlap it). Empty for anything else.
+    #[serde(default, skip_serializing_if = "Exclusions::is_empty")]
+    pub exclusions: Exclusions,
+}
+
+/// The topic filters a granted subscription does not deliver: deny rules
+/// that overlap it without covering it (`deny fleet/secrets/#` beside an
+/// allowed `fleet/#`). Checked at each delivery, and only for the
+/// subscriptions that have any; empty, it holds no allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusions(Option<Arc<[TopicFilter]>>);
+
+impl Exclusions {
+    /// These filters (none: empty).
+    pub fn new(filters: Vec<TopicFilter>) -> Self {
+        Self((!filters.is_empty()).then(|| filters.into()))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The filters.
+    pub fn filters(&self) -> &[TopicFilter] {
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    /// Whether `topic` is carved out.
+    pub fn excludes(&self, topic: &TopicName) -> bool {
+        self.filters().iter().any(|f| f.matches(topic))
+    }
+}
+
+impl fmt::Display for Exclusions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, filter) in self.filters().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(filter.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+// Written as the filters' texts; read back through the same validation.
+impl serde::Serialize for Exclusions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.filters().iter().map(TopicFilter::as_str))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Exclusions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts
+            .into_iter()
+            .map(|t| TopicFilter::new(t).map_err(serde::de::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::new)
+    }
 }
 
 impl Decision {
-    /// The decision of a policy of the host's own named `name`.
-    pub fn by_policy(effect: Effect, name: impl Into<Arc<str>>) -> Self {
+    /// A decision without carve-outs.
+    pub fn new(effect: Effect, decided_by: DecidedBy) -> Self {
         Self {
             effect,
-            decided_by: DecidedBy::Policy { name: name.into() },
+            decided_by,
+            exclusions: Exclusions::default(),
         }
+    }
+
+    /// The decision of a policy of the host's own named `name`.
+    pub fn by_policy(effect: Effect, name: impl Into<Arc<str>>) -> Self {
+        Self::new(effect, DecidedBy::Policy { name: name.into() })
     }
 
     /// Whether the operation may proceed.

@@ -10,7 +10,9 @@ mod failure;
 mod identity;
 mod template;
 
-pub use decision::{AuthzQuery, AuthzRequest, DecidedBy, Decision, Effect, Operation, WillTrigger};
+pub use decision::{
+    AuthzQuery, AuthzRequest, DecidedBy, Decision, Effect, Exclusions, Operation, WillTrigger,
+};
 pub use failure::{AuthnError, AuthnFailure};
 pub use identity::{
     ANONYMOUS, AuthMethod, ClaimAcl, ClaimList, ClientCertificate, Credentials, Grants, Identity,

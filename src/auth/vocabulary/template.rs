@@ -195,6 +195,38 @@ impl FilterTemplate {
     }
 }
 
+impl FilterTemplate {
+    /// The topic filter this template stands for, its placeholders filled:
+    /// what a deny rule carves out of a subscription it overlaps. A level
+    /// that cannot be filled safely carves out everything below the levels
+    /// before it (as a deny rule stays conservative).
+    pub(in crate::auth) fn carve(&self, subst: &Subst<'_>) -> Option<TopicFilter> {
+        let mut out: Vec<String> = Vec::with_capacity(self.levels.len());
+        for level in self.levels.iter() {
+            match level {
+                Level::Hash => out.push("#".into()),
+                Level::Plus => out.push("+".into()),
+                Level::Exact(e) => out.push(e.to_string()),
+                Level::Template(parts) if subst.safe_for(parts) => out.push(
+                    parts
+                        .iter()
+                        .map(|p| match p {
+                            Part::Lit(s) => s,
+                            Part::Principal => subst.principal,
+                            Part::ClientId => subst.client_id,
+                        })
+                        .collect(),
+                ),
+                Level::Template(_) => {
+                    out.push("#".into());
+                    break;
+                }
+            }
+        }
+        TopicFilter::new(out.join("/")).ok()
+    }
+}
+
 impl fmt::Debug for FilterTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.source, f)
