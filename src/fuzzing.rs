@@ -22,7 +22,8 @@ const MAX: u32 = 1 << 20;
 /// - no will is published without an Allow for it, none twice (across
 ///   restarts too), none after DISCONNECT 0x00, none before its delay
 ///   (unless its session ended or a shutdown sent it);
-/// - nothing is routed without an Allow;
+/// - nothing is routed without an Allow, nor through a subscription whose
+///   grant carved its topic out (a deny rule beside a wildcard);
 /// - no QoS 1/2 message is lost or duplicated (without DUP) for a persistent
 ///   session while its queue has room;
 /// - no authentication is asked for a closed connection (a will is never

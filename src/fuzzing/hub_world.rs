@@ -26,6 +26,9 @@ const MONITOR: &str = "mon";
 const PERSISTENT: &str = "per";
 const FILTERS: [&str; 4] = ["open/#", "trusted/+/state", "$share/g/open/#", "#"];
 
+/// Topics the ACL lets be published but carves out of every subscription.
+const CARVED: &str = "open/secret/#";
+
 fn acl(revoked: bool) -> Acl {
     let mut rules = Vec::new();
     if revoked {
@@ -43,6 +46,13 @@ fn acl(revoked: bool) -> Acl {
             FilterTemplate::new("#").expect("valid"),
         ));
     }
+    // Carved out of every wildcard subscription over it, always in force.
+    rules.push(Rule::new(
+        Effect::Deny,
+        Ops::SUBSCRIBE,
+        Subject::Anyone,
+        FilterTemplate::new(CARVED).expect("valid"),
+    ));
     for (ops, filter) in [
         (Ops::ALL, "trusted/%u/#"),
         (Ops::SUBSCRIBE, "trusted/#"),
@@ -435,6 +445,12 @@ impl World {
                 {
                     self.will_received(g, p.dup);
                 }
+                // A synchronous ACL's carve-out holds at every delivery (an
+                // answer of the world's own carries none).
+                assert!(
+                    !(self.sync && topic.starts_with("open/secret/")),
+                    "{topic} delivered through a carve-out"
+                );
                 if payload.starts_with('p') && (name == MONITOR || name == PERSISTENT) {
                     assert!(
                         self.allowed_topics.contains(&topic),
@@ -611,7 +627,8 @@ impl World {
                     self.publishes += 1;
                     let n = self.publishes;
                     let topic = match b % 4 {
-                        0 | 1 => format!("open/{n}"),
+                        0 => format!("open/{n}"),
+                        1 => format!("open/secret/{n}"),
                         2 => format!("trusted/{}/state", self.conns[&conn].name),
                         _ => "trusted/c0/state".to_string(),
                     };
@@ -758,6 +775,7 @@ impl World {
         for (topic, qos) in &self.published_qos {
             if *qos == QoS::AtMostOnce
                 || !topic.starts_with("open/")
+                || topic.starts_with("open/secret/")
                 || !self.allowed_topics.contains(topic)
             {
                 continue;
