@@ -333,6 +333,28 @@ fn takeover_follows_rule_4() {
     }
 }
 
+/// `srv`'s will reached the monitor (`sent`), or was deleted without a
+/// word, audited as cancelled with `reason`.
+fn sent_or_deleted(
+    net: &mut Net,
+    m: testament::broker::ConnId,
+    sent: bool,
+    reason: &str,
+    case: &str,
+) {
+    let expected: Vec<String> = if sent {
+        vec![format!("{}=down", state("srv"))]
+    } else {
+        vec![]
+    };
+    assert_eq!(downs(net, m), expected, "{case}");
+    let deleted = net
+        .audit_lines()
+        .into_iter()
+        .any(|l| l.contains("event=will") && l.contains("outcome=cancelled") && l.contains(reason));
+    assert_eq!(deleted, !sent, "{case}: {:?}", net.audit_lines());
+}
+
 /// 3.1.1 says nothing of the will at a takeover. `will.on_takeover =
 /// "resume"` (the default): a connection that continues the session
 /// (Clean Session 0) deletes it, audited — a client reconnecting over its
@@ -364,18 +386,7 @@ fn a_3_1_1_takeover_follows_will_on_takeover() {
             "3.1.1 has no DISCONNECT from the server"
         );
         assert!(net.closed(old).is_some(), "{case}");
-        let expected: Vec<String> = if sent {
-            vec![format!("{}=down", state("srv"))]
-        } else {
-            vec![]
-        };
-        assert_eq!(downs(&mut net, m), expected, "{case}");
-        let deleted = net.audit_lines().into_iter().any(|l| {
-            l.contains("event=will")
-                && l.contains("outcome=cancelled")
-                && l.contains("continues the session")
-        });
-        assert_eq!(deleted, !sent, "{case}: {:?}", net.audit_lines());
+        sent_or_deleted(&mut net, m, sent, "continues the session", &case);
     }
 }
 
@@ -415,18 +426,13 @@ fn credential_expiry_sends_or_drops_the_will() {
             Some(DisconnectReasonCode::MaximumConnectTime),
             "send {send}"
         );
-        let expected: Vec<String> = if sent {
-            vec![format!("{}=down", state("srv"))]
-        } else {
-            vec![]
-        };
-        assert_eq!(downs(&mut net, m), expected, "send {send}");
-        let deleted = net.audit_lines().into_iter().any(|l| {
-            l.contains("event=will")
-                && l.contains("outcome=cancelled")
-                && l.contains("credential expired")
-        });
-        assert_eq!(deleted, !sent, "send {send}: {:?}", net.audit_lines());
+        sent_or_deleted(
+            &mut net,
+            m,
+            sent,
+            "credential expired",
+            &format!("send {send}"),
+        );
     }
 }
 
