@@ -17,7 +17,7 @@ fn readme_toml_blocks() -> Vec<String> {
         .split("```toml\n")
         .skip(1)
         .map(|b| b[..b.find("```").unwrap()].to_string())
-        .take(2)
+        .take(3)
         .collect()
 }
 
@@ -43,6 +43,40 @@ fn the_readme_default_acl_is_the_default_acl() {
     let blocks = readme_toml_blocks();
     let file: File = toml::from_str(&blocks[1]).unwrap();
     assert_eq!(parse_rules(&file.rules, "rules").unwrap(), default_acl());
+}
+
+/// The README's configuration for the Paho interoperability suites: valid,
+/// and it grants `#` with `test/nosubscribe` carved out, refuses that
+/// topic alone, and caps the keep alive at 60 s.
+#[test]
+fn the_readme_paho_configuration_carves_out_the_denied_topic() {
+    use testament::auth::{AuthzRequest, Identity, Operation};
+    let blocks = readme_toml_blocks();
+    let c = Config::from_toml(&blocks[2]).unwrap();
+    assert!(c.allow_anonymous);
+    assert_eq!(
+        c.broker_config().unwrap().session.server_keep_alive,
+        Some(60)
+    );
+    let acl = c.acl().unwrap();
+    let anon = Identity::anonymous("paho", testament::time::Timestamp::EPOCH);
+    let ask = |topic: &str| {
+        acl.authorize(&AuthzRequest {
+            identity: &anon,
+            op: Operation::Subscribe,
+            topic,
+            qos: testament::codec::QoS::AtMostOnce,
+            retain: false,
+        })
+    };
+    for wildcard in ["#", "+/+", "test/#"] {
+        let d = ask(wildcard);
+        assert!(d.is_allowed(), "{wildcard}");
+        assert_eq!(d.exclusions.to_string(), "test/nosubscribe", "{wildcard}");
+    }
+    assert!(!ask("test/nosubscribe").is_allowed());
+    let d = ask("TopicA/#");
+    assert!(d.is_allowed() && d.exclusions.is_empty());
 }
 
 #[test]
@@ -71,6 +105,16 @@ fn bad_values_are_refused_with_their_key() {
             "acl.rules[0].ops",
         ),
         ("[log]\nlevel = \"loud\"", "log.level"),
+        ("[storage]\nsync = \"sometimes\"", "storage.sync"),
+        (
+            "[storage]\nsync_interval_ms = 0",
+            "storage.sync_interval_ms",
+        ),
+        ("[will]\non_takeover = \"maybe\"", "will.on_takeover"),
+        (
+            "[will]\non_credential_expiry = \"later\"",
+            "will.on_credential_expiry",
+        ),
     ] {
         let e = Config::from_toml(text).unwrap_err();
         assert_eq!(e.key, key, "{text}: {e}");
