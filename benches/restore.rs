@@ -63,6 +63,7 @@ fn main() {
             .map(|i| {
                 Persist::Session(SessionRecord {
                     client_id: format!("monitor-{i}").into(),
+                    identity: None,
                     expiry_interval: 86_400,
                     expires_at: None,
                     subscriptions: vec![StoredSubscription {

@@ -352,6 +352,11 @@ mod sessions {
         let (net, store) = crashed_subscriber();
         let r = &store["sub"];
         assert_eq!(r.expiry_interval, 300);
+        // With the identity of its authentication — never the token.
+        let identity = r.identity.as_deref().expect("its identity");
+        assert_eq!((&*identity.principal, &*identity.client_id), ("sub", "sub"));
+        let json = String::from_utf8(r.encode()).unwrap();
+        assert!(!json.contains("eyJ"), "no token in the record: {json}");
         assert_eq!(r.expires_at, Some(net.now.wall + Duration::from_secs(300)));
         assert_eq!(r.subscriptions.len(), 1);
         let s = &r.subscriptions[0];

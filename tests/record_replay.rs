@@ -155,6 +155,7 @@ fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
         expiry_interval: 60,
         expires_at: Some(now.wall - Duration::from_secs(1)),
         subscriptions: Vec::new(),
+        identity: None,
     };
     // A session kept with two messages for it, one more than its queue
     // takes: the second is dropped at the restore.

@@ -258,6 +258,9 @@ pub struct SessionRecord {
     pub expires_at: Option<Timestamp>,
     /// Its subscriptions, in the order they were made.
     pub subscriptions: Vec<StoredSubscription>,
+    /// The identity of its last successful authentication (never a token
+    /// or a key); `None` in records written before it was kept.
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// One subscription of a stored session.
@@ -282,6 +285,9 @@ struct SessionJson {
     /// Milliseconds since the epoch.
     expires_at: Option<u64>,
     subscriptions: Vec<SubscriptionJson>,
+    /// The identity of its last successful authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<Identity>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -317,6 +323,7 @@ impl SessionRecord {
                     exclusions: s.exclusions.clone(),
                 })
                 .collect(),
+            identity: self.identity.as_deref().cloned(),
         };
         // Plain data: it always serializes.
         serde_json::to_vec(&json).unwrap_or_default()
@@ -362,6 +369,7 @@ impl SessionRecord {
             expiry_interval: json.expiry_interval,
             expires_at: json.expires_at.map(Timestamp::from_millis),
             subscriptions,
+            identity: json.identity.map(Arc::new),
         })
     }
 }
@@ -765,6 +773,7 @@ pub(crate) mod tests {
     fn a_session_record_reads_back_as_it_was_written_and_a_bad_one_does_not() {
         let record = SessionRecord {
             client_id: "sensor-7".into(),
+            identity: Some(will_record("sensor-7", 1, WillState::Armed).identity),
             expiry_interval: 300,
             expires_at: Some(Timestamp::from_secs(1_800_000_300)),
             subscriptions: vec![

@@ -39,6 +39,7 @@ impl Broker {
         // copied, so that it does not keep its read buffers alive.
         let away = s.away();
         away.client_id = client_id.clone();
+        away.identity = c.session.identity().cloned();
         for msg in inflight.queued.drain(..) {
             away.offline.push_back(Queued {
                 msg: msg.detached(),
@@ -296,8 +297,17 @@ impl Broker {
                 })
                 .collect()
         });
+        // The connection's identity, or the one it left with.
+        let identity = self.store.session(key).and_then(|s| match s.conn() {
+            Some(id) => self
+                .store
+                .conn(id)
+                .and_then(|c| c.session.identity().cloned()),
+            None => s.away_identity().cloned(),
+        });
         self.persist(Persist::Session(SessionRecord {
             client_id,
+            identity,
             expiry_interval,
             expires_at,
             subscriptions,
@@ -375,6 +385,9 @@ impl Broker {
                 continue;
             }
             let key = self.store.restore_session(record.client_id.clone());
+            if let Some(s) = self.store.session_mut(key) {
+                s.away().identity = record.identity.clone();
+            }
             for sub in &record.subscriptions {
                 self.add_subscription(Sub {
                     key,

@@ -117,6 +117,9 @@ pub(super) struct Away {
     pub(super) offline: VecDeque<Queued>,
     /// Its will, waiting out its delay.
     pub(super) will: Option<DelayedWill>,
+    /// The identity of its last successful (re)authentication, kept with
+    /// its durable record (never a token).
+    pub(super) identity: Option<Arc<crate::auth::Identity>>,
 }
 
 impl StoredSession {
@@ -144,6 +147,11 @@ impl StoredSession {
             .get_or_insert_with(Box::default)
             .away
             .get_or_insert_with(Box::default)
+    }
+
+    /// Its identity while disconnected.
+    pub(super) fn away_identity(&self) -> Option<&Arc<crate::auth::Identity>> {
+        self.away_ref()?.identity.as_ref()
     }
 
     fn away_ref(&self) -> Option<&Away> {
