@@ -138,3 +138,83 @@ fn a_carve_out_is_kept_with_its_session_and_holds_after_a_restart() {
     let (m, _) = monitor(&mut after, false);
     assert_eq!(topics(&mut after, m), ["fleet/c/state"]);
 }
+
+/// Revocation takes effect on existing subscriptions: after an ACL change,
+/// every session's subscriptions — connected or stored — are judged again
+/// with its identity. One no longer allowed is removed (audited, the
+/// client no longer gets anything through it); one still allowed takes the
+/// carve-outs of the new rules.
+#[test]
+fn an_acl_change_reaches_the_subscriptions_already_granted() {
+    let mut net = net(true);
+    let (m, _) = monitor(&mut net, true);
+    let mut away = connect(V5, "away", "away");
+    away.clean_start = true;
+    away.properties.session_expiry_interval = Some(3600);
+    let (a, _) = net.connect(away.clone());
+    net.subscribe(a, &[("fleet/+/state", QoS::AtLeastOnce)]);
+    net.crash(a);
+    let (p, _) = net.connect(connect(V5, "srv", "srv"));
+
+    // The monitor loses fleet/# outright; everyone loses fleet/b/…
+    let revoked = Acl::new(vec![
+        Rule::new(
+            Effect::Deny,
+            Ops::SUBSCRIBE,
+            Subject::Principal("mon".into()),
+            FilterTemplate::new("fleet/#").unwrap(),
+        ),
+        Rule::new(
+            Effect::Deny,
+            Ops::SUBSCRIBE,
+            Subject::Anyone,
+            FilterTemplate::new("fleet/b/#").unwrap(),
+        ),
+        Rule::new(
+            Effect::Allow,
+            Ops::ALL,
+            Subject::Authenticated,
+            FilterTemplate::new("fleet/#").unwrap(),
+        ),
+    ]);
+    net.hub
+        .set_authorizer(Some(std::sync::Arc::new(revoked) as std::sync::Arc<_>));
+    net.persisted.clear();
+    net.hub.reauthorize_subscriptions(net.now);
+    net.pump();
+    let lines = net.audit_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("op=subscribe")
+            && l.contains("client_id=mon")
+            && l.contains("topic=fleet/#")
+            && l.contains("decision=deny")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("client_id=away")
+            && l.contains("decision=allow")
+            && l.contains("excluding=fleet/b/#")),
+        "{lines:?}"
+    );
+    // Both records follow: the monitor's without fleet/#, the stored one
+    // with its new carve-out.
+    let mut store = MemoryStorage::default();
+    for op in &net.persisted {
+        store.apply(op);
+    }
+    let sessions = store.load().sessions;
+    let of = |id: &str| sessions.iter().find(|s| &*s.client_id == id).unwrap();
+    assert!(of("mon").subscriptions.is_empty());
+    assert_eq!(
+        of("away").subscriptions[0].exclusions.to_string(),
+        "fleet/b/#"
+    );
+
+    net.publish(p, "fleet/a/state", b"up", QoS::AtLeastOnce, false);
+    net.publish(p, "fleet/b/state", b"up", QoS::AtLeastOnce, false);
+    assert!(topics(&mut net, m).is_empty(), "revoked: nothing more");
+    away.clean_start = false;
+    let (a, present) = net.connect(away);
+    assert!(present);
+    assert_eq!(topics(&mut net, a), ["fleet/a/state"]);
+}

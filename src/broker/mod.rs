@@ -40,6 +40,7 @@ mod pressure;
 pub(crate) use persist::tests as persist_tests;
 mod registry;
 mod retained;
+mod revoke;
 mod routing;
 mod store;
 mod tree;

@@ -468,7 +468,7 @@ pub fn serve(
                 // what came due meanwhile runs here.
                 runner.timeout(now, &mut io);
             }
-            Some(Msg::Control(Control::Reload)) => runner.reload(now),
+            Some(Msg::Control(Control::Reload)) => runner.reload(now, &mut io),
             Some(Msg::Control(Control::Shutdown)) => {
                 runner.shutdown(now, &mut io);
                 let conns = std::mem::take(&mut io.conns);

@@ -619,7 +619,7 @@ pub fn serve(
             .collect();
         for c in controls {
             match c {
-                Control::Reload => runner.reload(now),
+                Control::Reload => runner.reload(now, &mut io),
                 Control::Shutdown => {
                     runner.shutdown(now, &mut io);
                     let conns: Vec<ConnId> = io.by_conn.keys();

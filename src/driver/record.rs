@@ -344,7 +344,10 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                 let _ = h.handle_authorization(t, ticket, decision);
             }
             Entry::Timeout { t } => h.handle_timeout(t),
-            Entry::Acl { acl, .. } => h.set_authorizer(acl.map(|a| Arc::new(a) as _)),
+            Entry::Acl { t, acl } => {
+                h.set_authorizer(acl.map(|a| Arc::new(a) as _));
+                h.reauthorize_subscriptions(t);
+            }
             Entry::Shutdown { t } => h.handle_shutdown(t),
             Entry::Storage { available, .. } => h.set_storage_available(available),
             Entry::Restore {

@@ -410,7 +410,7 @@ impl Runner {
     /// [`super::Control::Reload`]: re-reads the policy's key set and rules
     /// (the hub's authorizer follows) and the listeners' certificates (one
     /// that does not load leaves the old one in force).
-    pub fn reload(&mut self, now: Now) {
+    pub fn reload(&mut self, now: Now, io: &mut dyn Io) {
         log::info!("reloading the key set, the ACL and the TLS certificates");
         for tls in &self.tls {
             if let Err(e) = tls.reload() {
@@ -424,6 +424,10 @@ impl Runner {
             acl: acl.as_deref().cloned(),
         });
         self.hub.set_authorizer(self.policy.authorizer());
+        // Live on what was granted before too: revoked subscriptions go,
+        // carve-outs follow the new rules.
+        self.hub.reauthorize_subscriptions(now);
+        self.pump(now, io);
     }
 
     /// The next action to carry out: straight from the hub, or — with a

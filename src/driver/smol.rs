@@ -599,7 +599,7 @@ pub async fn serve(
                     armed = None;
                     runner.timeout(now, &mut io);
                 }
-                Wake::Control(Control::Reload) => runner.reload(now),
+                Wake::Control(Control::Reload) => runner.reload(now, &mut io),
                 Wake::Control(Control::Shutdown) => {
                     runner.shutdown(now, &mut io);
                     // Let the flush tasks write the DISCONNECTs.

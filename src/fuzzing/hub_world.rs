@@ -696,6 +696,8 @@ impl World {
                 self.revoked = !self.revoked;
                 if self.sync {
                     self.hub.set_authorizer(Some(Arc::new(acl(self.revoked))));
+                    self.hub.reauthorize_subscriptions(self.now);
+                    self.pump();
                 }
             }
             8 => self.answer(usize::from(a), b & 3 != 0),

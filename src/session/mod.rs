@@ -627,6 +627,14 @@ impl Session {
         self.stage.conn()?.client_id()
     }
 
+    /// The hub removed one of its subscriptions (its right was revoked):
+    /// the filter no longer counts against the client's limit.
+    pub fn forget_subscription(&mut self, filter: &crate::codec::TopicFilter) {
+        if let Some(conn) = self.stage.conn_mut() {
+            conn.subscriptions.remove(filter);
+        }
+    }
+
     /// The identity of the last successful (re)authentication.
     pub fn identity(&self) -> Option<&Arc<Identity>> {
         self.stage.conn().and_then(|c| c.identity.as_ref())
