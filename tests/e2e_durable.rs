@@ -909,3 +909,37 @@ fn a_real_full_disk_holds_refuses_and_recovers_when_space_returns() {
     let restored = format!(": {} retained messages", acked.len());
     assert!(s.log().contains(&restored), "{restored}: {}", s.log());
 }
+
+/// The real binary, its ACL file changed and SIGHUP: a monitor's existing
+/// `open/#` subscription loses `open/secret/…` (a carve-out of the new
+/// rules) and goes on getting the rest; the log says so.
+#[test]
+fn an_acl_reload_reaches_a_live_subscription() {
+    let s = Served::start("acl-reload", "mio", "");
+    let monitor = s.client("mon", "k1").unwrap();
+    monitor.subscribe("open/#", QoS::AtLeastOnce);
+    let p = s.client("p", "k1").unwrap();
+    publish_acked(&p, "open/secret/key", "before", false);
+    let m = monitor.next_message(SECONDS).expect("granted whole before");
+    assert_eq!(&m.topic[..], "open/secret/key");
+
+    let carved = format!(
+        "[[rules]]\neffect = \"deny\"\nops = [\"subscribe\"]\nfilter = \"open/secret/#\"\nname = \"secrets\"\n{}",
+        common::binary::OPEN_ACL
+    );
+    std::fs::write(s.dir.join("acl.toml"), carved).unwrap();
+    s.signal("HUP");
+    assert!(
+        s.wait_log("excluding=open/secret/#", Duration::from_secs(5)),
+        "{}",
+        s.log()
+    );
+    publish_acked(&p, "open/secret/key", "after", false);
+    publish_acked(&p, "open/plain", "still", false);
+    let m = monitor.next_message(SECONDS).expect("the rest still comes");
+    assert_eq!(
+        (&m.topic[..], &m.payload[..]),
+        ("open/plain", &b"still"[..])
+    );
+    assert!(monitor.next_message(Duration::from_millis(500)).is_none());
+}
