@@ -638,6 +638,14 @@ pub(crate) fn remaining_expiry(
     Some(Some(u32::try_from(left).unwrap_or(u32::MAX)))
 }
 
+/// Whole seconds from `now` to `at`, rounded up (a paused delay or expiry
+/// never ends sooner than it would have).
+fn secs_left(at: Instant, now: Instant) -> u32 {
+    let left = at.saturating_duration_since(now);
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -345,10 +345,8 @@ impl Broker {
             let Some(at) = self.store.session(key).and_then(StoredSession::expires_at) else {
                 continue;
             };
-            // Whole seconds, rounded up, at least one: never sooner.
-            let left = at.saturating_duration_since(now.mono);
-            let left = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-            let left = u32::try_from(left.max(1)).unwrap_or(u32::MAX - 1);
+            // At least one: 0 would end it with its connection.
+            let left = secs_left(at, now.mono).clamp(1, u32::MAX - 1);
             self.persist_session(key, left, None);
         }
     }

@@ -282,11 +282,7 @@ impl Broker {
             self.store.cancel_deadline(Timer::Will(key), w.at);
             match self.config.shutdown_wills {
                 ShutdownWills::Resume if w.record.is_some() => {
-                    // Whole seconds, rounded up: never sooner than it
-                    // would have been.
-                    let left = w.at.saturating_duration_since(now.mono);
-                    let left = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                    let left = u32::try_from(left).unwrap_or(u32::MAX);
+                    let left = super::secs_left(w.at, now.mono);
                     self.pause_will(now, w.due, w.record, left);
                 }
                 ShutdownWills::Resume | ShutdownWills::SendNow => {
