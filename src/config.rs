@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Acl, Effect, FilterTemplate, JwtConfig, KeySet, Ops, Rule, Subject};
-use crate::broker::{BrokerConfig, OfflineOverflow, ShutdownWills, WillAfterExpiry};
+use crate::broker::{BrokerConfig, OfflineOverflow, OnRevoke, ShutdownWills, WillAfterExpiry};
 use crate::driver::DriverConfig;
 use crate::session::{CredentialExpiry, SessionConfig};
 
@@ -204,13 +204,26 @@ impl Default for JwtSection {
 }
 
 /// `[acl]`: a rules file, or rules inline; neither: the default ACL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AclSection {
     /// A TOML file holding `[[rules]]`, re-read on reload.
     pub path: Option<PathBuf>,
     /// Rules, in order (first match wins).
     pub rules: Vec<RuleConfig>,
+    /// `unsubscribe` or `disconnect`: a connection one of whose
+    /// subscriptions an ACL change or a re-authentication revokes.
+    pub on_revoke: String,
+}
+
+impl Default for AclSection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            rules: Vec::new(),
+            on_revoke: "unsubscribe".into(),
+        }
+    }
 }
 
 /// One ACL rule.
@@ -752,6 +765,14 @@ impl Config {
                     ("resume", ShutdownWills::Resume),
                     ("send", ShutdownWills::SendNow),
                     ("drop", ShutdownWills::Drop),
+                ],
+            )?,
+            on_revoke: one_of(
+                "acl.on_revoke",
+                &self.acl.on_revoke,
+                &[
+                    ("unsubscribe", OnRevoke::Unsubscribe),
+                    ("disconnect", OnRevoke::Disconnect),
                 ],
             )?,
         })

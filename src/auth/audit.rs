@@ -47,6 +47,9 @@ pub enum DropReason {
     QueueFull,
     /// The subscriber's session ended with the message still queued.
     SessionEnded,
+    /// An ACL change or a re-authentication took away every subscription
+    /// of the subscriber that routed it, before it was sent.
+    Revoked,
 }
 
 impl Display for DropReason {
@@ -54,6 +57,7 @@ impl Display for DropReason {
         f.write_str(match self {
             Self::QueueFull => "queue_full",
             Self::SessionEnded => "session_ended",
+            Self::Revoked => "revoked",
         })
     }
 }

@@ -72,7 +72,7 @@ use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
 use store::{Queued, SessionKey, Store, StoredSession, Timer};
 use tree::{Sub, Tree};
 pub use types::{
-    Action, BrokerConfig, BrokerError, ConnId, OfflineOverflow, ShutdownWills, Ticket,
+    Action, BrokerConfig, BrokerError, ConnId, OfflineOverflow, OnRevoke, ShutdownWills, Ticket,
     WillAfterExpiry,
 };
 
@@ -420,6 +420,8 @@ impl Broker {
     pub fn restore_all(&mut self, now: Now, restored: Restored) {
         self.restore(now, restored.retained);
         self.restore_sessions(now, restored.sessions);
+        // The rules may have changed while the broker was down.
+        self.reauthorize_subscriptions(now);
         self.restore_messages(now, restored.messages, restored.awaiting_release);
         self.restore_wills(now, restored.wills);
         self.flush_dirty(now);
@@ -596,8 +598,13 @@ impl Broker {
                         self.persist(Persist::WillDone { client_id, key });
                     }
                 }
-                // The hub keeps no identity: a will carries its own.
-                S::IdentityChanged(_) => {}
+                // A will carries its own identity; the subscriptions are
+                // judged again with the new one.
+                S::IdentityChanged(identity) => {
+                    if let Some(key) = key {
+                        self.reauthenticated(now, key, &identity);
+                    }
+                }
                 S::Audit(record) => self.audit(record),
                 S::Progress(step) => self.progress(id, step),
             }

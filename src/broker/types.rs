@@ -64,6 +64,21 @@ pub enum OfflineOverflow {
     DropOldest,
 }
 
+/// What happens to a connection when an ACL change or a re-authentication
+/// removes one of its session's subscriptions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OnRevoke {
+    /// The subscription is removed and the client stays connected (an
+    /// audit record says so; the client is not told). The default.
+    #[default]
+    Unsubscribe,
+    /// The subscription is removed and the connection closed: a 5.0 client
+    /// gets DISCONNECT 0x87 Not authorized; a 3.1.1 client, which cannot be
+    /// given a reason, sees the connection close. Either way its will
+    /// follows, as for any close the client did not ask for.
+    Disconnect,
+}
+
 /// Limits and policies of the hub. Every table it keeps has a bound here or
 /// in [`SessionConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -89,6 +104,9 @@ pub struct BrokerConfig {
     /// restart (retained messages today), for a host with a store.
     #[serde(default)]
     pub durable: bool,
+    /// A connection whose subscription is revoked.
+    #[serde(default)]
+    pub on_revoke: OnRevoke,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +121,7 @@ impl Default for BrokerConfig {
             will_after_expiry: WillAfterExpiry::Identity,
             shutdown_wills: ShutdownWills::Resume,
             durable: false,
+            on_revoke: OnRevoke::Unsubscribe,
         }
     }
 }

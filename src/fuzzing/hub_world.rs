@@ -28,6 +28,12 @@ const FILTERS: [&str; 4] = ["open/#", "trusted/+/state", "$share/g/open/#", "#"]
 
 /// Topics the ACL lets be published but carves out of every subscription.
 const CARVED: &str = "open/secret/#";
+/// Carved out as well while the ACL is revoked: an ACL change moves the
+/// exclusions of subscriptions already granted.
+const CARVED_WHEN_REVOKED: &str = "open/hidden/#";
+/// The client that loses its `trusted/…` subscriptions while the ACL is
+/// revoked.
+const WATCHER_REVOKED: &str = "c3";
 
 fn acl(revoked: bool) -> Acl {
     let mut rules = Vec::new();
@@ -44,6 +50,19 @@ fn acl(revoked: bool) -> Acl {
             Ops::PUBLISH,
             Subject::Principal("c2".into()),
             FilterTemplate::new("#").expect("valid"),
+        ));
+        // Everyone's `open/#` loses `open/hidden/…`; c3 loses `trusted/…`.
+        rules.push(Rule::new(
+            Effect::Deny,
+            Ops::SUBSCRIBE,
+            Subject::Anyone,
+            FilterTemplate::new(CARVED_WHEN_REVOKED).expect("valid"),
+        ));
+        rules.push(Rule::new(
+            Effect::Deny,
+            Ops::SUBSCRIBE,
+            Subject::Principal(WATCHER_REVOKED.into()),
+            FilterTemplate::new("trusted/#").expect("valid"),
         ));
     }
     // Carved out of every wildcard subscription over it, always in force.
@@ -120,6 +139,8 @@ struct World {
     published_qos: BTreeMap<String, QoS>,
     per_received: BTreeSet<String>,
     per_dropped: BTreeSet<String>,
+    /// `open/hidden/…` topics routed while carved out: never delivered.
+    carved_when_published: BTreeSet<String>,
     publishes: u32,
     log: Vec<Action>,
 }
@@ -176,6 +197,7 @@ impl World {
             published_qos: BTreeMap::new(),
             per_received: BTreeSet::new(),
             per_dropped: BTreeSet::new(),
+            carved_when_published: BTreeSet::new(),
             publishes: 0,
             log: Vec::new(),
         }
@@ -367,6 +389,10 @@ impl World {
             } if decision.is_allowed() => match query.op {
                 Operation::Publish => {
                     self.allowed_topics.insert(query.topic.to_string());
+                    // Routed when allowed, under the rules in force now.
+                    if self.sync && self.revoked && query.topic.starts_with("open/hidden/") {
+                        self.carved_when_published.insert(query.topic.to_string());
+                    }
                 }
                 // The check at CONNECT (no trigger) does not send anything.
                 Operation::Will if query.will_trigger.is_some() => {
@@ -451,6 +477,19 @@ impl World {
                     !(self.sync && topic.starts_with("open/secret/")),
                     "{topic} delivered through a carve-out"
                 );
+                // So does one an ACL change made, and a revocation: a
+                // message sent for the first time after the change (no DUP)
+                // honours the rules then.
+                if self.sync && self.revoked && !p.dup {
+                    assert!(
+                        !topic.starts_with("open/hidden/"),
+                        "{topic} delivered through a carve-out made by an ACL change"
+                    );
+                    assert!(
+                        !(name == WATCHER_REVOKED && topic.starts_with("trusted/")),
+                        "{topic} delivered to {name} after its subscription was revoked"
+                    );
+                }
                 if payload.starts_with('p') && (name == MONITOR || name == PERSISTENT) {
                     assert!(
                         self.allowed_topics.contains(&topic),
@@ -626,12 +665,14 @@ impl World {
                 if let Some(conn) = self.target(a).filter(|_| usize::from(a) % 5 != CLIENTS) {
                     self.publishes += 1;
                     let n = self.publishes;
-                    let topic = match b % 4 {
+                    let topic = match b % 5 {
                         0 => format!("open/{n}"),
                         1 => format!("open/secret/{n}"),
                         2 => format!("trusted/{}/state", self.conns[&conn].name),
+                        3 => format!("open/hidden/{n}"),
                         _ => "trusted/c0/state".to_string(),
                     };
+
                     let qos = QoS::from_bits((a >> 3) % 3).unwrap_or_default();
                     let mut p = Publish::new(
                         TopicName::try_from(topic.as_str()).expect("valid"),
@@ -778,6 +819,7 @@ impl World {
             if *qos == QoS::AtMostOnce
                 || !topic.starts_with("open/")
                 || topic.starts_with("open/secret/")
+                || self.carved_when_published.contains(topic)
                 || !self.allowed_topics.contains(topic)
             {
                 continue;

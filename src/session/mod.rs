@@ -881,6 +881,22 @@ impl Session {
         }
     }
 
+    /// An ACL change or a re-authentication revoked one of the session's
+    /// subscriptions and the hub's policy closes the connection
+    /// ([`crate::broker::OnRevoke::Disconnect`]): 5.0 DISCONNECT 0x87 Not
+    /// authorized; the will follows, as for any close the client did not
+    /// ask for.
+    pub fn handle_revoked(&mut self, now: Now) {
+        if self.state == State::Connected {
+            self.fail(
+                now,
+                DisconnectReasonCode::NotAuthorized,
+                "a subscription was revoked",
+                WillTrigger::ServerClosed,
+            );
+        }
+    }
+
     /// The server is shutting down.
     pub fn handle_shutdown(&mut self, now: Now) {
         if self.state == State::Connected {

@@ -469,6 +469,28 @@ impl Session {
         })
     }
 
+    /// Drops the messages waiting for the outbound window that `keep`
+    /// refuses, and returns them: after a revocation, what none of the
+    /// session's subscriptions would route any more is not sent. Messages
+    /// already sent finish their exchange [MQTT-4.4.0-1].
+    pub fn drop_queued(
+        &mut self,
+        mut keep: impl FnMut(&OutboundMessage) -> bool,
+    ) -> Vec<OutboundMessage> {
+        let Some(t) = self.stage.conn_mut().and_then(|c| c.per_message.as_mut()) else {
+            return Vec::new();
+        };
+        let mut dropped = Vec::new();
+        t.outbound_queue.retain(|m| {
+            let kept = keep(m);
+            if !kept {
+                dropped.push(m.clone());
+            }
+            kept
+        });
+        dropped
+    }
+
     /// Takes the delivery state the hub keeps for a persistent session when
     /// this connection ends: messages in flight (with their packet ids),
     /// messages still queued, and inbound QoS 2 ids waiting for PUBREL.
