@@ -115,6 +115,7 @@ fn bad_values_are_refused_with_their_key() {
             "[will]\non_credential_expiry = \"later\"",
             "will.on_credential_expiry",
         ),
+        ("[acl]\non_revoke = \"ignore\"", "acl.on_revoke"),
     ] {
         let e = Config::from_toml(text).unwrap_err();
         assert_eq!(e.key, key, "{text}: {e}");

@@ -277,6 +277,18 @@ pub struct StoredSubscription {
     pub exclusions: crate::auth::Exclusions,
 }
 
+impl StoredSubscription {
+    /// What the record keeps of a subscription in the tree.
+    pub(super) fn of(sub: &super::tree::Sub) -> Self {
+        Self {
+            filter: sub.filter.clone(),
+            options: sub.options,
+            id: sub.id,
+            exclusions: sub.exclusions.clone(),
+        }
+    }
+}
+
 /// A session record in its stored form (JSON).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SessionJson {

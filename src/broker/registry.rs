@@ -282,29 +282,38 @@ impl Broker {
         if !self.config.durable || expiry_interval == 0 {
             return;
         }
-        let Some(client_id) = self.store.client_id(key).cloned() else {
-            return;
-        };
-        let subscriptions = self.store.session(key).map_or_else(Vec::new, |s| {
+        let subscriptions = self.stored_subscriptions(key);
+        self.persist_session_with(key, expiry_interval, expires_at, subscriptions);
+    }
+
+    /// A session's subscriptions as its record keeps them, in the order
+    /// they were made.
+    pub(super) fn stored_subscriptions(&self, key: SessionKey) -> Vec<StoredSubscription> {
+        self.store.session(key).map_or_else(Vec::new, |s| {
             s.filters()
                 .iter()
                 .filter_map(|f| self.tree.find(key, f))
-                .map(|sub| StoredSubscription {
-                    filter: sub.filter.clone(),
-                    options: sub.options,
-                    id: sub.id,
-                    exclusions: sub.exclusions.clone(),
-                })
+                .map(StoredSubscription::of)
                 .collect()
-        });
-        // The connection's identity, or the one it left with.
-        let identity = self.store.session(key).and_then(|s| match s.conn() {
-            Some(id) => self
-                .store
-                .conn(id)
-                .and_then(|c| c.session.identity().cloned()),
-            None => s.away_identity().cloned(),
-        });
+        })
+    }
+
+    /// [`Broker::persist_session`] with the session's subscriptions
+    /// already at hand.
+    pub(super) fn persist_session_with(
+        &mut self,
+        key: SessionKey,
+        expiry_interval: u32,
+        expires_at: Option<Timestamp>,
+        subscriptions: Vec<StoredSubscription>,
+    ) {
+        if !self.config.durable || expiry_interval == 0 {
+            return;
+        }
+        let Some(client_id) = self.store.client_id(key).cloned() else {
+            return;
+        };
+        let identity = self.store.session_identity(key).cloned();
         self.persist(Persist::Session(SessionRecord {
             client_id,
             identity,

@@ -356,8 +356,16 @@ impl Broker {
 
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &TopicFilter) -> bool {
         let removed = self.tree.remove(key, filter);
-        if removed
-            && filter.shared().is_some()
+        if removed {
+            self.left_share(filter);
+        }
+        removed
+    }
+
+    /// A subscription with `filter` left the tree: its share group, if it
+    /// is shared, has one member less.
+    pub(super) fn left_share(&mut self, filter: &TopicFilter) {
+        if filter.shared().is_some()
             && let Some(g) = self.shares.get_mut(filter.as_str())
         {
             g.members -= 1;
@@ -365,7 +373,6 @@ impl Broker {
                 self.shares.remove(filter.as_str());
             }
         }
-        removed
     }
 }
 

@@ -319,6 +319,16 @@ impl Store {
         self.sessions.keys()
     }
 
+    /// The identity of a session's last authentication: its connection's,
+    /// or the one it left with.
+    pub(super) fn session_identity(&self, key: SessionKey) -> Option<&Arc<crate::auth::Identity>> {
+        let s = self.session(key)?;
+        match s.conn() {
+            Some(id) => self.conn(id)?.session.identity(),
+            None => s.away_identity(),
+        }
+    }
+
     /// The session of `client_id`, if there is one.
     pub(super) fn find_session(&self, client_id: &str) -> Option<SessionKey> {
         self.by_client_id.get(client_id, self.client_ids())

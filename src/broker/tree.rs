@@ -161,6 +161,48 @@ impl Tree {
         }
     }
 
+    /// Keeps the subscriptions `keep` returns true for, in one walk of the
+    /// tree (which `keep` may change in place, but not its key or filter):
+    /// judging every subscription costs one visit each, where finding each
+    /// by its filter would scan a popular filter's list once per
+    /// subscriber.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut Sub) -> bool) {
+        let before = self.len;
+        let mut removed = 0;
+        Self::retain_at(&mut self.root, &mut keep, &mut removed);
+        self.len = before - removed;
+    }
+
+    fn retain_at(node: &mut Node, keep: &mut impl FnMut(&mut Sub) -> bool, removed: &mut usize) {
+        for list in [&mut node.exact, &mut node.hash] {
+            let before = list.len();
+            list.retain_mut(|s| keep(s));
+            *removed += before - list.len();
+        }
+        if let Some(plus) = node.plus.as_deref_mut() {
+            Self::retain_at(plus, keep, removed);
+            if plus.is_empty() {
+                node.plus = None;
+            }
+        }
+        node.children.retain(|_, child| {
+            Self::retain_at(child, keep, removed);
+            !child.is_empty()
+        });
+    }
+
+    /// Calls `f` with every subscription, in tree order.
+    pub fn for_each(&self, mut f: impl FnMut(&Sub)) {
+        fn walk(node: &Node, f: &mut impl FnMut(&Sub)) {
+            node.exact.iter().chain(&node.hash).for_each(&mut *f);
+            if let Some(plus) = node.plus.as_deref() {
+                walk(plus, f);
+            }
+            node.children.values().for_each(|child| walk(child, f));
+        }
+        walk(&self.root, &mut f);
+    }
+
     /// Every subscription whose filter matches `topic` (a valid topic
     /// name), in tree order: deterministic for a given set of insertions.
     #[cfg(test)]
