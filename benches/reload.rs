@@ -90,7 +90,12 @@ fn acl(extra: Vec<Rule>) -> Acl {
 fn identity(i: usize, now: Timestamp) -> Arc<Identity> {
     let name: Arc<str> = format!("monitor-{i}").into();
     // One monitor in ten is on trial.
-    let role: Arc<str> = if i.is_multiple_of(10) { "ops-trial" } else { "ops" }.into();
+    let role: Arc<str> = if i.is_multiple_of(10) {
+        "ops-trial"
+    } else {
+        "ops"
+    }
+    .into();
     Arc::new(Identity {
         principal: (*name).into(),
         client_id: name,

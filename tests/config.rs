@@ -1,25 +1,13 @@
 //! The configuration file: the README's example parses, bad values are
 //! refused with their key, the command exits 2 on them.
 
+mod common;
+
 use std::process::Command;
 
+use common::readme_toml_blocks;
+
 use testament::config::{Config, default_acl, parse_rules};
-
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
-}
-
-/// The TOML code blocks of the README's configuration section.
-fn readme_toml_blocks() -> Vec<String> {
-    let text = readme();
-    let section = &text[text.find("### Configuration").expect("the section")..];
-    section
-        .split("```toml\n")
-        .skip(1)
-        .map(|b| b[..b.find("```").unwrap()].to_string())
-        .take(3)
-        .collect()
-}
 
 #[test]
 fn the_readme_example_is_a_valid_configuration() {

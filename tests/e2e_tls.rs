@@ -237,7 +237,7 @@ fn mosquitto_clients_over_tls_with_and_without_client_certificates() {
         .status()
         .is_ok();
     if !installed {
-        eprintln!("SKIPPED: mosquitto clients are not available (bash .ci/run installs them)");
+        common::missing("mosquitto_pub (Debian mosquitto-clients)");
         return;
     }
     let (pki, issuer) = Pki::new("mosquitto");

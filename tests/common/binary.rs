@@ -77,6 +77,30 @@ impl Served {
         served
     }
 
+    /// A broker on a fresh folder named after `name` with `config` as its
+    /// whole configuration but for the address it listens on and its data
+    /// folder (`dir/data`), written before it.
+    pub fn start_with_config(name: &str, config: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("testament-bin-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let text = format!(
+            "listen = [\"127.0.0.1:{port}\"]\ndata_dir = \"{}\"\n{config}",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("testament.toml"), text).unwrap();
+        let child = Self::spawn(&dir, "log.txt");
+        let served = Served {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            log: dir.join("log.txt"),
+            dir,
+        };
+        served.await_listening();
+        served
+    }
+
     fn spawn(dir: &std::path::Path, log: &str) -> Child {
         Command::new(env!("CARGO_BIN_EXE_testament"))
             .args(["serve", "--config"])

@@ -54,6 +54,30 @@ pub fn pid(id: u16) -> PacketId {
     PacketId::new(id).unwrap()
 }
 
+/// A client or tool a test needs is missing: outside CI the test says so
+/// and skips; in CI (`CI` set, as `.ci/run` runs), where it is installed,
+/// its absence fails the test.
+pub fn missing(what: &str) {
+    let line = format!("SKIPPED: {what} is not available (bash .ci/run installs it)");
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
+        panic!("{line} — and CI must run this test");
+    }
+    eprintln!("{line}");
+}
+
+/// The TOML code blocks of the README's configuration section: the
+/// defaults, the default ACL, the Paho suites' configuration.
+pub fn readme_toml_blocks() -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &text[text.find("### Configuration").expect("the section")..];
+    section
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b[..b.find("```").unwrap()].to_string())
+        .take(3)
+        .collect()
+}
+
 pub mod alloc;
 pub mod binary;
 pub mod e2e;
