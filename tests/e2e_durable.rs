@@ -943,3 +943,33 @@ fn an_acl_reload_reaches_a_live_subscription() {
     );
     assert!(monitor.next_message(Duration::from_millis(500)).is_none());
 }
+
+/// `acl.on_revoke = "disconnect"` on the real binary: the reload that
+/// revokes a live subscription closes its client's connection (3.1.1: no
+/// reason to give), audited; a client whose rights did not change stays.
+#[test]
+fn with_on_revoke_disconnect_a_reload_closes_the_client_that_lost_a_subscription() {
+    let s = Served::start("acl-revoke", "smol", "on_revoke = \"disconnect\"\n");
+    let monitor = s.client("mon", "k1").unwrap();
+    monitor.subscribe("open/#", QoS::AtLeastOnce);
+    let other = s.client("other", "k1").unwrap();
+    other.subscribe("open/#", QoS::AtLeastOnce);
+    let revoked = format!(
+        "[[rules]]\neffect = \"deny\"\nops = [\"subscribe\"]\nfilter = \"#\"\nprincipal = \"mon\"\n{}",
+        common::binary::OPEN_ACL
+    );
+    std::fs::write(s.dir.join("acl.toml"), revoked).unwrap();
+    s.signal("HUP");
+    assert!(monitor.closed_within(Duration::from_secs(5)), "{}", s.log());
+    assert!(
+        s.log().lines().any(|l| l.contains("op=subscribe")
+            && l.contains("client_id=mon")
+            && l.contains("decision=deny")),
+        "{}",
+        s.log()
+    );
+    let p = s.client("p", "k1").unwrap();
+    publish_acked(&p, "open/plain", "still", false);
+    let m = other.next_message(SECONDS).expect("the other client stays");
+    assert_eq!(&m.topic[..], "open/plain");
+}

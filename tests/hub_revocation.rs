@@ -23,7 +23,11 @@ const V3: ProtocolVersion = ProtocolVersion::V311;
 /// Operators (role `ops`) may watch `fleet/#`; anyone authenticated may
 /// publish there.
 fn ops_acl() -> Acl {
-    Acl::new(vec![
+    Acl::new(ops_rules())
+}
+
+fn ops_rules() -> Vec<Rule> {
+    vec![
         Rule::new(
             Effect::Allow,
             Ops::SUBSCRIBE,
@@ -38,7 +42,14 @@ fn ops_acl() -> Acl {
             FilterTemplate::new("fleet/#").unwrap(),
         )
         .named("fleet-publish"),
-    ])
+    ]
+}
+
+fn durable() -> BrokerConfig {
+    BrokerConfig {
+        durable: true,
+        ..BrokerConfig::default()
+    }
 }
 
 fn net(config: BrokerConfig) -> Net {
@@ -114,10 +125,7 @@ fn stored(net: &Net) -> testament::broker::Restored {
 
 #[test]
 fn a_reauthentication_that_drops_a_role_removes_the_subscriptions_it_granted() {
-    let mut net = net(BrokerConfig {
-        durable: true,
-        ..BrokerConfig::default()
-    });
+    let mut net = net(durable());
     let m = monitor(&mut net, V5);
     let p = publisher(&mut net);
     net.publish(p, "fleet/a/state", b"up", QoS::AtLeastOnce, false);
@@ -243,40 +251,16 @@ fn a_revocation_by_reauthentication_can_disconnect_too() {
 
 #[test]
 fn restored_sessions_are_judged_against_the_rules_the_broker_starts_with() {
-    let config = BrokerConfig {
-        durable: true,
-        ..BrokerConfig::default()
-    };
+    let config = durable();
     let mut before = net(config.clone());
     let m = monitor(&mut before, V5);
     before.crash(m);
     let restored = stored(&before);
     assert_eq!(restored.sessions[0].subscriptions.len(), 1);
 
-    // While the broker was down, `ops` lost `fleet/#` but for a carve-out
-    // that now covers the secrets too.
-    let narrower = Acl::new(vec![
-        Rule::new(
-            Effect::Deny,
-            Ops::SUBSCRIBE,
-            Subject::Anyone,
-            FilterTemplate::new("fleet/secrets/#").unwrap(),
-        ),
-        Rule::new(
-            Effect::Allow,
-            Ops::SUBSCRIBE,
-            Subject::Role("ops".into()),
-            FilterTemplate::new("fleet/#").unwrap(),
-        ),
-        Rule::new(
-            Effect::Allow,
-            Ops::PUBLISH,
-            Subject::Authenticated,
-            FilterTemplate::new("fleet/#").unwrap(),
-        ),
-    ]);
+    // While the broker was down, `ops`'s `fleet/#` lost the secrets.
     let mut after = net(config.clone());
-    after.set_acl(narrower);
+    after.set_acl(secrets_carved());
     after.now = testament::time::Now::new(testament::time::Instant::from_secs(1), before.now.wall);
     after.hub.restore_all(after.now, restored.clone());
     after.pump();
@@ -323,18 +307,12 @@ fn restored_sessions_are_judged_against_the_rules_the_broker_starts_with() {
 fn a_session_without_a_kept_identity_keeps_its_grants() {
     // A record from before identities were kept is not judged (nothing to
     // judge it with): it keeps what it was granted.
-    let mut before = net(BrokerConfig {
-        durable: true,
-        ..BrokerConfig::default()
-    });
+    let mut before = net(durable());
     let m = monitor(&mut before, V5);
     before.crash(m);
     let mut restored = stored(&before);
     restored.sessions[0].identity = None;
-    let mut after = net(BrokerConfig {
-        durable: true,
-        ..BrokerConfig::default()
-    });
+    let mut after = net(durable());
     after.set_acl(Acl::new(vec![]));
     after.hub.restore_all(after.now, restored);
     after.pump();
@@ -350,26 +328,14 @@ fn a_session_without_a_kept_identity_keeps_its_grants() {
 
 /// `fleet/#` for `ops`, but `fleet/secrets/#` carved out for everyone.
 fn secrets_carved() -> Acl {
-    Acl::new(vec![
-        Rule::new(
-            Effect::Deny,
-            Ops::SUBSCRIBE,
-            Subject::Anyone,
-            FilterTemplate::new("fleet/secrets/#").unwrap(),
-        ),
-        Rule::new(
-            Effect::Allow,
-            Ops::SUBSCRIBE,
-            Subject::Role("ops".into()),
-            FilterTemplate::new("fleet/#").unwrap(),
-        ),
-        Rule::new(
-            Effect::Allow,
-            Ops::PUBLISH,
-            Subject::Authenticated,
-            FilterTemplate::new("fleet/#").unwrap(),
-        ),
-    ])
+    let mut rules = vec![Rule::new(
+        Effect::Deny,
+        Ops::SUBSCRIBE,
+        Subject::Anyone,
+        FilterTemplate::new("fleet/secrets/#").unwrap(),
+    )];
+    rules.extend(ops_rules());
+    Acl::new(rules)
 }
 
 fn dropped_as_revoked(net: &Net) -> Vec<String> {
@@ -381,10 +347,7 @@ fn dropped_as_revoked(net: &Net) -> Vec<String> {
 
 #[test]
 fn messages_queued_for_an_away_session_that_the_change_carves_out_are_not_delivered() {
-    let mut net = net(BrokerConfig {
-        durable: true,
-        ..BrokerConfig::default()
-    });
+    let mut net = net(durable());
     let m = monitor(&mut net, V5);
     net.crash(m);
     let p = publisher(&mut net);
@@ -452,4 +415,33 @@ fn messages_waiting_for_a_connected_clients_window_that_the_change_revokes_are_n
         next = net.publishes(m);
     }
     assert_eq!(got, ["fleet/a/state", "fleet/b/state"]);
+}
+
+#[test]
+fn messages_kept_across_a_restart_that_the_new_rules_carve_out_are_not_delivered() {
+    let config = durable();
+    let mut before = net(config.clone());
+    let m = monitor(&mut before, V5);
+    before.crash(m);
+    let p = publisher(&mut before);
+    before.publish(p, "fleet/secrets/key", b"hunter2", QoS::AtLeastOnce, false);
+    before.publish(p, "fleet/a/state", b"up", QoS::AtLeastOnce, false);
+    let restored = stored(&before);
+    assert_eq!(restored.messages.len(), 2, "both queued and kept");
+
+    let mut after = net(config);
+    after.set_acl(secrets_carved());
+    after.now = testament::time::Now::new(testament::time::Instant::from_secs(1), before.now.wall);
+    after.hub.restore_all(after.now, restored);
+    after.pump();
+    let dropped = dropped_as_revoked(&after);
+    assert!(
+        dropped.len() == 1 && dropped[0].contains("topic=fleet/secrets/key"),
+        "{dropped:?}"
+    );
+    let mut again = connect_token(V5, "mon", "mon", &token("mon", &["ops"]));
+    again.clean_start = false;
+    let (m, present) = after.connect(again);
+    assert!(present);
+    assert_eq!(topics(&mut after, m), ["fleet/a/state"]);
 }

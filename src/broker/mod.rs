@@ -415,14 +415,16 @@ impl Broker {
 
     /// Everything the host's store kept from before a restart, handed back
     /// before the first connection opens: [`Broker::restore`],
-    /// [`Broker::restore_sessions`], [`Broker::restore_messages`], then
-    /// [`Broker::restore_wills`].
+    /// [`Broker::restore_sessions`], [`Broker::restore_messages`],
+    /// [`Broker::reauthorize_subscriptions`], then [`Broker::restore_wills`].
     pub fn restore_all(&mut self, now: Now, restored: Restored) {
         self.restore(now, restored.retained);
         self.restore_sessions(now, restored.sessions);
-        // The rules may have changed while the broker was down.
-        self.reauthorize_subscriptions(now);
         self.restore_messages(now, restored.messages, restored.awaiting_release);
+        // The rules may have changed while the broker was down: the
+        // sessions' subscriptions are judged again, and what they queued
+        // and no longer route is not sent.
+        self.reauthorize_subscriptions(now);
         self.restore_wills(now, restored.wills);
         self.flush_dirty(now);
     }

@@ -145,7 +145,9 @@ impl JwtAclPolicy {
         }
     }
 
-    /// Replaces the ACL.
+    /// Replaces the ACL. The hub takes it at the next
+    /// [`super::Control::Reload`], which also judges every existing
+    /// subscription against it.
     pub fn replace_acl(&self, acl: Acl) {
         if let Ok(mut a) = self.acl.write() {
             *a = Arc::new(acl);

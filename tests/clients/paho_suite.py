@@ -505,16 +505,20 @@ def flow_control_receive_maximum_exceeded(version):
     r.abort()
 
 
+def publish_three(topic):
+    p = Client("alias-pub", V5)
+    for i in range(3):
+        p.publish(topic, f"{i}".encode(), 1)
+    p.close()
+
+
 @check
 def server_topic_aliases(version):
     if version == V3:
         return "5.0 only"
     r = Raw(V5, "alias", connect_props=props((0x22, struct.pack(">H", 2))))
     r.subscribe(TOPICS[0], 0)
-    p = Client("alias-pub", V5)
-    for i in range(3):
-        p.publish(TOPICS[0], f"{i}".encode(), 1)
-    p.close()
+    publish_three(TOPICS[0])
     seen = []
     while len(seen) < 3:
         got = r.read(3)
@@ -530,10 +534,7 @@ def server_topic_aliases(version):
     # the suite's own callbacks do): every message resolves to its topic.
     c = Client("alias-paho", V5, topic_alias_max=2)
     c.subscribe(TOPICS[0], 0)
-    p = Client("alias-pub", V5)
-    for i in range(3):
-        p.publish(TOPICS[0], f"{i}".encode(), 1)
-    p.close()
+    publish_three(TOPICS[0])
     got = c.received(3, count=3)
     aliases, topics = {}, []
     for m in got:

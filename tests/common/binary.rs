@@ -28,6 +28,14 @@ pub struct Served {
     pub dir: PathBuf,
 }
 
+/// An empty folder for a broker named `name`.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("testament-bin-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -52,9 +60,7 @@ impl Served {
         extra: &str,
         prepare: impl FnOnce(&std::path::Path),
     ) -> Self {
-        let dir = std::env::temp_dir().join(format!("testament-bin-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir(name);
         prepare(&dir);
         keys::generate(keys::algorithm("ES256").unwrap(), "k1", &dir).unwrap();
         std::fs::write(dir.join("acl.toml"), OPEN_ACL).unwrap();
@@ -66,6 +72,11 @@ impl Served {
             dir.join("acl.toml").display()
         );
         std::fs::write(dir.join("testament.toml"), config).unwrap();
+        Self::launch(dir, port)
+    }
+
+    /// Starts the broker on `dir/testament.toml`, listening on `port`.
+    fn launch(dir: PathBuf, port: u16) -> Self {
         let child = Self::spawn(&dir, "log.txt");
         let served = Served {
             child,
@@ -81,24 +92,14 @@ impl Served {
     /// whole configuration but for the address it listens on and its data
     /// folder (`dir/data`), written before it.
     pub fn start_with_config(name: &str, config: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("testament-bin-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir(name);
         let port = free_port();
         let text = format!(
             "listen = [\"127.0.0.1:{port}\"]\ndata_dir = \"{}\"\n{config}",
             dir.join("data").display()
         );
         std::fs::write(dir.join("testament.toml"), text).unwrap();
-        let child = Self::spawn(&dir, "log.txt");
-        let served = Served {
-            child,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            log: dir.join("log.txt"),
-            dir,
-        };
-        served.await_listening();
-        served
+        Self::launch(dir, port)
     }
 
     fn spawn(dir: &std::path::Path, log: &str) -> Child {
