@@ -71,6 +71,8 @@ pub struct Config {
     pub log: LogSection,
     /// Durable state.
     pub storage: StorageSection,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSection,
 }
 
 impl Default for Config {
@@ -88,7 +90,35 @@ impl Default for Config {
             tls: TlsSection::default(),
             log: LogSection::default(),
             storage: StorageSection::default(),
+            metrics: MetricsSection::default(),
         }
+    }
+}
+
+/// `[metrics]`: a Prometheus endpoint, off unless an address is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where `GET /metrics` is answered (`127.0.0.1:9883`); empty: off.
+    /// Unauthenticated: keep it on loopback or a private network.
+    pub listen: String,
+}
+
+impl MetricsSection {
+    /// The address to listen on, if the endpoint is on.
+    ///
+    /// # Errors
+    /// When `listen` is not a socket address.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            ConfigError::new(
+                "metrics.listen",
+                format!("`{}` is not an address like 127.0.0.1:9883", self.listen),
+            )
+        })
     }
 }
 
@@ -611,6 +641,7 @@ impl Config {
         }
         self.broker_config()?;
         self.storage.flush_interval()?;
+        self.metrics.address()?;
         if self.acl.path.is_some() && !self.acl.rules.is_empty() {
             return Err(ConfigError::new(
                 "acl.rules",

@@ -351,6 +351,20 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         }
     });
     let mut driver_config = c.driver_config();
+    if let Some(addr) = c.metrics.address().map_err(|e| e.to_string())? {
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "the metrics endpoint on {addr} answers anyone who reaches it: keep it on a private network"
+            );
+        }
+        let metrics = driver::metrics::Metrics::new();
+        metrics.clone().serve(listener).map_err(|e| e.to_string())?;
+        log::info!("metrics on http://{addr}/metrics");
+        driver_config.metrics = Some(metrics);
+    }
     // What survives a restart: opened before anything is served; a store
     // that cannot be read stops the broker, naming the file.
     let mut restored = testament::broker::Restored::default();

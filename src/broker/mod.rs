@@ -72,8 +72,8 @@ use retained::{Retained, RetainedStore, StoreOutcome as RetainOutcome};
 use store::{Queued, SessionKey, Store, StoredSession, Timer};
 use tree::{Sub, Tree};
 pub use types::{
-    Action, BrokerConfig, BrokerError, ConnId, OfflineOverflow, OnRevoke, ShutdownWills, Ticket,
-    WillAfterExpiry,
+    Action, BrokerConfig, BrokerError, ConnId, OfflineOverflow, OnRevoke, ShutdownWills, Stats,
+    Ticket, WillAfterExpiry,
 };
 
 #[derive(Debug)]
@@ -126,6 +126,8 @@ pub struct Broker {
     /// Connections not read while any is congested.
     paused: BTreeSet<ConnId>,
     shut_down: bool,
+    /// The counters of [`Broker::stats`].
+    counted: Stats,
 }
 
 impl Broker {
@@ -149,6 +151,19 @@ impl Broker {
             congested: BTreeSet::new(),
             paused: BTreeSet::new(),
             shut_down: false,
+            counted: Stats::default(),
+        }
+    }
+
+    /// What the hub holds now and has done since it started.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.store.connections(),
+            sessions: self.store.sessions(),
+            subscriptions: self.tree.len(),
+            retained_messages: self.retained.len(),
+            retained_bytes: self.retained.bytes(),
+            ..self.counted
         }
     }
 

@@ -52,6 +52,11 @@ impl RetainedStore {
         self.map.len()
     }
 
+    /// Bytes (topics and payloads) held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Stores, replaces, or — for an empty payload — deletes
     /// [MQTT-3.3.1-5], [MQTT-3.3.1-6].
     pub fn store(&mut self, msg: Retained) -> StoreOutcome {

@@ -5,6 +5,7 @@ use super::*;
 
 impl Broker {
     pub(super) fn publish(&mut self, now: Now, from: Option<SessionKey>, msg: InboundMessage) {
+        self.counted.received[msg.qos as usize] += 1;
         if msg.retain {
             self.retain(now, &msg.topic, &msg.payload, msg.qos, &msg.properties);
         }
@@ -206,6 +207,7 @@ impl Broker {
             };
             match c.session.deliver(now, msg) {
                 delivery @ (Delivery::Accepted | Delivery::Congested) => {
+                    self.counted.delivered[qos as usize] += 1;
                     self.store.mark_written(id);
                     if let Some((client_id, msg)) = kept {
                         self.keep_message(now, client_id, msg);
@@ -254,11 +256,13 @@ impl Broker {
                     lost = offline.pop_front().map(|q| q.msg);
                     kept = msg.seq.is_some().then(|| msg.clone());
                     offline.push_back(Queued { msg, at: now.mono });
+                    self.counted.queued += 1;
                 }
             }
         } else {
             kept = msg.seq.is_some().then(|| msg.clone());
             offline.push_back(Queued { msg, at: now.mono });
+            self.counted.queued += 1;
         }
         let client_id = self.store.client_id(key).cloned().unwrap_or_default();
         if let Some(msg) = kept {

@@ -63,7 +63,6 @@ pub(crate) fn levels(s: &str) -> Levels<'_> {
 
 impl Tree {
     /// Subscriptions held, all sessions together.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

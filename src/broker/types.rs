@@ -64,6 +64,29 @@ pub enum OfflineOverflow {
     DropOldest,
 }
 
+/// What the hub holds now and has done since it started, for a host's
+/// metrics: gauges read at the call, counters that only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections open (authenticated or not yet).
+    pub connections: usize,
+    /// Sessions held, connected or stored.
+    pub sessions: usize,
+    /// Subscriptions held, all sessions together.
+    pub subscriptions: usize,
+    /// Retained messages held.
+    pub retained_messages: usize,
+    /// Their bytes (topic and payload).
+    pub retained_bytes: usize,
+    /// PUBLISHes from clients routed, by QoS.
+    pub received: [u64; 3],
+    /// Messages handed to connected clients (sent, or waiting for their
+    /// window), by QoS.
+    pub delivered: [u64; 3],
+    /// QoS 1/2 messages queued for sessions whose clients are away.
+    pub queued: u64,
+}
+
 /// What happens to a connection when an ACL change or a re-authentication
 /// removes one of its session's subscriptions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -18,6 +18,8 @@
 
 #![allow(clippy::disallowed_methods)] // the drivers are where time is read
 
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod policy;
 pub mod record;
 #[cfg(any(feature = "smol", feature = "blocking", feature = "mio"))]
@@ -129,6 +131,9 @@ pub struct DriverConfig {
     pub flush_every_turn: bool,
     /// The longest a change committed without a flush waits for one.
     pub flush_interval: std::time::Duration,
+    /// Where the driver counts what it carries out (`[metrics]`).
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 impl Default for DriverConfig {
@@ -143,6 +148,8 @@ impl Default for DriverConfig {
             storage: None,
             flush_every_turn: true,
             flush_interval: std::time::Duration::from_secs(1),
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 }

@@ -331,6 +331,10 @@ impl Runner {
             conn,
             data: encode_bytes(data),
         });
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.limits.metrics {
+            m.read(data.len());
+        }
         self.hub.handle_bytes(now, conn, data);
         if !self.batching {
             self.pump(now, io);
@@ -545,11 +549,18 @@ impl Runner {
         let mut storage = storage
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if unflushed {
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let done = if unflushed {
             storage.commit_unflushed(ops)
         } else {
             storage.commit(ops)
+        };
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.limits.metrics {
+            m.committed(started.elapsed());
         }
+        done
     }
 
     /// The store can take commits again, or cannot: an input of the hub,
@@ -605,6 +616,10 @@ impl Runner {
             let mut authn = Vec::new();
             let mut authz = Vec::new();
             while let Some(action) = self.next_action() {
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &self.limits.metrics {
+                    m.observe(&action);
+                }
                 match action {
                     Action::Send { conn, bytes } => {
                         if !io.write(conn, bytes) {
@@ -655,6 +670,10 @@ impl Runner {
             if unresponsive.is_empty() && authn.is_empty() && authz.is_empty() {
                 if let Some(r) = &mut self.recorder {
                     r.flush();
+                }
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &self.limits.metrics {
+                    m.set(&self.hub.stats());
                 }
                 return;
             }
