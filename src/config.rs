@@ -73,6 +73,8 @@ pub struct Config {
     pub storage: StorageSection,
     /// The Prometheus endpoint.
     pub metrics: MetricsSection,
+    /// The `$SYS/…` topics.
+    pub sys: SysSection,
 }
 
 impl Default for Config {
@@ -91,7 +93,23 @@ impl Default for Config {
             log: LogSection::default(),
             storage: StorageSection::default(),
             metrics: MetricsSection::default(),
+            sys: SysSection::default(),
         }
+    }
+}
+
+/// `[sys]`: the broker's own `$SYS/…` topics (mosquitto's names), which
+/// only clients the ACL lets subscribe to them can read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SysSection {
+    /// Seconds between two publications; 0: none.
+    pub interval_secs: u64,
+}
+
+impl Default for SysSection {
+    fn default() -> Self {
+        Self { interval_secs: 10 }
     }
 }
 
@@ -858,6 +876,8 @@ impl Config {
                 .storage
                 .flush_interval()
                 .unwrap_or(Duration::from_secs(1)),
+            sys_interval: (self.sys.interval_secs > 0)
+                .then(|| Duration::from_secs(self.sys.interval_secs)),
             ..DriverConfig::default()
         }
     }

@@ -145,10 +145,80 @@ fn the_metrics_endpoint_counts_what_clients_did() {
         monitor.next_message(SECONDS).map(|p| p.payload.to_vec()),
         Some(b"down".to_vec())
     );
-    let m = until(port, |m| sum(m, DELIVERED_WILLS) == 1.0);
+    // Counted as the driver carries the will out, the gauges set after
+    // its turn: a scrape may fall in between.
+    let m = until(port, |m| {
+        sum(m, DELIVERED_WILLS) == 1.0 && m.get("testament_connections") == Some(&1.0)
+    });
     assert_eq!(sum(&m, DELIVERED_WILLS), 1.0, "{m:?}");
     assert_eq!(m["testament_connections"], 1.0, "{m:?}");
 
     let (status, _) = get(port, "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
+}
+
+/// Anonymous clients; the ones named `ops-*` may read `$SYS`.
+const SYS_CONFIG: &str = r##"allow_anonymous = true
+
+[sys]
+interval_secs = 1
+
+[[acl.rules]]
+effect = "allow"
+ops = ["subscribe"]
+filter = "$SYS/#"
+client_id = "ops-*"
+
+[[acl.rules]]
+effect = "allow"
+ops = ["all"]
+filter = "#"
+"##;
+
+fn anonymous(s: &Served, id: &str) -> V3 {
+    V3::connect(rumqttc::MqttOptions::new(id, "127.0.0.1", s.addr.port())).unwrap()
+}
+
+/// A `$SYS` message's payload as text, within 3 s.
+fn sys_payload(c: &V3) -> Option<(String, String)> {
+    let p = c.next_message(Duration::from_secs(3))?;
+    Some((
+        p.topic.clone(),
+        String::from_utf8_lossy(&p.payload).into_owned(),
+    ))
+}
+
+#[test]
+fn sys_topics_are_published_to_whom_the_acl_lets_read_them() {
+    let s = Served::start_with_config("sys", SYS_CONFIG);
+    let ops = anonymous(&s, "ops-1");
+    ops.subscribe("$SYS/broker/uptime", QoS::AtMostOnce);
+    // Retained: the last value comes at once, then a new one each second.
+    let (topic, first) = sys_payload(&ops).expect("the retained uptime");
+    assert_eq!(topic, "$SYS/broker/uptime");
+    assert!(first.ends_with(" seconds"), "{first}");
+    let (_, later) = sys_payload(&ops).expect("a new uptime");
+    let secs = |v: &str| v.trim_end_matches(" seconds").parse::<u64>().unwrap();
+    assert!(secs(&later) >= secs(&first), "{first} then {later}");
+
+    let other = anonymous(&s, "other");
+    other.client.subscribe("$SYS/#", QoS::AtMostOnce).unwrap();
+    assert!(other.wait_for(SECONDS, |p| matches!(
+        p,
+        Packet::SubAck(a) if a.return_codes == [rumqttc::SubscribeReasonCode::Failure]
+    )));
+    // `#` does not match `$SYS/…` [MQTT-4.7.2-1].
+    other.subscribe("#", QoS::AtMostOnce);
+    ops.subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce);
+    let deadline = Instant::now() + SECONDS;
+    let mut connected = None;
+    while Instant::now() < deadline && connected.as_deref() != Some("2") {
+        if let Some((t, v)) = sys_payload(&ops)
+            && t == "$SYS/broker/clients/connected"
+        {
+            connected = Some(v);
+        }
+    }
+    assert_eq!(connected.as_deref(), Some("2"));
+    assert!(other.next_message(Duration::from_millis(1500)).is_none());
 }

@@ -167,3 +167,16 @@ fn the_restart_programs_reach_a_full_store_refusing_qos_1() {
         "{publishes:?}"
     );
 }
+
+/// Found by the will lifecycles (CI, 2026-12-05): c1 connects twice, the
+/// second connection takes the first over (its will waits 30 s), then the
+/// broker crashes and restarts at once. Two wills of one session come back
+/// — the taken-over one, triggered before the crash, and the connected
+/// one's, triggered by the restart — in the store's order: the newer was
+/// sent at once, before its delay. Now the older goes, as it would live.
+#[test]
+fn two_restored_wills_of_one_session_send_the_older() {
+    testament::fuzzing::hub(&[
+        187, 7, 0, 0, 7, 0, 0, 0, 111, 0, 0, 191, 0, 8, 187, 1, 8, 0, 1, 6, 0, 250,
+    ]);
+}

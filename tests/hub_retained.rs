@@ -164,3 +164,53 @@ fn a_full_store_refuses_new_topics_but_still_routes_and_replaces() {
         [m("open/1", "1b"), m("open/2", "2")]
     );
 }
+
+/// The broker's own `$SYS/…` messages: routed to the subscriptions the ACL
+/// granted, retained in memory for the next subscriber, never persisted;
+/// another topic is not the broker's to publish.
+#[test]
+fn system_messages_are_retained_in_memory_and_reach_granted_subscriptions() {
+    use testament::auth::{Acl, Effect, FilterTemplate, Ops, Rule, Subject};
+    let mut acl = vec![Rule::new(
+        Effect::Allow,
+        Ops::SUBSCRIBE,
+        Subject::Principal("ops".into()),
+        FilterTemplate::new("$SYS/#").unwrap(),
+    )];
+    acl.extend(default_acl().rules().iter().cloned());
+    let config = BrokerConfig {
+        durable: true,
+        ..BrokerConfig::default()
+    };
+    let mut net = Net::new(config, Some(Acl::new(acl)));
+    let ops = client(&mut net, V5, "ops");
+    net.subscribe(ops, &[("$SYS/#", QoS::AtMostOnce)]);
+    let other = client(&mut net, V5, "other");
+    let refused = net.subscribe(other, &[("$SYS/#", QoS::AtMostOnce)]);
+    assert!(
+        matches!(&refused[..], [Packet::SubAck(a)] if a.reason_codes[0] != SubAckReasonCode::GrantedQoS0),
+        "{refused:?}"
+    );
+    net.persisted.clear();
+    let uptime = TopicName::from_static("$SYS/broker/uptime");
+    net.hub
+        .publish_system(net.now, uptime, Bytes::from_static(b"5 seconds"));
+    net.hub.publish_system(
+        net.now,
+        TopicName::from_static("clients/ops/state"),
+        Bytes::from_static(b"not the broker's"),
+    );
+    net.pump();
+    assert_eq!(
+        messages(&net.publishes(ops)),
+        [m("$SYS/broker/uptime", "5 seconds")]
+    );
+    assert!(net.publishes(other).is_empty());
+    assert!(net.persisted.is_empty(), "{:?}", net.persisted);
+    let late = client(&mut net, V5, "ops");
+    net.subscribe(late, &[("$SYS/broker/+", QoS::AtMostOnce)]);
+    assert_eq!(
+        messages(&net.publishes(late)),
+        [m("$SYS/broker/uptime", "5 seconds")]
+    );
+}

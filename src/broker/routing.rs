@@ -67,6 +67,42 @@ impl Broker {
         }
     }
 
+    /// A message of the broker's own on `$SYS/…` (a topic that wildcards
+    /// at the start of a filter never match, MQTT §4.7.2): retained in
+    /// memory — never persisted, it is produced anew — and routed at QoS 0
+    /// to the subscriptions that match it, whose grants decided who may
+    /// read it. Another topic is ignored.
+    pub fn publish_system(&mut self, now: Now, topic: TopicName, payload: Bytes) {
+        if !topic.as_str().starts_with("$SYS/") {
+            return;
+        }
+        let properties = PublishProperties::default();
+        let retained = Retained {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            qos: QoS::AtMostOnce,
+            properties: properties.clone(),
+            stored_at: now.mono,
+        };
+        if let RetainOutcome::Refused(reason) = self.retained.store(retained) {
+            self.audit(AuditRecord::RetainRefused {
+                at: now.wall,
+                topic: topic.as_mqtt_str().clone(),
+                reason,
+            });
+        }
+        self.route(
+            now,
+            None,
+            &topic,
+            &payload,
+            QoS::AtMostOnce,
+            true,
+            &properties,
+        );
+        self.flush_dirty(now);
+    }
+
     /// The retained messages `filter` matches, now; those found expired
     /// leave the store (and the durable one).
     fn retained_matching(&mut self, filter: &str, now: Now) -> Vec<Retained> {

@@ -100,16 +100,27 @@ impl Broker {
             return;
         };
         if let Some(earlier) = s.take_will(None) {
-            // One will waits per session: a restored one that finds another
-            // there is the older's turn to go.
-            s.away().will = Some(DelayedWill {
-                due,
-                at: now.mono + delay,
-                record,
-            });
+            // One will waits per session: of two, the one triggered first
+            // goes now and the other waits — as live, where the one waiting
+            // is always the older. Restored wills come in the store's
+            // order, not their age: a restored one may be the older. At the
+            // same date, one triggered by the restart itself (it was armed
+            // at the crash) is the newer.
+            let age = |d: &DueWill| (d.triggered_at.wall, d.trigger == WillTrigger::ServerCrashed);
+            if age(&due) < age(&earlier.due) {
+                s.away().will = Some(earlier);
+                self.send_will(now, key, due, record);
+                return;
+            }
+            if let Some(key) = key {
+                self.store.cancel_deadline(Timer::Will(key), earlier.at);
+            }
             self.send_will(now, key, earlier.due, earlier.record);
-            return;
         }
+        let Some(s) = session.and_then(|key| self.store.session_mut(key)) else {
+            self.send_will(now, key, due, record);
+            return;
+        };
         let at = now.mono + delay;
         // For the operator: the date it is due, as the wall clock reads now.
         let audit = will_record(

@@ -131,6 +131,8 @@ pub struct DriverConfig {
     pub flush_every_turn: bool,
     /// The longest a change committed without a flush waits for one.
     pub flush_interval: std::time::Duration,
+    /// How often the `$SYS/…` topics are published; `None`: never.
+    pub sys_interval: Option<std::time::Duration>,
     /// Where the driver counts what it carries out (`[metrics]`).
     #[cfg(feature = "metrics")]
     pub metrics: Option<Arc<metrics::Metrics>>,
@@ -148,6 +150,7 @@ impl Default for DriverConfig {
             storage: None,
             flush_every_turn: true,
             flush_interval: std::time::Duration::from_secs(1),
+            sys_interval: None,
             #[cfg(feature = "metrics")]
             metrics: None,
         }

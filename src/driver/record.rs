@@ -131,6 +131,15 @@ pub enum Entry {
         /// Whether commits succeed.
         available: bool,
     },
+    /// The driver published a `$SYS/…` message ([`Broker::publish_system`]).
+    System {
+        /// When, on both clocks.
+        t: Now,
+        /// The topic.
+        topic: String,
+        /// The payload, text.
+        payload: String,
+    },
     /// The broker shut down.
     Shutdown {
         /// When, on both clocks.
@@ -349,6 +358,14 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                 h.reauthorize_subscriptions(t);
             }
             Entry::Shutdown { t } => h.handle_shutdown(t),
+            Entry::System { t, topic, payload } => {
+                let topic =
+                    crate::codec::TopicName::try_from(topic).map_err(|e| ReplayError::Entry {
+                        line: line_no,
+                        problem: e.to_string(),
+                    })?;
+                h.publish_system(t, topic, payload.into());
+            }
             Entry::Storage { available, .. } => h.set_storage_available(available),
             Entry::Restore {
                 t,

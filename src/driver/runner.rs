@@ -129,6 +129,55 @@ pub(crate) struct Runner {
     /// to the hub, and what they cause is carried out at the end, after
     /// one commit for all of them.
     batching: bool,
+    /// The `$SYS/…` topics, when they are published.
+    sys: Option<SysTopics>,
+}
+
+/// The `$SYS/…` topics (mosquitto's names where it has one), published
+/// every interval from the hub's [`crate::broker::Stats`] and what the
+/// driver counted.
+struct SysTopics {
+    interval: std::time::Duration,
+    started: Instant,
+    next: Instant,
+    bytes_received: u64,
+    bytes_sent: u64,
+}
+
+impl SysTopics {
+    fn messages(&self, now: Instant, s: &crate::broker::Stats) -> [(&'static str, String); 10] {
+        let uptime = now.saturating_duration_since(self.started).as_secs();
+        [
+            (
+                "$SYS/broker/version",
+                format!("testament {}", env!("CARGO_PKG_VERSION")),
+            ),
+            ("$SYS/broker/uptime", format!("{uptime} seconds")),
+            ("$SYS/broker/clients/connected", s.connections.to_string()),
+            ("$SYS/broker/clients/total", s.sessions.to_string()),
+            (
+                "$SYS/broker/subscriptions/count",
+                s.subscriptions.to_string(),
+            ),
+            (
+                "$SYS/broker/retained messages/count",
+                s.retained_messages.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/received",
+                s.received.iter().sum::<u64>().to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/sent",
+                s.delivered.iter().sum::<u64>().to_string(),
+            ),
+            (
+                "$SYS/broker/bytes/received",
+                self.bytes_received.to_string(),
+            ),
+            ("$SYS/broker/bytes/sent", self.bytes_sent.to_string()),
+        ]
+    }
 }
 
 /// A store that ran out of space: the Persists not committed yet, and the
@@ -183,6 +232,14 @@ impl Runner {
         hub.reserve_connections(limits.max_connections);
         let mut conn_ip = SideTable::default();
         conn_ip.reserve(limits.max_connections.min(1 << 20));
+        let start = limits.clock.now().mono;
+        let sys = limits.sys_interval.map(|interval| SysTopics {
+            interval,
+            started: start,
+            next: start,
+            bytes_received: 0,
+            bytes_sent: 0,
+        });
         Self {
             hub,
             policy,
@@ -199,6 +256,7 @@ impl Runner {
             outage: None,
             unflushed_since: None,
             batching: false,
+            sys,
         }
     }
 
@@ -323,6 +381,25 @@ impl Runner {
         self.pump(now, io);
     }
 
+    /// Publishes the `$SYS/…` topics and sets the next time.
+    fn publish_sys(&mut self, now: Now) {
+        let Some(sys) = &mut self.sys else {
+            return;
+        };
+        sys.next = now.mono + sys.interval;
+        let messages = sys.messages(now.mono, &self.hub.stats());
+        for (topic, payload) in messages {
+            self.record(|| Entry::System {
+                t: now,
+                topic: topic.to_owned(),
+                payload: payload.clone(),
+            });
+            if let Ok(topic) = crate::codec::TopicName::try_from(topic) {
+                self.hub.publish_system(now, topic, payload.into());
+            }
+        }
+    }
+
     /// Bytes from a connection, borrowed (a driver that reads into a
     /// buffer of its own need not copy them first).
     pub fn bytes(&mut self, now: Now, conn: ConnId, data: &[u8], io: &mut dyn Io) {
@@ -334,6 +411,9 @@ impl Runner {
         #[cfg(feature = "metrics")]
         if let Some(m) = &self.limits.metrics {
             m.read(data.len());
+        }
+        if let Some(sys) = &mut self.sys {
+            sys.bytes_received += data.len() as u64;
         }
         self.hub.handle_bytes(now, conn, data);
         if !self.batching {
@@ -365,13 +445,18 @@ impl Runner {
             .filter(|_| self.outage.is_none())
             .map(|t| t + self.limits.flush_interval);
         let retry = self.outage.as_ref().map(|o| o.tried + OUTAGE_RETRY);
-        [self.hub.poll_timeout(), flush, retry]
+        let sys = self.sys.as_ref().map(|s| s.next);
+        [self.hub.poll_timeout(), flush, retry, sys]
             .into_iter()
             .flatten()
             .min()
     }
 
     pub fn timeout(&mut self, now: Now, io: &mut dyn Io) {
+        if self.sys.as_ref().is_some_and(|s| now.mono >= s.next) {
+            self.publish_sys(now);
+            self.pump(now, io);
+        }
         if self
             .outage
             .as_ref()
@@ -622,6 +707,9 @@ impl Runner {
                 }
                 match action {
                     Action::Send { conn, bytes } => {
+                        if let Some(sys) = &mut self.sys {
+                            sys.bytes_sent += bytes.len() as u64;
+                        }
                         if !io.write(conn, bytes) {
                             unresponsive.push(conn);
                         }
