@@ -11,14 +11,29 @@ use crate::broker::{BrokerConfig, OfflineOverflow, OnRevoke, ShutdownWills, Will
 use crate::driver::DriverConfig;
 use crate::session::{CredentialExpiry, SessionConfig};
 
-/// A configuration problem, with the key it is at.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("config key `{key}`: {problem}")]
+/// A configuration problem, with the key it is at and, when it came from
+/// a file, where in it: `config.toml:12: will.after_expry: unknown key (did
+/// you mean `after_expiry`?)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The dotted key (`acl.rules[2].filter`), or the file for I/O errors.
     pub key: String,
     /// What is wrong.
     pub problem: String,
+    /// The file (`config` for a text that came without one) and the line
+    /// of the key, when it is written there (a default has no line).
+    pub location: Option<(String, usize)>,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.location {
+            Some((file, line)) => write!(f, "{file}:{line}: {}: {}", self.key, self.problem),
+            None => write!(f, "config key `{}`: {}", self.key, self.problem),
+        }
+    }
 }
 
 impl ConfigError {
@@ -26,8 +41,129 @@ impl ConfigError {
         Self {
             key: key.into(),
             problem: problem.to_string(),
+            location: None,
         }
     }
+
+    /// The same error, placed at its key's line in `text` (read from
+    /// `file`), if the key is written there.
+    fn placed(mut self, file: &str, text: &str) -> Self {
+        if self.location.is_none()
+            && let Some(offset) = locate(text, &self.key)
+        {
+            self.location = Some((file.to_owned(), line_of(text, offset)));
+        }
+        self
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Where the deepest written part of a dotted key path
+/// (`acl.rules[2].filter`) starts in a TOML text.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut found = None;
+    for segment in key.split('.') {
+        let mut parts = segment.split('[');
+        let name = parts.next()?;
+        let (_, value) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+        found = Some(value.span().start);
+        let mut value = value;
+        for index in parts {
+            let i: usize = index.trim_end_matches(']').parse().ok()?;
+            let DeValue::Array(items) = value.get_ref() else {
+                return found;
+            };
+            value = items.get(i)?;
+            found = Some(value.span().start);
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    found
+}
+
+/// The dotted path of the key a TOML error points at: its table's header
+/// (`[will]`, `[[acl.rules]]` as `acl.rules[n]`) and the name before `=`
+/// on its line (or `name`, when the error names it).
+fn key_at(text: &str, offset: usize, name: Option<&str>) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let own = name.map(str::to_owned).or_else(|| {
+        line.split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+    });
+    let mut header = None;
+    let mut arrays: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for l in text[..line_start].lines() {
+        let l = l.trim();
+        if let Some(h) = l.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let n = arrays.entry(h.trim()).and_modify(|n| *n += 1).or_insert(0);
+            header = Some(format!("{}[{n}]", h.trim()));
+        } else if let Some(h) = l.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            header = Some(h.trim().to_owned());
+        }
+    }
+    match (header, own) {
+        (Some(h), Some(k)) => format!("{h}.{k}"),
+        (Some(h), None) => h,
+        (None, Some(k)) => k,
+        (None, None) => String::new(),
+    }
+}
+
+/// A TOML or type error, as the key path and line it is at; an unknown key
+/// with the known one it most resembles.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return ConfigError::new(file, message);
+    };
+    let location = Some((file.to_owned(), line_of(text, span.start)));
+    // serde: "unknown field `after_expry`, expected one of `a`, `b`".
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let problem = match closest(name, &known) {
+            Some(k) => format!("unknown key (did you mean `{k}`?)"),
+            None if known.is_empty() => "unknown key".to_owned(),
+            None => format!("unknown key (known here: {})", known.join(", ")),
+        };
+        return ConfigError {
+            key: key_at(text, span.start, Some(name)),
+            problem,
+            location,
+        };
+    }
+    ConfigError {
+        key: key_at(text, span.start, None),
+        problem: message.to_owned(),
+        location,
+    }
+}
+
+/// The known name nearest to a misspelt one, if one is near enough.
+fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(name, k), *k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }
 
 /// Which driver serves.
@@ -75,6 +211,8 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// The `$SYS/…` topics.
     pub sys: SysSection,
+    /// The admin API.
+    pub admin: AdminSection,
 }
 
 impl Default for Config {
@@ -94,7 +232,44 @@ impl Default for Config {
             storage: StorageSection::default(),
             metrics: MetricsSection::default(),
             sys: SysSection::default(),
+            admin: AdminSection::default(),
         }
+    }
+}
+
+/// `[admin]`: the admin API on the metrics listener (list the sessions,
+/// show one, disconnect a client), for requests that carry the token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// A file holding the bearer token (at least 16 characters; spaces
+    /// around it ignored); unset: the API is off.
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminSection {
+    /// The token, read from its file, if the API is on.
+    ///
+    /// # Errors
+    /// When the file cannot be read or its token is too short.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("admin.token_file", format!("{}: {e}", path.display()))
+        })?;
+        let token = text.trim();
+        if token.len() < 16 || token.contains(char::is_whitespace) {
+            return Err(ConfigError::new(
+                "admin.token_file",
+                format!(
+                    "{}: the token must be one word of at least 16 characters",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Some(token.to_owned()))
     }
 }
 
@@ -471,12 +646,27 @@ pub struct TlsSection {
 pub struct LogSection {
     /// `error`, `warn`, `info` (audit records), `debug`, `trace`.
     pub level: String,
+    /// `text` (one line per record) or `json` (one object per line, an
+    /// audit record's fields as keys); timestamps in RFC 3339, UTC.
+    pub format: String,
+    /// Where the audit records go, appended, instead of standard error;
+    /// unset: with the rest of the log.
+    pub audit_file: Option<PathBuf>,
+}
+
+impl LogSection {
+    /// Whether records are written as JSON.
+    pub fn json(&self) -> bool {
+        self.format == "json"
+    }
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: "text".into(),
+            audit_file: None,
         }
     }
 }
@@ -594,15 +784,6 @@ struct RulesFile {
     rules: Vec<RuleConfig>,
 }
 
-fn toml_error(file: &str, e: &toml::de::Error) -> ConfigError {
-    let problem = e.message().to_owned();
-    let key = match e.span() {
-        Some(span) => format!("{file} (at byte {})", span.start),
-        None => file.to_owned(),
-    };
-    ConfigError::new(key, problem)
-}
-
 /// Reads an ACL rules file.
 ///
 /// # Errors
@@ -610,8 +791,8 @@ fn toml_error(file: &str, e: &toml::de::Error) -> ConfigError {
 pub fn read_acl_file(path: &Path) -> Result<Acl, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e))?;
-    let file: RulesFile = toml::from_str(&text).map_err(|e| toml_error(&name, &e))?;
-    parse_rules(&file.rules, &format!("{name}: rules"))
+    let file: RulesFile = toml::from_str(&text).map_err(|e| toml_error(&name, &text, &e))?;
+    parse_rules(&file.rules, "rules").map_err(|e| e.placed(&name, &text))
 }
 
 /// Reads a JWKS file.
@@ -630,8 +811,13 @@ impl Config {
     /// # Errors
     /// The first problem, with its key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| toml_error("config", &e))?;
-        config.validate()?;
+        Self::from_named_toml("config", text)
+    }
+
+    /// [`Config::from_toml`], its errors placed in `file`.
+    fn from_named_toml(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+        config.validate().map_err(|e| e.placed(file, text))?;
         Ok(config)
     }
 
@@ -640,9 +826,59 @@ impl Config {
     /// # Errors
     /// When it cannot be read, or [`Config::from_toml`] refuses it.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
-        Self::from_toml(&text)
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e))?;
+        Self::from_named_toml(&name, &text)
+    }
+
+    /// Reads a config file as [`Config::read`] does, then every file it
+    /// names (the JWKS, the ACL file, the TLS certificates and keys): each
+    /// must exist and parse. Returns the configuration and what was
+    /// checked, one line each.
+    ///
+    /// # Errors
+    /// The first problem, at the line of the key that names the file.
+    pub fn check(path: &Path) -> Result<(Self, Vec<String>), ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(&name, e))?;
+        let c = Self::from_named_toml(&name, &text)?;
+        // The problem in the named file, at the key that names it.
+        let at = |key: &str, e: ConfigError| {
+            let detail = match &e.location {
+                Some(_) => e.to_string(),
+                None => format!("{}: {}", e.key, e.problem),
+            };
+            ConfigError::new(key, detail).placed(&name, &text)
+        };
+        let mut checked = Vec::new();
+        if let Some(jwks) = &c.jwt.jwks {
+            let keys = read_jwks(jwks, c.jwt.allow_hmac).map_err(|e| at("jwt.jwks", e))?;
+            checked.push(format!("jwt.jwks {}: {} keys", jwks.display(), keys.len()));
+        }
+        if let Some(acl) = &c.acl.path {
+            let rules = read_acl_file(acl).map_err(|e| at("acl.path", e))?;
+            checked.push(format!(
+                "acl.path {}: {} rules",
+                acl.display(),
+                rules.rules().len()
+            ));
+        }
+        if let Some(files) = c.tls_files() {
+            crate::driver::tls::Tls::load(files)
+                .map_err(|e| ConfigError::new("tls.cert", e.to_string()).placed(&name, &text))?;
+            checked.push("tls.cert, tls.key, tls.client_ca: loaded".to_owned());
+        }
+        if c.admin
+            .token()
+            .map_err(|e| e.placed(&name, &text))?
+            .is_some()
+        {
+            checked.push("admin.token_file: a token".to_owned());
+        }
+        if c.data_dir.exists() && !c.data_dir.is_dir() {
+            return Err(ConfigError::new("data_dir", "not a directory").placed(&name, &text));
+        }
+        Ok((c, checked))
     }
 
     /// Checks every value that TOML types alone do not.
@@ -659,7 +895,12 @@ impl Config {
         }
         self.broker_config()?;
         self.storage.flush_interval()?;
-        self.metrics.address()?;
+        if self.metrics.address()?.is_none() && self.admin.token_file.is_some() {
+            return Err(ConfigError::new(
+                "admin.token_file",
+                "the admin API is served on the metrics listener: set metrics.listen",
+            ));
+        }
         if self.acl.path.is_some() && !self.acl.rules.is_empty() {
             return Err(ConfigError::new(
                 "acl.rules",
@@ -677,6 +918,11 @@ impl Config {
                 ("debug", ()),
                 ("trace", ()),
             ],
+        )?;
+        one_of(
+            "log.format",
+            &self.log.format,
+            &[("text", ()), ("json", ())],
         )?;
         for (i, addr) in self.tls.listen.iter().enumerate() {
             addr.parse::<std::net::SocketAddr>().map_err(|e| {

@@ -20,6 +20,9 @@ use testament::config::{self, Config, ConfigError, DriverKind};
 use testament::driver::{self, Control, JwtAclPolicy};
 use testament::keys;
 
+#[path = "cli/logging.rs"]
+mod logging;
+
 #[derive(Parser)]
 #[command(
     name = "testament",
@@ -76,6 +79,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Ask a running broker through its admin API: list the sessions, show
+    /// one, disconnect a client.
+    Admin(AdminArgs),
     /// Decode an MQTT byte stream (client or server side) and print its packets.
     Decode {
         /// Protocol version of the stream; by default a CONNECT sets it.
@@ -89,6 +95,55 @@ enum Command {
         max_packet_size: u32,
         /// File to read; standard input when absent.
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// The broker's config: the API's address (`metrics.listen`) and token
+    /// (`admin.token_file`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The endpoint (`http://127.0.0.1:9883`), instead of the config's.
+    #[arg(long)]
+    url: Option<String>,
+    /// The token's file, instead of the config's.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// The sessions, connected or stored, in client-id order.
+    Clients {
+        /// Start after this client id (the last of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session, as JSON.
+    Client {
+        /// Its client id.
+        client_id: String,
+    },
+    /// Disconnect a client: 5.0 DISCONNECT with the reason code, 3.1.1 a
+    /// close; its will follows unless `--no-will`.
+    Disconnect {
+        /// Its client id.
+        client_id: String,
+        /// The DISCONNECT reason code (0x98 Administrative action).
+        #[arg(long, default_value = "0x98")]
+        reason: String,
+        /// Delete its will instead of sending it.
+        #[arg(long)]
+        no_will: bool,
     },
 }
 
@@ -216,16 +271,20 @@ fn main() -> ExitCode {
             aud,
         }) => token(&key, &kid, sub, roles, &ttl, iss, aud),
         Some(Command::Replay { file }) => replay(&file),
-        Some(Command::Check { config }) => match Config::read(&config).and_then(|c| {
+        Some(Command::Check { config }) => match Config::check(&config).and_then(|(c, files)| {
             c.acl()?;
-            Ok(c)
+            Ok((c, files))
         }) {
-            Ok(c) => {
+            Ok((c, files)) => {
                 print!("{}", c.to_toml());
+                for f in files {
+                    eprintln!("checked {f}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => Err(e.to_string()),
         },
+        Some(Command::Admin(args)) => admin(args),
         Some(Command::Decode {
             protocol,
             hex,
@@ -328,9 +387,7 @@ fn modified(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
 
 fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let c = effective_config(&args).map_err(|e| e.to_string())?;
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&c.log.level))
-        .format_timestamp_millis()
-        .init();
+    logging::init(&c.log.level, c.log.json(), c.log.audit_file.as_deref())?;
     let jwks = jwks_path(&c)?;
     let (keys, acl) = load(&c, &jwks).map_err(|e| e.to_string())?;
     let broker_config = c.broker_config().map_err(|e| e.to_string())?;
@@ -351,6 +408,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         }
     });
     let mut driver_config = c.driver_config();
+    // The operator's endpoint: bound now (a taken port stops the start),
+    // served once the driver's control channel exists.
+    let mut ops = None;
     if let Some(addr) = c.metrics.address().map_err(|e| e.to_string())? {
         let listener =
             std::net::TcpListener::bind(addr).map_err(|e| format!("metrics.listen {addr}: {e}"))?;
@@ -361,10 +421,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             );
         }
         let metrics = driver::metrics::Metrics::new();
-        metrics.clone().serve(listener).map_err(|e| e.to_string())?;
-        log::info!("metrics on http://{addr}/metrics");
-        driver_config.metrics = Some(metrics);
+        driver_config.metrics = Some(metrics.clone());
+        ops = Some((listener, metrics, addr));
     }
+    let admin_token = c.admin.token().map_err(|e| e.to_string())?;
     // What survives a restart: opened before anything is served; a store
     // that cannot be read stops the broker, naming the file.
     let mut restored = testament::broker::Restored::default();
@@ -447,7 +507,20 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             }
         }
     };
-    let send = Arc::new(send);
+    let send: Arc<dyn Fn(Control) -> bool + Send + Sync> = Arc::from(send);
+    if let Some((listener, metrics, addr)) = ops {
+        let admin = admin_token.map(|token| driver::ops::AdminApi {
+            token,
+            send: send.clone(),
+        });
+        let with_admin = if admin.is_some() {
+            " and the admin API on /admin/"
+        } else {
+            ""
+        };
+        driver::ops::serve(listener, metrics, admin).map_err(|e| e.to_string())?;
+        log::info!("metrics on http://{addr}/metrics{with_admin}");
+    }
     {
         let send = send.clone();
         let mut signals = signal_hook::iterator::Signals::new([
@@ -563,6 +636,140 @@ enum Receiver {
     Smol(smol::channel::Receiver<Control>),
     Blocking(std::sync::mpsc::Receiver<Control>),
     Mio(std::sync::mpsc::Receiver<Control>),
+}
+
+/// `testament admin`: one request to the admin API, its answer printed.
+fn admin(args: AdminArgs) -> Result<ExitCode, String> {
+    let config = match &args.config {
+        Some(path) => Some(Config::read(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let url = match (&args.url, &config) {
+        (Some(u), _) => u.trim_end_matches('/').to_owned(),
+        (None, Some(c)) => match c.metrics.address().map_err(|e| e.to_string())? {
+            Some(a) => format!("http://{a}"),
+            None => return Err("the config sets no metrics.listen: the admin API is off".into()),
+        },
+        (None, None) => return Err("give --config FILE, or --url and --token-file".into()),
+    };
+    let section = config::AdminSection {
+        token_file: args
+            .token_file
+            .clone()
+            .or_else(|| config.as_ref().and_then(|c| c.admin.token_file.clone())),
+    };
+    let token = section
+        .token()
+        .map_err(|e| e.to_string())?
+        .ok_or("no token: give --token-file, or a config with admin.token_file")?;
+    let id = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let bearer = format!("Bearer {token}");
+    let (get, path) = match &args.command {
+        AdminCommand::Clients { after, limit, .. } => {
+            let after = after
+                .as_deref()
+                .map(|a| format!("&after={}", id(a)))
+                .unwrap_or_default();
+            (true, format!("/admin/clients?limit={limit}{after}"))
+        }
+        AdminCommand::Client { client_id } => (true, format!("/admin/clients/{}", id(client_id))),
+        AdminCommand::Disconnect {
+            client_id,
+            reason,
+            no_will,
+        } => (
+            false,
+            format!(
+                "/admin/clients/{}/disconnect?reason={}&will={}",
+                id(client_id),
+                id(reason),
+                !no_will
+            ),
+        ),
+    };
+    let target = format!("{url}{path}");
+    let response = if get {
+        agent.get(&target).header("Authorization", &bearer).call()
+    } else {
+        agent
+            .post(&target)
+            .header("Authorization", &bearer)
+            .send_empty()
+    };
+    let mut response = response.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| format!("{url}: not the admin API's answer ({e}): {body}"))?;
+    if !status.is_success() {
+        let message = value["error"].as_str().unwrap_or(&body);
+        return Err(format!("{status}: {message}"));
+    }
+    match &args.command {
+        AdminCommand::Clients { json: false, .. } => print_clients(&value),
+        _ => println!("{}", serde_json::to_string_pretty(&value).unwrap_or(body)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sessions as a table, one line each.
+fn print_clients(value: &serde_json::Value) {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let columns = [
+        ("CLIENT ID", "client_id"),
+        ("PRINCIPAL", "principal"),
+        ("ADDRESS", "address"),
+        ("PROTOCOL", "protocol"),
+        ("CONNECTED SINCE", "connected_since"),
+        ("CREDENTIAL EXPIRES", "credential_expires_at"),
+        ("WILL", "will_topic"),
+        ("SUBS", "subscriptions"),
+        ("QUEUED", "queued"),
+    ];
+    let empty = Vec::new();
+    let clients = value["clients"].as_array().unwrap_or(&empty);
+    let rows: Vec<Vec<String>> = clients
+        .iter()
+        .map(|c| columns.iter().map(|(_, key)| text(&c[*key])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (head, _))| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([head.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(columns.iter().map(|(h, _)| *h).collect());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    println!("{} of {} sessions", rows.len(), text(&value["total"]));
 }
 
 fn decode(

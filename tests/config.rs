@@ -148,6 +148,120 @@ fn check_prints_the_effective_config_or_exits_2() {
 }
 
 #[test]
+fn errors_name_the_line_and_the_key_and_suggest_the_known_one() {
+    let text = "listen = [\"127.0.0.1:1883\"]\n\n[jwt]\nleeway_secs = 5\n\n[will]\nafter_expry = \"send\"\n";
+    let e = Config::from_toml(text).unwrap_err();
+    assert_eq!(e.key, "will.after_expry");
+    assert_eq!(e.location, Some(("config".to_owned(), 7)));
+    assert_eq!(
+        e.to_string(),
+        "config:7: will.after_expry: unknown key (did you mean `after_expiry`?)"
+    );
+    // Nothing near: the known keys are listed.
+    let e = Config::from_toml("[storage]\nzzz = 1").unwrap_err();
+    assert!(
+        e.problem.contains("known here: ") && e.problem.contains("sync"),
+        "{e}"
+    );
+    // A wrong type names its key and line.
+    let e = Config::from_toml("[jwt]\n\nleeway_secs = \"five\"").unwrap_err();
+    assert_eq!(
+        (e.key.as_str(), e.location.clone()),
+        ("jwt.leeway_secs", Some(("config".into(), 3))),
+        "{e}"
+    );
+    // A value TOML accepts but the broker does not: placed too, inside an
+    // array of tables.
+    let rules = "[[acl.rules]]\neffect = \"allow\"\nops = [\"publish\"]\nfilter = \"a\"\n\n[[acl.rules]]\neffect = \"allow\"\nops = [\"publish\"]\nfilter = \"a/#/b\"\n";
+    let e = Config::from_toml(rules).unwrap_err();
+    assert_eq!(e.key, "acl.rules[1].filter");
+    assert_eq!(e.location, Some(("config".to_owned(), 9)), "{e}");
+    // A key left to its default has no line.
+    let e = Config::from_toml("listen = []").unwrap_err();
+    assert_eq!(e.location, Some(("config".to_owned(), 1)), "{e}");
+}
+
+#[test]
+fn check_verifies_every_file_the_config_names() {
+    let dir = std::env::temp_dir().join(format!("testament-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_testament");
+    let run = |text: &str| {
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            path,
+        )
+    };
+    // A JWKS that does not exist: refused at the line that names it.
+    let missing = dir.join("nowhere.json");
+    let (code, err, path) = run(&format!(
+        "[jwt]\nallow_hmac = false\njwks = {:?}\n",
+        missing.display().to_string()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:3: jwt.jwks: ", path.display())),
+        "{err}"
+    );
+    // One that exists but is not a key set.
+    std::fs::write(&missing, "{\"keys\": 5}").unwrap();
+    let (code, err, _) = run(&format!(
+        "[jwt]\njwks = {:?}\n",
+        missing.display().to_string()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(":2: jwt.jwks: "), "{err}");
+    // A real one and an ACL file with a bad rule.
+    let st = Command::new(bin)
+        .args(["keys", "generate", "--kid", "k1", "--out"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let acl = dir.join("acl.toml");
+    std::fs::write(
+        &acl,
+        "[[rules]]\neffect = \"allow\"\nops = [\"publish\"]\nfilter = \"a/#/b\"\n",
+    )
+    .unwrap();
+    let jwks = dir.join("jwks.json").display().to_string();
+    let acl_text = format!(
+        "[jwt]\njwks = {jwks:?}\n\n[acl]\npath = {:?}\n",
+        acl.display().to_string()
+    );
+    let (code, err, _) = run(&acl_text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(":5: acl.path: ") && err.contains(":4: rules[0].filter"),
+        "{err}"
+    );
+    // Both good: checked, and said so.
+    std::fs::write(
+        &acl,
+        "[[rules]]\neffect = \"allow\"\nops = [\"publish\"]\nfilter = \"a/#\"\n",
+    )
+    .unwrap();
+    let (code, err, _) = run(&acl_text);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("1 keys") && err.contains("1 rules"), "{err}");
+    // A TLS key that does not exist.
+    let (code, err, _) = run(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n",
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(":3: tls.cert: "), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn keys_and_tokens_from_the_command_line_open_a_session() {
     use testament::auth::{Credentials, JwtAuthenticator, JwtConfig};
     let dir = std::env::temp_dir().join(format!("testament-keys-{}", std::process::id()));

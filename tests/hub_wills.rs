@@ -693,3 +693,111 @@ fn a_step_of_the_wall_clock_closes_nothing_fires_no_will_and_stalls_no_timer() {
     assert_eq!(triggers(&net), [WillTrigger::KeepAliveTimeout]);
     assert_eq!(downs(&mut net, m), ["trusted/a/state=down"]);
 }
+
+#[test]
+fn an_operator_disconnects_a_client_with_its_will_after_its_delay_or_without_it() {
+    let mut net = Net::new(BrokerConfig::default(), Some(default_acl()));
+    let m = monitor(&mut net);
+    let (srv, _) = net.connect(with_will(V5, "srv", 5, 60));
+    let now = net.now;
+    net.hub
+        .kick(
+            now,
+            "srv",
+            DisconnectReasonCode::AdministrativeAction,
+            true,
+            "test",
+        )
+        .unwrap();
+    net.pump();
+    // 5.0: the client reads 0x98; the will waits out its delay.
+    assert!(
+        net.take(srv)
+            .iter()
+            .any(|p| matches!(p, Packet::Disconnect(d) if d.reason_code == DisconnectReasonCode::AdministrativeAction))
+    );
+    assert!(net.closed(srv).is_some());
+    assert!(downs(&mut net, m).is_empty());
+    net.advance(5);
+    assert_eq!(downs(&mut net, m), ["trusted/srv/state=down"]);
+    assert_eq!(triggers(&net), [WillTrigger::Operator]);
+    // Its session stays; listed as away with what is left of its expiry.
+    let (page, total) = net.hub.sessions_info(net.now, None, 10);
+    assert_eq!(total, 2);
+    let srv_info = page.iter().find(|s| &*s.client_id == "srv").unwrap();
+    assert_eq!((srv_info.conn, srv_info.expiry_secs), (None, Some(55)));
+    assert_eq!(
+        srv_info.identity.as_ref().map(|i| &*i.principal),
+        Some("srv")
+    );
+
+    // Without its will: deleted, audited cancelled, never sent.
+    let (srv, _) = net.connect(with_will(V3, "srv", 0, 0));
+    let info = net.hub.session_info_of(net.now, "srv").unwrap();
+    assert_eq!(info.will_topic.as_deref(), Some("trusted/srv/state"));
+    assert_eq!(info.protocol, Some(V3));
+    let now = net.now;
+    net.hub
+        .kick(
+            now,
+            "srv",
+            DisconnectReasonCode::AdministrativeAction,
+            false,
+            "test",
+        )
+        .unwrap();
+    net.pump();
+    assert!(net.closed(srv).is_some());
+    net.advance(10);
+    assert!(downs(&mut net, m).is_empty());
+    assert!(
+        net.audit_lines()
+            .iter()
+            .any(|l| l.contains("outcome=cancelled")
+                && l.contains("disconnected by an operator, without its will"))
+    );
+    // Nobody to disconnect.
+    assert_eq!(
+        net.hub.kick(
+            net.now,
+            "srv",
+            DisconnectReasonCode::AdministrativeAction,
+            true,
+            "t"
+        ),
+        Err(testament::broker::KickError::NoSession)
+    );
+    net.pump();
+    let audits = net.audit_lines();
+    let admin: Vec<&String> = audits
+        .iter()
+        .filter(|l| l.starts_with("event=admin"))
+        .collect();
+    assert_eq!(admin.len(), 3, "{admin:?}");
+    assert!(
+        admin[2].contains("result=no session has that client id"),
+        "{admin:?}"
+    );
+}
+
+#[test]
+fn the_sessions_are_listed_in_client_id_order_a_page_at_a_time() {
+    let mut net = Net::new(BrokerConfig::default(), Some(default_acl()));
+    for id in ["c", "a", "d", "b"] {
+        net.connect(connect(V5, id, id));
+    }
+    let ids = |page: &[testament::broker::SessionInfo]| -> Vec<String> {
+        page.iter().map(|s| s.client_id.to_string()).collect()
+    };
+    let (page, total) = net.hub.sessions_info(net.now, None, 3);
+    assert_eq!(
+        (ids(&page), total),
+        (vec!["a".into(), "b".into(), "c".into()], 4)
+    );
+    let (page, _) = net.hub.sessions_info(net.now, Some("c"), 3);
+    assert_eq!(ids(&page), ["d"]);
+    let (page, _) = net.hub.sessions_info(net.now, Some("bb"), 3);
+    assert_eq!(ids(&page), ["c", "d"]);
+    let (page, _) = net.hub.sessions_info(net.now, Some("z"), 3);
+    assert!(page.is_empty());
+}

@@ -230,3 +230,70 @@ fn a_restore_is_recorded_and_replays_and_a_damaged_one_is_refused() {
     assert!(e.to_string().contains("line 2"), "{e}");
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn an_operator_disconnection_is_recorded_and_replays() {
+    use testament::driver::Control;
+    use testament::driver::admin::{Call, Reply, Request};
+    let file = std::env::temp_dir().join(format!("testament-rec-k-{}.jsonl", std::process::id()));
+    let b = Running::start_recording(
+        DriverKind::Mio,
+        testament::config::Config::default()
+            .broker_config()
+            .unwrap(),
+        JwtConfig::default(),
+        default_acl(),
+        Some(&file),
+    );
+    let mut o = V3::options(b.addr, "srv", "srv", &token(&jwt::rsa_a(), "srv", 3600));
+    o.set_last_will(LastWill::new(
+        "trusted/srv/state",
+        "down",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let server = V3::connect(o).unwrap();
+    let monitor = V3::connect(V3::options(
+        b.addr,
+        "mon",
+        "mon",
+        &token(&jwt::rsa_a(), "mon", 3600),
+    ))
+    .unwrap();
+    monitor.subscribe("trusted/+/state", QoS::AtLeastOnce);
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    b.control(Control::Admin(Call {
+        request: Request::Disconnect {
+            client_id: "srv".into(),
+            reason: testament::codec::DisconnectReasonCode::AdministrativeAction,
+            will: true,
+        },
+        by: "test".into(),
+        reply,
+    }));
+    assert_eq!(
+        answer.recv_timeout(Duration::from_secs(5)).unwrap(),
+        Reply::Disconnected(Ok(()))
+    );
+    assert!(server.closed_within(Duration::from_secs(5)));
+    assert!(monitor.next_message(Duration::from_secs(2)).is_some());
+    b.stop();
+    let lines: Vec<String> =
+        testament::driver::replay(std::io::BufReader::new(std::fs::File::open(&file).unwrap()))
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(will_lines(&lines), ["triggered", "delivered"], "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("event=will") && l.contains("trigger=operator"))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("event=admin") && l.contains("by=test"))
+    );
+    let _ = std::fs::remove_file(&file);
+}

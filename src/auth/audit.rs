@@ -2,7 +2,7 @@
 //! every step of a will's life, as data the host logs. A record never holds a
 //! token or a key — at most a token's short digest.
 
-use std::fmt::{self, Display, Write as _};
+use std::fmt::{self, Display};
 use std::sync::Arc;
 
 use super::vocabulary::{AuthnFailure, AuthzQuery, Decision, Identity, WillTrigger};
@@ -163,6 +163,19 @@ pub enum AuditRecord {
         /// Why.
         reason: &'static str,
     },
+    /// An operator's request (`testament admin`, the admin API).
+    Admin {
+        /// When.
+        at: Timestamp,
+        /// What: `clients`, `client`, `disconnect`.
+        action: &'static str,
+        /// Who asked (the API's peer).
+        by: String,
+        /// The client it was about, if one.
+        client_id: Option<String>,
+        /// What came of it, or its options (`reason=0x98 will=false`).
+        detail: String,
+    },
 }
 
 impl AuditRecord {
@@ -204,35 +217,61 @@ impl AuditRecord {
     }
 }
 
-/// Writes ` key=value`, quoting values that a reader could not split.
-fn kv(f: &mut fmt::Formatter<'_>, key: &str, value: impl Display) -> fmt::Result {
-    let mut s = String::new();
-    let _ = write!(s, "{value}");
-    if s.is_empty() || s.contains([' ', '"', '=', '\\']) || s.chars().any(char::is_control) {
-        write!(f, " {key}={s:?}")
+/// ` key=value`, quoting values that a reader could not split.
+fn kv(f: &mut fmt::Formatter<'_>, key: &str, value: &str) -> fmt::Result {
+    if value.is_empty()
+        || value.contains([' ', '"', '=', '\\'])
+        || value.chars().any(char::is_control)
+    {
+        write!(f, " {key}={value:?}")
     } else {
-        write!(f, " {key}={s}")
+        write!(f, " {key}={value}")
     }
 }
 
-fn opt(v: &Option<impl Display>) -> String {
-    v.as_ref()
-        .map_or_else(|| "-".to_string(), ToString::to_string)
+fn opt<T: Display>(v: &Option<T>) -> Option<&dyn Display> {
+    v.as_ref().map(|v| v as &dyn Display)
 }
 
-/// One line of `key=value` pairs, machine-readable.
-impl Display for AuditRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// The record as one map of its fields (`"event"` first; values as
+/// strings, `null` where it has none): the JSON log's audit lines.
+impl serde::Serialize for AuditRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        let mut failed = None;
+        let _ = self.fields(&mut |key, value| {
+            let value = value.map(ToString::to_string);
+            map.serialize_entry(key, &value).map_err(|e| {
+                failed = Some(e);
+                fmt::Error
+            })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => map.end(),
+        }
+    }
+}
+
+impl AuditRecord {
+    /// Its fields in order, `event` first; `None` for a value it does not
+    /// have (written `-` in the text form, `null` in JSON).
+    fn fields(
+        &self,
+        out: &mut dyn FnMut(&str, Option<&dyn Display>) -> fmt::Result,
+    ) -> fmt::Result {
         match self {
             Self::Authenticated { at, identity } => {
-                write!(f, "event=authn result=ok")?;
-                kv(f, "at", at)?;
-                kv(f, "principal", &identity.principal)?;
-                kv(f, "client_id", &identity.client_id)?;
-                kv(f, "method", &identity.method)?;
-                kv(f, "kid", opt(&identity.grants.key_id))?;
-                kv(f, "exp", opt(&identity.expires_at))?;
-                kv(f, "token", opt(&identity.token_digest))
+                out("event", Some(&"authn"))?;
+                out("result", Some(&"ok"))?;
+                out("at", Some(&at))?;
+                out("principal", Some(&identity.principal))?;
+                out("client_id", Some(&identity.client_id))?;
+                out("method", Some(&identity.method))?;
+                out("kid", opt(&identity.grants.key_id))?;
+                out("exp", opt(&identity.expires_at))?;
+                out("token", opt(&identity.token_digest))
             }
             Self::AuthenticationFailed {
                 at,
@@ -240,34 +279,35 @@ impl Display for AuditRecord {
                 username,
                 failure,
             } => {
-                write!(f, "event=authn result=fail")?;
-                kv(f, "at", at)?;
-                kv(f, "client_id", client_id)?;
-                kv(f, "username", opt(username))?;
-                kv(f, "kid", opt(&failure.key_id))?;
-                kv(f, "token", opt(&failure.token))?;
-                kv(f, "reason", &failure.error)
+                out("event", Some(&"authn"))?;
+                out("result", Some(&"fail"))?;
+                out("at", Some(&at))?;
+                out("client_id", Some(&client_id))?;
+                out("username", opt(username))?;
+                out("kid", opt(&failure.key_id))?;
+                out("token", opt(&failure.token))?;
+                out("reason", Some(&failure.error))
             }
             Self::Authorization {
                 at,
                 query,
                 decision,
             } => {
-                write!(f, "event=authz")?;
-                kv(f, "at", at)?;
-                kv(f, "op", query.op)?;
-                kv(f, "principal", &query.identity.principal)?;
-                kv(f, "client_id", &query.identity.client_id)?;
-                kv(f, "topic", &query.topic)?;
-                kv(f, "qos", query.qos as u8)?;
-                kv(f, "retain", query.retain)?;
-                kv(f, "decision", decision.effect)?;
-                kv(f, "by", &decision.decided_by)?;
+                out("event", Some(&"authz"))?;
+                out("at", Some(&at))?;
+                out("op", Some(&query.op))?;
+                out("principal", Some(&query.identity.principal))?;
+                out("client_id", Some(&query.identity.client_id))?;
+                out("topic", Some(&query.topic))?;
+                out("qos", Some(&(query.qos as u8)))?;
+                out("retain", Some(&query.retain))?;
+                out("decision", Some(&decision.effect))?;
+                out("by", Some(&decision.decided_by))?;
                 if !decision.exclusions.is_empty() {
-                    kv(f, "excluding", &decision.exclusions)?;
+                    out("excluding", Some(&decision.exclusions))?;
                 }
                 if let Some(t) = query.will_trigger {
-                    kv(f, "trigger", t)?;
+                    out("trigger", Some(&t))?;
                 }
                 Ok(())
             }
@@ -278,8 +318,8 @@ impl Display for AuditRecord {
                 trigger,
                 outcome,
             } => {
-                write!(f, "event=will")?;
-                kv(f, "at", at)?;
+                out("event", Some(&"will"))?;
+                out("at", Some(&at))?;
                 let (name, detail) = match outcome {
                     WillOutcome::Triggered => ("triggered", None),
                     WillOutcome::Delayed { until } => ("delayed", Some(format!("until {until}"))),
@@ -290,13 +330,13 @@ impl Display for AuditRecord {
                     WillOutcome::Delivered => ("delivered", None),
                     WillOutcome::Denied { decision } => ("denied", Some(decision.reason())),
                 };
-                kv(f, "outcome", name)?;
-                kv(f, "principal", &identity.principal)?;
-                kv(f, "client_id", &identity.client_id)?;
-                kv(f, "topic", topic)?;
-                kv(f, "trigger", opt(trigger))?;
+                out("outcome", Some(&name))?;
+                out("principal", Some(&identity.principal))?;
+                out("client_id", Some(&identity.client_id))?;
+                out("topic", Some(&topic))?;
+                out("trigger", opt(trigger))?;
                 if let Some(d) = detail {
-                    kv(f, "detail", d)?;
+                    out("detail", Some(&d))?;
                 }
                 Ok(())
             }
@@ -305,15 +345,15 @@ impl Display for AuditRecord {
                 client_id,
                 identity,
             } => {
-                write!(f, "event=takeover")?;
-                kv(f, "at", at)?;
-                kv(f, "client_id", client_id)?;
-                kv(f, "principal", &identity.principal)
+                out("event", Some(&"takeover"))?;
+                out("at", Some(&at))?;
+                out("client_id", Some(&client_id))?;
+                out("principal", Some(&identity.principal))
             }
             Self::SessionExpired { at, client_id } => {
-                write!(f, "event=session_expired")?;
-                kv(f, "at", at)?;
-                kv(f, "client_id", client_id)
+                out("event", Some(&"session_expired"))?;
+                out("at", Some(&at))?;
+                out("client_id", Some(&client_id))
             }
             Self::MessageDropped {
                 at,
@@ -322,30 +362,59 @@ impl Display for AuditRecord {
                 qos,
                 reason,
             } => {
-                write!(f, "event=message_dropped")?;
-                kv(f, "at", at)?;
-                kv(f, "client_id", client_id)?;
-                kv(f, "topic", topic)?;
-                kv(f, "qos", *qos as u8)?;
-                kv(f, "reason", reason)
+                out("event", Some(&"message_dropped"))?;
+                out("at", Some(&at))?;
+                out("client_id", Some(&client_id))?;
+                out("topic", Some(&topic))?;
+                out("qos", Some(&(*qos as u8)))?;
+                out("reason", Some(&reason))
             }
             Self::SlowClient { at, client_id } => {
-                write!(f, "event=slow_client")?;
-                kv(f, "at", at)?;
-                kv(f, "client_id", opt(client_id))
+                out("event", Some(&"slow_client"))?;
+                out("at", Some(&at))?;
+                out("client_id", opt(client_id))
             }
             Self::ConnectionRefused { at, peer, reason } => {
-                write!(f, "event=connection_refused")?;
-                kv(f, "at", at)?;
-                kv(f, "peer", opt(peer))?;
-                kv(f, "reason", reason)
+                out("event", Some(&"connection_refused"))?;
+                out("at", Some(&at))?;
+                out("peer", opt(peer))?;
+                out("reason", Some(&reason))
+            }
+            Self::Admin {
+                at,
+                action,
+                by,
+                client_id,
+                detail,
+            } => {
+                out("event", Some(&"admin"))?;
+                out("at", Some(&at))?;
+                out("action", Some(action))?;
+                out("by", Some(&by))?;
+                out("client_id", opt(client_id))?;
+                out("detail", Some(&detail))
             }
             Self::RetainRefused { at, topic, reason } => {
-                write!(f, "event=retain_refused")?;
-                kv(f, "at", at)?;
-                kv(f, "topic", topic)?;
-                kv(f, "reason", reason)
+                out("event", Some(&"retain_refused"))?;
+                out("at", Some(&at))?;
+                out("topic", Some(&topic))?;
+                out("reason", Some(&reason))
             }
         }
+    }
+}
+
+/// One line of `key=value` pairs, machine-readable.
+impl Display for AuditRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        self.fields(&mut |key, value| {
+            let value = value.map_or_else(|| "-".to_owned(), ToString::to_string);
+            if std::mem::take(&mut first) && key == "event" {
+                write!(f, "event={value}")
+            } else {
+                kv(f, key, &value)
+            }
+        })
     }
 }

@@ -33,6 +33,7 @@
 //!   round-robin in subscription order; when none is connected, to one
 //!   member's offline queue, round-robin too.
 
+mod inspect;
 mod messages;
 mod persist;
 mod pressure;
@@ -64,6 +65,7 @@ use crate::session::{
 };
 use crate::time::{Instant, Now, Timestamp};
 
+pub use inspect::{KickError, SessionInfo};
 pub use persist::{
     BadRecord, MessageRecord, Persist, Restored, RetainedMessage, SentState, SessionRecord,
     StoredMessage, StoredSubscription, WillKey, WillRecord, WillState,

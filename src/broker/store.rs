@@ -154,7 +154,7 @@ impl StoredSession {
         self.away_ref()?.identity.as_ref()
     }
 
-    fn away_ref(&self) -> Option<&Away> {
+    pub(super) fn away_ref(&self) -> Option<&Away> {
         self.held.as_ref()?.away.as_deref()
     }
 

@@ -469,6 +469,7 @@ pub fn serve(
                 runner.timeout(now, &mut io);
             }
             Some(Msg::Control(Control::Reload)) => runner.reload(now, &mut io),
+            Some(Msg::Control(Control::Admin(call))) => runner.admin(now, call, &mut io),
             Some(Msg::Control(Control::Shutdown)) => {
                 runner.shutdown(now, &mut io);
                 let conns = std::mem::take(&mut io.conns);

@@ -4,11 +4,9 @@
 //! records the driver carries out), and how long durable commits take.
 //!
 //! The hub stays pure: it counts, the driver reads. The exposition format
-//! is `prometheus-client`'s (OpenMetrics text); [`Metrics::serve`] answers
-//! `GET /metrics` on its own thread.
+//! is `prometheus-client`'s (OpenMetrics text), served by
+//! [`super::ops`].
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,52 +253,6 @@ impl Metrics {
         // Writing to a String does not fail.
         let _ = encode(&mut out, &self.registry);
         out
-    }
-
-    /// Answers `GET /metrics` on `listener`, one request per connection,
-    /// on a thread of its own (each request bounded to 8 KiB and 2 s).
-    pub fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        std::thread::Builder::new()
-            .name("testament-metrics".into())
-            .spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    let _ = self.answer(stream);
-                }
-            })?;
-        Ok(())
-    }
-
-    fn answer(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-        let mut head = Vec::with_capacity(512);
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-            let n = stream.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-        let (status, kind, body) = if line.starts_with(b"GET /metrics ") {
-            (
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.encode(),
-            )
-        } else {
-            (
-                "404 Not Found",
-                "text/plain; charset=utf-8",
-                "GET /metrics\n".to_owned(),
-            )
-        };
-        write!(
-            stream,
-            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
     }
 }
 

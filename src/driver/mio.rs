@@ -472,12 +472,13 @@ pub fn serve(
         std::thread::spawn(move || {
             loop {
                 let c = control.recv().unwrap_or(Control::Shutdown);
+                let last = matches!(c, Control::Shutdown);
                 controls
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push_back(c);
                 let _ = waker.wake();
-                if c == Control::Shutdown {
+                if last {
                     return;
                 }
             }
@@ -620,6 +621,7 @@ pub fn serve(
         for c in controls {
             match c {
                 Control::Reload => runner.reload(now, &mut io),
+                Control::Admin(call) => runner.admin(now, call, &mut io),
                 Control::Shutdown => {
                     runner.shutdown(now, &mut io);
                     let conns: Vec<ConnId> = io.by_conn.keys();

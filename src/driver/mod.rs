@@ -18,8 +18,11 @@
 
 #![allow(clippy::disallowed_methods)] // the drivers are where time is read
 
+pub mod admin;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "metrics")]
+pub mod ops;
 mod policy;
 pub mod record;
 #[cfg(any(feature = "smol", feature = "blocking", feature = "mio"))]
@@ -176,13 +179,15 @@ impl<T> Listener<T> {
 
 /// What the embedding program (or a signal handler) asks of a running
 /// driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Control {
     /// Re-read the policy's key set and rules ([`Policy::reload`]).
     Reload,
     /// Disconnect everyone (5.0: DISCONNECT 0x8B), handle wills per the
     /// hub's configuration, and return.
     Shutdown,
+    /// An operator's request, answered on its channel.
+    Admin(admin::Call),
 }
 
 /// Counts `len` more bytes waiting for a connection's writer; `false` when

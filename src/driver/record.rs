@@ -140,6 +140,19 @@ pub enum Entry {
         /// The payload, text.
         payload: String,
     },
+    /// An operator disconnected a client ([`Broker::kick`]).
+    Kick {
+        /// When, on both clocks.
+        t: Now,
+        /// Whose.
+        client_id: String,
+        /// The DISCONNECT reason code.
+        reason: u8,
+        /// Whether its will followed.
+        will: bool,
+        /// Who asked.
+        by: String,
+    },
     /// The broker shut down.
     Shutdown {
         /// When, on both clocks.
@@ -358,6 +371,22 @@ pub fn replay(input: impl BufRead) -> Result<Vec<AuditRecord>, ReplayError> {
                 h.reauthorize_subscriptions(t);
             }
             Entry::Shutdown { t } => h.handle_shutdown(t),
+            Entry::Kick {
+                t,
+                client_id,
+                reason,
+                will,
+                by,
+            } => {
+                let reason = crate::codec::DisconnectReasonCode::from_code(reason).ok_or(
+                    ReplayError::Entry {
+                        line: line_no,
+                        problem: format!("0x{reason:02X} is not a DISCONNECT reason code"),
+                    },
+                )?;
+                // What came of it is in the replayed audit records.
+                let _ = h.kick(t, &client_id, reason, will, &by);
+            }
             Entry::System { t, topic, payload } => {
                 let topic =
                     crate::codec::TopicName::try_from(topic).map_err(|e| ReplayError::Entry {

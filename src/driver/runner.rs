@@ -105,8 +105,9 @@ pub(crate) struct Runner {
     policy: Arc<dyn Policy>,
     recorder: Option<Recorder>,
     limits: DriverConfig,
-    /// Open connections, each with its address in `addresses` (0: none).
-    conn_ip: SideTable<ConnId, u32>,
+    /// Open connections, each with its address in `addresses` (0: none)
+    /// and the second it opened on the monotonic clock (for an operator).
+    conn_ip: SideTable<ConnId, (u32, u32)>,
     addresses: Addresses,
     /// Authentication attempts per address in the current second.
     attempts: BTreeMap<IpAddr, (u64, u32)>,
@@ -280,7 +281,7 @@ impl Runner {
 
     /// Forgets a connection that ended.
     fn untrack(&mut self, conn: ConnId) {
-        if let Some(handle) = self.conn_ip.remove(&conn) {
+        if let Some((handle, _)) = self.conn_ip.remove(&conn) {
             self.addresses.release(handle);
         }
     }
@@ -288,7 +289,7 @@ impl Runner {
     /// Whether one more authentication from `conn`'s address fits in this
     /// second's budget; a token storm then costs no signature checks.
     fn attempt_allowed(&mut self, conn: ConnId, now: Now) -> bool {
-        let Some(ip) = self.conn_ip.get(&conn).and_then(|h| self.addresses.ip(*h)) else {
+        let Some(ip) = self.conn_ip.get(&conn).and_then(|h| self.addresses.ip(h.0)) else {
             return true;
         };
         let second = now.mono.as_secs();
@@ -337,7 +338,8 @@ impl Runner {
                 .open_tls(now, Some(peer.clone()), certificate.clone()),
         };
         let handle = ip.map_or(0, |ip| self.addresses.hold(ip));
-        self.conn_ip.insert(conn, handle);
+        let opened = u32::try_from(now.mono.as_secs()).unwrap_or(u32::MAX);
+        self.conn_ip.insert(conn, (handle, opened));
         self.record(|| Entry::Open {
             t: now,
             conn,
@@ -517,6 +519,91 @@ impl Runner {
         // carve-outs follow the new rules.
         self.hub.reauthorize_subscriptions(now);
         self.pump(now, io);
+    }
+
+    /// [`super::Control::Admin`]: an operator's request, answered on its
+    /// channel (an answer nobody waits for any more is dropped). Each is
+    /// audited; a disconnection is recorded.
+    pub fn admin(&mut self, now: Now, call: super::admin::Call, io: &mut dyn Io) {
+        use super::admin::{MAX_PAGE, Reply, Request};
+        let reply = match call.request {
+            Request::Clients { after, limit } => {
+                let (page, total) =
+                    self.hub
+                        .sessions_info(now, after.as_deref(), limit.min(MAX_PAGE));
+                self.audit_admin(
+                    now,
+                    "clients",
+                    &call.by,
+                    None,
+                    format!("{} of {total}", page.len()),
+                );
+                Reply::Clients {
+                    clients: page.into_iter().map(|s| self.client_view(now, s)).collect(),
+                    total,
+                }
+            }
+            Request::Client(id) => {
+                let found = self.hub.session_info_of(now, &id);
+                let detail = if found.is_some() {
+                    "found"
+                } else {
+                    "no session"
+                };
+                self.audit_admin(now, "client", &call.by, Some(id), detail.to_owned());
+                Reply::Client(found.map(|s| self.client_view(now, s)))
+            }
+            Request::Disconnect {
+                client_id,
+                reason,
+                will,
+            } => {
+                self.record(|| Entry::Kick {
+                    t: now,
+                    client_id: client_id.clone(),
+                    reason: reason.code(),
+                    will,
+                    by: call.by.clone(),
+                });
+                let done = self.hub.kick(now, &client_id, reason, will, &call.by);
+                self.pump(now, io);
+                Reply::Disconnected(done)
+            }
+        };
+        let _ = call.reply.try_send(reply);
+    }
+
+    fn audit_admin(
+        &self,
+        now: Now,
+        action: &'static str,
+        by: &str,
+        client_id: Option<String>,
+        detail: String,
+    ) {
+        let record = crate::auth::AuditRecord::Admin {
+            at: now.wall,
+            action,
+            by: by.to_owned(),
+            client_id,
+            detail,
+        };
+        log::info!(target: "testament::audit", audit:serde = &record; "{record}");
+    }
+
+    /// A session with its client's address and when it connected.
+    fn client_view(&self, now: Now, session: crate::broker::SessionInfo) -> super::admin::Client {
+        let seen = session.conn.and_then(|c| self.conn_ip.get(&c));
+        let address = seen.and_then(|(h, _)| self.addresses.ip(*h));
+        let connected_since = seen.map(|(_, opened)| {
+            let age = now.mono.as_secs().saturating_sub(u64::from(*opened));
+            now.wall - std::time::Duration::from_secs(age)
+        });
+        super::admin::Client {
+            session,
+            address,
+            connected_since,
+        }
     }
 
     /// The next action to carry out: straight from the hub, or — with a
@@ -748,7 +835,12 @@ impl Runner {
                             Err(later) => io.spawn_authorization(ticket, later),
                         }
                     }
-                    Action::Audit(record) => log::info!(target: "testament::audit", "{record}"),
+                    Action::Audit(record) => {
+                        // The record itself rides along for a structured
+                        // log (`[log] format = "json"`), serialized only
+                        // if the logger asks.
+                        log::info!(target: "testament::audit", audit:serde = &record; "{record}");
+                    }
                     Action::PauseReading(conn) => io.pause_reading(conn, true),
                     Action::ResumeReading(conn) => io.pause_reading(conn, false),
                     // Committed in `next_action`, or not kept without a store.

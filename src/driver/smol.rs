@@ -600,6 +600,7 @@ pub async fn serve(
                     runner.timeout(now, &mut io);
                 }
                 Wake::Control(Control::Reload) => runner.reload(now, &mut io),
+                Wake::Control(Control::Admin(call)) => runner.admin(now, call, &mut io),
                 Wake::Control(Control::Shutdown) => {
                     runner.shutdown(now, &mut io);
                     // Let the flush tasks write the DISCONNECTs.

@@ -647,6 +647,17 @@ impl Session {
         self.stage.conn().map(|c| c.session_expiry)
     }
 
+    /// The topic of the will it holds, if any.
+    pub fn will_topic(&self) -> Option<&str> {
+        Some(self.stage.conn()?.will.as_ref()?.topic.as_str())
+    }
+
+    /// When the credential it authenticated with expires (its `exp`), if
+    /// it has.
+    pub fn credential_expires_at(&self) -> Option<crate::time::Timestamp> {
+        self.identity()?.expires_at
+    }
+
     /// The next output, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         let io = self.io.as_mut()?;
@@ -894,6 +905,25 @@ impl Session {
                 "a subscription was revoked",
                 WillTrigger::ServerClosed,
             );
+        }
+    }
+
+    /// An operator disconnects the client (5.0: DISCONNECT with `reason`;
+    /// 3.1.1: the connection is closed): its will follows (its delay
+    /// first) when `will`, else it is deleted, audited as cancelled.
+    pub fn handle_kicked(&mut self, now: Now, reason: DisconnectReasonCode, will: bool) {
+        if self.state == State::Connected {
+            if !will {
+                self.delete_will(now, "disconnected by an operator, without its will");
+            }
+            self.fail(
+                now,
+                reason,
+                "disconnected by an operator",
+                WillTrigger::Operator,
+            );
+        } else if self.state != State::Closed {
+            self.close_before_connack("disconnected by an operator");
         }
     }
 

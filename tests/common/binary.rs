@@ -53,7 +53,8 @@ impl Served {
     }
 
     /// [`Served::start`], with `prepare` run on the folder before the
-    /// broker starts (its data folder is `dir/data`).
+    /// broker starts (its data folder is `dir/data`); `{dir}` in `extra`
+    /// is the folder.
     pub fn start_in(
         name: &str,
         driver: &str,
@@ -65,6 +66,7 @@ impl Served {
         keys::generate(keys::algorithm("ES256").unwrap(), "k1", &dir).unwrap();
         std::fs::write(dir.join("acl.toml"), OPEN_ACL).unwrap();
         let port = free_port();
+        let extra = extra.replace("{dir}", &dir.display().to_string());
         let config = format!(
             "listen = [\"127.0.0.1:{port}\"]\ndriver = \"{driver}\"\ndata_dir = \"{}\"\n[jwt]\njwks = \"{}\"\n[acl]\npath = \"{}\"\n{extra}",
             dir.join("data").display(),

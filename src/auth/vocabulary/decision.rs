@@ -273,6 +273,8 @@ pub enum WillTrigger {
     /// The server went down without closing the connection (a crash, a
     /// power cut): a durable broker triggers the will at its restart.
     ServerCrashed,
+    /// An operator disconnected the client (`testament admin disconnect`).
+    Operator,
 }
 
 impl fmt::Display for WillTrigger {
@@ -289,6 +291,7 @@ impl fmt::Display for WillTrigger {
             Self::ReauthenticationFailed => "reauthentication_failed",
             Self::Shutdown => "shutdown",
             Self::ServerCrashed => "server_crashed",
+            Self::Operator => "operator",
         })
     }
 }
