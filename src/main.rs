@@ -474,6 +474,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             if let Ok(a) = l.local_addr() {
                 let kind = if tls.is_some() { " (TLS)" } else { "" };
                 log::info!("testament listening on {a}{kind}");
+                if tls.is_none() && !a.ip().is_loopback() {
+                    log::warn!(
+                        "{a} is plain TCP beyond loopback: tokens and messages cross the network in clear text; \
+                         give remote clients a TLS listener ([tls] listen)"
+                    );
+                }
             }
             listeners.push((l, tls.cloned()));
         }
