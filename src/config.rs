@@ -380,8 +380,22 @@ impl StorageSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtSection {
-    /// The JWKS file; unset: the development key set in `data_dir`.
+    /// The JWKS file; unset (and no `jwks_url`): the development key set in
+    /// `data_dir`.
     pub jwks: Option<PathBuf>,
+    /// An HTTPS endpoint publishing the JWKS (an identity provider's, as
+    /// Keycloak, Auth0, Azure AD and Okta publish them), instead of a file.
+    pub jwks_url: Option<String>,
+    /// CA certificates (PEM) the endpoint's certificate must chain to;
+    /// unset: the Mozilla root set.
+    pub jwks_ca: Option<PathBuf>,
+    /// How often the endpoint is fetched again when its answer carries no
+    /// `Cache-Control: max-age`, seconds.
+    pub jwks_refresh_secs: u64,
+    /// The least time between two fetches, seconds: a token naming an
+    /// unknown `kid` asks for one at most this often; a failed fetch is
+    /// tried again after it; a shorter `max-age` waits this long.
+    pub jwks_min_interval_secs: u64,
     /// Accepted `iss` values (empty: not checked).
     pub issuers: Vec<String>,
     /// Accepted `aud` values (empty: not checked).
@@ -411,6 +425,10 @@ impl Default for JwtSection {
         let j = JwtConfig::default();
         Self {
             jwks: None,
+            jwks_url: None,
+            jwks_ca: None,
+            jwks_refresh_secs: 300,
+            jwks_min_interval_secs: 10,
             issuers: j.issuers,
             audiences: j.audiences,
             leeway_secs: j.leeway.as_secs(),
@@ -855,6 +873,12 @@ impl Config {
             let keys = read_jwks(jwks, c.jwt.allow_hmac).map_err(|e| at("jwt.jwks", e))?;
             checked.push(format!("jwt.jwks {}: {} keys", jwks.display(), keys.len()));
         }
+        #[cfg(feature = "jwks-url")]
+        if let Some(url) = &c.jwt.jwks_url {
+            crate::driver::jwks::JwksEndpoint::new(url, c.jwt.jwks_ca.as_deref(), c.jwt.allow_hmac)
+                .map_err(|e| ConfigError::new("jwt.jwks_ca", e).placed(&name, &text))?;
+            checked.push(format!("jwt.jwks_url {url}: fetched at start, not now"));
+        }
         if let Some(acl) = &c.acl.path {
             let rules = read_acl_file(acl).map_err(|e| at("acl.path", e))?;
             checked.push(format!(
@@ -899,6 +923,28 @@ impl Config {
             return Err(ConfigError::new(
                 "admin.token_file",
                 "the admin API is served on the metrics listener: set metrics.listen",
+            ));
+        }
+        if let Some(url) = &self.jwt.jwks_url {
+            if self.jwt.jwks.is_some() {
+                return Err(ConfigError::new(
+                    "jwt.jwks_url",
+                    "give either jwt.jwks (a file) or jwt.jwks_url, not both",
+                ));
+            }
+            if !url.starts_with("https://") {
+                return Err(ConfigError::new(
+                    "jwt.jwks_url",
+                    format!("`{url}`: an https:// URL (keys must not travel in clear text)"),
+                ));
+            }
+        }
+        if self.jwt.jwks_min_interval_secs == 0
+            || self.jwt.jwks_refresh_secs < self.jwt.jwks_min_interval_secs
+        {
+            return Err(ConfigError::new(
+                "jwt.jwks_refresh_secs",
+                "jwks_min_interval_secs must be at least 1 and at most jwks_refresh_secs",
             ));
         }
         if self.acl.path.is_some() && !self.acl.rules.is_empty() {

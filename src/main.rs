@@ -388,8 +388,31 @@ fn modified(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
 fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let c = effective_config(&args).map_err(|e| e.to_string())?;
     logging::init(&c.log.level, c.log.json(), c.log.audit_file.as_deref())?;
-    let jwks = jwks_path(&c)?;
-    let (keys, acl) = load(&c, &jwks).map_err(|e| e.to_string())?;
+    // The key set: fetched from its endpoint, or read from its file (the
+    // development one, made on first start, when neither is configured).
+    let (keys, jwks, fetched) = match &c.jwt.jwks_url {
+        Some(url) => {
+            let endpoint =
+                driver::jwks::JwksEndpoint::new(url, c.jwt.jwks_ca.as_deref(), c.jwt.allow_hmac)
+                    .map_err(|e| format!("jwt.jwks_ca: {e}"))?;
+            let first = endpoint
+                .fetch()
+                .map_err(|e| format!("jwt.jwks_url {url}: {e}"))?;
+            log::info!("key set from {url}: {}", driver::jwks::kids(&first.keys));
+            let driver::jwks::Fetched {
+                keys,
+                body,
+                max_age,
+            } = first;
+            (keys, None, Some((endpoint, body, max_age)))
+        }
+        None => {
+            let jwks = jwks_path(&c)?;
+            let keys = config::read_jwks(&jwks, c.jwt.allow_hmac).map_err(|e| e.to_string())?;
+            (keys, Some(jwks), None)
+        }
+    };
+    let acl = c.acl().map_err(|e| e.to_string())?;
     let broker_config = c.broker_config().map_err(|e| e.to_string())?;
     let reload_config = c.clone();
     let reload_jwks = jwks.clone();
@@ -397,16 +420,42 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     if let Some(which) = c.certificate_principal().map_err(|e| e.to_string())? {
         policy = policy.with_certificate_principal(which);
     }
-    let policy = policy.with_reloader(move || match load(&reload_config, &reload_jwks) {
-        Ok(loaded) => {
-            log::info!("reloaded the key set and the ACL");
-            Some(loaded)
-        }
-        Err(e) => {
-            log::error!("reload refused, the old key set and ACL stay: {e}");
-            None
+    let policy = policy.with_reloader(move || {
+        let loaded = match &reload_jwks {
+            Some(file) => load(&reload_config, file).map(|(k, a)| (Some(k), a)),
+            // A fetched key set follows its endpoint: the ACL alone.
+            None => reload_config.acl().map(|a| (None, a)),
+        };
+        match loaded {
+            Ok(loaded) => {
+                log::info!("reloaded the key set and the ACL");
+                Some(loaded)
+            }
+            Err(e) => {
+                log::error!("reload refused, the old key set and ACL stay: {e}");
+                None
+            }
         }
     });
+    let (policy, fetcher) = match fetched {
+        Some((endpoint, body, max_age)) => {
+            let (refetch, asks) = driver::jwks::refetch_channel();
+            let policy = Arc::new(policy.with_unknown_key_hook(move |_| refetch.ask()));
+            let schedule = driver::jwks::Schedule {
+                refresh: Duration::from_secs(c.jwt.jwks_refresh_secs),
+                min_interval: Duration::from_secs(c.jwt.jwks_min_interval_secs),
+            };
+            (policy, Some((endpoint, body, max_age, schedule, asks)))
+        }
+        None => (Arc::new(policy), None),
+    };
+    if let Some((endpoint, body, max_age, schedule, asks)) = fetcher {
+        let installed = policy.clone();
+        driver::jwks::spawn(endpoint, body, max_age, schedule, asks, move |keys| {
+            installed.replace_keys(keys);
+        })
+        .map_err(|e| e.to_string())?;
+    }
     let mut driver_config = c.driver_config();
     // The operator's endpoint: bound now (a taken port stops the start),
     // served once the driver's control channel exists.
@@ -445,7 +494,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| format!("record {}: {e}", path.display()))?;
-            let acl = driver::Policy::acl(&policy);
+            let acl = driver::Policy::acl(&*policy);
             Some(driver::Recorder::new(
                 Box::new(std::io::BufWriter::new(file)),
                 driver_config.clock.now(),
@@ -455,12 +504,14 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         }
         None => None,
     };
-    let policy: Arc<dyn driver::Policy> = Arc::new(policy);
+    let policy: Arc<dyn driver::Policy> = policy;
     let tls = match c.tls_files() {
         Some(files) => Some(driver::tls::Tls::load(files).map_err(|e| e.to_string())?),
         None => None,
     };
-    let watched: Vec<PathBuf> = std::iter::once(jwks.clone())
+    let watched: Vec<PathBuf> = jwks
+        .clone()
+        .into_iter()
         .chain(c.acl.path.clone())
         .chain(c.tls.cert.clone())
         .chain(c.tls.key.clone())
@@ -484,7 +535,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             listeners.push((l, tls.cloned()));
         }
     }
-    if c.jwt.jwks.is_none() {
+    if c.jwt.jwks.is_none() && c.jwt.jwks_url.is_none() {
         let key = c.data_dir.join("dev-1.pem");
         log::info!(
             "development keys: mint a token with `testament token --key {} --kid dev-1 --sub alice` \

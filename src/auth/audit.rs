@@ -163,6 +163,20 @@ pub enum AuditRecord {
         /// Why.
         reason: &'static str,
     },
+    /// The key set fetched from its endpoint changed, or could not be
+    /// fetched (the last good one stays).
+    KeySet {
+        /// When.
+        at: Timestamp,
+        /// Where it comes from.
+        source: String,
+        /// `changed` or `failed`.
+        result: &'static str,
+        /// The key ids now in force.
+        kids: String,
+        /// What changed, or why it failed.
+        detail: String,
+    },
     /// An operator's request (`testament admin`, the admin API).
     Admin {
         /// When.
@@ -379,6 +393,20 @@ impl AuditRecord {
                 out("at", Some(&at))?;
                 out("peer", opt(peer))?;
                 out("reason", Some(&reason))
+            }
+            Self::KeySet {
+                at,
+                source,
+                result,
+                kids,
+                detail,
+            } => {
+                out("event", Some(&"keyset"))?;
+                out("at", Some(&at))?;
+                out("result", Some(result))?;
+                out("source", Some(&source))?;
+                out("kids", Some(&kids))?;
+                out("detail", Some(&detail))
             }
             Self::Admin {
                 at,

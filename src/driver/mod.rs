@@ -19,6 +19,8 @@
 #![allow(clippy::disallowed_methods)] // the drivers are where time is read
 
 pub mod admin;
+#[cfg(feature = "jwks-url")]
+pub mod jwks;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "metrics")]

@@ -43,7 +43,9 @@ pub trait Policy: Send + Sync {
 }
 
 /// Reads a new key set and ACL, or says (by `None`) to keep the old ones.
-type Reloader = Box<dyn Fn() -> Option<(KeySet, Acl)> + Send + Sync>;
+type Reloader = Box<dyn Fn() -> Option<(Option<KeySet>, Acl)> + Send + Sync>;
+/// Told the `kid` of a token the key set has no key for.
+type UnknownKeyHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// The built-in policy: a JWT authenticator over a key set and an ACL, both
 /// replaceable at runtime (rotation, rule changes) without touching
@@ -53,6 +55,9 @@ pub struct JwtAclPolicy {
     acl: RwLock<Arc<Acl>>,
     reloader: Option<Reloader>,
     certificates: Option<CertificatePrincipal>,
+    /// Told the `kid` of a token no key of the set has (a key set fetched
+    /// from an endpoint then asks for a fresh copy).
+    unknown_key: Option<UnknownKeyHook>,
 }
 
 /// Which part of a verified client certificate names the principal when a
@@ -79,6 +84,7 @@ impl JwtAclPolicy {
             acl: RwLock::new(Arc::new(acl)),
             reloader: None,
             certificates: None,
+            unknown_key: None,
         }
     }
 
@@ -127,14 +133,23 @@ impl JwtAclPolicy {
         }))
     }
 
-    /// Sets what [`Policy::reload`] calls: it returns the new key set and
-    /// ACL, or `None` (after logging why) to keep the current ones.
+    /// Sets what [`Policy::reload`] calls: it returns the new key set
+    /// (`None`: the key set comes from elsewhere, as a fetched one does)
+    /// and ACL, or `None` (after logging why) to keep the current ones.
     #[must_use]
     pub fn with_reloader(
         mut self,
-        reload: impl Fn() -> Option<(KeySet, Acl)> + Send + Sync + 'static,
+        reload: impl Fn() -> Option<(Option<KeySet>, Acl)> + Send + Sync + 'static,
     ) -> Self {
         self.reloader = Some(Box::new(reload));
+        self
+    }
+
+    /// Calls `hook` with the `kid` of every token whose key the set does
+    /// not have ([`crate::auth::AuthnError::UnknownKey`]); the token is
+    /// refused meanwhile.
+    pub fn with_unknown_key_hook(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.unknown_key = Some(Box::new(hook));
         self
     }
 
@@ -170,7 +185,14 @@ impl Policy for JwtAclPolicy {
         let outcome = match self.authenticator.read() {
             Ok(a) => match a.authenticate(credentials, now) {
                 Ok(identity) => AuthnOutcome::Success(identity),
-                Err(failure) => AuthnOutcome::Failure(failure),
+                Err(failure) => {
+                    if let (crate::auth::AuthnError::UnknownKey(kid), Some(hook)) =
+                        (&failure.error, &self.unknown_key)
+                    {
+                        hook(kid);
+                    }
+                    AuthnOutcome::Failure(failure)
+                }
             },
             Err(_) => AuthnOutcome::Failure(crate::auth::AuthnError::EmptyCredentials.into()),
         };
@@ -189,7 +211,9 @@ impl Policy for JwtAclPolicy {
 
     fn reload(&self) {
         if let Some((keys, acl)) = self.reloader.as_ref().and_then(|r| r()) {
-            self.replace_keys(keys);
+            if let Some(keys) = keys {
+                self.replace_keys(keys);
+            }
             self.replace_acl(acl);
         }
     }

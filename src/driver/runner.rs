@@ -783,6 +783,12 @@ impl Runner {
     /// Runs the hub's actions until there are none; answers that are ready
     /// at once go straight back in.
     fn pump(&mut self, now: Now, io: &mut dyn Io) {
+        // What the input just handled counted is read before its answers
+        // leave: a client that has its PUBACK finds its message counted.
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.limits.metrics {
+            m.set(&self.hub.stats());
+        }
         loop {
             let mut unresponsive = Vec::new();
             let mut authn = Vec::new();
