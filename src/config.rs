@@ -213,6 +213,8 @@ pub struct Config {
     pub sys: SysSection,
     /// The admin API.
     pub admin: AdminSection,
+    /// MQTT over WebSockets.
+    pub websocket: WebSocketSection,
 }
 
 impl Default for Config {
@@ -233,6 +235,30 @@ impl Default for Config {
             metrics: MetricsSection::default(),
             sys: SysSection::default(),
             admin: AdminSection::default(),
+            websocket: WebSocketSection::default(),
+        }
+    }
+}
+
+/// `[websocket]`: MQTT over WebSockets (subprotocol `mqtt`), as browsers
+/// and web clients speak it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSection {
+    /// `ws://` listeners.
+    pub listen: Vec<String>,
+    /// `wss://` listeners, with `[tls]`'s certificate and key.
+    pub tls_listen: Vec<String>,
+    /// The path the upgrade must ask for.
+    pub path: String,
+}
+
+impl Default for WebSocketSection {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            tls_listen: Vec::new(),
+            path: "/mqtt".into(),
         }
     }
 }
@@ -970,16 +996,26 @@ impl Config {
             &self.log.format,
             &[("text", ()), ("json", ())],
         )?;
-        for (i, addr) in self.tls.listen.iter().enumerate() {
-            addr.parse::<std::net::SocketAddr>().map_err(|e| {
-                ConfigError::new(format!("tls.listen[{i}]"), format!("`{addr}`: {e}"))
-            })?;
+        for (key, addrs) in [
+            ("tls.listen", &self.tls.listen),
+            ("websocket.listen", &self.websocket.listen),
+            ("websocket.tls_listen", &self.websocket.tls_listen),
+        ] {
+            for (i, addr) in addrs.iter().enumerate() {
+                addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                    ConfigError::new(format!("{key}[{i}]"), format!("`{addr}`: {e}"))
+                })?;
+            }
         }
-        if !self.tls.listen.is_empty() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+        let tls_listeners = !self.tls.listen.is_empty() || !self.websocket.tls_listen.is_empty();
+        if tls_listeners && (self.tls.cert.is_none() || self.tls.key.is_none()) {
             return Err(ConfigError::new(
                 "tls.cert",
-                "TLS listeners need tls.cert and tls.key",
+                "TLS listeners (tls.listen, websocket.tls_listen) need tls.cert and tls.key",
             ));
+        }
+        if !self.websocket.path.starts_with('/') {
+            return Err(ConfigError::new("websocket.path", "a path starting with /"));
         }
         if self.tls.require_client_cert && self.tls.client_ca.is_none() {
             return Err(ConfigError::new(
@@ -1143,7 +1179,7 @@ impl Config {
 
     /// The TLS files, when TLS listeners are configured.
     pub fn tls_files(&self) -> Option<crate::driver::tls::TlsFiles> {
-        if self.tls.listen.is_empty() {
+        if self.tls.listen.is_empty() && self.websocket.tls_listen.is_empty() {
             return None;
         }
         Some(crate::driver::tls::TlsFiles {
@@ -1170,6 +1206,7 @@ impl Config {
                 .unwrap_or(Duration::from_secs(1)),
             sys_interval: (self.sys.interval_secs > 0)
                 .then(|| Duration::from_secs(self.sys.interval_secs)),
+            websocket_path: self.websocket.path.as_str().into(),
             ..DriverConfig::default()
         }
     }

@@ -519,20 +519,30 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .collect();
 
     let mut listeners = Vec::new();
-    for (addrs, tls) in [(&c.listen, None), (&c.tls.listen, tls.as_ref())] {
+    for (addrs, tls, websocket) in [
+        (&c.listen, None, false),
+        (&c.tls.listen, tls.as_ref(), false),
+        (&c.websocket.listen, None, true),
+        (&c.websocket.tls_listen, tls.as_ref(), true),
+    ] {
         for a in addrs {
             let l = bind(a).map_err(|e| format!("listen {a}: {e}"))?;
             if let Ok(a) = l.local_addr() {
-                let kind = if tls.is_some() { " (TLS)" } else { "" };
+                let kind = match (tls.is_some(), websocket) {
+                    (false, false) => String::new(),
+                    (true, false) => " (TLS)".to_owned(),
+                    (false, true) => format!(" (WebSocket ws://{a}{})", c.websocket.path),
+                    (true, true) => format!(" (WebSocket wss://{a}{})", c.websocket.path),
+                };
                 log::info!("testament listening on {a}{kind}");
                 if tls.is_none() && !a.ip().is_loopback() {
                     log::warn!(
                         "{a} is plain TCP beyond loopback: tokens and messages cross the network in clear text; \
-                         give remote clients a TLS listener ([tls] listen)"
+                         give remote clients a TLS listener ([tls] listen, [websocket] tls_listen)"
                     );
                 }
             }
-            listeners.push((l, tls.cloned()));
+            listeners.push((l, tls.cloned(), websocket));
         }
     }
     if c.jwt.jwks.is_none() && c.jwt.jwks_url.is_none() {
@@ -631,11 +641,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         Receiver::Smol(rx) => {
             let listeners = listeners
                 .into_iter()
-                .map(|(l, tls)| {
+                .map(|(l, tls, websocket)| {
                     l.set_nonblocking(true)?;
                     Ok(driver::smol::Listener {
                         tcp: smol::net::TcpListener::try_from(l)?,
                         tls,
+                        websocket,
                     })
                 })
                 .collect::<std::io::Result<Vec<_>>>()
@@ -652,14 +663,22 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         Receiver::Blocking(rx) => {
             let listeners = listeners
                 .into_iter()
-                .map(|(tcp, tls)| driver::blocking::Listener { tcp, tls })
+                .map(|(tcp, tls, websocket)| driver::blocking::Listener {
+                    tcp,
+                    tls,
+                    websocket,
+                })
                 .collect();
             driver::blocking::serve(listeners, hub, policy, driver_config, recorder, rx)
         }
         Receiver::Mio(rx) => {
             let listeners = listeners
                 .into_iter()
-                .map(|(tcp, tls)| driver::mio::Listener { tcp, tls })
+                .map(|(tcp, tls, websocket)| driver::mio::Listener {
+                    tcp,
+                    tls,
+                    websocket,
+                })
                 .collect();
             driver::mio::serve(listeners, hub, policy, driver_config, recorder, rx)
         }

@@ -146,6 +146,8 @@ struct Accepted {
     tcp: TcpStream,
     peer: String,
     certificate: Option<ClientCertificate>,
+    /// Came on a WebSocket listener.
+    websocket: bool,
 }
 
 enum Msg {
@@ -420,7 +422,7 @@ pub fn serve(
         match msg {
             None => runner.timeout(now, &mut io),
             Some(Msg::Accepted(a)) => {
-                let conn = runner.open(now, a.peer, a.certificate, &mut io);
+                let conn = runner.open(now, a.peer, a.certificate, a.websocket, &mut io);
                 let (reader, writer) = (a.reader, a.writer);
                 let (output, pending) = mpsc::channel();
                 let queued = Arc::new(AtomicUsize::new(0));
@@ -493,6 +495,7 @@ fn plain(tcp: TcpStream, peer: String) -> std::io::Result<Accepted> {
         tcp,
         peer,
         certificate: None,
+        websocket: false,
     })
 }
 
@@ -518,6 +521,7 @@ fn handshake(tls: &Tls, tcp: TcpStream, peer: String) -> std::io::Result<Accepte
         tcp,
         peer,
         certificate,
+        websocket: false,
     })
 }
 
@@ -533,9 +537,11 @@ fn accept_loop(listener: Listener, inbox: &SyncSender<Msg>) {
         };
         let _ = tcp.set_nodelay(true);
         let peer = peer.to_string();
+        let websocket = listener.websocket;
         match &listener.tls {
             None => match plain(tcp, peer) {
-                Ok(a) => {
+                Ok(mut a) => {
+                    a.websocket = websocket;
                     if inbox.send(Msg::Accepted(a)).is_err() {
                         return;
                     }
@@ -547,7 +553,8 @@ fn accept_loop(listener: Listener, inbox: &SyncSender<Msg>) {
                 let tls = tls.clone();
                 let inbox = inbox.clone();
                 thread::spawn(move || match handshake(&tls, tcp, peer.clone()) {
-                    Ok(a) => {
+                    Ok(mut a) => {
+                        a.websocket = websocket;
                         let _ = inbox.send(Msg::Accepted(a));
                     }
                     Err(e) => log::info!("TLS handshake with {peer} failed: {e}"),

@@ -195,8 +195,9 @@ struct MioIo {
     /// When a TLS handshake must be done, or a closed connection's output
     /// written, by: past it, the socket is dropped.
     deadlines: BTreeSet<(Instant, usize)>,
-    /// The peer address of a TLS connection until its handshake is done.
-    peers: BTreeMap<usize, String>,
+    /// The peer address of a TLS connection until its handshake is done,
+    /// and whether it came on a WebSocket listener.
+    peers: BTreeMap<usize, (String, bool)>,
 }
 
 impl MioIo {
@@ -463,7 +464,7 @@ pub fn serve(
         if let Some(tls) = &l.tls {
             tls_configs.push(tls.clone());
         }
-        sockets.push((tcp, l.tls));
+        sockets.push((tcp, l.tls, l.websocket));
     }
     // Controls come on a channel; a thread turns them into wakeups.
     let controls = Arc::new(Mutex::new(VecDeque::new()));
@@ -541,8 +542,9 @@ pub fn serve(
             match event.token() {
                 WAKER => {}
                 Token(i) if i < FIRST_SOCKET => {
-                    if let Some((listener, tls)) = sockets.get(i) {
-                        let retry = accept_all(listener, tls.as_ref(), now, &mut runner, &mut io);
+                    if let Some((listener, tls, ws)) = sockets.get(i) {
+                        let retry =
+                            accept_all(listener, tls.as_ref(), *ws, now, &mut runner, &mut io);
                         accept_retry = retry.then(|| Instant::now() + Duration::from_millis(50));
                     }
                 }
@@ -558,8 +560,8 @@ pub fn serve(
         }
         if accept_retry.is_some_and(|at| at <= Instant::now()) {
             accept_retry = None;
-            for (listener, tls) in &sockets {
-                if accept_all(listener, tls.as_ref(), now, &mut runner, &mut io) {
+            for (listener, tls, ws) in &sockets {
+                if accept_all(listener, tls.as_ref(), *ws, now, &mut runner, &mut io) {
                     accept_retry = Some(Instant::now() + Duration::from_millis(50));
                 }
             }
@@ -649,6 +651,7 @@ pub fn serve(
 fn accept_all(
     listener: &MioListener,
     tls: Option<&Tls>,
+    websocket: bool,
     now: crate::time::Now,
     runner: &mut Runner,
     io: &mut MioIo,
@@ -697,11 +700,11 @@ fn accept_all(
             continue;
         }
         if handshaking {
-            io.peers.insert(token, peer);
+            io.peers.insert(token, (peer, websocket));
             io.deadlines
                 .insert((Instant::now() + HANDSHAKE_TIMEOUT, token));
         } else {
-            open(token, peer, None, now, runner, io);
+            open(token, peer, None, websocket, now, runner, io);
         }
     }
 }
@@ -711,6 +714,7 @@ fn open(
     token: usize,
     peer: String,
     certificate: Option<crate::auth::ClientCertificate>,
+    websocket: bool,
     now: crate::time::Now,
     runner: &mut Runner,
     io: &mut MioIo,
@@ -718,7 +722,7 @@ fn open(
     if !io.slots.contains_key(&token) {
         return;
     }
-    let conn = runner.open(now, peer, certificate, io);
+    let conn = runner.open(now, peer, certificate, websocket, io);
     io.pair(token, conn);
     if !runner.hub.is_open(conn) {
         io.close(conn);
@@ -809,8 +813,8 @@ fn read_ready(
                 let certificate = s
                     .tls()
                     .and_then(|t| client_certificate(t.peer_certificates()));
-                let peer = io.peers.remove(&token).unwrap_or_default();
-                open(token, peer, certificate, now, runner, io);
+                let (peer, websocket) = io.peers.remove(&token).unwrap_or_default();
+                open(token, peer, certificate, websocket, now, runner, io);
             }
         }
         let Some(s) = io.slots.get(&token) else {

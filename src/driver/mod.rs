@@ -31,6 +31,7 @@ pub mod record;
 mod runner;
 pub mod storage;
 pub mod tls;
+mod websocket;
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
@@ -138,6 +139,8 @@ pub struct DriverConfig {
     pub flush_interval: std::time::Duration,
     /// How often the `$SYS/…` topics are published; `None`: never.
     pub sys_interval: Option<std::time::Duration>,
+    /// The path WebSocket listeners serve MQTT on (`/mqtt`).
+    pub websocket_path: Arc<str>,
     /// Where the driver counts what it carries out (`[metrics]`).
     #[cfg(feature = "metrics")]
     pub metrics: Option<Arc<metrics::Metrics>>,
@@ -156,6 +159,7 @@ impl Default for DriverConfig {
             flush_every_turn: true,
             flush_interval: std::time::Duration::from_secs(1),
             sys_interval: None,
+            websocket_path: "/mqtt".into(),
             #[cfg(feature = "metrics")]
             metrics: None,
         }
@@ -170,12 +174,19 @@ pub struct Listener<T> {
     pub tcp: T,
     /// Its TLS configuration; `None`: plain TCP.
     pub tls: Option<tls::Tls>,
+    /// MQTT over WebSockets ([`DriverConfig::websocket_path`]) instead of
+    /// MQTT on the byte stream.
+    pub websocket: bool,
 }
 
 impl<T> Listener<T> {
     /// A plain TCP listener.
     pub fn plain(tcp: T) -> Self {
-        Self { tcp, tls: None }
+        Self {
+            tcp,
+            tls: None,
+            websocket: false,
+        }
     }
 }
 

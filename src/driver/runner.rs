@@ -132,6 +132,9 @@ pub(crate) struct Runner {
     batching: bool,
     /// The `$SYS/…` topics, when they are published.
     sys: Option<SysTopics>,
+    /// The WebSocket layer of each connection that came on a WebSocket
+    /// listener (none for the others: nothing is looked up for them).
+    websocket: BTreeMap<ConnId, Box<super::websocket::WsConn>>,
 }
 
 /// The `$SYS/…` topics (mosquitto's names where it has one), published
@@ -258,6 +261,7 @@ impl Runner {
             unflushed_since: None,
             batching: false,
             sys,
+            websocket: BTreeMap::new(),
         }
     }
 
@@ -281,6 +285,9 @@ impl Runner {
 
     /// Forgets a connection that ended.
     fn untrack(&mut self, conn: ConnId) {
+        if !self.websocket.is_empty() {
+            self.websocket.remove(&conn);
+        }
         if let Some((handle, _)) = self.conn_ip.remove(&conn) {
             self.addresses.release(handle);
         }
@@ -310,11 +317,15 @@ impl Runner {
         }
     }
 
+    /// A connection was accepted (for TLS, its handshake is done); one from
+    /// a WebSocket listener (`websocket`) speaks MQTT inside WebSocket
+    /// frames once its upgrade is done.
     pub fn open(
         &mut self,
         now: Now,
         peer: String,
         certificate: Option<crate::auth::ClientCertificate>,
+        websocket: bool,
         io: &mut dyn Io,
     ) -> ConnId {
         let ip = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
@@ -340,6 +351,11 @@ impl Runner {
         let handle = ip.map_or(0, |ip| self.addresses.hold(ip));
         let opened = u32::try_from(now.mono.as_secs()).unwrap_or(u32::MAX);
         self.conn_ip.insert(conn, (handle, opened));
+        if websocket {
+            let max = self.hub.config().session.max_packet_size as usize;
+            let ws = super::websocket::WsConn::new(self.limits.websocket_path.clone(), max);
+            self.websocket.insert(conn, Box::new(ws));
+        }
         self.record(|| Entry::Open {
             t: now,
             conn,
@@ -405,6 +421,42 @@ impl Runner {
     /// Bytes from a connection, borrowed (a driver that reads into a
     /// buffer of its own need not copy them first).
     pub fn bytes(&mut self, now: Now, conn: ConnId, data: &[u8], io: &mut dyn Io) {
+        if !self.websocket.is_empty()
+            && let Some(ws) = self.websocket.get_mut(&conn)
+        {
+            let got = ws.receive(data);
+            if !got.reply.is_empty() {
+                io.write(conn, got.reply.into());
+            }
+            if !got.mqtt.is_empty() {
+                self.mqtt_bytes(now, conn, &got.mqtt, io);
+            }
+            if let Some(end) = got.end {
+                let how = match end {
+                    Ok(why) => {
+                        log::debug!("conn={}: {why}", conn.0);
+                        TransportClosed::PeerClosed
+                    }
+                    Err(why) => {
+                        log::info!("conn={}: {why}", conn.0);
+                        TransportClosed::Error
+                    }
+                };
+                self.record(|| Entry::Closed { t: now, conn, how });
+                self.untrack(conn);
+                self.hub.handle_closed(now, conn, how);
+                io.close(conn);
+                if !self.batching {
+                    self.pump(now, io);
+                }
+            }
+            return;
+        }
+        self.mqtt_bytes(now, conn, data, io);
+    }
+
+    /// MQTT bytes from a connection, to the hub.
+    fn mqtt_bytes(&mut self, now: Now, conn: ConnId, data: &[u8], io: &mut dyn Io) {
         self.record(|| Entry::Bytes {
             t: now,
             conn,
@@ -799,15 +851,28 @@ impl Runner {
                     m.observe(&action);
                 }
                 match action {
-                    Action::Send { conn, bytes } => {
+                    Action::Send { conn, mut bytes } => {
                         if let Some(sys) = &mut self.sys {
                             sys.bytes_sent += bytes.len() as u64;
+                        }
+                        if !self.websocket.is_empty()
+                            && let Some(ws) = self.websocket.get_mut(&conn)
+                        {
+                            bytes = ws.frame(&bytes).into();
                         }
                         if !io.write(conn, bytes) {
                             unresponsive.push(conn);
                         }
                     }
                     Action::Close { conn, reason } => {
+                        if !self.websocket.is_empty()
+                            && let Some(ws) = self.websocket.get_mut(&conn)
+                        {
+                            let close = ws.close();
+                            if !close.is_empty() {
+                                io.write(conn, close.into());
+                            }
+                        }
                         self.untrack(conn);
                         log::debug!(
                             "close conn={} code={:?} detail={:?}",

@@ -41,12 +41,14 @@ enum Accepted {
     Plain {
         tcp: Socket,
         peer: String,
+        websocket: bool,
     },
     Tls {
         stream: Box<dyn Stream>,
         tcp: Socket,
         peer: String,
         certificate: Option<ClientCertificate>,
+        websocket: bool,
     },
 }
 
@@ -525,16 +527,21 @@ pub async fn serve(
             let now = runner.now();
             match wake {
                 Wake::Accepted(a) => {
-                    let (tcp, peer, certificate, stream) = match a {
-                        Accepted::Plain { tcp, peer } => (tcp, peer, None, None),
+                    let (tcp, peer, certificate, stream, websocket) = match a {
+                        Accepted::Plain {
+                            tcp,
+                            peer,
+                            websocket,
+                        } => (tcp, peer, None, None, websocket),
                         Accepted::Tls {
                             stream,
                             tcp,
                             peer,
                             certificate,
-                        } => (tcp, peer, certificate, Some(stream)),
+                            websocket,
+                        } => (tcp, peer, certificate, Some(stream), websocket),
                     };
-                    let conn = runner.open(now, peer, certificate, &mut io);
+                    let conn = runner.open(now, peer, certificate, websocket, &mut io);
                     let size = config.read_buffer;
                     let gate = Gate::default();
                     let g = gate.clone();
@@ -638,6 +645,7 @@ async fn accept_loop(ex: Arc<Executor<'static>>, l: Listener, accepted: Sender<A
                 let a = Accepted::Plain {
                     tcp: Socket::from(tcp),
                     peer,
+                    websocket: l.websocket,
                 };
                 if accepted.send(a).await.is_err() {
                     return;
@@ -646,6 +654,7 @@ async fn accept_loop(ex: Arc<Executor<'static>>, l: Listener, accepted: Sender<A
             Some(tls) => {
                 let acceptor = futures_rustls::TlsAcceptor::from(tls.config());
                 let accepted = accepted.clone();
+                let websocket = l.websocket;
                 ex.spawn(async move {
                     let handshake = acceptor.accept(tcp.clone());
                     let timeout = async {
@@ -661,6 +670,7 @@ async fn accept_loop(ex: Arc<Executor<'static>>, l: Listener, accepted: Sender<A
                                 tcp: Socket::from(tcp),
                                 peer,
                                 certificate,
+                                websocket,
                             };
                             let _ = accepted.send(a).await;
                         }

@@ -199,7 +199,11 @@ fn launch(
             let l = smol::net::TcpListener::try_from(listener).unwrap();
             let t = std::thread::spawn(move || {
                 smol::block_on(driver::smol::serve(
-                    vec![driver::smol::Listener { tcp: l, tls }],
+                    vec![driver::smol::Listener {
+                        tcp: l,
+                        tls,
+                        websocket: false,
+                    }],
                     hub,
                     p,
                     driver_config,
@@ -212,7 +216,11 @@ fn launch(
         DriverKind::Blocking => {
             let (tx, rx) = mpsc::channel();
             let t = std::thread::spawn(move || {
-                let listeners = vec![driver::blocking::Listener { tcp: listener, tls }];
+                let listeners = vec![driver::blocking::Listener {
+                    tcp: listener,
+                    tls,
+                    websocket: false,
+                }];
                 driver::blocking::serve(listeners, hub, p, driver_config, recorder, rx)
             });
             (ControlTx::Blocking(tx), t)
@@ -220,7 +228,11 @@ fn launch(
         DriverKind::Mio => {
             let (tx, rx) = mpsc::channel();
             let t = std::thread::spawn(move || {
-                let listeners = vec![driver::mio::Listener { tcp: listener, tls }];
+                let listeners = vec![driver::mio::Listener {
+                    tcp: listener,
+                    tls,
+                    websocket: false,
+                }];
                 driver::mio::serve(listeners, hub, p, driver_config, recorder, rx)
             });
             (ControlTx::Blocking(tx), t)
