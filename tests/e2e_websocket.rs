@@ -2,7 +2,8 @@
 //! tungstenite and our codec on every driver (ws), and over TLS (wss);
 //! the upgrade refused for another path or without the `mqtt`
 //! subprotocol; a text frame closes the connection; paho-mqtt's websocket
-//! transport over ws and wss carries a will.
+//! transport and MQTT.js (the client browsers run; `tests/clients`, npm)
+//! over ws and wss carry a will.
 
 #![allow(clippy::disallowed_methods)] // a real broker runs on real time
 
@@ -274,6 +275,46 @@ fn paho_over_websockets_carries_a_will() {
         assert!(
             out.status.success(),
             "{text}{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            served.log()
+        );
+        assert!(text.contains("OK will delivered over websocket"), "{text}");
+    }
+}
+
+#[test]
+fn mqttjs_over_websockets_carries_a_will() {
+    let clients = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
+    let found = Command::new("node")
+        .args(["-e", "require('mqtt')"])
+        .current_dir(clients)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        common::missing("node with MQTT.js (npm install in tests/clients)");
+        return;
+    }
+    let (ws, wss) = (free_port(), free_port());
+    let served = wss_served("ws-mqttjs", ws, wss);
+    let ca = served.dir.join("ca.pem");
+    for (url, ca) in [
+        (format!("ws://127.0.0.1:{ws}/mqtt"), None),
+        (format!("wss://127.0.0.1:{wss}/mqtt"), Some(&ca)),
+    ] {
+        let mut cmd = Command::new("node");
+        cmd.current_dir(clients)
+            .arg("ws_mqttjs.js")
+            .arg(&url)
+            .arg(served.token("k1", "srv"))
+            .arg(served.token("k1", "mon"));
+        if let Some(ca) = ca {
+            cmd.arg(ca);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{url}: {text}{}\n{}",
             String::from_utf8_lossy(&out.stderr),
             served.log()
         );
