@@ -227,6 +227,17 @@ fn the_key_set_follows_its_endpoint_and_survives_its_failures() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `testament COMMAND --config FILE`, which must exit 2: its standard error.
+fn refused(command: &str, config: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testament"))
+        .args([command, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn without_its_key_set_the_broker_does_not_start() {
     let dir = work_dir("start");
@@ -242,13 +253,7 @@ fn without_its_key_set_the_broker_does_not_start() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testament"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("serve", &config);
     assert!(
         err.contains("jwt.jwks_url https://127.0.0.1:") && err.contains("503"),
         "{err}"
@@ -262,23 +267,11 @@ fn without_its_key_set_the_broker_does_not_start() {
     )
     .unwrap();
     idp.set((200, "no-cache", "{\"keys\": []}".into()));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testament"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("serve", &config);
     assert!(err.contains("jwt.jwks_url"), "{err}");
     assert_eq!(idp.requests(), 1, "the untrusted endpoint was not read");
     // A plain http URL is a configuration error.
     std::fs::write(&config, "[jwt]\njwks_url = \"http://127.0.0.1:1/certs\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testament"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(":2: jwt.jwks_url: "));
+    assert!(refused("check", &config).contains(":2: jwt.jwks_url: "));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,19 +12,11 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::binary::Served;
+use common::binary::{Served, free_port};
 use common::e2e::V3;
 use rumqttc::{Packet, QoS};
 
 const SECONDS: Duration = Duration::from_secs(5);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET path` on the endpoint: the status line and the body.
 fn get(port: u16, path: &str) -> (String, String) {

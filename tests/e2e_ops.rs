@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::binary::Served;
+use common::binary::{Served, free_port};
 use common::e2e::V3;
 use common::raw::Raw;
 use rumqttc::{Packet, QoS};
@@ -137,14 +137,6 @@ fn a_text_log_has_rfc3339_timestamps_and_the_audit_file_is_appended_to() {
 }
 
 const TOKEN: &str = "s3cret-admin-token-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A broker with the admin API on `port`.
 fn with_admin(name: &str, port: u16) -> Served {

@@ -39,12 +39,7 @@ const CHECKS_5_ONLY: [&str; 5] = [
 
 #[test]
 fn the_paho_suites_checks_pass_with_the_readme_configuration() {
-    let paho = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !paho {
-        common::missing("python3 with paho-mqtt (PyPI)");
+    if !common::paho() {
         return;
     }
     let config = &readme_toml_blocks()[2];

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::binary::Served;
+use common::binary::{Served, free_port};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rumqttc::QoS;
 use testament::codec::{
@@ -25,14 +25,6 @@ use tungstenite::client::IntoClientRequest as _;
 use tungstenite::{Message, WebSocket};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An MQTT client inside WebSocket frames.
 struct WsRaw<S: std::io::Read + std::io::Write> {
@@ -249,12 +241,7 @@ fn mqtt_over_secure_websockets() {
 
 #[test]
 fn paho_over_websockets_carries_a_will() {
-    let paho = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !paho {
-        common::missing("python3 with paho-mqtt (PyPI)");
+    if !common::paho() {
         return;
     }
     let (ws, wss) = (free_port(), free_port());

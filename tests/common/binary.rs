@@ -36,7 +36,8 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now, on 127.0.0.1.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

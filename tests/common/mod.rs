@@ -69,6 +69,18 @@ pub fn missing(what: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// Whether python3 with paho-mqtt is here; says so ([`missing`]) when not.
+pub fn paho() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import paho.mqtt.client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        missing("python3 with paho-mqtt (PyPI)");
+    }
+    found
+}
+
 /// The TOML code blocks of the README's configuration section: the
 /// defaults, the default ACL, the Paho suites' configuration.
 pub fn readme_toml_blocks() -> Vec<String> {
