@@ -416,15 +416,22 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let broker_config = c.broker_config().map_err(|e| e.to_string())?;
     let reload_config = c.clone();
     let reload_jwks = jwks.clone();
+    // A fetched key set is asked for anew by a token with an unknown kid
+    // and by a reload (SIGHUP).
+    let (refetch, asks) = driver::jwks::refetch_channel();
+    let reload_refetch = refetch.clone();
     let mut policy = JwtAclPolicy::new(JwtAuthenticator::new(c.jwt_config(), keys), acl);
     if let Some(which) = c.certificate_principal().map_err(|e| e.to_string())? {
         policy = policy.with_certificate_principal(which);
     }
-    let policy = policy.with_reloader(move || {
+    let mut policy = policy.with_reloader(move || {
         let loaded = match &reload_jwks {
             Some(file) => load(&reload_config, file).map(|(k, a)| (Some(k), a)),
             // A fetched key set follows its endpoint: the ACL alone.
-            None => reload_config.acl().map(|a| (None, a)),
+            None => {
+                reload_refetch.ask();
+                reload_config.acl().map(|a| (None, a))
+            }
         };
         match loaded {
             Ok(loaded) => {
@@ -437,19 +444,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
             }
         }
     });
-    let (policy, fetcher) = match fetched {
-        Some((endpoint, body, max_age)) => {
-            let (refetch, asks) = driver::jwks::refetch_channel();
-            let policy = Arc::new(policy.with_unknown_key_hook(move |_| refetch.ask()));
-            let schedule = driver::jwks::Schedule {
-                refresh: Duration::from_secs(c.jwt.jwks_refresh_secs),
-                min_interval: Duration::from_secs(c.jwt.jwks_min_interval_secs),
-            };
-            (policy, Some((endpoint, body, max_age, schedule, asks)))
-        }
-        None => (Arc::new(policy), None),
-    };
-    if let Some((endpoint, body, max_age, schedule, asks)) = fetcher {
+    if fetched.is_some() {
+        policy = policy.with_unknown_key_hook(move |_| refetch.ask());
+    }
+    let policy = Arc::new(policy);
+    if let Some((endpoint, body, max_age)) = fetched {
+        let schedule = driver::jwks::Schedule {
+            refresh: Duration::from_secs(c.jwt.jwks_refresh_secs),
+            min_interval: Duration::from_secs(c.jwt.jwks_min_interval_secs),
+        };
         let installed = policy.clone();
         driver::jwks::spawn(endpoint, body, max_age, schedule, asks, move |keys| {
             installed.replace_keys(keys);

@@ -193,6 +193,24 @@ fn the_key_set_follows_its_endpoint_and_survives_its_failures() {
     // k1 is gone with its key.
     assert!(!connects(&served, "a", &token(&pem1, "k1", "a")));
 
+    // A reload (SIGHUP) fetches the key set again too. First the fetch
+    // the refused k1 token asked for passes, then all is quiet (max-age is
+    // an hour).
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = idp.requests();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(idp.requests(), before, "fetched without a reason");
+    served.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while idp.requests() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no fetch after SIGHUP: {}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // Unknown kids in a burst: fetches at most once a second.
     let before = idp.requests();
     let started = Instant::now();

@@ -1,8 +1,9 @@
 //! A key set fetched from an HTTPS endpoint (`jwt.jwks_url`), as identity
 //! providers publish theirs: fetched at start (the broker does not start
 //! without it), fetched again on an interval — sooner when the answer's
-//! `Cache-Control: max-age` says so — and when a token names a `kid` the
-//! set does not have, at most once per `jwt.jwks_min_interval_secs`. A
+//! `Cache-Control: max-age` says so — and on a reload (SIGHUP) or when a
+//! token names a `kid` the set does not have, at most once per
+//! `jwt.jwks_min_interval_secs`. A
 //! fetch that fails, or brings something that is not a usable key set,
 //! leaves the last good set in force. Every change and every failure is
 //! audited (`event=keyset`).
