@@ -254,19 +254,28 @@ fn paho_over_websockets_carries_a_will() {
             .args(["127.0.0.1", &port.to_string(), "/mqtt"])
             .arg(served.token("k1", "srv"))
             .arg(served.token("k1", "mon"));
-        if let Some(ca) = ca {
-            cmd.arg(ca);
-        }
-        let out = cmd.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{text}{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            served.log()
-        );
-        assert!(text.contains("OK will delivered over websocket"), "{text}");
+        carries_a_will(cmd, ca, &served, &port.to_string());
     }
+}
+
+/// Runs a client script (its CA file last, for wss) that must print that
+/// the will came over the WebSocket.
+fn carries_a_will(mut cmd: Command, ca: Option<&std::path::PathBuf>, served: &Served, what: &str) {
+    if let Some(ca) = ca {
+        cmd.arg(ca);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what}: {text}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        served.log()
+    );
+    assert!(
+        text.contains("OK will delivered over websocket"),
+        "{what}: {text}"
+    );
 }
 
 #[test]
@@ -294,17 +303,6 @@ fn mqttjs_over_websockets_carries_a_will() {
             .arg(&url)
             .arg(served.token("k1", "srv"))
             .arg(served.token("k1", "mon"));
-        if let Some(ca) = ca {
-            cmd.arg(ca);
-        }
-        let out = cmd.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{url}: {text}{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            served.log()
-        );
-        assert!(text.contains("OK will delivered over websocket"), "{text}");
+        carries_a_will(cmd, ca, &served, &url);
     }
 }

@@ -274,11 +274,12 @@ fn audit(result: &'static str, source: &str, kids: String, detail: String) {
         kids,
         detail,
     };
-    if result == "failed" {
-        log::warn!(target: "testament::audit", audit:serde = &record; "{record}");
+    let level = if result == "failed" {
+        log::Level::Warn
     } else {
-        log::info!(target: "testament::audit", audit:serde = &record; "{record}");
-    }
+        log::Level::Info
+    };
+    super::log_audit(&record, level);
 }
 
 #[cfg(test)]

@@ -203,6 +203,13 @@ pub enum Control {
     Admin(admin::Call),
 }
 
+/// Writes an audit record to the log (target `testament::audit`): its
+/// text as the message, the record itself as a key-value for a structured
+/// log (`[log] format = "json"`, serialized only if the logger asks).
+fn log_audit(record: &crate::auth::AuditRecord, level: log::Level) {
+    log::log!(target: "testament::audit", level, audit:serde = record; "{record}");
+}
+
 /// Counts `len` more bytes waiting for a connection's writer; `false` when
 /// that passes the bound (the client does not read).
 #[cfg(feature = "blocking")]

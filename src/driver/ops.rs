@@ -99,7 +99,7 @@ fn answer(request: &Request, metrics: &Metrics, admin: Option<&AdminApi>) -> Ans
             client_id: None,
             detail: format!("{} {}", request.method(), request.url()),
         };
-        log::warn!(target: "testament::audit", audit:serde = &record; "{record}");
+        super::log_audit(&record, log::Level::Warn);
         return error(
             401,
             "Authorization: Bearer <the token of [admin] token_file>",

@@ -640,7 +640,7 @@ impl Runner {
             client_id,
             detail,
         };
-        log::info!(target: "testament::audit", audit:serde = &record; "{record}");
+        super::log_audit(&record, log::Level::Info);
     }
 
     /// A session with its client's address and when it connected.
@@ -906,12 +906,7 @@ impl Runner {
                             Err(later) => io.spawn_authorization(ticket, later),
                         }
                     }
-                    Action::Audit(record) => {
-                        // The record itself rides along for a structured
-                        // log (`[log] format = "json"`), serialized only
-                        // if the logger asks.
-                        log::info!(target: "testament::audit", audit:serde = &record; "{record}");
-                    }
+                    Action::Audit(record) => super::log_audit(&record, log::Level::Info),
                     Action::PauseReading(conn) => io.pause_reading(conn, true),
                     Action::ResumeReading(conn) => io.pause_reading(conn, false),
                     // Committed in `next_action`, or not kept without a store.
